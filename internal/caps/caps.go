@@ -1,0 +1,3 @@
+// Package caps names Linux capabilities and applies an OCI capability set
+// (bounding, effective, permitted, inheritable, ambient) to the calling thread.
+package caps

@@ -1,0 +1,42 @@
+// Package container is berth's Linux container engine: it turns an OCI
+// runtime spec plus overlay layers into a process tree isolated by
+// namespaces, cgroups, capabilities and seccomp. See docs/design.md for the
+// start sequence. It knows nothing about images or the CLI.
+package container
+
+import (
+	"os"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Config is everything needed to create one container.
+type Config struct {
+	// ID names the container; it is the default hostname and the cgroup leaf.
+	ID string
+	// Spec describes the process, mounts, namespaces, resources and security.
+	// Spec.Root.Path is used as the root when Layers is empty.
+	Spec *specs.Spec
+	// Layers are the overlay lower directories, lowest first.
+	Layers []string
+	// Dir is the instance's own directory; the engine keeps upper/, work/ and
+	// its bookkeeping there. It must exist.
+	Dir string
+	// CgroupPath is the cgroup relative to the hierarchy roots, e.g. "/berth/ID".
+	CgroupPath string
+}
+
+// Stdio is what the workload's fds 0, 1 and 2 become. A nil file means
+// /dev/null. With Spec.Process.Terminal set, Console (a pty slave) is used
+// for all three and becomes the controlling terminal.
+type Stdio struct {
+	Stdin, Stdout, Stderr *os.File
+	Console               *os.File
+}
+
+// Exit is how a workload ended, in the command-line contract's terms.
+type Exit struct {
+	Code      int  // exit status, or 128+Signal
+	Signal    int  // the signal that killed it, 0 when it exited
+	OOMKilled bool // the cgroup's OOM killer fired
+}
