@@ -1,0 +1,53 @@
+# berth's two set-up commands (README.md):
+#   make demo   install what berth needs, build it, run the demo image
+#   make test   install what the tests need and run the whole suite
+# Both expect root on Debian/Ubuntu.
+
+SHELL   := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+PREFIX  ?= /usr/local
+BIN     := bin
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO      ?= go
+
+# Debian packages: what berth runs on, and the peers and tools its tests use.
+RUNTIME_PKGS := busybox-static umoci skopeo e2fsprogs iproute2 ca-certificates
+TEST_PKGS    := $(RUNTIME_PKGS) runc git
+
+.PHONY: all build install deps test-deps demo test check clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./cmd/berth
+
+install: deps build
+	install -m 0755 $(BIN)/berth $(PREFIX)/bin/berth
+
+deps:
+	@command -v umoci >/dev/null && command -v busybox >/dev/null && command -v skopeo >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RUNTIME_PKGS))
+
+test-deps:
+	@for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	$(GO) mod download
+
+# The main job: import the demo image and run it as a container.
+demo: install
+	scripts/demo-image.sh /tmp/berth-demo-oci
+	berth image import /tmp/berth-demo-oci --name demo
+	berth run --rm demo sh -c 'echo "hello from $$(hostname), pid $$$$, user $$(id -un), kernel $$(uname -r)"'
+
+test: test-deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./... 2>&1 | tee /tmp/berth-test.log; exit $${PIPESTATUS[0]}
+
+check:
+	test -z "$$(gofmt -l .)"
+	$(GO) vet ./...
+	staticcheck ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/instance"
+)
+
+// defaultRoot is where berth keeps its data unless --root or BERTH_ROOT
+// say otherwise.
+const defaultRoot = "/var/lib/berth"
+
+// globals are the flags before the verb and the stores they open.
+type globals struct {
+	root      string
+	images    *image.Store
+	instances *instance.Store
+}
+
+func parseGlobals(args []string) (*globals, []string, error) {
+	g := &globals{root: os.Getenv("BERTH_ROOT")}
+	if g.root == "" {
+		g.root = defaultRoot
+	}
+	fs := newFlags("berth")
+	fs.StringVar(&g.root, "root", g.root, "data root")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	abs, err := filepath.Abs(g.root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--root %q: %v", g.root, err)
+	}
+	g.root = abs
+	return g, fs.Args(), nil
+}
+
+// imageStore opens the image store under the root on first use.
+func (g *globals) imageStore() (*image.Store, error) {
+	if g.images == nil {
+		s, err := image.Open(filepath.Join(g.root, "image"))
+		if err != nil {
+			return nil, err
+		}
+		g.images = s
+	}
+	return g.images, nil
+}
+
+// instanceStore opens the instance store under the root on first use.
+func (g *globals) instanceStore() (*instance.Store, error) {
+	if g.instances == nil {
+		s, err := instance.OpenStore(g.root)
+		if err != nil {
+			return nil, err
+		}
+		g.instances = s
+	}
+	return g.instances, nil
+}
+
+// newFlags returns a flag set that reports errors instead of exiting and
+// stops at the first non-flag argument.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parse parses args, expanding grouped one-letter flags (-it, -dit) first,
+// and turns the flag package's errors into one line.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(expandGroups(fs, args)); err != nil {
+		if err == flag.ErrHelp {
+			return fmt.Errorf("see berth help")
+		}
+		return err
+	}
+	return nil
+}
+
+// expandGroups rewrites "-it" as "-i -t" when every letter is a boolean
+// flag of fs, as Docker's users expect. It stops at the first non-flag.
+func expandGroups(fs *flag.FlagSet, args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || a == "-" || !strings.HasPrefix(a, "-") {
+			return append(out, args[i:]...)
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if f := fs.Lookup(name); f != nil {
+			out = append(out, a)
+			if !hasValue && !isBool(f) && i+1 < len(args) {
+				i++
+				out = append(out, args[i])
+			}
+			continue
+		}
+		if strings.HasPrefix(a, "--") || !allBool(fs, a[1:]) {
+			out = append(out, a) // unknown: the flag package names it
+			continue
+		}
+		for _, r := range a[1:] {
+			out = append(out, "-"+string(r))
+		}
+	}
+	return out
+}
+
+func isBool(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func allBool(fs *flag.FlagSet, letters string) bool {
+	for _, r := range letters {
+		f := fs.Lookup(string(r))
+		if f == nil || !isBool(f) {
+			return false
+		}
+	}
+	return true
+}
+
+// listFlag collects a flag given several times.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// optString records whether a string flag was given at all.
+type optString struct {
+	set bool
+	val string
+}
+
+func (o *optString) String() string     { return o.val }
+func (o *optString) Set(v string) error { o.set, o.val = true, v; return nil }

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/cgroups"
+)
+
+// hostInfo is what `berth info` reports.
+type hostInfo struct {
+	Version    string            `json:"version"`
+	GoVersion  string            `json:"go_version"`
+	Kernel     string            `json:"kernel"`
+	Arch       string            `json:"arch"`
+	CgroupMode cgroups.Mode      `json:"cgroup_mode"`
+	Root       bool              `json:"root"`
+	DataRoot   string            `json:"data_root"`
+	Peers      map[string]string `json:"peers"`
+}
+
+func cmdInfo(g *globals, args []string) error {
+	fs := newFlags("info")
+	format := fs.String("format", "", "output format: json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	info := hostInfo{
+		Version:    version,
+		GoVersion:  runtime.Version(),
+		Kernel:     kernelRelease(),
+		Arch:       runtime.GOARCH,
+		CgroupMode: cgroups.DetectMode(),
+		Root:       os.Geteuid() == 0,
+		DataRoot:   g.root,
+		Peers:      map[string]string{},
+	}
+	for _, p := range []string{"runc", "runsc", "qemu-system-x86_64", "containerd", "dockerd"} {
+		if path, err := exec.LookPath(p); err == nil {
+			info.Peers[p] = path
+		}
+	}
+	if *format == "json" {
+		return printJSON(info)
+	}
+	fmt.Printf("berth:        %s (%s)\n", info.Version, info.GoVersion)
+	fmt.Printf("kernel:       %s %s\n", info.Kernel, info.Arch)
+	fmt.Printf("cgroup mode:  %s\n", info.CgroupMode)
+	fmt.Printf("root:         %v\n", info.Root)
+	fmt.Printf("data root:    %s\n", info.DataRoot)
+	fmt.Printf("peers found:  %s\n", strings.Join(slices.Sorted(maps.Keys(info.Peers)), " "))
+	return nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdVersion(g *globals, args []string) error {
+	fmt.Printf("berth %s %s\n", version, runtime.Version())
+	return nil
+}

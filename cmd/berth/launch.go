@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
+)
+
+// startInstance runs the bundle of a created instance and records it as
+// running, owned by this process. On failure nothing of the instance's
+// processes or cgroup is left; the record is the caller's to remove.
+func startInstance(st *instance.Store, in *instance.Instance, stdio container.Stdio) (*container.Container, error) {
+	b, err := st.LoadBundle(in.ID)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &container.Config{
+		ID:         in.ID,
+		Spec:       b.Spec,
+		Layers:     b.Layers,
+		Dir:        st.Dir(in.ID),
+		CgroupPath: in.Cgroup,
+	}
+	c, err := container.Run(context.Background(), cfg, stdio)
+	if err != nil {
+		return nil, err
+	}
+	_, err = st.Update(in.ID, func(x *instance.Instance) error {
+		x.Status = instance.Running
+		x.Pid = c.Pid()
+		x.PidStart = instance.ProcStart(c.Pid())
+		x.MonitorPid = os.Getpid()
+		x.MonStart = instance.ProcStart(os.Getpid())
+		x.Started = time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		_ = c.Signal(syscall.SIGKILL)
+		_, _ = c.Wait()
+		_ = c.Destroy()
+		return nil, err
+	}
+	return c, nil
+}
+
+// finishInstance waits for a started instance, releases its resources,
+// records how it ended and, for --rm, removes it.
+// drain, if not nil, is called once the workload has ended, to let its
+// output reach the log before the end is recorded.
+func finishInstance(st *instance.Store, in *instance.Instance, c *container.Container, drain func()) container.Exit {
+	exit, waitErr := c.Wait()
+	destroyErr := c.Destroy()
+	if drain != nil {
+		drain()
+	}
+	_, _ = st.Update(in.ID, func(x *instance.Instance) error {
+		x.Status = instance.Stopped
+		code := exit.Code
+		x.ExitCode = &code
+		x.Signal = exit.Signal
+		x.OOMKilled = exit.OOMKilled
+		x.Finished = time.Now().UTC()
+		if err := errors.Join(waitErr, destroyErr); err != nil {
+			x.Error = oneLine(err)
+		}
+		return nil
+	})
+	if in.AutoRemove {
+		_ = st.Remove(in.ID)
+	}
+	return exit
+}
+
+// forwardSignals relays the signals a user sends to the CLI to the
+// instance, as `docker run` does, until stop is called.
+func forwardSignals(c *container.Container) (stop func()) {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-ch:
+				_ = c.Signal(s.(syscall.Signal))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}
+
+// reconcile repairs the record of an instance whose owner (the foreground
+// CLI or the monitor) died without recording its end: whatever is left of
+// it is killed and it is marked stopped. It returns the current record.
+func reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
+	if in.Status == instance.Stopped || instance.Alive(in.MonitorPid, in.MonStart) {
+		return in
+	}
+	if instance.Alive(in.Pid, in.PidStart) {
+		_ = syscall.Kill(in.Pid, syscall.SIGKILL)
+	}
+	_ = container.Cleanup(in.Cgroup)
+	out, err := st.Update(in.ID, func(x *instance.Instance) error {
+		if x.Status == instance.Stopped {
+			return nil
+		}
+		x.Status = instance.Stopped
+		code := 137
+		x.ExitCode = &code
+		x.Finished = time.Now().UTC()
+		x.Error = "the process that owned the instance exited without recording its end"
+		return nil
+	})
+	if err != nil {
+		return in
+	}
+	if out.AutoRemove {
+		_ = st.Remove(out.ID)
+	}
+	return out
+}
+
+// lookupInstance finds an instance by ID, prefix or name and reconciles it.
+func lookupInstance(g *globals, ref string) (*instance.Store, *instance.Instance, error) {
+	st, err := g.instanceStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	in, err := st.Get(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, reconcile(st, in), nil
+}
+
+// requireRunning refuses instances that have no live process.
+func requireRunning(in *instance.Instance) error {
+	if !in.Status.Active() {
+		return fmt.Errorf("instance %s is %s: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
+	}
+	return nil
+}

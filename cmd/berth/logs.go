@@ -1,0 +1,32 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/berth-dev/berth/internal/instance"
+)
+
+func cmdLogs(g *globals, args []string) error {
+	fs := newFlags("logs")
+	follow := fs.Bool("f", false, "follow the output until the instance ends")
+	fs.BoolVar(follow, "follow", false, "follow the output until the instance ends")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("want exactly one instance")
+	}
+	st, in, err := lookupInstance(g, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if !in.Detached {
+		return fmt.Errorf("instance %s ran in the foreground; its output went to the terminal, not a log", in.ShortID())
+	}
+	done := func() bool {
+		cur, err := st.Get(in.ID)
+		return err != nil || reconcile(st, cur).Status == instance.Stopped
+	}
+	return instance.ReadLogs(st.LogPath(in.ID), os.Stdout, os.Stderr, *follow, done)
+}

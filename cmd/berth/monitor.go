@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/tty"
+)
+
+// monitorVerb is the hidden verb of the per-instance monitor process.
+const monitorVerb = "__monitor"
+
+// runDetached starts the instance under a monitor process of its own and
+// returns once the workload runs (printing its ID) or failed to start.
+func runDetached(g *globals, st *instance.Store, in *instance.Instance) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		_ = st.Remove(in.ID)
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command("/proc/self/exe", "--root", g.root, monitorVerb, in.ID)
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		_ = st.Remove(in.ID)
+		return fmt.Errorf("start monitor: %w", err)
+	}
+	_ = cmd.Process.Release()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		fmt.Println(in.ID)
+		return nil
+	}
+	// The monitor removed the instance; it reports "CODE message".
+	codeStr, msg, _ := strings.Cut(line, " ")
+	code, convErr := strconv.Atoi(codeStr)
+	if line == "" || convErr != nil {
+		_ = st.Remove(in.ID)
+		return errors.New("the monitor exited before starting the instance")
+	}
+	fmt.Fprintf(os.Stderr, "berth run: %s\n", msg)
+	return exitStatus(code)
+}
+
+// cmdMonitor is the monitor process of one detached instance: it owns the
+// workload's stdio, writes its output to the log and records its end.
+func cmdMonitor(g *globals, args []string) error {
+	report := os.NewFile(3, "report")
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	debug.SetGCPercent(20)
+	if len(args) != 1 {
+		return errors.New("usage: __monitor ID")
+	}
+	st, err := g.instanceStore()
+	if err != nil {
+		return err
+	}
+	in, err := st.Get(args[0])
+	if err != nil {
+		return err
+	}
+	log, err := instance.CreateLog(st.LogPath(in.ID))
+	if err != nil {
+		return failMonitor(st, in, report, err)
+	}
+	defer log.Close()
+	stdio, copiers, closeChild, err := monitorStdio(in, log)
+	if err != nil {
+		return failMonitor(st, in, report, err)
+	}
+	c, err := startInstance(st, in, stdio)
+	closeChild()
+	if err != nil {
+		return failMonitor(st, in, report, err)
+	}
+	fmt.Fprintln(report, "ok")
+	report.Close()
+	finishInstance(st, in, c, copiers.Wait)
+	return nil
+}
+
+// heldStdin is the write end of a -i instance's stdin, kept open (and
+// referenced, so no finalizer closes it) for the monitor's lifetime.
+var heldStdin *os.File
+
+// monitorStdio makes the workload's stdio: pipes (or a pty with -t) whose
+// output the monitor copies into the log. With -i, stdin is a pipe the
+// monitor holds open, so a shell waiting on it keeps running.
+func monitorStdio(in *instance.Instance, log *instance.LogWriter) (container.Stdio, *sync.WaitGroup, func(), error) {
+	var wg sync.WaitGroup
+	var child []*os.File
+	closeChild := func() {
+		for _, f := range child {
+			f.Close()
+		}
+	}
+	copyTo := func(stream string, r io.ReadCloser) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close()
+			log.Copy(stream, r)
+		}()
+	}
+	var stdio container.Stdio
+	if in.Interactive {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return stdio, nil, closeChild, err
+		}
+		stdio.Stdin = r
+		child = append(child, r)
+		heldStdin = w
+	}
+	if in.Tty {
+		m, s, err := tty.Open()
+		if err != nil {
+			return stdio, nil, closeChild, err
+		}
+		stdio.Console = s
+		child = append(child, s)
+		copyTo("stdout", m)
+		return stdio, &wg, closeChild, nil
+	}
+	for _, stream := range []string{"stdout", "stderr"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeChild()
+			return stdio, nil, closeChild, err
+		}
+		if stream == "stdout" {
+			stdio.Stdout = w
+		} else {
+			stdio.Stderr = w
+		}
+		child = append(child, w)
+		copyTo(stream, r)
+	}
+	return stdio, &wg, closeChild, nil
+}
+
+// failMonitor reports a failed start to the waiting CLI and removes the
+// instance, so a failed start leaves nothing behind.
+func failMonitor(st *instance.Store, in *instance.Instance, report *os.File, err error) error {
+	fmt.Fprintf(report, "%d %s\n", exitCode(err), oneLine(err))
+	report.Close()
+	_ = st.Remove(in.ID)
+	return err
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/berth-dev/berth/internal/instance"
+)
+
+func cmdPs(g *globals, args []string) error {
+	fs := newFlags("ps")
+	all := fs.Bool("a", false, "show stopped instances too")
+	fs.BoolVar(all, "all", false, "show stopped instances too")
+	format := fs.String("format", "", "output format: json")
+	quiet := fs.Bool("q", false, "print IDs only")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	st, err := g.instanceStore()
+	if err != nil {
+		return err
+	}
+	list, err := st.List()
+	if err != nil {
+		return err
+	}
+	shown := []*instance.Instance{}
+	for _, in := range list {
+		in = reconcile(st, in)
+		if *all || in.Status.Active() {
+			shown = append(shown, in)
+		}
+	}
+	switch {
+	case *format == "json":
+		return printJSON(shown)
+	case *format != "":
+		return fmt.Errorf("--format %q: want json", *format)
+	case *quiet:
+		for _, in := range shown {
+			fmt.Println(in.ShortID())
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(w, "ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tISOLATION\tNAME")
+	for _, in := range shown {
+		cmd := strings.Join(in.Command, " ")
+		if len(cmd) > 30 {
+			cmd = cmd[:27] + "..."
+		}
+		fmt.Fprintf(w, "%s\t%s\t%q\t%s\t%s\t%s\t%s\n", in.ShortID(), in.Image, cmd, ago(in.Created), statusText(in), in.Isolation, in.Name)
+	}
+	return w.Flush()
+}
+
+// statusText is ps's STATUS column: "running", "exited (3) 2 minutes ago".
+func statusText(in *instance.Instance) string {
+	switch in.Status {
+	case instance.Stopped:
+		code := -1
+		if in.ExitCode != nil {
+			code = *in.ExitCode
+		}
+		s := fmt.Sprintf("exited (%d) %s", code, ago(in.Finished))
+		if in.OOMKilled {
+			s += " oom"
+		}
+		return s
+	case instance.Running:
+		return "up " + strings.TrimSuffix(ago(in.Started), " ago")
+	}
+	return string(in.Status)
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+func cmdRm(g *globals, args []string) error {
+	fs := newFlags("rm")
+	force := fs.Bool("f", false, "kill a running instance first")
+	fs.BoolVar(force, "force", false, "kill a running instance first")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("want at least one instance")
+	}
+	for _, ref := range fs.Args() {
+		st, in, err := lookupInstance(g, ref)
+		if err != nil {
+			return err
+		}
+		if in.Status.Active() {
+			if !*force {
+				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
+			}
+			_ = signalInstance(in, syscall.SIGKILL)
+			if !waitStopped(st, in.ID, 10*time.Second) {
+				return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
+			}
+		}
+		if err := container.Cleanup(in.Cgroup); err != nil {
+			return err
+		}
+		if err := st.Remove(in.ID); err != nil {
+			return err
+		}
+		fmt.Println(ref)
+	}
+	return nil
+}

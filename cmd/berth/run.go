@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/tty"
+)
+
+// runFlags are `berth run`'s flags.
+type runFlags struct {
+	opts       instance.RunOptions
+	vm         bool
+	rm         bool
+	detach     bool
+	memory     string
+	network    string
+	entrypoint optString
+	env, vols  listFlag
+}
+
+func parseRun(args []string) (*runFlags, string, error) {
+	f := &runFlags{}
+	fs := newFlags("run")
+	o := &f.opts
+	fs.BoolVar(&f.vm, "vm", false, "run as a virtual machine")
+	fs.BoolVar(&f.rm, "rm", false, "remove the instance when it ends")
+	fs.BoolVar(&f.detach, "d", false, "detach")
+	fs.BoolVar(&f.detach, "detach", false, "detach")
+	fs.StringVar(&o.Name, "name", "", "instance name")
+	fs.Var(&f.env, "e", "set an environment variable K=V")
+	fs.Var(&f.env, "env", "set an environment variable K=V")
+	fs.StringVar(&o.Workdir, "w", "", "working directory")
+	fs.StringVar(&o.Workdir, "workdir", "", "working directory")
+	fs.StringVar(&o.User, "u", "", "user UID[:GID] or NAME[:GROUP]")
+	fs.StringVar(&o.User, "user", "", "user UID[:GID] or NAME[:GROUP]")
+	fs.StringVar(&o.Hostname, "hostname", "", "host name")
+	fs.StringVar(&o.Hostname, "h", "", "host name")
+	fs.StringVar(&f.memory, "memory", "", "memory limit, e.g. 64m")
+	fs.StringVar(&f.memory, "m", "", "memory limit, e.g. 64m")
+	fs.Float64Var(&o.Limits.CPUs, "cpus", 0, "CPU limit, e.g. 0.5")
+	fs.Int64Var(&o.Limits.Pids, "pids-limit", 0, "maximum number of processes")
+	fs.Var(&f.vols, "v", "bind mount HOSTPATH:PATH[:ro]")
+	fs.Var(&f.vols, "volume", "bind mount HOSTPATH:PATH[:ro]")
+	fs.BoolVar(&o.Interactive, "i", false, "keep stdin open")
+	fs.BoolVar(&o.Interactive, "interactive", false, "keep stdin open")
+	fs.BoolVar(&o.Tty, "t", false, "allocate a terminal")
+	fs.BoolVar(&o.Tty, "tty", false, "allocate a terminal")
+	fs.BoolVar(&o.ReadOnly, "read-only", false, "mount the root file system read-only")
+	fs.StringVar(&f.network, "network", "none", "network: none (loopback only) or host")
+	fs.Var(&f.entrypoint, "entrypoint", "override the image's entrypoint")
+	if err := parse(fs, args); err != nil {
+		return nil, "", err
+	}
+	if fs.NArg() == 0 {
+		return nil, "", fmt.Errorf("want an IMAGE: %w", errdefs.ErrInvalid)
+	}
+	o.Args = fs.Args()[1:]
+	o.Env = f.env
+	o.Volumes = f.vols
+	if f.entrypoint.set {
+		o.Entrypoint = &f.entrypoint.val
+	}
+	if f.memory != "" {
+		m, err := instance.ParseBytes(f.memory)
+		if err != nil {
+			return nil, "", fmt.Errorf("--memory: %w", err)
+		}
+		o.Limits.Memory = m
+	}
+	if o.Limits.CPUs < 0 || o.Limits.Pids < 0 {
+		return nil, "", fmt.Errorf("--cpus and --pids-limit must be positive: %w", errdefs.ErrInvalid)
+	}
+	switch f.network {
+	case "none", "":
+	case "host":
+		o.NetworkHost = true
+	default:
+		return nil, "", fmt.Errorf("--network %q: want none or host: %w", f.network, errdefs.ErrInvalid)
+	}
+	return f, fs.Arg(0), nil
+}
+
+func cmdRun(g *globals, args []string) error {
+	f, ref, err := parseRun(args)
+	if err != nil {
+		return err
+	}
+	if f.vm {
+		return fmt.Errorf("--vm: the virtual machine engine is not part of this build yet: %w", errdefs.ErrNotSupported)
+	}
+	st, in, err := createInstance(g, ref, f)
+	if err != nil {
+		return err
+	}
+	if f.detach {
+		return runDetached(g, st, in)
+	}
+	return runForeground(st, in, &f.opts)
+}
+
+// createInstance resolves the image, builds the spec and writes the
+// instance's record and bundle. On failure nothing is left.
+func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, err error) {
+	images, err := g.imageStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := images.Resolve(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	layers, err := images.Layers(context.Background(), img)
+	if err != nil {
+		return nil, nil, err
+	}
+	o := &f.opts
+	id := instance.NewID()
+	hostname := o.Hostname
+	if hostname == "" {
+		hostname = id[:12]
+	}
+	spec, err := buildSpec(id, hostname, img.Config.Config, o, layers)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err = g.instanceStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	in = &instance.Instance{
+		ID:          id,
+		Name:        o.Name,
+		Image:       ref,
+		ImageID:     img.ID.String(),
+		Isolation:   instance.IsolationContainer,
+		Command:     spec.Process.Args,
+		Hostname:    hostname,
+		Limits:      o.Limits,
+		Detached:    f.detach,
+		AutoRemove:  f.rm,
+		Tty:         o.Tty,
+		Interactive: o.Interactive,
+		Cgroup:      "/berth/" + id,
+		Created:     time.Now().UTC(),
+		Status:      instance.Created,
+		MonitorPid:  os.Getpid(),
+		MonStart:    instance.ProcStart(os.Getpid()),
+	}
+	if in.Name == "" {
+		in.Name = id[:12]
+	}
+	if err := st.Create(in); err != nil {
+		return nil, nil, err
+	}
+	if err := st.SaveBundle(id, &instance.Bundle{Spec: spec, Layers: layers}); err != nil {
+		_ = st.Remove(id)
+		return nil, nil, err
+	}
+	return st, in, nil
+}
+
+// buildSpec turns the image config and run options into an OCI spec.
+func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOptions, layers []string) (*specs.Spec, error) {
+	spec := container.DefaultSpec(id)
+	spec.Hostname = hostname
+	if err := instance.ApplyProcess(spec.Process, cfg, o, hostname, instance.LayerReader(layers)); err != nil {
+		return nil, err
+	}
+	mounts, err := instance.Mounts(o.Volumes)
+	if err != nil {
+		return nil, err
+	}
+	spec.Mounts = append(spec.Mounts, mounts...)
+	spec.Root.Readonly = o.ReadOnly
+	spec.Linux.Resources = instance.Resources(o.Limits)
+	if o.NetworkHost {
+		var ns []specs.LinuxNamespace
+		for _, n := range spec.Linux.Namespaces {
+			if n.Type != specs.NetworkNamespace {
+				ns = append(ns, n)
+			}
+		}
+		spec.Linux.Namespaces = ns
+	}
+	return spec, nil
+}
+
+// runForeground runs the instance attached to this terminal; the CLI is
+// its owner and records its end.
+func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOptions) error {
+	stdio := container.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
+	if o.Interactive {
+		stdio.Stdin = os.Stdin
+	}
+	var master *os.File
+	if o.Tty {
+		m, s, err := tty.Open()
+		if err != nil {
+			_ = st.Remove(in.ID)
+			return err
+		}
+		master, stdio = m, container.Stdio{Console: s}
+		defer master.Close()
+	}
+	c, err := startInstance(st, in, stdio)
+	if stdio.Console != nil {
+		stdio.Console.Close()
+	}
+	if err != nil {
+		_ = st.Remove(in.ID)
+		return err
+	}
+	stop := forwardSignals(c)
+	var copied chan struct{}
+	if master != nil {
+		restore := tty.Attach(os.Stdin, master)
+		defer restore()
+		if o.Interactive {
+			go func() { _, _ = io.Copy(master, os.Stdin) }()
+		}
+		copied = make(chan struct{})
+		go func() { _, _ = io.Copy(os.Stdout, master); close(copied) }()
+	}
+	exit := finishInstance(st, in, c, nil)
+	stop()
+	if copied != nil {
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return exitStatus(exit.Code)
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
+)
+
+func cmdStop(g *globals, args []string) error {
+	fs := newFlags("stop")
+	secs := fs.Int("t", 10, "seconds to wait after SIGTERM before SIGKILL")
+	fs.IntVar(secs, "time", 10, "seconds to wait after SIGTERM before SIGKILL")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("want at least one instance")
+	}
+	for _, ref := range fs.Args() {
+		st, in, err := lookupInstance(g, ref)
+		if err != nil {
+			return err
+		}
+		if err := stopInstance(st, in, time.Duration(*secs)*time.Second); err != nil {
+			return err
+		}
+		fmt.Println(ref)
+	}
+	return nil
+}
+
+// stopInstance sends SIGTERM, waits up to grace for the instance to end,
+// then sends SIGKILL and waits for its owner to record the end.
+func stopInstance(st *instance.Store, in *instance.Instance, grace time.Duration) error {
+	if !in.Status.Active() {
+		return nil
+	}
+	if err := signalInstance(in, syscall.SIGTERM); err == nil && waitStopped(st, in.ID, grace) {
+		return nil
+	}
+	_ = signalInstance(in, syscall.SIGKILL)
+	if waitStopped(st, in.ID, 10*time.Second) {
+		return nil
+	}
+	return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
+}
+
+// signalInstance signals the instance's init, which relays the signal to
+// the workload (SIGKILL ends the whole instance).
+func signalInstance(in *instance.Instance, sig syscall.Signal) error {
+	if !in.Status.Active() || !instance.Alive(in.Pid, in.PidStart) {
+		return fmt.Errorf("instance %s is not running: %w", in.ShortID(), errdefs.ErrConflict)
+	}
+	if err := syscall.Kill(in.Pid, sig); err != nil {
+		return fmt.Errorf("signal instance %s: %w", in.ShortID(), err)
+	}
+	return nil
+}
+
+// waitStopped waits until the record says stopped (or is gone, for --rm
+// instances), reconciling it in case its owner died.
+func waitStopped(st *instance.Store, id string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		in, err := st.Get(id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return true
+		}
+		if err == nil && reconcile(st, in).Status == instance.Stopped {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,51 @@
+package instance
+
+import (
+	"os"
+	"strconv"
+	"strings"
+)
+
+// ProcStart returns the start time of process pid in clock ticks since
+// boot (field 22 of /proc/PID/stat), or 0 when there is no such process.
+// A pid together with its start time names one process even after the pid
+// is reused.
+func ProcStart(pid int) uint64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces and parentheses; fields
+	// after it start past the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
+}
+
+// Alive reports whether the process recorded as (pid, start) still runs.
+// Zombies count as gone.
+func Alive(pid int, start uint64) bool {
+	if pid <= 0 || start == 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && s[i+2] == 'Z' {
+		return false
+	}
+	return ProcStart(pid) == start
+}

@@ -1,0 +1,292 @@
+// Package instance is berth's engine-neutral lifecycle: the record of every
+// instance (container or VM) kept on disk, its state machine, the run
+// options turned into an OCI spec, logs, and the monitor that owns a
+// detached instance.
+package instance
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Isolation is how an instance is isolated.
+const (
+	IsolationContainer = "container"
+	IsolationVM        = "vm"
+)
+
+// Limits are the resource limits asked for on the command line.
+type Limits struct {
+	Memory int64   `json:"memory,omitempty"` // bytes
+	CPUs   float64 `json:"cpus,omitempty"`
+	Pids   int64   `json:"pids,omitempty"`
+}
+
+// Instance is the record of one instance, stored as state.json in its
+// directory. Fields after Status change while it runs.
+type Instance struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Image       string    `json:"image"`
+	ImageID     string    `json:"image_id"`
+	Isolation   string    `json:"isolation"`
+	Command     []string  `json:"command"`
+	Hostname    string    `json:"hostname"`
+	Limits      Limits    `json:"limits"`
+	Detached    bool      `json:"detached"`
+	AutoRemove  bool      `json:"auto_remove"`
+	Tty         bool      `json:"tty"`
+	Interactive bool      `json:"interactive"`
+	Cgroup      string    `json:"cgroup"`
+	Created     time.Time `json:"created"`
+
+	Status     Status    `json:"status"`
+	Pid        int       `json:"pid,omitempty"`         // host pid of the instance's init
+	PidStart   uint64    `json:"pid_start,omitempty"`   // its start time in clock ticks, against pid reuse
+	MonitorPid int       `json:"monitor_pid,omitempty"` // process that waits for it (CLI or monitor)
+	MonStart   uint64    `json:"monitor_start,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+	Finished   time.Time `json:"finished,omitzero"`
+	ExitCode   *int      `json:"exit_code,omitempty"`
+	Signal     int       `json:"signal,omitempty"`
+	OOMKilled  bool      `json:"oom_killed"`
+	Error      string    `json:"error,omitempty"` // why it failed to start or was lost
+}
+
+// ShortID is the 12-character form shown by ps.
+func (in *Instance) ShortID() string { return in.ID[:12] }
+
+// Store keeps instance records under ROOT/instances.
+type Store struct {
+	dir string
+}
+
+// OpenStore opens (creating) the instance directory under root.
+func OpenStore(root string) (*Store, error) {
+	dir := filepath.Join(root, "instances")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("instance store %s: %w", dir, err)
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Dir is the directory of instance id.
+func (s *Store) Dir(id string) string { return filepath.Join(s.dir, id) }
+
+// NewID returns a fresh 64-hex instance ID.
+func NewID() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Create writes a new record and its directory. The name must be unused.
+func (s *Store) Create(in *Instance) error {
+	unlock, err := s.lockStore()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	all, err := s.List()
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		if in.Name != "" && o.Name == in.Name {
+			return fmt.Errorf("name %q is already used by instance %s: %w", in.Name, o.ShortID(), errdefs.ErrConflict)
+		}
+	}
+	if err := os.Mkdir(s.Dir(in.ID), 0o700); err != nil {
+		return fmt.Errorf("instance %s: %w", in.ShortID(), err)
+	}
+	return s.write(in)
+}
+
+// Get finds an instance by full ID, unique ID prefix or name.
+func (s *Store) Get(ref string) (*Instance, error) {
+	if ref == "" {
+		return nil, fmt.Errorf("empty instance reference: %w", errdefs.ErrInvalid)
+	}
+	if in, err := s.read(ref); err == nil {
+		return in, nil
+	}
+	all, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var found *Instance
+	for _, in := range all {
+		if in.Name == ref {
+			return in, nil
+		}
+		if strings.HasPrefix(in.ID, ref) {
+			if found != nil {
+				return nil, fmt.Errorf("instance %q: prefix matches more than one instance: %w", ref, errdefs.ErrInvalid)
+			}
+			found = in
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("instance %q: %w", ref, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// List returns every record, newest first. Records that cannot be read
+// (a half-created instance) are skipped.
+func (s *Store) List() ([]*Instance, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("instance store: %w", err)
+	}
+	var out []*Instance
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if in, err := s.read(e.Name()); err == nil {
+			out = append(out, in)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+// Update applies fn to the current record under the instance's lock and
+// writes it back. A status change must be one the state machine allows.
+func (s *Store) Update(id string, fn func(*Instance) error) (*Instance, error) {
+	unlock, err := lockFile(filepath.Join(s.Dir(id), "lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	in, err := s.read(id)
+	if err != nil {
+		return nil, err
+	}
+	before := in.Status
+	if err := fn(in); err != nil {
+		return nil, err
+	}
+	if in.Status != before {
+		if err := CanMove(before, in.Status); err != nil {
+			return nil, fmt.Errorf("instance %s: %w", in.ShortID(), err)
+		}
+	}
+	return in, s.write(in)
+}
+
+// Remove deletes the record and everything in its directory.
+func (s *Store) Remove(id string) error {
+	if err := os.RemoveAll(s.Dir(id)); err != nil {
+		return fmt.Errorf("remove instance %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Store) read(id string) (*Instance, error) {
+	if strings.ContainsAny(id, "/.") {
+		return nil, fmt.Errorf("instance %q: %w", id, errdefs.ErrNotFound)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir(id), "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("instance %q: %w", id, errdefs.ErrNotFound)
+	} else if err != nil {
+		return nil, err
+	}
+	var in Instance
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("instance %s: corrupt state.json: %v", id, err)
+	}
+	return &in, nil
+}
+
+func (s *Store) write(in *Instance) error {
+	b, err := json.MarshalIndent(in, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(s.Dir(in.ID), "state.json"), b)
+}
+
+func (s *Store) lockStore() (func(), error) {
+	return lockFile(filepath.Join(s.dir, ".lock"))
+}
+
+// writeAtomic replaces path with data so readers see the old or the new
+// content, never a mix.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// lockFile takes an exclusive flock on path, creating it.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", filepath.Dir(path), errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Bundle is what an instance runs: the OCI spec and the overlay layers
+// (lowest first). It is written once, before the instance starts, and read
+// by the monitor and by exec.
+type Bundle struct {
+	Spec   *specs.Spec `json:"spec"`
+	Layers []string    `json:"layers"`
+}
+
+// SaveBundle writes b as bundle.json of instance id.
+func (s *Store) SaveBundle(id string, b *Bundle) error {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(s.Dir(id), "bundle.json"), data)
+}
+
+// LoadBundle reads bundle.json of instance id.
+func (s *Store) LoadBundle(id string) (*Bundle, error) {
+	data, err := os.ReadFile(filepath.Join(s.Dir(id), "bundle.json"))
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: bundle: %w", id, err)
+	}
+	var b Bundle
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("instance %s: corrupt bundle.json: %v", id, err)
+	}
+	return &b, nil
+}
+
+// LogPath is where a detached instance's output goes.
+func (s *Store) LogPath(id string) string { return filepath.Join(s.Dir(id), "log.json") }

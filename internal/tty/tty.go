@@ -1,0 +1,73 @@
+// Package tty opens pseudo-terminals and moves bytes and window sizes
+// between the user's terminal and an instance's.
+package tty
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+)
+
+// Open allocates a pty pair from the host's /dev/ptmx. The caller keeps
+// the master and hands the slave to the workload.
+func Open() (master, slave *os.File, err error) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("pty number: %w", err)
+	}
+	name := "/dev/pts/" + strconv.Itoa(n)
+	s, err := os.OpenFile(name, os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	return m, s, nil
+}
+
+// CopySize gives dst the window size of src.
+func CopySize(src, dst *os.File) {
+	ws, err := unix.IoctlGetWinsize(int(src.Fd()), unix.TIOCGWINSZ)
+	if err == nil {
+		_ = unix.IoctlSetWinsize(int(dst.Fd()), unix.TIOCSWINSZ, ws)
+	}
+}
+
+// Attach puts the user's terminal (in) into raw mode, keeps the pty
+// master's size in step with it, and returns a function that restores the
+// terminal. When in is not a terminal it does nothing.
+func Attach(in, master *os.File) (restore func()) {
+	if !term.IsTerminal(int(in.Fd())) {
+		return func() {}
+	}
+	CopySize(in, master)
+	old, err := term.MakeRaw(int(in.Fd()))
+	if err != nil {
+		return func() {}
+	}
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	go func() {
+		for range winch {
+			CopySize(in, master)
+		}
+	}()
+	return func() {
+		signal.Stop(winch)
+		close(winch)
+		_ = term.Restore(int(in.Fd()), old)
+	}
+}

@@ -1,0 +1,158 @@
+// Package test holds end-to-end tests of the built berth binary: they run
+// it as a user would, against real images made by umoci and skopeo, and
+// check what it leaves behind.
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/testutil"
+)
+
+var (
+	berthBin  string // the binary under test
+	berthRoot string // the data root every test shares, as users share /var/lib/berth
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("end-to-end tests need root (namespaces, mounts, cgroups): skipping all")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "berth-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	berthBin = filepath.Join(dir, "berth")
+	berthRoot = filepath.Join(dir, "root")
+	build := exec.Command("go", "build", "-o", berthBin, "../cmd/berth")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Printf("build berth: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	// Whatever a failed test left running must not outlive the suite.
+	out, _ := exec.Command(berthBin, "--root", berthRoot, "ps", "-a", "-q").Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command(berthBin, "--root", berthRoot, "rm", "-f", id).Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is one finished berth invocation.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// berth runs the binary with the shared root and returns what it printed
+// and its exit status. It fails the test if berth hangs for two minutes.
+func berth(t testing.TB, args ...string) result {
+	t.Helper()
+	return berthIn(t, nil, args...)
+}
+
+func berthIn(t testing.TB, stdin []byte, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(berthBin, append([]string{"--root", berthRoot}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start berth: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("berth %s: still running after two minutes", strings.Join(args, " "))
+	}
+	return result{stdout: out.String(), stderr: errb.String(), code: cmd.ProcessState.ExitCode()}
+}
+
+// must runs berth and fails the test unless it exits 0.
+func must(t testing.TB, args ...string) string {
+	t.Helper()
+	r := berth(t, args...)
+	if r.code != 0 {
+		t.Fatalf("berth %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+var (
+	imagesOnce sync.Once
+	imagesErr  string
+)
+
+// busybox makes sure the shared root holds the test images: "busybox"
+// (umoci-made OCI layout of busybox-static) and "cfgimage" (the same files
+// with an Entrypoint, Cmd, Env, WorkingDir and User in its config, imported
+// from a docker-save archive made by skopeo). It returns "busybox".
+func busybox(t *testing.T) string {
+	t.Helper()
+	imagesOnce.Do(func() {
+		imagesErr = "test images could not be built (see the first test's log)"
+		rootfs := testutil.BusyboxRootfs(t)
+		layout := testutil.OCILayout(t, rootfs, testutil.ImageOptions{Ref: "latest", Cmd: []string{"/bin/sh"}})
+		if r := berth(t, "image", "import", "--name", "busybox", layout); r.code != 0 {
+			imagesErr = "import busybox: " + r.stderr
+			return
+		}
+		cfg := testutil.OCILayout(t, rootfs, testutil.ImageOptions{
+			Ref:        "cfg",
+			Entrypoint: []string{"/bin/sh", "-c"},
+			Cmd:        []string{`echo "entry $0 $FOO $(pwd) $(id -u)"`},
+			Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "FOO=from-image"},
+			WorkingDir: "/tmp",
+			User:       "app",
+		})
+		archive := testutil.DockerArchive(t, cfg, "localhost/cfgimage:v1")
+		if r := berth(t, "image", "import", archive); r.code != 0 {
+			imagesErr = "import docker archive: " + r.stderr
+			return
+		}
+		imagesErr = ""
+	})
+	if imagesErr != "" {
+		t.Fatal(imagesErr)
+	}
+	return "busybox"
+}
+
+// inspect returns the instance record berth inspect prints.
+func inspect(t *testing.T, ref string) map[string]any {
+	t.Helper()
+	var out []map[string]any
+	if err := json.Unmarshal([]byte(must(t, "inspect", ref)), &out); err != nil || len(out) != 1 {
+		t.Fatalf("inspect %s: %v", ref, err)
+	}
+	return out[0]
+}
+
+// waitFor polls cond every 50 ms for up to 30 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

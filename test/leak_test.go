@@ -1,0 +1,119 @@
+package test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// hostState is what an instance could leak on the host.
+type hostState struct {
+	mounts    int
+	cgroups   []string
+	instances int
+	procs     int
+}
+
+func snapshotHost(t *testing.T) hostState {
+	t.Helper()
+	var s hostState
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mounts = strings.Count(string(b), "\n")
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/berth/*")
+	more, _ := filepath.Glob("/sys/fs/cgroup/berth/*")
+	s.cgroups = append(dirs, more...)
+	ents, _ := os.ReadDir(filepath.Join(berthRoot, "instances"))
+	for _, e := range ents {
+		if e.IsDir() {
+			s.instances++
+		}
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err == nil {
+			s.procs++
+		}
+	}
+	return s
+}
+
+// A failed start says why in one line and leaves nothing behind.
+func TestFailedStartLeavesNothing(t *testing.T) {
+	img := busybox(t)
+	before := snapshotHost(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"run", "--rm", img, "/no/such"}, 127, "/no/such"},
+		{[]string{"run", img, "/no/such"}, 127, "/no/such"},
+		{[]string{"run", "-d", img, "/no/such"}, 127, "/no/such"},
+		{[]string{"run", "-u", "ghost", img, "true"}, 125, "ghost"},
+		{[]string{"run", "-v", "/no/such/dir:/x", img, "true"}, 125, "/no/such/dir"},
+		{[]string{"run", "no-such-image", "true"}, 125, "no-such-image"},
+		{[]string{"run", "--memory", "lots", img, "true"}, 125, "lots"},
+	} {
+		r := berth(t, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and one line naming %q", tc.args, r.code, r.stderr, tc.code, tc.msg)
+		}
+	}
+	// Foreground failures that got as far as an instance keep no record
+	// unless they ran; check nothing else is left.
+	after := snapshotHost(t)
+	if after.mounts != before.mounts || len(after.cgroups) != len(before.cgroups) {
+		t.Errorf("left behind: mounts %d -> %d, cgroups %v -> %v", before.mounts, after.mounts, before.cgroups, after.cgroups)
+	}
+}
+
+// 200 run/rm cycles leave no mount, cgroup, process, record or open file.
+func TestRunRmLeaks(t *testing.T) {
+	img := busybox(t)
+	if testing.Short() {
+		t.Skip("200 cycles: skipped in -short mode")
+	}
+	before := snapshotHost(t)
+	fdsBefore := countFDs(t)
+	for i := 0; i < 200; i++ {
+		if i%2 == 0 {
+			if r := berth(t, "run", "--rm", img, "true"); r.code != 0 {
+				t.Fatalf("cycle %d: exit %d: %s", i, r.code, r.stderr)
+			}
+			continue
+		}
+		id := strings.TrimSpace(must(t, "run", "-d", img, "sleep", "30"))
+		must(t, "rm", "-f", id)
+	}
+	after := snapshotHost(t)
+	if after.mounts != before.mounts {
+		t.Errorf("mounts: %d before, %d after", before.mounts, after.mounts)
+	}
+	if len(after.cgroups) > len(before.cgroups) {
+		t.Errorf("cgroups left: %v", after.cgroups)
+	}
+	if after.instances > before.instances {
+		t.Errorf("instance records: %d before, %d after", before.instances, after.instances)
+	}
+	// Other parallel tests may start processes; allow them a margin but
+	// not one per cycle.
+	if after.procs > before.procs+20 {
+		t.Errorf("processes: %d before, %d after", before.procs, after.procs)
+	}
+	if fds := countFDs(t); fds > fdsBefore+2 {
+		t.Errorf("open files of the test process: %d before, %d after", fdsBefore, fds)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}

@@ -1,0 +1,131 @@
+package test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runCase is one row of the behaviour table: the flags and command given
+// to `berth run --rm`, and what must come out. The same table will run
+// against the VM engine.
+type runCase struct {
+	name   string
+	args   []string // flags, then IMAGE and command; "IMG" stands for the test image
+	stdout string   // exact stdout, when want is ""
+	want   string   // a substring stdout must hold, instead of an exact match
+	stderr string   // a substring stderr must hold
+	code   int
+}
+
+var runTable = []runCase{
+	{name: "echo", args: []string{"IMG", "echo", "hello"}, stdout: "hello\n"},
+	{name: "exit status", args: []string{"IMG", "sh", "-c", "exit 3"}, code: 3},
+	{name: "killed by signal", args: []string{"IMG", "sh", "-c", "kill -9 $$"}, code: 137},
+	{name: "not found", args: []string{"IMG", "/no/such/binary"}, code: 127, stderr: "/no/such/binary"},
+	{name: "not found on PATH", args: []string{"IMG", "nosuchcommand"}, code: 127, stderr: "nosuchcommand"},
+	{name: "not executable", args: []string{"IMG", "/etc/passwd"}, code: 126, stderr: "/etc/passwd"},
+	{name: "image cmd", args: []string{"IMG"}, code: 0, stdout: ""},
+	{name: "env", args: []string{"-e", "A=1", "-e", "B=two words", "IMG", "sh", "-c", `echo "$A|$B|$HOME|$PATH"`},
+		stdout: "1|two words|/root|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"},
+	{name: "workdir", args: []string{"-w", "/tmp", "IMG", "pwd"}, stdout: "/tmp\n"},
+	{name: "new workdir", args: []string{"-w", "/made/here", "IMG", "pwd"}, stdout: "/made/here\n"},
+	{name: "user by name", args: []string{"-u", "app", "IMG", "id"}, stdout: "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\n"},
+	{name: "user by uid:gid", args: []string{"-u", "1000:50", "IMG", "id", "-u"}, stdout: "1000\n"},
+	{name: "unknown uid", args: []string{"-u", "4242", "IMG", "id", "-u"}, stdout: "4242\n"},
+	{name: "bad user", args: []string{"-u", "nobodyhere", "IMG", "true"}, code: 125, stderr: "nobodyhere"},
+	{name: "hostname", args: []string{"--hostname", "box1", "IMG", "hostname"}, stdout: "box1\n"},
+	{name: "loopback only", args: []string{"IMG", "sh", "-c", "ls /sys/class/net"}, stdout: "lo\n"},
+	{name: "root caps", args: []string{"IMG", "grep", "-E", "^(CapEff|NoNewPrivs|Seccomp):", "/proc/self/status"},
+		stdout: "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"},
+	{name: "user has no caps", args: []string{"-u", "app", "IMG", "grep", "^CapEff:", "/proc/self/status"}, stdout: "CapEff:\t0000000000000000\n"},
+	{name: "mount denied", args: []string{"IMG", "sh", "-c", "mount -t tmpfs x /mnt 2>/dev/null || echo denied"}, stdout: "denied\n"},
+	{name: "unshare denied", args: []string{"IMG", "sh", "-c", "unshare -m true 2>/dev/null || echo denied"}, stdout: "denied\n"},
+	{name: "kcore masked", args: []string{"IMG", "wc", "-c", "/proc/kcore"}, stdout: "0 /proc/kcore\n"},
+	{name: "proc sys read-only", args: []string{"IMG", "sh", "-c", "(echo 1 > /proc/sys/kernel/ostype) 2>/dev/null || echo ro"}, stdout: "ro\n"},
+	{name: "sys read-only", args: []string{"IMG", "touch", "/sys/x"}, code: 1, stderr: "Read-only"},
+	{name: "read-only root", args: []string{"--read-only", "IMG", "touch", "/x"}, code: 1, stderr: "Read-only"},
+	{name: "writable root", args: []string{"IMG", "sh", "-c", "touch /x && echo ok"}, stdout: "ok\n"},
+	{name: "dev nodes", args: []string{"IMG", "sh", "-c", "head -c 4 /dev/zero | wc -c; ls /dev/pts/ptmx /dev/shm /dev/mqueue /dev/null /dev/urandom /dev/full /dev/tty >/dev/null && echo ok"}, stdout: "4\nok\n"},
+	{name: "no host mounts", args: []string{"IMG", "sh", "-c", "grep -c berth /proc/self/mountinfo || true"}, stdout: "0\n"},
+	{name: "rlimit nofile", args: []string{"IMG", "sh", "-c", "ulimit -n"}, stdout: "1048576\n"},
+	{name: "stdin closed without -i", args: []string{"IMG", "cat"}, stdout: ""},
+	{name: "entrypoint override", args: []string{"--entrypoint", "/bin/echo", "IMG", "a", "b"}, stdout: "a b\n"},
+	{name: "orphans reaped", args: []string{"IMG", "sh", "-c", "(sleep 0.2 &) ; sleep 1; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"}, stdout: "0\n"},
+}
+
+func TestRunTable(t *testing.T) {
+	img := busybox(t)
+	for _, tc := range runTable {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"run", "--rm"}
+			for _, a := range tc.args {
+				if a == "IMG" {
+					a = img
+				}
+				args = append(args, a)
+			}
+			r := berth(t, args...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %q\nstderr: %q", r.code, tc.code, r.stdout, r.stderr)
+			}
+			if tc.want == "" && r.stdout != tc.stdout {
+				t.Errorf("stdout %q, want %q", r.stdout, tc.stdout)
+			}
+			if tc.want != "" && !strings.Contains(r.stdout, tc.want) {
+				t.Errorf("stdout %q does not contain %q", r.stdout, tc.want)
+			}
+			if tc.stderr != "" && !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("stderr %q does not contain %q", r.stderr, tc.stderr)
+			}
+			if tc.code >= 125 && strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+				t.Errorf("error is not one line: %q", r.stderr)
+			}
+		})
+	}
+}
+
+// The image's config is honoured, and the command line overrides it.
+func TestImageConfig(t *testing.T) {
+	busybox(t)
+	r := berth(t, "run", "--rm", "localhost/cfgimage:v1")
+	if r.code != 0 || r.stdout != "entry /bin/sh from-image /tmp 1000\n" {
+		t.Fatalf("image defaults: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = berth(t, "run", "--rm", "-e", "FOO=flag", "-w", "/", "-u", "0", "localhost/cfgimage:v1", `echo "$FOO $(pwd) $(id -u)"`)
+	if r.code != 0 || r.stdout != "flag / 0\n" {
+		t.Fatalf("overrides: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestStdinWithI(t *testing.T) {
+	img := busybox(t)
+	r := berthIn(t, []byte("line one\nline two\n"), "run", "--rm", "-i", img, "wc", "-l")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "2" {
+		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestBindMounts(t *testing.T) {
+	img := busybox(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in"), []byte("from host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := berth(t, "run", "--rm", "-v", dir+":/data", img, "sh", "-c", "cat /data/in && echo written > /data/out")
+	if r.code != 0 || r.stdout != "from host\n" {
+		t.Fatalf("rw bind: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out")); err != nil || string(b) != "written\n" {
+		t.Fatalf("write through rw bind: %q %v", b, err)
+	}
+	r = berth(t, "run", "--rm", "-v", dir+":/data:ro", img, "sh", "-c", "cat /data/in; touch /data/new")
+	if r.code == 0 || !strings.Contains(r.stderr, "Read-only") {
+		t.Fatalf("ro bind: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); err == nil {
+		t.Fatal("a read-only bind mount let the container create a file")
+	}
+}
