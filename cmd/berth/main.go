@@ -35,6 +35,7 @@ func commands() []command {
 		{"kill", "kill [-s SIGNAL] ID...      send a signal", cmdKill},
 		{"rm", "rm [-f] ID...               remove stopped instances", cmdRm},
 		{"inspect", "inspect ID...               instance details as JSON", cmdInspect},
+		{"bench", "bench [start] [memory]      measure berth against runc", cmdBench},
 		{"version", "version                    print berth's version", cmdVersion},
 		{monitorVerb, "", cmdMonitor},
 	}

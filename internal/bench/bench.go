@@ -1,0 +1,128 @@
+// Package bench measures berth against its peers on the user's machine:
+// each scenario runs berth and a peer alternately in one run and reports
+// the ratio of their medians, so that load on the machine hits both alike.
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Subject is one side of a comparison: a command run once per sample.
+type Subject struct {
+	Name string
+	Argv []string
+}
+
+// Sample times one run of s. A run that fails is an error: a benchmark of
+// failing commands measures nothing.
+func Sample(s Subject) (time.Duration, error) {
+	cmd := exec.Command(s.Argv[0], s.Argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	d := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v: %s", s.Name, err, strings.TrimSpace(stderr.String()))
+	}
+	return d, nil
+}
+
+// Result is the outcome of one alternating comparison.
+type Result struct {
+	Scenario string          `json:"scenario"`
+	Runs     int             `json:"runs"`
+	Medians  map[string]Msec `json:"median_ms"`
+	Ratio    float64         `json:"ratio"` // first subject's median over the second's
+	Subjects []string        `json:"subjects"`
+	Note     string          `json:"note,omitempty"`
+}
+
+// Msec is a duration printed in milliseconds.
+type Msec float64
+
+// Compare runs a and b alternately n times each, after one warm-up run
+// of each, and returns the medians and a's median over b's.
+func Compare(scenario string, a, b Subject, n int) (Result, error) {
+	for _, s := range []Subject{a, b} {
+		if _, err := Sample(s); err != nil {
+			return Result{}, err
+		}
+	}
+	times := map[string][]time.Duration{}
+	for i := 0; i < n; i++ {
+		order := []Subject{a, b}
+		if i%2 == 1 {
+			order = []Subject{b, a}
+		}
+		for _, s := range order {
+			d, err := Sample(s)
+			if err != nil {
+				return Result{}, err
+			}
+			times[s.Name] = append(times[s.Name], d)
+		}
+	}
+	ma, mb := Median(times[a.Name]), Median(times[b.Name])
+	return Result{
+		Scenario: scenario,
+		Runs:     n,
+		Subjects: []string{a.Name, b.Name},
+		Medians:  map[string]Msec{a.Name: ms(ma), b.Name: ms(mb)},
+		Ratio:    float64(ma) / float64(mb),
+	}, nil
+}
+
+func ms(d time.Duration) Msec { return Msec(float64(d.Microseconds()) / 1000) }
+
+// Median of ds (the mean of the middle two for an even count).
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration{}, ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// Print writes r as a few human-readable lines.
+func (r Result) Print(w io.Writer) {
+	a, b := r.Subjects[0], r.Subjects[1]
+	fmt.Fprintf(w, "%s (%d alternating runs each)\n", r.Scenario, r.Runs)
+	fmt.Fprintf(w, "  %-28s median %8.1f ms\n", a, float64(r.Medians[a]))
+	fmt.Fprintf(w, "  %-28s median %8.1f ms\n", b, float64(r.Medians[b]))
+	fmt.Fprintf(w, "  ratio %s / %s = %.2f\n", a, b, r.Ratio)
+	if r.Note != "" {
+		fmt.Fprintf(w, "  %s\n", r.Note)
+	}
+}
+
+// PSS returns the proportional set size of process pid in KiB: its
+// private memory plus its share of the pages it shares with others.
+func PSS(pid int) (int64, error) { return smapsField(pid, "Pss:") }
+
+// RSS returns the resident set size of process pid in KiB.
+func RSS(pid int) (int64, error) { return smapsField(pid, "Rss:") }
+
+func smapsField(pid int, key string) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
+			return strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no %s line in smaps_rollup", pid, key)
+}
