@@ -1,0 +1,336 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	_ "crypto/sha512" // sha512 digests in layouts
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Media types of Docker's image format, which the store accepts alongside
+// the OCI ones.
+const (
+	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	// annotationContainerdName is containerd's full-name annotation on
+	// index.json entries (its ref.name holds only the tag).
+	annotationContainerdName = "io.containerd.image.name"
+)
+
+// layerMediaTypes are the layer blob types the store can unpack.
+var layerMediaTypes = []string{
+	ocispec.MediaTypeImageLayer,
+	ocispec.MediaTypeImageLayerGzip,
+	ocispec.MediaTypeImageLayerZstd,
+	"application/vnd.oci.image.layer.nondistributable.v1.tar",
+	"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+	"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+	"application/vnd.docker.image.rootfs.diff.tar",
+	"application/vnd.docker.image.rootfs.diff.tar.gzip",
+	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+}
+
+// importer carries the state of one import.
+type importer struct {
+	ctx    context.Context
+	src    source
+	dir    string                   // staging directory for verified blobs
+	staged map[digest.Digest]string // verified blob -> staged file
+	want   string                   // normalised name asked for, or ""
+}
+
+// result is what an archive format reader found.
+type result struct {
+	id, manifest digest.Digest
+	names        []string
+}
+
+// Import copies the image in path into the store and names it name (when
+// empty, the name the archive carries, if any). path is an OCI image layout
+// directory, a tar of one (optionally gzip-compressed), or a `docker save`
+// archive (tar or extracted directory). From a multi-platform index the
+// linux/amd64 image is taken; when a layout holds several images, name picks
+// the one with that ref name. Every blob's digest and size is verified while
+// it is copied; any mismatch fails the import with ErrInvalid and leaves
+// nothing behind.
+func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
+	im := &importer{ctx: ctx, staged: map[digest.Digest]string{}}
+	if name != "" {
+		n, err := NormalizeName(name)
+		if err != nil {
+			return Image{}, err
+		}
+		im.want = n
+	}
+	st, err := s.newStage("import-")
+	if err != nil {
+		return Image{}, err
+	}
+	defer st.close()
+	im.dir = filepath.Join(st.dir, "blobs")
+	if err := os.Mkdir(im.dir, 0o700); err != nil {
+		return Image{}, err
+	}
+	if im.src, err = openSource(ctx, path, filepath.Join(st.dir, "in")); err != nil {
+		return Image{}, err
+	}
+	var res *result
+	switch {
+	case im.has("index.json"):
+		res, err = im.importOCI()
+	case im.has("manifest.json"):
+		res, err = im.importDocker()
+	default:
+		err = fmt.Errorf("%s: neither an OCI layout (index.json) nor a docker archive (manifest.json): %w", path, errdefs.ErrInvalid)
+	}
+	if err != nil {
+		return Image{}, fmt.Errorf("import %s: %w", path, err)
+	}
+	names := res.names
+	if im.want != "" {
+		names = []string{im.want}
+	}
+	return s.commit(im.staged, res, names)
+}
+
+// openSource opens path as a directory or tar source, extracting tars into
+// dir.
+func openSource(ctx context.Context, path, dir string) (source, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("import %s: %w", path, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	if fi.IsDir() {
+		return dirSource{dir: path}, nil
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return openTarSource(ctx, path, dir)
+}
+
+func (im *importer) has(name string) bool {
+	rc, err := im.src.open(name)
+	if err != nil {
+		return false
+	}
+	rc.Close()
+	return true
+}
+
+// readFile reads a small file of the archive.
+func (im *importer) readFile(name string) ([]byte, error) {
+	rc, err := im.src.open(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, errdefs.ErrInvalid)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxJSON+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(data) > maxJSON {
+		return nil, fmt.Errorf("%s: larger than %d bytes: %w", name, maxJSON, errdefs.ErrInvalid)
+	}
+	return data, nil
+}
+
+// checkDescriptor refuses descriptors whose digest or size cannot be right.
+func checkDescriptor(d ocispec.Descriptor) error {
+	if err := d.Digest.Validate(); err != nil {
+		return fmt.Errorf("descriptor digest %q: %v: %w", d.Digest, err, errdefs.ErrInvalid)
+	}
+	if d.Size < 0 {
+		return fmt.Errorf("blob %s: negative size %d: %w", d.Digest, d.Size, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// stageBlob copies the blob d from the archive into staging, verifying its
+// size and digest on the way, and returns the staged file.
+func (im *importer) stageBlob(d ocispec.Descriptor) (string, error) {
+	if err := checkDescriptor(d); err != nil {
+		return "", err
+	}
+	if p, ok := im.staged[d.Digest]; ok {
+		return p, nil
+	}
+	rc, err := im.src.open("blobs/" + d.Digest.Algorithm().String() + "/" + d.Digest.Encoded())
+	if err != nil {
+		return "", fmt.Errorf("blob %s missing from archive: %w", d.Digest, errdefs.ErrInvalid)
+	}
+	defer rc.Close()
+	p := filepath.Join(im.dir, d.Digest.Algorithm().String()+"-"+d.Digest.Encoded())
+	got, n, err := writeHashed(p, &ctxReader{ctx: im.ctx, r: io.LimitReader(rc, d.Size+1)}, d.Digest.Algorithm())
+	if err != nil {
+		return "", fmt.Errorf("blob %s: %w", d.Digest, err)
+	}
+	if n != d.Size {
+		os.Remove(p)
+		return "", fmt.Errorf("blob %s: size %d, descriptor says %d: %w", d.Digest, n, d.Size, errdefs.ErrInvalid)
+	}
+	if got != d.Digest {
+		os.Remove(p)
+		return "", fmt.Errorf("blob %s: content has digest %s: %w", d.Digest, got, errdefs.ErrInvalid)
+	}
+	im.staged[d.Digest] = p
+	return p, nil
+}
+
+// stageJSON stages a verified small blob and returns its content.
+func (im *importer) stageJSON(d ocispec.Descriptor) ([]byte, error) {
+	if d.Size > maxJSON {
+		return nil, fmt.Errorf("blob %s: %d bytes is too large for JSON: %w", d.Digest, d.Size, errdefs.ErrInvalid)
+	}
+	p, err := im.stageBlob(d)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(p)
+}
+
+// stageBytes stages data the importer made itself (docker archives).
+func (im *importer) stageBytes(data []byte) (digest.Digest, error) {
+	d := digest.FromBytes(data)
+	p := filepath.Join(im.dir, d.Algorithm().String()+"-"+d.Encoded())
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		return "", err
+	}
+	im.staged[d] = p
+	return d, nil
+}
+
+// writeHashed copies r into a new file at p, synced, and returns the digest
+// and length of what it wrote.
+func writeHashed(p string, r io.Reader, alg digest.Algorithm) (digest.Digest, int64, error) {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", 0, err
+	}
+	dg := alg.Digester()
+	n, err := io.Copy(io.MultiWriter(f, dg.Hash()), r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+		return "", 0, wrapTruncated(err)
+	}
+	return dg.Digest(), n, nil
+}
+
+// stageImage stages a manifest, its config and layers, checks they agree,
+// and returns the image ID.
+func (im *importer) stageImage(desc ocispec.Descriptor, data []byte) (digest.Digest, error) {
+	var m ocispec.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return "", fmt.Errorf("manifest %s: %v: %w", desc.Digest, err, errdefs.ErrInvalid)
+	}
+	if m.SchemaVersion != 2 {
+		return "", fmt.Errorf("manifest %s: schema version %d, want 2: %w", desc.Digest, m.SchemaVersion, errdefs.ErrNotSupported)
+	}
+	cfgData, err := im.stageJSON(m.Config)
+	if err != nil {
+		return "", err
+	}
+	if _, err := parseConfig(m.Config.Digest, cfgData, len(m.Layers)); err != nil {
+		return "", err
+	}
+	for _, l := range m.Layers {
+		if !slices.Contains(layerMediaTypes, l.MediaType) {
+			return "", fmt.Errorf("layer %s: media type %q: %w", l.Digest, l.MediaType, errdefs.ErrNotSupported)
+		}
+		if _, err := im.stageBlob(l); err != nil {
+			return "", err
+		}
+		if err := im.ctx.Err(); err != nil {
+			return "", err
+		}
+	}
+	return m.Config.Digest, nil
+}
+
+// parseConfig decodes an image config and checks its layer list.
+func parseConfig(d digest.Digest, data []byte, layers int) (ocispec.Image, error) {
+	var cfg ocispec.Image
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %v: %w", d, err, errdefs.ErrInvalid)
+	}
+	if cfg.RootFS.Type != "layers" {
+		return cfg, fmt.Errorf("config %s: rootfs type %q, want \"layers\": %w", d, cfg.RootFS.Type, errdefs.ErrInvalid)
+	}
+	if len(cfg.RootFS.DiffIDs) != layers {
+		return cfg, fmt.Errorf("config %s: %d diff_ids for %d layers: %w", d, len(cfg.RootFS.DiffIDs), layers, errdefs.ErrInvalid)
+	}
+	for _, id := range cfg.RootFS.DiffIDs {
+		if err := id.Validate(); err != nil {
+			return cfg, fmt.Errorf("config %s: diff_id %q: %v: %w", d, id, err, errdefs.ErrInvalid)
+		}
+	}
+	return cfg, nil
+}
+
+// sniffMediaType names a layer's type from its first bytes.
+func sniffMediaType(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return ocispec.MediaTypeImageLayerGzip
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return ocispec.MediaTypeImageLayerZstd
+	}
+	return ocispec.MediaTypeImageLayer
+}
+
+// commit moves the staged blobs into the store and records the image,
+// under the store lock.
+func (s *Store) commit(staged map[digest.Digest]string, res *result, names []string) (Image, error) {
+	unlock, err := s.lock(true)
+	if err != nil {
+		return Image{}, err
+	}
+	defer unlock()
+	for d, p := range staged {
+		dst := s.blobPath(d)
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return Image{}, fmt.Errorf("image store: %w", err)
+		}
+		if err := os.Rename(p, dst); err != nil {
+			return Image{}, fmt.Errorf("image store: %w", err)
+		}
+	}
+	r, err := s.readRefs()
+	if err != nil {
+		return Image{}, err
+	}
+	old := r.Images[res.id]
+	replaced := old != nil && old.Manifest != res.manifest
+	r.addImage(res.id, res.manifest, names)
+	if err := s.writeRefs(r); err != nil {
+		return Image{}, err
+	}
+	if replaced {
+		if err := s.gcLocked(r); err != nil {
+			return Image{}, err
+		}
+	}
+	return s.loadImage(res.id, r.Images[res.id])
+}
