@@ -3,6 +3,13 @@
 // hosts, and the guest VM).
 package cgroups
 
+import (
+	"fmt"
+	gopath "path"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
 // Mode is the host's cgroup layout.
 type Mode string
 
@@ -39,11 +46,12 @@ type Manager interface {
 	Create(r Resources) error
 	// Add moves pid (a process, all of its threads) into the cgroup.
 	Add(pid int) error
-	// Update changes the limits of an existing cgroup.
+	// Update changes the limits of an existing cgroup. r replaces every
+	// limit: a zero field removes that limit.
 	Update(r Resources) error
 	// Stats reads usage counters.
 	Stats() (Stats, error)
-	// Pids lists the processes in the cgroup.
+	// Pids lists the processes in the cgroup itself (not in cgroups below it).
 	Pids() ([]int, error)
 	// Freeze and Thaw pause and resume every process in the cgroup.
 	Freeze() error
@@ -60,13 +68,16 @@ type Manager interface {
 	FD() (fd int, ok bool, err error)
 }
 
-// New returns the Manager for the cgroup at path (relative to each
-// hierarchy's root, e.g. "/berth/ID") using the host's cgroup layout:
-// v1 controllers on v1 and hybrid hosts, the unified hierarchy on v2 hosts.
-// It does not touch the file system; call Create.
-//
-//	func New(path string) (Manager, error)
-//
-// DetectMode reports the host's layout by looking at /sys/fs/cgroup.
-//
-//	func DetectMode() Mode
+// DefaultCPUPeriod is the CFS period, in microseconds, used when
+// Resources.CPUQuota is set and CPUPeriod is not.
+const DefaultCPUPeriod = 100000
+
+// checkPath validates a cgroup path given to New, NewV1 or NewV2: it must be
+// absolute, clean and below the hierarchy root (the root itself is refused so
+// that Destroy can never empty a whole hierarchy).
+func checkPath(path string) error {
+	if path == "" || path[0] != '/' || gopath.Clean(path) != path || path == "/" {
+		return fmt.Errorf("cgroup path %q: must be absolute, clean and below the root: %w", path, errdefs.ErrInvalid)
+	}
+	return nil
+}
