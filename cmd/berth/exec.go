@@ -28,7 +28,7 @@ func cmdExec(g *globals, args []string) error {
 	fs.StringVar(workdir, "workdir", "", "working directory")
 	user := fs.String("u", "", "user UID[:GID] or NAME[:GROUP]")
 	fs.StringVar(user, "user", "", "user UID[:GID] or NAME[:GROUP]")
-	if err := parse(fs, args); err != nil {
+	if err := parseStrict(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() < 2 {

@@ -73,9 +73,32 @@ func newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args, expanding grouped one-letter flags (-it, -dit) first,
-// and turns the flag package's errors into one line.
+// parse parses args, flags and operands in any order (`image import
+// PATH --name x`), expanding grouped one-letter flags (-it) first. After
+// it, fs.Args() holds the operands.
 func parse(fs *flag.FlagSet, args []string) error {
+	var operands []string
+	for {
+		if err := parseStrict(fs, args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if i := len(args) - len(rest) - 1; i >= 0 && args[i] == "--" {
+			operands = append(operands, rest...)
+			break
+		}
+		operands = append(operands, rest[0])
+		args = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, operands...))
+}
+
+// parseStrict parses flags up to the first operand, as commands that run
+// a command line (`run IMAGE CMD...`, `exec ID CMD...`) need.
+func parseStrict(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(expandGroups(fs, args)); err != nil {
 		if err == flag.ErrHelp {
 			return fmt.Errorf("see berth help")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/instance"
 )
 
@@ -131,6 +132,29 @@ func reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
 	}
 	return out
 }
+
+// holdImage takes a lease on the image for the rest of this process's
+// life, so `image rm` cannot take its layers from under a running
+// instance; the lease ends when the process does.
+func holdImage(g *globals, id string) error {
+	images, err := g.imageStore()
+	if err != nil {
+		return err
+	}
+	img, err := images.Resolve(id)
+	if err != nil {
+		return err
+	}
+	lease, err := images.Use(img)
+	if err != nil {
+		return err
+	}
+	heldLeases = append(heldLeases, lease)
+	return nil
+}
+
+// heldLeases keeps this process's image leases referenced until it exits.
+var heldLeases []*image.Lease
 
 // lookupInstance finds an instance by ID, prefix or name and reconciles it.
 func lookupInstance(g *globals, ref string) (*instance.Store, *instance.Instance, error) {

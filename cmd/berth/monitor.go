@@ -75,6 +75,9 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := holdImage(g, in.ImageID); err != nil {
+		return failMonitor(st, in, report, err)
+	}
 	log, err := instance.CreateLog(st.LogPath(in.ID))
 	if err != nil {
 		return failMonitor(st, in, report, err)
@@ -92,6 +95,9 @@ func cmdMonitor(g *globals, args []string) error {
 	fmt.Fprintln(report, "ok")
 	report.Close()
 	finishInstance(st, in, c, copiers.Wait)
+	if heldStdin != nil {
+		heldStdin.Close()
+	}
 	return nil
 }
 

@@ -58,7 +58,7 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.BoolVar(&o.ReadOnly, "read-only", false, "mount the root file system read-only")
 	fs.StringVar(&f.network, "network", "none", "network: none (loopback only) or host")
 	fs.Var(&f.entrypoint, "entrypoint", "override the image's entrypoint")
-	if err := parse(fs, args); err != nil {
+	if err := parseStrict(fs, args); err != nil {
 		return nil, "", err
 	}
 	if fs.NArg() == 0 {
@@ -117,6 +117,9 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	}
 	img, err := images.Resolve(ref)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := holdImage(g, img.ID.String()); err != nil {
 		return nil, nil, err
 	}
 	layers, err := images.Layers(context.Background(), img)

@@ -5,6 +5,7 @@
 package container
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -40,3 +41,22 @@ type Exit struct {
 	Signal    int  // the signal that killed it, 0 when it exited
 	OOMKilled bool // the cgroup's OOM killer fired
 }
+
+// ExecError reports that the workload's command could not be started:
+// Code is 127 when it was not found and 126 when it was found but could
+// not be invoked (not executable, permission denied, bad format). The
+// command line uses Code as its exit status (errors.As).
+type ExecError struct {
+	Path string // the command as given (Args[0]) or as resolved
+	Err  error  // the underlying cause, usually a syscall.Errno
+	Code int    // 126 or 127
+}
+
+func (e *ExecError) Error() string {
+	if e.Code == 127 {
+		return fmt.Sprintf("exec %q: %v (command not found)", e.Path, e.Err)
+	}
+	return fmt.Sprintf("exec %q: %v (cannot invoke)", e.Path, e.Err)
+}
+
+func (e *ExecError) Unwrap() error { return e.Err }

@@ -18,6 +18,7 @@
 package image
 
 import (
+	_ "crypto/sha256" // registers SHA-256 with go-digest; without it every digest is "unsupported"
 	"encoding/json"
 	"errors"
 	"fmt"

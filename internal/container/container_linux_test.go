@@ -1,0 +1,510 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/testutil"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// TestMain lets the test binary serve as the container's init and exec
+// stages (it is /proc/self/exe when re-executed).
+func TestMain(m *testing.M) {
+	if RunStage(os.Args) {
+		return
+	}
+	code := m.Run()
+	removeTestCgroupParents()
+	os.Exit(code)
+}
+
+// testCgroupParent holds every test container's cgroup.
+func testCgroupParent() string { return fmt.Sprintf("/berthtest-%d", os.Getpid()) }
+
+func removeTestCgroupParents() {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + testCgroupParent())
+	more, _ := filepath.Glob("/sys/fs/cgroup" + testCgroupParent())
+	for _, d := range append(dirs, more...) {
+		os.Remove(d)
+	}
+}
+
+var seq atomic.Int64
+
+// busybox is a fresh busybox root file system for the test.
+func busybox(t *testing.T) string {
+	t.Helper()
+	testutil.NeedRoot(t, "containers need namespaces, mounts and cgroups")
+	return testutil.BusyboxRootfs(t)
+}
+
+// newConfig is a default container running args over a busybox root.
+func newConfig(t *testing.T, args ...string) *Config {
+	t.Helper()
+	root := busybox(t)
+	id := fmt.Sprintf("t%d-%d", os.Getpid(), seq.Add(1))
+	spec := DefaultSpec(id)
+	spec.Root.Path = root
+	spec.Process.Args = args
+	return &Config{ID: id, Spec: spec, Dir: t.TempDir(), CgroupPath: testCgroupParent() + "/" + id}
+}
+
+type result struct {
+	stdout, stderr string
+	exit           Exit
+}
+
+// run runs cfg to the end with piped stdout and stderr.
+func run(t *testing.T, cfg *Config) result {
+	t.Helper()
+	r, err := tryRun(t, cfg, nil)
+	if err != nil {
+		t.Fatalf("run %q: %v", cfg.Spec.Process.Args, err)
+	}
+	return r
+}
+
+func tryRun(t *testing.T, cfg *Config, stdin *os.File) (result, error) {
+	t.Helper()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	defer errR.Close()
+	c, err := Run(context.Background(), cfg, Stdio{Stdin: stdin, Stdout: outW, Stderr: errW})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return result{}, err
+	}
+	t.Cleanup(func() { c.Destroy() })
+	var stdout, stderr bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); io.Copy(&stderr, errR) }()
+	io.Copy(&stdout, outR)
+	wg.Wait()
+	exit, err := c.Wait()
+	if err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	if err := c.Destroy(); err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	return result{stdout: stdout.String(), stderr: stderr.String(), exit: exit}, nil
+}
+
+func sh(t *testing.T, script string) *Config { return newConfig(t, "sh", "-c", script) }
+
+func TestEchoAndExitCodes(t *testing.T) {
+	r := run(t, newConfig(t, "echo", "hello", "world"))
+	if r.stdout != "hello world\n" || r.exit != (Exit{}) {
+		t.Fatalf("echo: got %q %+v", r.stdout, r.exit)
+	}
+	for _, tc := range []struct {
+		script string
+		want   Exit
+	}{
+		{"exit 0", Exit{}},
+		{"exit 3", Exit{Code: 3}},
+		{"kill -9 $$", Exit{Code: 137, Signal: 9}},
+		{"kill -TERM $$", Exit{Code: 143, Signal: 15}},
+	} {
+		if r := run(t, sh(t, tc.script)); r.exit != tc.want {
+			t.Errorf("%q: got %+v, want %+v (stderr %q)", tc.script, r.exit, tc.want, r.stderr)
+		}
+	}
+}
+
+func TestCommandNotFoundOrNotExecutable(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"no-such-command"}, 127},
+		{[]string{"/no/such/file"}, 127},
+		{[]string{"/etc/passwd"}, 126},
+		{[]string{"/etc"}, 126},
+	} {
+		cfg := newConfig(t, tc.args...)
+		_, err := tryRun(t, cfg, nil)
+		var ee *ExecError
+		if !errors.As(err, &ee) || ee.Code != tc.code {
+			t.Errorf("%q: got %v, want an ExecError with code %d", tc.args, err, tc.code)
+			continue
+		}
+		assertGone(t, cfg)
+	}
+}
+
+func TestEnvCwdHostname(t *testing.T) {
+	cfg := sh(t, "echo $FOO; pwd; hostname; echo $HOME")
+	cfg.Spec.Process.Env = append(cfg.Spec.Process.Env, "FOO=bar baz")
+	cfg.Spec.Process.Cwd = "/work/dir"
+	cfg.Spec.Hostname = "box1"
+	r := run(t, cfg)
+	want := "bar baz\n/work/dir\nbox1\n/root\n"
+	if r.stdout != want {
+		t.Fatalf("got %q, want %q (stderr %q)", r.stdout, want, r.stderr)
+	}
+}
+
+func TestUser(t *testing.T) {
+	cfg := newConfig(t, "id")
+	cfg.Spec.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{50, 2000}}
+	r := run(t, cfg)
+	if !strings.HasPrefix(r.stdout, "uid=1000(app) gid=1000(app) groups=") ||
+		!strings.Contains(r.stdout, "50(staff)") || !strings.Contains(r.stdout, "2000") {
+		t.Fatalf("id: got %q (stderr %q)", r.stdout, r.stderr)
+	}
+
+	cfg = sh(t, "id -u; id -G; grep CapEff /proc/self/status")
+	cfg.Spec.Process.User = specs.User{Username: "app"}
+	r = run(t, cfg)
+	if r.stdout != "1000\n1000 50\nCapEff:\t0000000000000000\n" {
+		t.Fatalf("user app: got %q (stderr %q)", r.stdout, r.stderr)
+	}
+
+	cfg = newConfig(t, "id")
+	cfg.Spec.Process.User = specs.User{Username: "bob"}
+	_, err := tryRun(t, cfg, nil)
+	if err == nil || err.Error() != `user "bob": no such user in the image's /etc/passwd` {
+		t.Fatalf("user bob: got %v", err)
+	}
+	assertGone(t, cfg)
+}
+
+func TestPidNamespaceAndReaping(t *testing.T) {
+	// Only the init and the shell exist (echo and the glob are built in).
+	r := run(t, sh(t, "echo /proc/[0-9]*; echo $$; cat /proc/1/comm"))
+	f := strings.Fields(r.stdout)
+	if len(f) != 4 || f[0] != "/proc/1" || f[1] != "/proc/"+f[2] || f[3] != "exe" {
+		t.Fatalf("pid view: got %q (stderr %q)", r.stdout, r.stderr)
+	}
+	// An orphan (the backgrounded true, whose parent subshell exits at
+	// once) is reparented to the init, which must reap it: poll until no
+	// zombie is left, bounded.
+	script := `(true &); i=0
+while [ $i -lt 100 ]; do
+  z=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z"' | wc -l)
+  [ "$z" -eq 0 ] && { echo reaped; exit 0; }
+  i=$((i+1)); sleep 0.05
+done
+echo zombie`
+	if r := run(t, sh(t, script)); r.stdout != "reaped\n" {
+		t.Fatalf("orphan: got %q (stderr %q)", r.stdout, r.stderr)
+	}
+	// Background jobs do not outlive the workload.
+	cfg := sh(t, "sleep 1000 & echo started")
+	r = run(t, cfg)
+	if r.stdout != "started\n" || r.exit.Code != 0 {
+		t.Fatalf("background: got %q %+v", r.stdout, r.exit)
+	}
+}
+
+func TestSecurity(t *testing.T) {
+	script := `grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status
+cat /proc/kcore /proc/timer_list /proc/keys 2>/dev/null | wc -c
+echo 1 > /proc/sys/kernel/domainname && echo sysctl-writable
+mount -t tmpfs t /mnt 2>&1 || echo mount-denied
+cat /proc/self/mountinfo`
+	cfg := sh(t, script)
+	r := run(t, cfg)
+	for _, want := range []string{"CapEff:\t00000000a80425fb\n", "NoNewPrivs:\t1\n", "Seccomp:\t2\n", "\n0\n", "mount-denied\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("missing %q in %q (stderr %q)", want, r.stdout, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "sysctl-writable") || !strings.Contains(r.stderr, "Read-only file system") {
+		t.Errorf("/proc/sys writable: %q %q", r.stdout, r.stderr)
+	}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && strings.Contains(f[3], "/") && len(f) > 4 {
+			if strings.HasPrefix(f[4], cfg.Dir) || strings.HasPrefix(f[4], "/work") || strings.HasPrefix(f[4], "/tmp/") {
+				t.Errorf("host mount point visible: %s", line)
+			}
+		}
+	}
+}
+
+func TestLimits(t *testing.T) {
+	limit, pids := int64(32<<20), int64(64)
+	cfg := newConfig(t, "dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1")
+	cfg.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	r := run(t, cfg)
+	if r.exit != (Exit{Code: 137, Signal: 9, OOMKilled: true}) {
+		t.Errorf("oom: got %+v (stderr %q)", r.exit, r.stderr)
+	}
+
+	script := `i=0; while [ $i -lt 100 ]; do sleep 1000 & i=$((i+1)); done 2>&1 | head -1`
+	cfg = sh(t, script)
+	cfg.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &pids}}
+	r = run(t, cfg)
+	if !strings.Contains(r.stdout+r.stderr, "fork") {
+		t.Errorf("pids limit: got %q %q", r.stdout, r.stderr)
+	}
+}
+
+func TestBindMountsAndReadonlyRoot(t *testing.T) {
+	host := t.TempDir()
+	os.WriteFile(filepath.Join(host, "in"), []byte("from host\n"), 0o644)
+	cfg := sh(t, "cat /data/in; echo out > /data/out; echo x > /ro/y 2>/dev/null || echo ro-denied; cat /etc/hostfile; touch /newfile 2>/dev/null || echo root-ro")
+	cfg.Spec.Mounts = append(cfg.Spec.Mounts,
+		specs.Mount{Destination: "/data", Type: "bind", Source: host, Options: []string{"rbind"}},
+		specs.Mount{Destination: "/ro", Type: "bind", Source: host, Options: []string{"bind", "ro"}},
+		specs.Mount{Destination: "/etc/hostfile", Type: "bind", Source: filepath.Join(host, "in"), Options: []string{"bind", "ro"}},
+	)
+	cfg.Spec.Root.Readonly = true
+	r := run(t, cfg)
+	want := "from host\nro-denied\nfrom host\nroot-ro\n"
+	if r.stdout != want {
+		t.Fatalf("got %q, want %q (stderr %q)", r.stdout, want, r.stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(host, "out")); string(b) != "out\n" {
+		t.Fatalf("write through the bind: got %q", b)
+	}
+}
+
+func TestOverlayLayers(t *testing.T) {
+	cfg := sh(t, "cat /layer2; echo new > /created; cat /created")
+	top := t.TempDir()
+	os.WriteFile(filepath.Join(top, "layer2"), []byte("top layer\n"), 0o644)
+	cfg.Layers = []string{cfg.Spec.Root.Path, top}
+	r := run(t, cfg)
+	if r.stdout != "top layer\nnew\n" {
+		t.Fatalf("got %q (stderr %q)", r.stdout, r.stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(cfg.Dir, "upper", "created")); string(b) != "new\n" {
+		t.Fatalf("upper layer: got %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Spec.Root.Path, "created")); err == nil {
+		t.Fatal("write reached the lower layer")
+	}
+}
+
+func TestTerminal(t *testing.T) {
+	cfg := sh(t, "tty; echo $TERM")
+	cfg.Spec.Process.Terminal = true
+	cfg.Spec.Process.Env = append(cfg.Spec.Process.Env, "TERM=xterm")
+	master, slave := openPty(t)
+	c, err := Run(context.Background(), cfg, Stdio{Console: slave})
+	slave.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destroy()
+	out, _ := io.ReadAll(master) // ends with EIO once every slave fd is closed
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.ReplaceAll(string(out), "\r", "")
+	if got != "/dev/console\nxterm\n" && got != "/dev/pts/0\nxterm\n" {
+		t.Fatalf("tty: got %q", got)
+	}
+}
+
+func openPty(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, s
+}
+
+func TestExec(t *testing.T) {
+	cfg := sh(t, "echo marker > /tmp/marker; echo up; exec sleep 1000")
+	cfg.Spec.Hostname = "exechost"
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	c, err := Run(context.Background(), cfg, Stdio{Stdout: outW})
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destroy()
+	line := make([]byte, 3)
+	if _, err := io.ReadFull(outR, line); err != nil || string(line) != "up\n" {
+		t.Fatalf("workload did not start: %q %v", line, err)
+	}
+
+	p := DefaultSpec(cfg.ID).Process
+	p.Args = []string{"sh", "-c", "hostname; cat /tmp/marker; cat /proc/1/comm; grep -c . /proc/self/cgroup >/dev/null; grep memory /proc/self/cgroup; grep -E '^(CapEff|Seccomp):' /proc/self/status"}
+	er, ew, _ := os.Pipe()
+	defer er.Close()
+	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: ew, Stderr: ew})
+	ew.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inCgroup(t, cfg.CgroupPath, proc.Pid()) {
+		t.Error("exec process not in the container's cgroup")
+	}
+	out, _ := io.ReadAll(er)
+	exit, err := proc.Wait()
+	if err != nil || exit.Code != 0 {
+		t.Fatalf("exec wait: %+v %v (%q)", exit, err, out)
+	}
+	want := "exechost\nmarker\nexe\n" // then memory line and caps
+	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), ":memory:/\n") ||
+		!strings.Contains(string(out), "CapEff:\t00000000a80425fb\nSeccomp:\t2\n") {
+		t.Fatalf("exec output: got %q, want prefix %q", out, want)
+	}
+
+	p.Args = []string{"no-such-command"}
+	if _, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{}); !isExecCode(err, 127) {
+		t.Fatalf("exec not found: got %v", err)
+	}
+
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exit, err = c.Wait()
+	if err != nil || exit.Code != 143 {
+		t.Fatalf("after SIGTERM: %+v %v", exit, err)
+	}
+}
+
+func isExecCode(err error, code int) bool {
+	var ee *ExecError
+	return errors.As(err, &ee) && ee.Code == code
+}
+
+// inCgroup says whether pid is in the container's memory cgroup (v1) or
+// its unified cgroup (v2).
+func inCgroup(t *testing.T, cgPath string, pid int) bool {
+	t.Helper()
+	for _, f := range []string{"/sys/fs/cgroup/memory" + cgPath + "/cgroup.procs", "/sys/fs/cgroup" + cgPath + "/cgroup.procs"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Fields(string(b)) {
+			if l == strconv.Itoa(pid) {
+				return true
+			}
+		}
+		return false
+	}
+	t.Fatal("no cgroup.procs found for " + cgPath)
+	return false
+}
+
+func TestFailedCreateLeavesNothing(t *testing.T) {
+	cfg := newConfig(t, "true")
+	cfg.Spec.Mounts = append(cfg.Spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: "/nonexistent", Options: []string{"rbind"}})
+	_, err := Create(context.Background(), cfg, Stdio{})
+	if err == nil || err.Error() != `mount "/nonexistent" on "/data": no such file or directory` {
+		t.Fatalf("got %v", err)
+	}
+	assertGone(t, cfg)
+}
+
+// assertGone checks that a container left no cgroup, child process or
+// mount on the host.
+func assertGone(t *testing.T, cfg *Config) {
+	t.Helper()
+	for _, d := range []string{"/sys/fs/cgroup/memory" + cfg.CgroupPath, "/sys/fs/cgroup/pids" + cfg.CgroupPath, "/sys/fs/cgroup" + cfg.CgroupPath} {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup left: %s", d)
+		}
+	}
+	if kids := children(t); kids != "" {
+		t.Errorf("child processes left: %s", kids)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(b, []byte(cfg.Dir)) {
+		t.Errorf("mount left under %s", cfg.Dir)
+	}
+}
+
+func children(t *testing.T) string {
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	var all []string
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		all = append(all, strings.Fields(string(b))...)
+	}
+	return strings.Join(all, " ")
+}
+
+func TestCreateDestroyCycles(t *testing.T) {
+	busybox(t)
+	countFDs := func() int {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		return len(ents)
+	}
+	mountLines := func() int {
+		b, _ := os.ReadFile("/proc/self/mountinfo")
+		return bytes.Count(b, []byte("\n"))
+	}
+	fds, mounts := countFDs(), mountLines()
+	for i := 0; i < 50; i++ {
+		cfg := newConfig(t, "true")
+		c, err := Create(context.Background(), cfg, Stdio{})
+		if err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		if err := c.Destroy(); err != nil {
+			t.Fatalf("cycle %d: destroy: %v", i, err)
+		}
+		if err := c.Destroy(); err != nil {
+			t.Fatalf("cycle %d: second destroy: %v", i, err)
+		}
+		assertGone(t, cfg)
+	}
+	if n := countFDs(); n != fds {
+		t.Errorf("fds: %d before, %d after", fds, n)
+	}
+	if n := mountLines(); n != mounts {
+		t.Errorf("host mounts: %d before, %d after", mounts, n)
+	}
+}
+
+// TestManyLayers needs the relative-path fallback: the absolute lowerdir
+// list is longer than a page.
+func TestManyLayers(t *testing.T) {
+	cfg := sh(t, "cat /f0 /f59")
+	parent := t.TempDir()
+	cfg.Layers = []string{cfg.Spec.Root.Path}
+	for i := 0; i < 60; i++ {
+		d := filepath.Join(parent, fmt.Sprintf("layer-%02d-%s", i, strings.Repeat("x", 50)))
+		os.Mkdir(d, 0o755)
+		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%d", i)), []byte(fmt.Sprintf("%d\n", i)), 0o644)
+		cfg.Layers = append(cfg.Layers, d)
+	}
+	r := run(t, cfg)
+	if r.stdout != "0\n59\n" {
+		t.Fatalf("got %q (stderr %q)", r.stdout, r.stderr)
+	}
+}

@@ -1,0 +1,45 @@
+//go:build !linux
+
+package container
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Containers are Linux only; elsewhere every entry point says so.
+
+var errNotLinux = fmt.Errorf("containers need Linux: %w", errdefs.ErrNotSupported)
+
+func runInitStage() { os.Exit(125) }
+func runExecStage() { os.Exit(125) }
+
+// Container is a created container (Linux only).
+type Container struct{}
+
+// Process is a process started by Exec (Linux only).
+type Process struct{}
+
+func Create(context.Context, *Config, Stdio) (*Container, error) { return nil, errNotLinux }
+func Run(context.Context, *Config, Stdio) (*Container, error)    { return nil, errNotLinux }
+func (c *Container) Start() error                                { return errNotLinux }
+func (c *Container) Pid() int                                    { return 0 }
+func (c *Container) Wait() (Exit, error)                         { return Exit{}, errNotLinux }
+func (c *Container) Signal(syscall.Signal) error                 { return errNotLinux }
+func (c *Container) Destroy() error                              { return nil }
+func Cleanup(string) error                                       { return errNotLinux }
+func DefaultSpec(id string) *specs.Spec                          { return &specs.Spec{Hostname: id} }
+func Exec(context.Context, int, string, *specs.Process, Stdio) (*Process, error) {
+	return nil, errNotLinux
+}
+func ExecWithSeccomp(context.Context, int, string, *specs.Process, *specs.LinuxSeccomp, Stdio) (*Process, error) {
+	return nil, errNotLinux
+}
+func (p *Process) Pid() int                    { return 0 }
+func (p *Process) Wait() (Exit, error)         { return Exit{}, errNotLinux }
+func (p *Process) Signal(syscall.Signal) error { return errNotLinux }

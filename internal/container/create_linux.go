@@ -1,0 +1,439 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// reexecPath is the binary a stage is started from. The running binary is
+// always the right one (berth itself, or a test binary whose TestMain calls
+// RunStage), so the magic link is used rather than a path on disk.
+var reexecPath = "/proc/self/exe"
+
+// Container is a created container as seen from the process that created
+// it (the CLI in the foreground, the monitor when detached). Its init is
+// that process's child.
+type Container struct {
+	cfg  *Config
+	cmd  *exec.Cmd
+	sock *os.File
+	ch   *channel
+	cg   cgroups.Manager
+
+	mu        sync.Mutex
+	started   bool // Start was called
+	waiting   bool // the wait loop owns the socket
+	destroyed bool
+
+	waitOnce sync.Once
+	done     chan struct{}
+	exit     Exit
+	waitErr  error
+}
+
+// Run creates and starts a container (Create then Start). When Start
+// fails the container is destroyed before Run returns.
+func Run(ctx context.Context, cfg *Config, stdio Stdio) (*Container, error) {
+	c, err := Create(ctx, cfg, stdio)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Create builds the container up to the point where only the workload is
+// missing (steps 1-4 of docs/design.md): the cgroup exists with its
+// limits, the init runs as PID 1 of the new namespaces with the root file
+// system, mounts, hostname and rlimits in place, and waits for Start.
+// When Create fails it has undone everything: no cgroup, no process and no
+// mount is left, and the error is one line naming what was wrong.
+func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err error) {
+	icfg, joins, flags, err := prepare(cfg, stdio)
+	if err != nil {
+		return nil, err
+	}
+	var undo cleanup
+	defer func() {
+		if err != nil {
+			undo.run()
+		}
+	}()
+
+	cg, err := cgroups.New(cfg.CgroupPath)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+	}
+	if err := cg.Create(resourcesOf(cfg.Spec)); err != nil {
+		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+	}
+	undo.add(func() { cg.Destroy() })
+
+	parent, child, err := socketPair("init")
+	if err != nil {
+		return nil, err
+	}
+	undo.add(func() { parent.Close() })
+	defer child.Close()
+
+	cmd := &exec.Cmd{
+		Path:       reexecPath,
+		Args:       []string{"berth-init", verbInit},
+		Env:        []string{},
+		ExtraFiles: []*os.File{child},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			Setsid:     true,
+		},
+	}
+	setStdio(cmd, stdio)
+	cgfd, v2, err := cg.FD()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+	}
+	if v2 {
+		defer unix.Close(cgfd)
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = cgfd
+	}
+	if err := startIn(cmd, joins); err != nil {
+		return nil, fmt.Errorf("start container init: %w", err)
+	}
+	undo.add(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	child.Close()
+	// Whatever happens below, a cancelled context kills the init, which
+	// ends any read on the socket.
+	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
+	defer stop()
+
+	if !v2 {
+		// v1: the init waits for its configuration before doing anything,
+		// so it is in the cgroup before it forks or allocates much.
+		if err := cg.Add(cmd.Process.Pid); err != nil {
+			return nil, fmt.Errorf("cgroup %q: add init: %w", cfg.CgroupPath, err)
+		}
+	}
+	ch := newChannel(parent)
+	if err := ch.send(icfg); err != nil {
+		return nil, initGone(ctx, cmd, err)
+	}
+	var m message
+	if err := ch.recv(&m); err != nil {
+		return nil, initGone(ctx, cmd, err)
+	}
+	if m.Type != msgReady {
+		return nil, errorFromMessage(&m)
+	}
+	undo.release()
+	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, done: make(chan struct{})}, nil
+}
+
+// initGone explains a broken socket during Create: the context was
+// cancelled or the init died.
+func initGone(ctx context.Context, cmd *exec.Cmd, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("create container: %w", ctx.Err())
+	}
+	cmd.Process.Kill()
+	werr := cmd.Wait()
+	if werr != nil {
+		return fmt.Errorf("container init died during setup: %v", werr)
+	}
+	return fmt.Errorf("container init died during setup: %v", err)
+}
+
+// prepare validates cfg and derives the init's configuration, the
+// namespaces the parent must join before starting the init, and the
+// clone flags of the new ones.
+func prepare(cfg *Config, stdio Stdio) (*initConfig, []nsJoin, uintptr, error) {
+	if cfg == nil || cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Linux == nil {
+		return nil, nil, 0, fmt.Errorf("container config: spec with process and linux sections required: %w", errdefs.ErrInvalid)
+	}
+	if len(cfg.Spec.Process.Args) == 0 {
+		return nil, nil, 0, fmt.Errorf("container config: no command given: %w", errdefs.ErrInvalid)
+	}
+	if cfg.Dir == "" || !filepath.IsAbs(cfg.Dir) {
+		return nil, nil, 0, fmt.Errorf("container config: Dir %q must be an absolute path: %w", cfg.Dir, errdefs.ErrInvalid)
+	}
+	if cfg.CgroupPath == "" {
+		return nil, nil, 0, fmt.Errorf("container config: no cgroup path: %w", errdefs.ErrInvalid)
+	}
+	if cfg.Spec.Process.Terminal && stdio.Console == nil {
+		return nil, nil, 0, fmt.Errorf("container config: terminal requested but no console given: %w", errdefs.ErrInvalid)
+	}
+	icfg := &initConfig{
+		ID:         cfg.ID,
+		Spec:       cfg.Spec,
+		Layers:     cfg.Layers,
+		Dir:        cfg.Dir,
+		CgroupPath: cfg.CgroupPath,
+		Console:    cfg.Spec.Process.Terminal,
+	}
+	if len(cfg.Layers) == 0 {
+		if cfg.Spec.Root == nil || cfg.Spec.Root.Path == "" {
+			return nil, nil, 0, fmt.Errorf("container config: neither layers nor a root path: %w", errdefs.ErrInvalid)
+		}
+		p, err := filepath.Abs(cfg.Spec.Root.Path)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("root %q: %w", cfg.Spec.Root.Path, err)
+		}
+		icfg.RootPath = p
+	}
+	var flags uintptr
+	var joins []nsJoin
+	haveMount := false
+	for _, ns := range cfg.Spec.Linux.Namespaces {
+		var flag uintptr
+		switch ns.Type {
+		case specs.PIDNamespace:
+			flag = unix.CLONE_NEWPID
+		case specs.NetworkNamespace:
+			flag = unix.CLONE_NEWNET
+			icfg.NewNet = ns.Path == ""
+		case specs.MountNamespace:
+			if ns.Path != "" {
+				return nil, nil, 0, fmt.Errorf("namespace mount %q: joining a mount namespace: %w", ns.Path, errdefs.ErrNotSupported)
+			}
+			haveMount = true
+			flag = unix.CLONE_NEWNS
+		case specs.IPCNamespace:
+			flag = unix.CLONE_NEWIPC
+		case specs.UTSNamespace:
+			flag = unix.CLONE_NEWUTS
+		case specs.CgroupNamespace:
+			// New: the init unshares it on the thread that forks the
+			// workload, once it is inside the cgroup. Joined: below.
+			if ns.Path != "" {
+				flag = unix.CLONE_NEWCGROUP
+			}
+		default:
+			return nil, nil, 0, fmt.Errorf("namespace %s: %w", ns.Type, errdefs.ErrNotSupported)
+		}
+		if ns.Path != "" {
+			joins = append(joins, nsJoin{flag: int(flag), path: ns.Path})
+			continue
+		}
+		flags |= flag
+	}
+	if !haveMount {
+		// Every mount the engine makes must stay out of the host.
+		return nil, nil, 0, fmt.Errorf("container config: a new mount namespace is required: %w", errdefs.ErrInvalid)
+	}
+	return icfg, joins, flags, nil
+}
+
+// setStdio gives the stage process its fds 0-2.
+func setStdio(cmd *exec.Cmd, stdio Stdio) {
+	if stdio.Console != nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Console, stdio.Console, stdio.Console
+		return
+	}
+	// A nil *os.File must stay a nil interface, which os/exec turns into
+	// /dev/null.
+	if stdio.Stdin != nil {
+		cmd.Stdin = stdio.Stdin
+	}
+	if stdio.Stdout != nil {
+		cmd.Stdout = stdio.Stdout
+	}
+	if stdio.Stderr != nil {
+		cmd.Stderr = stdio.Stderr
+	}
+}
+
+// socketPair makes the parent/stage socket. Both ends are close-on-exec in
+// this process; os/exec passes the child's end as fd 3.
+func socketPair(what string) (parent, child *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s socket: %w", what, err)
+	}
+	return os.NewFile(uintptr(fds[0]), what+"-parent"), os.NewFile(uintptr(fds[1]), what+"-child"), nil
+}
+
+// resourcesOf converts the spec's resources to the cgroup package's.
+func resourcesOf(s *specs.Spec) cgroups.Resources {
+	var r cgroups.Resources
+	if s.Linux == nil || s.Linux.Resources == nil {
+		return r
+	}
+	lr := s.Linux.Resources
+	if m := lr.Memory; m != nil {
+		if m.Limit != nil {
+			r.Memory = *m.Limit
+		}
+		if m.Swap != nil {
+			r.MemorySwap = *m.Swap
+		}
+	}
+	if c := lr.CPU; c != nil {
+		if c.Quota != nil {
+			r.CPUQuota = *c.Quota
+		}
+		if c.Period != nil {
+			r.CPUPeriod = *c.Period
+		}
+		if c.Shares != nil {
+			r.CPUShares = *c.Shares
+		}
+	}
+	if p := lr.Pids; p != nil && p.Limit != nil {
+		r.Pids = *p.Limit
+	}
+	return r
+}
+
+// Pid is the init's pid on the host.
+func (c *Container) Pid() int { return c.cmd.Process.Pid }
+
+// Start runs the workload (step 5): the init applies capabilities,
+// no_new_privs and seccomp and starts the command. A command that is not
+// found or cannot be invoked comes back as an *ExecError. After a failed
+// Start the init has exited; call Destroy.
+func (c *Container) Start() error {
+	c.mu.Lock()
+	if c.started || c.waiting || c.destroyed {
+		c.mu.Unlock()
+		return fmt.Errorf("container %s: already started, waited for or destroyed: %w", c.cfg.ID, errdefs.ErrConflict)
+	}
+	c.started = true
+	c.mu.Unlock()
+
+	if err := c.ch.send(message{Type: msgStart}); err != nil {
+		return fmt.Errorf("container %s: start: %w", c.cfg.ID, err)
+	}
+	var m message
+	if err := c.ch.recv(&m); err != nil {
+		return fmt.Errorf("container %s: init died before starting the workload", c.cfg.ID)
+	}
+	if m.Type != msgStarted {
+		return errorFromMessage(&m)
+	}
+	return nil
+}
+
+// Wait waits for the init to exit and reports how the workload ended:
+// its exit status, 128+N for signal N, and whether the cgroup's OOM killer
+// fired. When the init itself was killed, its own status is reported.
+func (c *Container) Wait() (Exit, error) {
+	c.startWaiting()
+	<-c.done
+	return c.exit, c.waitErr
+}
+
+func (c *Container) startWaiting() {
+	c.waitOnce.Do(func() {
+		c.mu.Lock()
+		c.waiting = true
+		c.mu.Unlock()
+		go c.waitLoop()
+	})
+}
+
+// waitLoop reads the init's last messages until the socket closes, then
+// reaps the init.
+func (c *Container) waitLoop() {
+	defer close(c.done)
+	var status *syscall.WaitStatus
+	for {
+		var m message
+		if err := c.ch.recv(&m); err != nil {
+			break
+		}
+		if m.Type == msgExit {
+			ws := syscall.WaitStatus(m.Status)
+			status = &ws
+		}
+	}
+	err := c.cmd.Wait()
+	c.sock.Close()
+	if status == nil {
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			ws := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+			status = &ws
+		case errors.As(err, &ee):
+			ws := ee.Sys().(syscall.WaitStatus)
+			status = &ws
+		default:
+			c.waitErr = fmt.Errorf("container %s: wait: %w", c.cfg.ID, err)
+			return
+		}
+	}
+	c.exit = exitOf(*status)
+	if st, err := c.cg.Stats(); err == nil && st.OOMKills > 0 {
+		c.exit.OOMKilled = true
+	}
+}
+
+// exitOf turns a wait status into the command line's terms.
+func exitOf(ws syscall.WaitStatus) Exit {
+	if ws.Signaled() {
+		return Exit{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal())}
+	}
+	return Exit{Code: ws.ExitStatus()}
+}
+
+// Signal sends sig to the init, which forwards it to the workload
+// (SIGKILL and SIGSTOP act on the init itself and so on the whole
+// container).
+func (c *Container) Signal(sig syscall.Signal) error {
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("container %s: not running: %w", c.cfg.ID, errdefs.ErrConflict)
+		}
+		return fmt.Errorf("container %s: signal %v: %w", c.cfg.ID, sig, err)
+	}
+	return nil
+}
+
+// Destroy kills whatever is left of the container and removes its cgroup.
+// The mounts die with the init's mount namespace. Destroy is idempotent.
+func (c *Container) Destroy() error {
+	c.mu.Lock()
+	if c.destroyed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.destroyed = true
+	c.mu.Unlock()
+
+	c.cmd.Process.Kill()
+	c.startWaiting()
+	<-c.done
+	if err := c.cg.Destroy(); err != nil {
+		return fmt.Errorf("container %s: %w", c.cfg.ID, err)
+	}
+	return nil
+}
+
+// Cleanup removes the cgroup of a container that is gone (its init dead or
+// never reaped by this process), killing any process still in it.
+func Cleanup(cgroupPath string) error {
+	cg, err := cgroups.New(cgroupPath)
+	if err != nil {
+		return fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+	}
+	if err := cg.Destroy(); err != nil {
+		return fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+	}
+	return nil
+}

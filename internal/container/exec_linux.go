@@ -1,0 +1,236 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/seccomp"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Process is a process started in a running container by Exec. It is a
+// child of the calling process.
+type Process struct {
+	cmd  *exec.Cmd
+	once sync.Once
+	exit Exit
+	err  error
+}
+
+// Pid is the process's pid on the host.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("exec process %d: not running: %w", p.Pid(), errdefs.ErrConflict)
+		}
+		return fmt.Errorf("exec process %d: signal %v: %w", p.Pid(), sig, err)
+	}
+	return nil
+}
+
+// Wait waits for the process and reports its status (128+N for signal N).
+func (p *Process) Wait() (Exit, error) {
+	p.once.Do(func() {
+		err := p.cmd.Wait()
+		var ee *exec.ExitError
+		switch {
+		case err == nil || errors.As(err, &ee):
+			p.exit = exitOf(p.cmd.ProcessState.Sys().(syscall.WaitStatus))
+		default:
+			p.err = fmt.Errorf("exec process %d: wait: %w", p.Pid(), err)
+		}
+	})
+	return p.exit, p.err
+}
+
+// execNamespaces are entered by the parent, in this order. The mount
+// namespace is entered by the exec stage itself (execMountNSFD): the stage's
+// binary must be loaded from the host's file system (a dynamically linked
+// binary needs the host's loader), and a Go process can only switch mount
+// namespace on a thread with its own fs_struct, which the stage has.
+var execNamespaces = []struct {
+	name string
+	flag int
+}{
+	{"ipc", unix.CLONE_NEWIPC},
+	{"uts", unix.CLONE_NEWUTS},
+	{"net", unix.CLONE_NEWNET},
+	{"pid", unix.CLONE_NEWPID},
+	{"cgroup", unix.CLONE_NEWCGROUP},
+}
+
+// Exec starts p in the running container whose init has host pid initPid
+// and whose cgroup is cgroupPath (see docs/design.md, "exec"). It returns
+// once the command runs; a command that is not found or cannot be invoked
+// is an *ExecError (127 or 126). p carries the capabilities and
+// no_new_privs to apply; the seccomp filter is berth's default when the
+// container's workload runs under a filter (use ExecWithSeccomp to give
+// the container's own profile).
+func Exec(ctx context.Context, initPid int, cgroupPath string, p *specs.Process, stdio Stdio) (*Process, error) {
+	var filter *specs.LinuxSeccomp
+	if seccompMode(firstChild(initPid)) == 2 {
+		filter = seccomp.Default()
+	}
+	return ExecWithSeccomp(ctx, initPid, cgroupPath, p, filter, stdio)
+}
+
+// ExecWithSeccomp is Exec with the seccomp profile given (nil: none).
+func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *specs.Process, filter *specs.LinuxSeccomp, stdio Stdio) (_ *Process, err error) {
+	if p == nil || len(p.Args) == 0 {
+		return nil, fmt.Errorf("exec: no command given: %w", errdefs.ErrInvalid)
+	}
+	if p.Terminal && stdio.Console == nil {
+		return nil, fmt.Errorf("exec: terminal requested but no console given: %w", errdefs.ErrInvalid)
+	}
+	if err := unix.Kill(initPid, 0); err != nil {
+		return nil, fmt.Errorf("exec: container init %d: not running: %w", initPid, errdefs.ErrConflict)
+	}
+	joins, err := execJoins(initPid)
+	if err != nil {
+		return nil, err
+	}
+	mntns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", initPid))
+	if err != nil {
+		return nil, fmt.Errorf("exec: container init %d: %w", initPid, unwrapErrno(err))
+	}
+	defer mntns.Close()
+	cg, err := cgroups.New(cgroupPath)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+	}
+	parent, child, err := socketPair("exec")
+	if err != nil {
+		return nil, err
+	}
+	defer parent.Close()
+	defer child.Close()
+	cmd := &exec.Cmd{
+		Path:        reexecPath,
+		Args:        []string{"berth-exec", verbExec},
+		Env:         []string{},
+		ExtraFiles:  []*os.File{child, mntns},
+		SysProcAttr: &syscall.SysProcAttr{},
+	}
+	setStdio(cmd, stdio)
+	cgfd, v2, err := cg.FD()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+	}
+	if v2 {
+		defer unix.Close(cgfd)
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = cgfd
+	}
+	if err := startIn(cmd, joins); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	child.Close()
+	mntns.Close()
+	defer func() {
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
+	defer stop()
+	if !v2 {
+		if err := cg.Add(cmd.Process.Pid); err != nil {
+			return nil, fmt.Errorf("cgroup %q: add exec process: %w", cgroupPath, err)
+		}
+	}
+	ch := newChannel(parent)
+	if err := ch.send(execConfig{Process: p, Seccomp: filter, Console: p.Terminal}); err != nil {
+		return nil, fmt.Errorf("exec: the exec stage died: %w", err)
+	}
+	// The socket is close-on-exec in the stage: end of file without a
+	// message means the command's execve succeeded.
+	var m message
+	if err := ch.recv(&m); err == nil {
+		return nil, errorFromMessage(&m)
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("exec: %w", ctx.Err())
+	}
+	return &Process{cmd: cmd}, nil
+}
+
+// execJoins lists the container's namespaces that differ from ours. The
+// cgroup namespace is the workload's (the init's first child), since only
+// the workload has one of its own.
+func execJoins(initPid int) ([]nsJoin, error) {
+	var joins []nsJoin
+	for _, ns := range execNamespaces {
+		pid := initPid
+		if ns.name == "cgroup" {
+			if w := firstChild(initPid); w > 0 {
+				pid = w
+			}
+		}
+		path := fmt.Sprintf("/proc/%d/ns/%s", pid, ns.name)
+		same, err := sameFile(path, "/proc/self/ns/"+ns.name)
+		if err != nil {
+			return nil, fmt.Errorf("exec: container init %d: %w", initPid, unwrapErrno(err))
+		}
+		if !same {
+			joins = append(joins, nsJoin{flag: ns.flag, path: path})
+		}
+	}
+	return joins, nil
+}
+
+// firstChild is the oldest child of pid, 0 when it has none.
+func firstChild(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	c, _ := strconv.Atoi(f[0])
+	return c
+}
+
+func sameFile(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}
+
+// seccompMode is the Seccomp field of /proc/PID/status (0 when unknown).
+func seccompMode(pid int) int {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Seccomp:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}

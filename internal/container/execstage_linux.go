@@ -1,0 +1,102 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The exec stage: started by Exec already inside the container's
+// namespaces (and, once the parent has added it, its cgroup). It sets the
+// process up like the init sets up the workload and execs the command
+// from its main thread. fd 3 is the sync socket; fds 0-2 the stdio.
+
+func runExecStage() {
+	// Credentials and capabilities are set on this thread only, and the
+	// execve from this thread is what carries them into the command.
+	runtime.LockOSThread()
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	ch := newChannel(os.NewFile(stageSocketFD, "sync"))
+	closeExtraFDs()
+	var cfg execConfig
+	if err := ch.recv(&cfg); err != nil {
+		os.Exit(1)
+	}
+	err := execCommand(&cfg)
+	if ee, ok := err.(*ExecError); ok {
+		errno, _ := ee.Err.(unix.Errno)
+		ch.send(message{Type: msgExecError, Path: ee.Path, Errno: int(errno), Err: ee.Err.Error(), Code: ee.Code})
+	} else {
+		ch.send(errorMessage(err))
+	}
+	os.Exit(1)
+}
+
+// execMountNSFD is the container's mount namespace in the exec stage.
+const execMountNSFD = 4
+
+// execCommand only returns on failure.
+func execCommand(cfg *execConfig) error {
+	// Enter the container's file system on this thread: unshare the
+	// fs_struct it shares with the runtime's other threads, then setns.
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare fs: %w", err)
+	}
+	if err := unix.Setns(execMountNSFD, unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("enter the container's mount namespace: %w", err)
+	}
+	unix.Close(execMountNSFD)
+	p := cfg.Process
+	if p.Cwd == "" {
+		p.Cwd = "/"
+	}
+	passwd, group := readUserFiles()
+	cred, err := resolveUser(p.User, passwd, group)
+	if err != nil {
+		return err
+	}
+	env := withHome(p.Env, cred.Home)
+	path, err := lookPath(p.Args[0], envPath(env), p.Cwd)
+	if err != nil {
+		return err
+	}
+	if err := setRlimits(p.Rlimits); err != nil {
+		return err
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	if cfg.Console {
+		if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
+			return fmt.Errorf("controlling terminal: %w", err)
+		}
+	}
+	if p.User.Umask != nil {
+		unix.Umask(int(*p.User.Umask))
+	} else {
+		unix.Umask(0o022)
+	}
+	// Capabilities first, as root, then the user: a change to a non-root
+	// uid clears the effective and permitted sets, as in Docker.
+	if p.Capabilities != nil {
+		if err := applyCaps(p.Capabilities); err != nil {
+			return err
+		}
+	}
+	if err := setCredential(cred); err != nil {
+		return err
+	}
+	if err := unix.Chdir(p.Cwd); err != nil {
+		return fmt.Errorf("working directory %q: %w", p.Cwd, err)
+	}
+	pp := *p
+	pp.Capabilities = nil
+	if err := applySecurity(&pp, cfg.Seccomp); err != nil {
+		return err
+	}
+	err = syscall.Exec(path, p.Args, env)
+	return execError(p.Args[0], err)
+}

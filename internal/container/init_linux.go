@@ -1,0 +1,203 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// The init stage: the container's PID 1. It is started by Create with
+// fd 3 the sync socket and fds 0-2 the workload's stdio (or the pty slave).
+
+// stageSocketFD is the sync socket's fd in a stage process.
+const stageSocketFD = 3
+
+// runInitStage is the init's main; it never returns.
+func runInitStage() {
+	// The main goroutine keeps the process's first thread for all of the
+	// setup, so every step sees the same thread state.
+	runtime.LockOSThread()
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	sock := os.NewFile(stageSocketFD, "sync")
+	ch := newChannel(sock)
+	closeExtraFDs()
+
+	var cfg initConfig
+	if err := ch.recv(&cfg); err != nil {
+		os.Exit(1) // the parent is gone before sending anything
+	}
+	fail := func(err error) {
+		ch.send(errorMessage(err))
+		os.Exit(1)
+	}
+	// Signals are caught from the start so that none (SIGTERM, SIGCHLD)
+	// takes its default action on the init; they are forwarded once the
+	// workload runs.
+	sigs := catchSignals()
+
+	w, err := setupContainer(&cfg)
+	if err != nil {
+		fail(err)
+	}
+	if err := ch.send(message{Type: msgReady}); err != nil {
+		os.Exit(1)
+	}
+	var m message
+	if err := ch.recv(&m); err != nil || m.Type != msgStart {
+		os.Exit(1) // the parent went away or destroyed the container
+	}
+	pid, err := startWorkload(&cfg, w)
+	if err != nil {
+		if ee, ok := err.(*ExecError); ok {
+			errno, _ := ee.Err.(unix.Errno)
+			ch.send(message{Type: msgExecError, Path: ee.Path, Errno: int(errno), Err: ee.Err.Error(), Code: ee.Code})
+			os.Exit(1)
+		}
+		fail(err)
+	}
+	ch.send(message{Type: msgStarted, Pid: pid})
+	status := supervise(pid, sigs)
+	ch.send(message{Type: msgExit, Status: int(status)})
+	os.Exit(0)
+}
+
+// closeExtraFDs marks every inherited fd above the socket close-on-exec,
+// so nothing of the parent's leaks into the workload; the socket itself
+// is close-on-exec too.
+func closeExtraFDs() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= stageSocketFD {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
+// workload is what setup resolved for starting the workload.
+type workload struct {
+	cred credential
+	env  []string
+}
+
+// setupContainer builds the container around the init: step 3 of the
+// design's start sequence.
+func setupContainer(cfg *initConfig) (*workload, error) {
+	spec := cfg.Spec
+	unix.Umask(0)
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return nil, fmt.Errorf("make / private: %w", err)
+	}
+	root, err := mountRoot(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := mountSpecMounts(cfg, root); err != nil {
+		return nil, err
+	}
+	if hasMount(spec.Mounts, "/dev") {
+		if err := populateDev(root, spec.Linux.Devices, cfg.Console); err != nil {
+			return nil, err
+		}
+	}
+	if err := setHostname(spec); err != nil {
+		return nil, err
+	}
+	if cfg.NewNet {
+		if err := loopbackUp(); err != nil {
+			return nil, err
+		}
+	}
+	if err := pivotRoot(root); err != nil {
+		return nil, err
+	}
+	if err := setSysctls(spec.Linux.Sysctl); err != nil {
+		return nil, err
+	}
+	if err := maskPaths(spec.Linux.MaskedPaths); err != nil {
+		return nil, err
+	}
+	if err := readonlyPaths(spec.Linux.ReadonlyPaths); err != nil {
+		return nil, err
+	}
+	passwd, group := readUserFiles()
+	cred, err := resolveUser(spec.Process.User, passwd, group)
+	if err != nil {
+		return nil, err
+	}
+	if err := makeCwd(spec.Process.Cwd, cred); err != nil {
+		return nil, err
+	}
+	if spec.Root != nil && spec.Root.Readonly {
+		if err := readonlyRoot(); err != nil {
+			return nil, err
+		}
+	}
+	if err := setRlimits(spec.Process.Rlimits); err != nil {
+		return nil, err
+	}
+	return &workload{cred: cred, env: withHome(spec.Process.Env, cred.Home)}, nil
+}
+
+func hasMount(mounts []specs.Mount, dest string) bool {
+	for _, m := range mounts {
+		if filepath.Clean(m.Destination) == dest {
+			return true
+		}
+	}
+	return false
+}
+
+// setHostname sets the hostname and domain name; only a UTS namespace of
+// the container's own may be changed.
+func setHostname(spec *specs.Spec) error {
+	if spec.Hostname == "" && spec.Domainname == "" {
+		return nil
+	}
+	own := false
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.UTSNamespace && ns.Path == "" {
+			own = true
+		}
+	}
+	if !own {
+		return fmt.Errorf("hostname %q: the container has no UTS namespace of its own: %w", spec.Hostname, errdefs.ErrInvalid)
+	}
+	if spec.Hostname != "" {
+		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+			return fmt.Errorf("hostname %q: %w", spec.Hostname, err)
+		}
+	}
+	if spec.Domainname != "" {
+		if err := unix.Setdomainname([]byte(spec.Domainname)); err != nil {
+			return fmt.Errorf("domain name %q: %w", spec.Domainname, err)
+		}
+	}
+	return nil
+}
+
+// makeCwd creates the working directory when the image lacks it, owned
+// by the workload's user, as Docker does.
+func makeCwd(cwd string, cred credential) error {
+	if cwd == "" {
+		return nil
+	}
+	if !filepath.IsAbs(cwd) {
+		return fmt.Errorf("working directory %q: not an absolute path: %w", cwd, errdefs.ErrInvalid)
+	}
+	if _, err := os.Stat(cwd); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		return fmt.Errorf("working directory %q: %w", cwd, unwrapErrno(err))
+	}
+	return os.Chown(cwd, int(cred.UID), int(cred.GID))
+}

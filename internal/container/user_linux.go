@@ -1,0 +1,144 @@
+package container
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// credential is the workload's resolved identity.
+type credential struct {
+	UID, GID uint32
+	Groups   []uint32 // supplementary groups
+	Home     string   // from /etc/passwd, for a HOME the spec does not set
+}
+
+// resolveUser resolves the process's user inside the container (after
+// pivot_root, so /etc is the image's). With User.Username empty the
+// numeric IDs are used as they are. Otherwise Username is Docker's -u
+// form, "USER[:GROUP]", each a name or a number; names must be listed in
+// the image's /etc/passwd and /etc/group. Supplementary groups are the
+// /etc/group memberships of a named user plus User.AdditionalGids.
+func resolveUser(u specs.User, passwd, group []byte) (credential, error) {
+	c := credential{UID: u.UID, GID: u.GID, Home: "/"}
+	name := ""
+	if u.Username != "" {
+		userPart, groupPart, hasGroup := strings.Cut(u.Username, ":")
+		if id, err := strconv.ParseUint(userPart, 10, 32); err == nil {
+			c.UID, c.GID = uint32(id), 0
+			if f, ok := lookupEntry(passwd, 2, userPart); ok {
+				name, c.GID, c.Home = f[0], atoi32(f[3]), f[5]
+			}
+		} else {
+			f, ok := lookupEntry(passwd, 0, userPart)
+			if !ok {
+				return c, fmt.Errorf("user %q: no such user in the image's /etc/passwd: %w", userPart, errdefs.ErrInvalid)
+			}
+			name, c.UID, c.GID, c.Home = f[0], atoi32(f[2]), atoi32(f[3]), f[5]
+		}
+		if hasGroup {
+			if id, err := strconv.ParseUint(groupPart, 10, 32); err == nil {
+				c.GID = uint32(id)
+			} else {
+				f, ok := lookupEntry(group, 0, groupPart)
+				if !ok {
+					return c, fmt.Errorf("group %q: no such group in the image's /etc/group: %w", groupPart, errdefs.ErrInvalid)
+				}
+				c.GID = atoi32(f[2])
+			}
+		}
+	} else if f, ok := lookupEntry(passwd, 2, strconv.FormatUint(uint64(c.UID), 10)); ok {
+		name, c.Home = f[0], f[5]
+	}
+	if name != "" && u.Username != "" {
+		c.Groups = groupsOf(group, name, c.GID)
+	}
+	c.Groups = append(c.Groups, u.AdditionalGids...)
+	if c.Home == "" {
+		c.Home = "/"
+	}
+	return c, nil
+}
+
+// readUserFiles reads /etc/passwd and /etc/group of the current root; a
+// missing file reads as empty.
+func readUserFiles() (passwd, group []byte) {
+	passwd, _ = os.ReadFile("/etc/passwd")
+	group, _ = os.ReadFile("/etc/group")
+	return passwd, group
+}
+
+// lookupEntry finds the line of a passwd (7 fields) or group (4 fields)
+// file whose field idx equals val, padded to 7 fields.
+func lookupEntry(data []byte, idx int, val string) ([]string, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Split(line, ":")
+		if len(f) != 7 && len(f) != 4 {
+			continue
+		}
+		if f[idx] == val {
+			for len(f) < 7 {
+				f = append(f, "")
+			}
+			return f, true
+		}
+	}
+	return nil, false
+}
+
+// groupsOf lists the gids of the groups naming user as a member, other
+// than its primary group.
+func groupsOf(group []byte, user string, primary uint32) []uint32 {
+	var gids []uint32
+	sc := bufio.NewScanner(bytes.NewReader(group))
+	for sc.Scan() {
+		f := strings.Split(strings.TrimSpace(sc.Text()), ":")
+		if len(f) != 4 {
+			continue
+		}
+		for _, m := range strings.Split(f[3], ",") {
+			if m == user && atoi32(f[2]) != primary {
+				gids = append(gids, atoi32(f[2]))
+			}
+		}
+	}
+	return gids
+}
+
+func atoi32(s string) uint32 {
+	v, _ := strconv.ParseUint(s, 10, 32)
+	return uint32(v)
+}
+
+// withHome adds HOME to env when it has none, as Docker does.
+func withHome(env []string, home string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "HOME=") {
+			return env
+		}
+	}
+	return append(append([]string{}, env...), "HOME="+home)
+}
+
+// envPath is PATH from env, or the usual default.
+func envPath(env []string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], "PATH="); ok {
+			return v
+		}
+	}
+	return defaultPath
+}
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -1,0 +1,219 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// forwarded are the signals the init passes on to the workload.
+var forwarded = []os.Signal{
+	unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGABRT, unix.SIGUSR1, unix.SIGUSR2,
+	unix.SIGALRM, unix.SIGTERM, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU,
+	unix.SIGWINCH, unix.SIGIO, unix.SIGPWR, unix.SIGVTALRM, unix.SIGPROF, unix.SIGXCPU,
+	unix.SIGXFSZ, unix.SIGTRAP, unix.SIGSYS,
+}
+
+func catchSignals() chan os.Signal {
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
+	return sigs
+}
+
+// startWorkload starts the workload (step 5) from a thread of its own: the
+// thread unshares the cgroup namespace (the init is already in the
+// container's cgroup), drops capabilities, sets no_new_privs and loads
+// seccomp, then forks the command. The thread is never unlocked, so it
+// ends with its goroutine and the init's other threads keep their
+// capabilities (to signal the workload whatever its user).
+func startWorkload(cfg *initConfig, w *workload) (int, error) {
+	type result struct {
+		pid int
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		pid, err := spawn(cfg, w)
+		res <- result{pid, err}
+	}()
+	r := <-res
+	return r.pid, r.err
+}
+
+func spawn(cfg *initConfig, w *workload) (int, error) {
+	spec, p := cfg.Spec, cfg.Spec.Process
+	if newCgroupNS(cfg) {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return 0, fmt.Errorf("cgroup namespace: %w", err)
+		}
+	}
+	path, err := lookPath(p.Args[0], envPath(w.env), p.Cwd)
+	if err != nil {
+		return 0, err
+	}
+	umask := 0o022
+	if p.User.Umask != nil {
+		umask = int(*p.User.Umask)
+	}
+	unix.Umask(umask)
+	if err := applySecurity(p, spec.Linux.Seccomp); err != nil {
+		return 0, err
+	}
+	groups := make([]uint32, len(w.cred.Groups))
+	copy(groups, w.cred.Groups)
+	cmd := &exec.Cmd{
+		Path:   path,
+		Args:   p.Args,
+		Env:    w.env,
+		Dir:    p.Cwd,
+		Stdin:  os.Stdin,
+		Stdout: os.Stdout,
+		Stderr: os.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: w.cred.UID, Gid: w.cred.GID, Groups: groups},
+			Setsid:     true,
+			Setctty:    cfg.Console,
+			Ctty:       0,
+		},
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, execError(p.Args[0], err)
+	}
+	return cmd.Process.Pid, nil
+}
+
+func newCgroupNS(cfg *initConfig) bool {
+	for _, ns := range cfg.Spec.Linux.Namespaces {
+		if ns.Type == "cgroup" && ns.Path == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// execError classifies a failed start: not found is 127, anything else
+// about invoking the file (permission, format, a directory) is 126.
+func execError(name string, err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return fmt.Errorf("start %q: %w", name, err)
+	}
+	code := 126
+	if errno == syscall.ENOENT || errno == syscall.ENOTDIR {
+		code = 127
+	}
+	return &ExecError{Path: name, Err: errno, Code: code}
+}
+
+// lookPath resolves the command in the container's file system with the
+// container's PATH: a name with a slash is taken as it is (relative to
+// cwd), a bare name is searched in path. Not found is a 127 error; a file
+// that exists but is a directory or has no execute bit is a 126 one.
+func lookPath(name, path, cwd string) (string, error) {
+	if strings.Contains(name, "/") {
+		p := name
+		if !filepath.IsAbs(p) && cwd != "" {
+			p = filepath.Join(cwd, p)
+		}
+		if err := executable(p); err != nil {
+			return "", execError(name, err)
+		}
+		return p, nil
+	}
+	var denied error
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		if !filepath.IsAbs(dir) && cwd != "" {
+			dir = filepath.Join(cwd, dir)
+		}
+		p := filepath.Join(dir, name)
+		err := executable(p)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) && denied == nil {
+			denied = err
+		}
+	}
+	if denied != nil {
+		return "", execError(name, denied)
+	}
+	return "", execError(name, syscall.ENOENT)
+}
+
+// executable says why p cannot be executed (an errno), or nil.
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	if fi.IsDir() {
+		return syscall.EISDIR
+	}
+	if fi.Mode()&0o111 == 0 {
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// supervise is the init's life as PID 1 once the workload runs: it
+// forwards signals to the workload, reaps every child (orphans included)
+// and, when the workload has exited, kills whatever is left in the
+// container and returns the workload's wait status.
+func supervise(pid int, sigs chan os.Signal) syscall.WaitStatus {
+	var status syscall.WaitStatus
+	for done := reap(pid, &status); !done; done = reap(pid, &status) {
+		sig := <-sigs
+		if sig != unix.SIGCHLD {
+			unix.Kill(pid, sig.(syscall.Signal))
+		}
+	}
+	signal.Stop(sigs)
+	if os.Getpid() == 1 {
+		// Everything else in the pid namespace: background jobs, exec'd
+		// processes. As PID 1, kill(-1) spares only the init itself.
+		unix.Kill(-1, unix.SIGKILL)
+		for {
+			if _, err := unix.Wait4(-1, nil, 0, nil); err != nil && err != unix.EINTR {
+				break
+			}
+		}
+	}
+	return status
+}
+
+// reap collects every exited child without blocking; it reports whether
+// the workload (pid) was among them.
+func reap(pid int, status *syscall.WaitStatus) bool {
+	found := false
+	for {
+		var ws unix.WaitStatus
+		p, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || p <= 0 {
+			return found
+		}
+		if p == pid {
+			*status = syscall.WaitStatus(ws)
+			found = true
+		}
+	}
+}
