@@ -34,6 +34,7 @@ func startInstance(st *instance.Store, in *instance.Instance, stdio container.St
 	if err != nil {
 		return nil, err
 	}
+	trace("container running")
 	_, err = st.Update(in.ID, func(x *instance.Instance) error {
 		x.Status = instance.Running
 		x.Pid = c.Pid()
@@ -58,7 +59,9 @@ func startInstance(st *instance.Store, in *instance.Instance, stdio container.St
 // output reach the log before the end is recorded.
 func finishInstance(st *instance.Store, in *instance.Instance, c *container.Container, drain func()) container.Exit {
 	exit, waitErr := c.Wait()
+	trace("workload exited")
 	destroyErr := c.Destroy()
+	trace("container destroyed")
 	if drain != nil {
 		drain()
 	}

@@ -115,10 +115,12 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	if err != nil {
 		return nil, nil, err
 	}
+	trace("image store open")
 	img, err := images.Resolve(ref)
 	if err != nil {
 		return nil, nil, err
 	}
+	trace("image resolved")
 	if err := holdImage(g, img.ID.String()); err != nil {
 		return nil, nil, err
 	}
@@ -126,6 +128,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	if err != nil {
 		return nil, nil, err
 	}
+	trace("image leased, layers ready")
 	o := &f.opts
 	id := instance.NewID()
 	hostname := o.Hostname
@@ -162,9 +165,11 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	if in.Name == "" {
 		in.Name = id[:12]
 	}
+	trace("spec built")
 	if err := st.Create(in); err != nil {
 		return nil, nil, err
 	}
+	trace("record created")
 	if err := st.SaveBundle(id, &instance.Bundle{Spec: spec, Layers: layers}); err != nil {
 		_ = st.Remove(id)
 		return nil, nil, err
@@ -215,7 +220,9 @@ func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOpt
 		master, stdio = m, container.Stdio{Console: s}
 		defer master.Close()
 	}
+	trace("bundle saved")
 	c, err := startInstance(st, in, stdio)
+	trace("workload started")
 	if stdio.Console != nil {
 		stdio.Console.Close()
 	}
@@ -235,6 +242,7 @@ func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOpt
 		go func() { _, _ = io.Copy(os.Stdout, master); close(copied) }()
 	}
 	exit := finishInstance(st, in, c, nil)
+	trace("instance finished and cleaned up")
 	stop()
 	if copied != nil {
 		select {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -35,6 +36,8 @@ type Container struct {
 	started   bool // Start was called
 	waiting   bool // the wait loop owns the socket
 	destroyed bool
+
+	filter chan compiled // the workload's seccomp program, compiled during Create
 
 	waitOnce sync.Once
 	done     chan struct{}
@@ -73,6 +76,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 			undo.run()
 		}
 	}()
+	filter := compileAsync(cfg.Spec.Linux.Seccomp)
 
 	cg, err := cgroups.New(cfg.CgroupPath)
 	if err != nil {
@@ -142,7 +146,32 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 		return nil, errorFromMessage(&m)
 	}
 	undo.release()
-	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, done: make(chan struct{})}, nil
+	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, done: make(chan struct{})}, nil
+}
+
+// compiled is a seccomp program packed for the socket, or why it is not.
+type compiled struct {
+	prog []byte
+	err  error
+}
+
+// compileAsync compiles the workload's seccomp profile while the init
+// builds the root file system, taking the compile off the start path.
+func compileAsync(p *specs.LinuxSeccomp) chan compiled {
+	ch := make(chan compiled, 1)
+	if p == nil {
+		ch <- compiled{}
+		return ch
+	}
+	go func() {
+		prog, err := seccomp.Compile(p)
+		if err != nil {
+			ch <- compiled{err: fmt.Errorf("seccomp: %w", err)}
+			return
+		}
+		ch <- compiled{prog: encodeFilter(prog)}
+	}()
+	return ch
 }
 
 // initGone explains a broken socket during Create: the context was
@@ -316,7 +345,11 @@ func (c *Container) Start() error {
 	c.started = true
 	c.mu.Unlock()
 
-	if err := c.ch.send(message{Type: msgStart}); err != nil {
+	f := <-c.filter
+	if f.err != nil {
+		return f.err
+	}
+	if err := c.ch.send(message{Type: msgStart, Filter: f.prog}); err != nil {
 		return fmt.Errorf("container %s: start: %w", c.cfg.ID, err)
 	}
 	var m message

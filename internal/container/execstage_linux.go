@@ -94,7 +94,7 @@ func execCommand(cfg *execConfig) error {
 	}
 	pp := *p
 	pp.Capabilities = nil
-	if err := applySecurity(&pp, cfg.Seccomp); err != nil {
+	if err := applySecurity(&pp, cfg.Seccomp, nil); err != nil {
 		return err
 	}
 	err = syscall.Exec(path, p.Args, env)

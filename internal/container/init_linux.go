@@ -52,6 +52,11 @@ func runInitStage() {
 	if err := ch.recv(&m); err != nil || m.Type != msgStart {
 		os.Exit(1) // the parent went away or destroyed the container
 	}
+	prog, err := decodeFilter(m.Filter)
+	if err != nil {
+		fail(err)
+	}
+	w.filter = prog
 	pid, err := startWorkload(&cfg, w)
 	if err != nil {
 		if ee, ok := err.(*ExecError); ok {
@@ -84,8 +89,9 @@ func closeExtraFDs() {
 
 // workload is what setup resolved for starting the workload.
 type workload struct {
-	cred credential
-	env  []string
+	cred   credential
+	env    []string
+	filter []unix.SockFilter // the seccomp program compiled by the parent
 }
 
 // setupContainer builds the container around the init: step 3 of the

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // The parent and a stage process talk over one unix socketpair (fd 3 in
@@ -38,6 +40,34 @@ type message struct {
 	Code   int    `json:"code,omitempty"`
 	Pid    int    `json:"pid,omitempty"`
 	Status int    `json:"status,omitempty"`
+	// Filter is the seccomp program the parent compiled while the init
+	// set up the root file system (with msgStart).
+	Filter []byte `json:"filter,omitempty"`
+}
+
+// encodeFilter packs a BPF program as the kernel lays it out (8 bytes an
+// instruction, little-endian), which is compact on the socket.
+func encodeFilter(prog []unix.SockFilter) []byte {
+	b := make([]byte, 0, 8*len(prog))
+	for _, in := range prog {
+		b = binary.LittleEndian.AppendUint16(b, in.Code)
+		b = append(b, in.Jt, in.Jf)
+		b = binary.LittleEndian.AppendUint32(b, in.K)
+	}
+	return b
+}
+
+// decodeFilter unpacks what encodeFilter packed.
+func decodeFilter(b []byte) ([]unix.SockFilter, error) {
+	if len(b)%8 != 0 {
+		return nil, fmt.Errorf("seccomp program of %d bytes: %w", len(b), errdefs.ErrInvalid)
+	}
+	prog := make([]unix.SockFilter, len(b)/8)
+	for i := range prog {
+		in := b[8*i:]
+		prog[i] = unix.SockFilter{Code: binary.LittleEndian.Uint16(in), Jt: in[2], Jf: in[3], K: binary.LittleEndian.Uint32(in[4:])}
+	}
+	return prog, nil
 }
 
 // initConfig is what the parent sends the init stage.

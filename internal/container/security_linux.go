@@ -50,8 +50,9 @@ func setRlimits(rls []specs.POSIXRlimit) error {
 // applySecurity drops capabilities on the calling thread (which must be
 // locked and never unlocked), sets no_new_privs and loads the seccomp
 // filter, in that order: seccomp comes last so the filter does not have
-// to allow what the steps before it need.
-func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp) error {
+// to allow what the steps before it need. prog, when not empty, is filter
+// compiled ahead of time.
+func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp, prog []unix.SockFilter) error {
 	if p.Capabilities != nil {
 		if err := applyCaps(p.Capabilities); err != nil {
 			return err
@@ -62,7 +63,12 @@ func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp) error {
 			return fmt.Errorf("no_new_privs: %w", err)
 		}
 	}
-	if filter != nil {
+	switch {
+	case filter != nil && len(prog) > 0:
+		if err := seccomp.Install(prog, filter); err != nil {
+			return fmt.Errorf("seccomp: %w", err)
+		}
+	case filter != nil:
 		if err := seccomp.Load(filter); err != nil {
 			return fmt.Errorf("seccomp: %w", err)
 		}

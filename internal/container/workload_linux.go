@@ -66,7 +66,7 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 		umask = int(*p.User.Umask)
 	}
 	unix.Umask(umask)
-	if err := applySecurity(p, spec.Linux.Seccomp); err != nil {
+	if err := applySecurity(p, spec.Linux.Seccomp, w.filter); err != nil {
 		return 0, err
 	}
 	groups := make([]uint32, len(w.cred.Groups))

@@ -4,15 +4,22 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 )
 
+// The grammar of names, compiled on first use: every berth process (the
+// container init among them) links this package, few parse names.
 var (
-	domainRE    = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$`)
-	componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	domainRE    = lazyRegexp(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$`)
+	componentRE = lazyRegexp(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	tagRE       = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 )
+
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // NormalizeName returns the canonical form of an image name the way Docker
 // spells it for humans: a missing tag becomes "latest" and the default
@@ -33,7 +40,7 @@ func NormalizeName(ref string) (string, error) {
 	repo, tag := ref, "latest"
 	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
 		repo, tag = ref[:i], ref[i+1:]
-		if !tagRE.MatchString(tag) {
+		if !tagRE().MatchString(tag) {
 			return bad("invalid tag")
 		}
 	}
@@ -41,12 +48,12 @@ func NormalizeName(ref string) (string, error) {
 	domain := ""
 	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:") || parts[0] == "localhost") {
 		domain, parts = parts[0], parts[1:]
-		if !domainRE.MatchString(domain) {
+		if !domainRE().MatchString(domain) {
 			return bad("invalid registry host")
 		}
 	}
 	for _, p := range parts {
-		if !componentRE.MatchString(p) {
+		if !componentRE().MatchString(p) {
 			return bad("invalid repository component " + fmt.Sprintf("%q", p))
 		}
 	}

@@ -29,6 +29,16 @@ func Load(p *specs.LinuxSeccomp) error {
 	if err != nil {
 		return err
 	}
+	return Install(prog, p)
+}
+
+// Install installs prog, compiled from p beforehand (by Compile, possibly
+// in another process), the way Load does. Compiling ahead lets a caller
+// take the compile off a latency-critical path.
+func Install(prog []unix.SockFilter, p *specs.LinuxSeccomp) error {
+	if len(prog) == 0 || len(prog) > maxInsns {
+		return fmt.Errorf("seccomp: program of %d instructions: %w", len(prog), errdefs.ErrInvalid)
+	}
 	flags, err := filterFlags(p)
 	if err != nil {
 		return err
