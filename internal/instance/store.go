@@ -95,29 +95,79 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Create writes a new record and its directory. The name must be unused.
+// Create writes a new record and its directory. The name must be unused:
+// names are claimed by creating NAMES/<name> exclusively, so two
+// concurrent runs can never both get one.
 func (s *Store) Create(in *Instance) error {
-	unlock, err := s.lockStore()
-	if err != nil {
+	if err := validName(in.Name); err != nil {
 		return err
 	}
-	defer unlock()
-	all, err := s.List()
-	if err != nil {
+	if err := s.claimName(in.Name, in.ID); err != nil {
 		return err
-	}
-	for _, o := range all {
-		if in.Name != "" && o.Name == in.Name {
-			return fmt.Errorf("name %q is already used by instance %s: %w", in.Name, o.ShortID(), errdefs.ErrConflict)
-		}
 	}
 	if err := os.Mkdir(s.Dir(in.ID), 0o700); err != nil {
+		s.releaseName(in.Name, in.ID)
 		return fmt.Errorf("instance %s: %w", in.ShortID(), err)
 	}
-	return s.write(in)
+	if err := s.write(in); err != nil {
+		s.releaseName(in.Name, in.ID)
+		os.RemoveAll(s.Dir(in.ID))
+		return err
+	}
+	return nil
 }
 
-// Get finds an instance by full ID, unique ID prefix or name.
+// validName accepts Docker's instance names.
+func validName(name string) error {
+	ok := name != "" && len(name) <= 128
+	for i, r := range name {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || (r != '_' && r != '.' && r != '-')) {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("name %q: want letters, digits, '_', '.' and '-', starting with a letter or digit: %w", name, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+func (s *Store) namePath(name string) string { return filepath.Join(s.dir, ".names", name) }
+
+// claimName records that name belongs to id. A name whose instance is
+// gone (a crash between the two steps of Remove) is taken over.
+func (s *Store) claimName(name, id string) error {
+	p := s.namePath(name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_CLOEXEC, 0o600)
+		if err == nil {
+			_, err = f.WriteString(id)
+			f.Close()
+			return err
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("claim name %q: %w", name, err)
+		}
+		owner, _ := os.ReadFile(p)
+		if _, err := os.Stat(s.Dir(string(owner))); err == nil || len(owner) == 0 {
+			return fmt.Errorf("name %q is already used by instance %.12s: %w", name, owner, errdefs.ErrConflict)
+		}
+		os.Remove(p)
+	}
+	return fmt.Errorf("name %q: taken while claiming it: %w", name, errdefs.ErrConflict)
+}
+
+// releaseName drops name if it still belongs to id.
+func (s *Store) releaseName(name, id string) {
+	if owner, err := os.ReadFile(s.namePath(name)); err == nil && string(owner) == id {
+		os.Remove(s.namePath(name))
+	}
+}
+
+// Get finds an instance by full ID, name or unique ID prefix.
 func (s *Store) Get(ref string) (*Instance, error) {
 	if ref == "" {
 		return nil, fmt.Errorf("empty instance reference: %w", errdefs.ErrInvalid)
@@ -125,26 +175,30 @@ func (s *Store) Get(ref string) (*Instance, error) {
 	if in, err := s.read(ref); err == nil {
 		return in, nil
 	}
-	all, err := s.List()
-	if err != nil {
-		return nil, err
-	}
-	var found *Instance
-	for _, in := range all {
-		if in.Name == ref {
-			return in, nil
+	if validName(ref) == nil {
+		if id, err := os.ReadFile(s.namePath(ref)); err == nil {
+			if in, err := s.read(string(id)); err == nil {
+				return in, nil
+			}
 		}
-		if strings.HasPrefix(in.ID, ref) {
-			if found != nil {
+	}
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("instance store: %w", err)
+	}
+	found := ""
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && strings.HasPrefix(e.Name(), ref) {
+			if found != "" {
 				return nil, fmt.Errorf("instance %q: prefix matches more than one instance: %w", ref, errdefs.ErrInvalid)
 			}
-			found = in
+			found = e.Name()
 		}
 	}
-	if found == nil {
+	if found == "" {
 		return nil, fmt.Errorf("instance %q: %w", ref, errdefs.ErrNotFound)
 	}
-	return found, nil
+	return s.read(found)
 }
 
 // List returns every record, newest first. Records that cannot be read
@@ -156,7 +210,7 @@ func (s *Store) List() ([]*Instance, error) {
 	}
 	var out []*Instance
 	for _, e := range ents {
-		if !e.IsDir() {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		if in, err := s.read(e.Name()); err == nil {
@@ -191,8 +245,11 @@ func (s *Store) Update(id string, fn func(*Instance) error) (*Instance, error) {
 	return in, s.write(in)
 }
 
-// Remove deletes the record and everything in its directory.
+// Remove deletes the record, its name and everything in its directory.
 func (s *Store) Remove(id string) error {
+	if in, err := s.read(id); err == nil {
+		s.releaseName(in.Name, id)
+	}
 	if err := os.RemoveAll(s.Dir(id)); err != nil {
 		return fmt.Errorf("remove instance %s: %w", id, err)
 	}
@@ -222,10 +279,6 @@ func (s *Store) write(in *Instance) error {
 		return err
 	}
 	return writeAtomic(filepath.Join(s.Dir(in.ID), "state.json"), b)
-}
-
-func (s *Store) lockStore() (func(), error) {
-	return lockFile(filepath.Join(s.dir, ".lock"))
 }
 
 // writeAtomic replaces path with data so readers see the old or the new
