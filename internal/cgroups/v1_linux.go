@@ -323,8 +323,17 @@ func (m *v1) Destroy() error {
 	if len(present) == 0 {
 		return nil
 	}
+	// The usual case, a container whose init has been reaped, has nothing
+	// left to kill: skip the freezer round trips.
+	empty := true
+	for _, dir := range present {
+		if p, err := treeProcs(m.path, dir); err != nil || len(p) > 0 {
+			empty = false
+			break
+		}
+	}
 	_, hasFreezer := m.dirs["freezer"]
-	frozen := hasFreezer && exists(m.dirs["freezer"]) && m.Freeze() == nil
+	frozen := !empty && hasFreezer && exists(m.dirs["freezer"]) && m.Freeze() == nil
 	deadline := time.Now().Add(settleTimeout)
 	for {
 		var pids []int
