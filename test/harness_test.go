@@ -156,3 +156,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+func testutilRootfs(t *testing.T) string { return testutil.BusyboxRootfs(t) }
+
+func ociLayout(t *testing.T, rootfs, tag string) string {
+	return testutil.OCILayout(t, rootfs, testutil.ImageOptions{Ref: tag, Cmd: []string{"/bin/sh"}})
+}

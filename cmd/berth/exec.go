@@ -48,6 +48,10 @@ func cmdExec(g *globals, args []string) error {
 	p := *b.Spec.Process
 	p.Args = fs.Args()[1:]
 	p.Terminal = *useTty
+	p.ConsoleSize = nil
+	if p.Terminal {
+		p.ConsoleSize = terminalSize()
+	}
 	p.Env = instance.MergeEnv(p.Env, env)
 	if *workdir != "" {
 		p.Cwd = *workdir
@@ -69,24 +73,15 @@ func execAttached(in *instance.Instance, p *specs.Process, interactive bool) err
 	if interactive {
 		stdio.Stdin = os.Stdin
 	}
-	var master *os.File
-	if p.Terminal {
-		m, s, err := tty.Open()
-		if err != nil {
-			return err
-		}
-		master, stdio = m, container.Stdio{Console: s}
-		defer master.Close()
-	}
+	// With -t the engine allocates the terminal inside the instance and
+	// stdio is not used; proc.Console() is its master.
 	proc, err := container.Exec(context.Background(), in.Pid, in.Cgroup, p, stdio)
-	if stdio.Console != nil {
-		stdio.Console.Close()
-	}
 	if err != nil {
 		return err
 	}
 	var copied chan struct{}
-	if master != nil {
+	if master := proc.Console(); master != nil {
+		defer master.Close()
 		restore := tty.Attach(os.Stdin, master)
 		defer restore()
 		if interactive {

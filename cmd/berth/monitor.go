@@ -16,7 +16,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/instance"
-	"github.com/berth-dev/berth/internal/tty"
 )
 
 // monitorVerb is the hidden verb of the per-instance monitor process.
@@ -92,6 +91,17 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return failMonitor(st, in, report, err)
 	}
+	if master := c.Console(); master != nil {
+		// -t: the terminal's output goes to the log until every holder of
+		// its slave has ended. The master stays open (and unwritten) for
+		// the instance's life, so a shell reading the terminal waits.
+		copiers.Add(1)
+		go func() {
+			defer copiers.Done()
+			defer master.Close()
+			log.Copy("stdout", master)
+		}()
+	}
 	fmt.Fprintln(report, "ok")
 	report.Close()
 	finishInstance(st, in, c, copiers.Wait)
@@ -105,9 +115,10 @@ func cmdMonitor(g *globals, args []string) error {
 // referenced, so no finalizer closes it) for the monitor's lifetime.
 var heldStdin *os.File
 
-// monitorStdio makes the workload's stdio: pipes (or a pty with -t) whose
-// output the monitor copies into the log. With -i, stdin is a pipe the
-// monitor holds open, so a shell waiting on it keeps running.
+// monitorStdio makes the workload's stdio: pipes whose output the monitor
+// copies into the log. With -i, stdin is a pipe the monitor holds open, so
+// a shell waiting on it keeps running. With -t there is none: the engine
+// allocates the terminal in the instance (see cmdMonitor).
 func monitorStdio(in *instance.Instance, log *instance.LogWriter) (container.Stdio, *sync.WaitGroup, func(), error) {
 	var wg sync.WaitGroup
 	var child []*os.File
@@ -125,6 +136,9 @@ func monitorStdio(in *instance.Instance, log *instance.LogWriter) (container.Std
 		}()
 	}
 	var stdio container.Stdio
+	if in.Tty {
+		return stdio, &wg, closeChild, nil
+	}
 	if in.Interactive {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -133,16 +147,6 @@ func monitorStdio(in *instance.Instance, log *instance.LogWriter) (container.Std
 		stdio.Stdin = r
 		child = append(child, r)
 		heldStdin = w
-	}
-	if in.Tty {
-		m, s, err := tty.Open()
-		if err != nil {
-			return stdio, nil, closeChild, err
-		}
-		stdio.Console = s
-		child = append(child, s)
-		copyTo("stdout", m)
-		return stdio, &wg, closeChild, nil
 	}
 	for _, stream := range []string{"stdout", "stderr"} {
 		r, w, err := os.Pipe()

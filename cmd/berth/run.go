@@ -139,6 +139,11 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	if err != nil {
 		return nil, nil, err
 	}
+	if o.Tty {
+		// The workload sees the user's terminal size from its first
+		// instruction (detached too, as with Docker).
+		spec.Process.ConsoleSize = terminalSize()
+	}
 	st, err = g.instanceStore()
 	if err != nil {
 		return nil, nil, err
@@ -210,29 +215,19 @@ func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOpt
 	if o.Interactive {
 		stdio.Stdin = os.Stdin
 	}
-	var master *os.File
-	if o.Tty {
-		m, s, err := tty.Open()
-		if err != nil {
-			_ = st.Remove(in.ID)
-			return err
-		}
-		master, stdio = m, container.Stdio{Console: s}
-		defer master.Close()
-	}
 	trace("bundle saved")
+	// With -t the engine allocates the terminal inside the instance and
+	// stdio is not used; c.Console() is its master.
 	c, err := startInstance(st, in, stdio)
 	trace("workload started")
-	if stdio.Console != nil {
-		stdio.Console.Close()
-	}
 	if err != nil {
 		_ = st.Remove(in.ID)
 		return err
 	}
 	stop := forwardSignals(c)
 	var copied chan struct{}
-	if master != nil {
+	if master := c.Console(); master != nil {
+		defer master.Close()
 		restore := tty.Attach(os.Stdin, master)
 		defer restore()
 		if o.Interactive {
@@ -251,4 +246,13 @@ func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOpt
 		}
 	}
 	return exitStatus(exit.Code)
+}
+
+// terminalSize is the size of the user's terminal (stdin's, else
+// stdout's), nil when neither is a terminal.
+func terminalSize() *specs.Box {
+	if b := tty.Size(os.Stdin); b != nil {
+		return b
+	}
+	return tty.Size(os.Stdout)
 }

@@ -28,11 +28,12 @@ type Config struct {
 }
 
 // Stdio is what the workload's fds 0, 1 and 2 become. A nil file means
-// /dev/null. With Spec.Process.Terminal set, Console (a pty slave) is used
-// for all three and becomes the controlling terminal.
+// /dev/null. With Process.Terminal set it is not used: the engine
+// allocates a terminal inside the container for all three (the
+// controlling terminal) and hands its master to the caller
+// (Container.Console, Process.Console).
 type Stdio struct {
 	Stdin, Stdout, Stderr *os.File
-	Console               *os.File
 }
 
 // Exit is how a workload ended, in the command-line contract's terms.

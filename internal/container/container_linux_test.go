@@ -17,7 +17,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 )
 
 // TestMain lets the test binary serve as the container's init and exec
@@ -301,46 +300,98 @@ func TestOverlayLayers(t *testing.T) {
 	}
 }
 
+// TestTerminal: the workload's terminal is a pty of the container's own
+// devpts, sized before the workload starts, bound on /dev/console, the
+// controlling terminal, and given to the workload's user.
 func TestTerminal(t *testing.T) {
-	cfg := sh(t, "tty; echo $TERM")
+	cfg := sh(t, "tty; stty size; echo $TERM; stat -c '%t:%T' /dev/console /dev/pts/0; "+
+		"stat -c '%u:%g %a' /dev/pts/0; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && : </dev/tty && echo stdio ctty; exit 3")
 	cfg.Spec.Process.Terminal = true
+	cfg.Spec.Process.ConsoleSize = &specs.Box{Height: 33, Width: 101}
 	cfg.Spec.Process.Env = append(cfg.Spec.Process.Env, "TERM=xterm")
-	master, slave := openPty(t)
-	c, err := Run(context.Background(), cfg, Stdio{Console: slave})
-	slave.Close()
+	cfg.Spec.Process.User = specs.User{UID: 1000, GID: 1000}
+	c, err := Run(context.Background(), cfg, Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Destroy()
-	out, _ := io.ReadAll(master) // ends with EIO once every slave fd is closed
-	if _, err := c.Wait(); err != nil {
-		t.Fatal(err)
+	master := c.Console()
+	if master == nil {
+		t.Fatal("no console with a terminal")
 	}
-	got := strings.ReplaceAll(string(out), "\r", "")
-	if got != "/dev/console\nxterm\n" && got != "/dev/pts/0\nxterm\n" {
-		t.Fatalf("tty: got %q", got)
+	defer master.Close()
+	out, _ := io.ReadAll(master) // ends with EIO once every slave fd is closed
+	exit, err := c.Wait()
+	if err != nil || exit.Code != 3 {
+		t.Fatalf("wait: %+v %v (terminal showed %q)", exit, err, out)
+	}
+	lines := strings.Split(strings.ReplaceAll(string(out), "\r", ""), "\n")
+	if len(lines) < 7 || lines[0] != "/dev/pts/0" || lines[1] != "33 101" || lines[2] != "xterm" ||
+		lines[3] != lines[4] || !strings.HasPrefix(lines[3], "88:") ||
+		lines[5] != "1000:5 620" || lines[6] != "stdio ctty" {
+		t.Fatalf("terminal showed %q", out)
 	}
 }
 
-func openPty(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+// Without a terminal there is no console; with one, Stdio is not used.
+func TestNoTerminalNoConsole(t *testing.T) {
+	cfg := sh(t, "true")
+	c, err := Create(context.Background(), cfg, Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close() })
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
+	defer c.Destroy()
+	if c.Console() != nil {
+		t.Fatal("console without a terminal")
 	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestExecTerminal: exec -t gets a pty of the container's devpts too,
+// sized before the command runs, in a container with and without a
+// terminal of its own.
+func TestExecTerminal(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		cfg := sh(t, "exec sleep 1000")
+		cfg.Spec.Process.Terminal = own
+		c, err := Run(context.Background(), cfg, Stdio{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Destroy()
+		if own {
+			defer c.Console().Close()
+		}
+		p := DefaultSpec(cfg.ID).Process
+		p.Args = []string{"sh", "-c", "tty; stty size; [ -t 0 ] && : </dev/tty && echo ctty; stat -c '%u' $(tty); exit 5"}
+		p.Terminal = true
+		p.ConsoleSize = &specs.Box{Height: 20, Width: 70}
+		p.User = specs.User{UID: 1000, GID: 1000}
+		// Stdio is not used with a terminal.
+		proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: os.Stderr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		master := proc.Console()
+		if master == nil {
+			t.Fatal("no console for exec with a terminal")
+		}
+		out, _ := io.ReadAll(master)
+		master.Close()
+		exit, err := proc.Wait()
+		if err != nil || exit.Code != 5 {
+			t.Fatalf("exec wait: %+v %v (terminal showed %q)", exit, err, out)
+		}
+		lines := strings.Split(strings.ReplaceAll(string(out), "\r", ""), "\n")
+		want := "/dev/pts/0"
+		if own {
+			want = "/dev/pts/1"
+		}
+		if len(lines) < 4 || lines[0] != want || lines[1] != "20 70" || lines[2] != "ctty" || lines[3] != "1000" {
+			t.Fatalf("own terminal %v: exec terminal showed %q", own, out)
+		}
+		c.Signal(syscall.SIGKILL)
+		c.Wait()
 	}
-	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, s
 }
 
 func TestExec(t *testing.T) {

@@ -29,6 +29,7 @@ func Create(context.Context, *Config, Stdio) (*Container, error) { return nil, e
 func Run(context.Context, *Config, Stdio) (*Container, error)    { return nil, errNotLinux }
 func (c *Container) Start() error                                { return errNotLinux }
 func (c *Container) Pid() int                                    { return 0 }
+func (c *Container) Console() *os.File                           { return nil }
 func (c *Container) Wait() (Exit, error)                         { return Exit{}, errNotLinux }
 func (c *Container) Signal(syscall.Signal) error                 { return errNotLinux }
 func (c *Container) Destroy() error                              { return nil }
@@ -41,5 +42,6 @@ func ExecWithSeccomp(context.Context, int, string, *specs.Process, *specs.LinuxS
 	return nil, errNotLinux
 }
 func (p *Process) Pid() int                    { return 0 }
+func (p *Process) Console() *os.File           { return nil }
 func (p *Process) Wait() (Exit, error)         { return Exit{}, errNotLinux }
 func (p *Process) Signal(syscall.Signal) error { return errNotLinux }

@@ -37,7 +37,8 @@ type Container struct {
 	waiting   bool // the wait loop owns the socket
 	destroyed bool
 
-	filter chan compiled // the workload's seccomp program, compiled during Create
+	filter  chan compiled // the workload's seccomp program, compiled during Create
+	console *os.File      // the terminal's master, with Process.Terminal
 
 	waitOnce sync.Once
 	done     chan struct{}
@@ -46,7 +47,8 @@ type Container struct {
 }
 
 // Run creates and starts a container (Create then Start). When Start
-// fails the container is destroyed before Run returns.
+// fails the container is destroyed (and its terminal closed) before Run
+// returns.
 func Run(ctx context.Context, cfg *Config, stdio Stdio) (*Container, error) {
 	c, err := Create(ctx, cfg, stdio)
 	if err != nil {
@@ -54,19 +56,34 @@ func Run(ctx context.Context, cfg *Config, stdio Stdio) (*Container, error) {
 	}
 	if err := c.Start(); err != nil {
 		c.Destroy()
+		if c.console != nil {
+			c.console.Close()
+		}
 		return nil, err
 	}
 	return c, nil
 }
 
+// Console is the master of the workload's terminal when
+// Spec.Process.Terminal is set, nil otherwise. The terminal is allocated
+// inside the container (the workload sees /dev/pts/N of the container's
+// devpts, bound on /dev/console too) and sized by Process.ConsoleSize
+// before the workload starts; resizing the master later (TIOCSWINSZ)
+// signals the workload SIGWINCH. Reads end with an error (EIO) once the
+// workload and everything holding the slave has ended. The caller owns
+// the file and closes it; Destroy does not.
+func (c *Container) Console() *os.File { return c.console }
+
 // Create builds the container up to the point where only the workload is
 // missing (steps 1-4 of docs/design.md): the cgroup exists with its
 // limits, the init runs as PID 1 of the new namespaces with the root file
 // system, mounts, hostname and rlimits in place, and waits for Start.
+// With Spec.Process.Terminal the workload's stdio is a terminal of the
+// container (stdio is not used): see Console.
 // When Create fails it has undone everything: no cgroup, no process and no
 // mount is left, and the error is one line naming what was wrong.
 func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err error) {
-	icfg, joins, flags, err := prepare(cfg, stdio)
+	icfg, joins, flags, err := prepare(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +121,9 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 			Setsid:     true,
 		},
 	}
-	setStdio(cmd, stdio)
+	if !cfg.Spec.Process.Terminal {
+		setStdio(cmd, stdio)
+	}
 	cgfd, v2, err := cg.FD()
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
@@ -134,19 +153,58 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 			return nil, fmt.Errorf("cgroup %q: add init: %w", cfg.CgroupPath, err)
 		}
 	}
-	ch := newChannel(parent)
+	ch, err := newChannel(parent)
+	if err != nil {
+		return nil, err
+	}
+	undo.add(ch.close)
 	if err := ch.send(icfg); err != nil {
 		return nil, initGone(ctx, cmd, err)
 	}
-	var m message
-	if err := ch.recv(&m); err != nil {
+	var console *os.File
+	undo.add(func() {
+		if console != nil {
+			console.Close()
+		}
+	})
+	m, err := recvConsole(ch, icfg.Console, &console)
+	if err != nil {
 		return nil, initGone(ctx, cmd, err)
 	}
 	if m.Type != msgReady {
-		return nil, errorFromMessage(&m)
+		return nil, errorFromMessage(m)
+	}
+	if icfg.Console && console == nil {
+		return nil, fmt.Errorf("container init: ready without a terminal")
 	}
 	undo.release()
-	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, done: make(chan struct{})}, nil
+	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, done: make(chan struct{})}, nil
+}
+
+// recvConsole reads a stage's next message, taking the terminal's master
+// (when terminal is set) from a "console" message on the way into
+// *console. At end of file it returns io.EOF.
+func recvConsole(ch *channel, terminal bool, console **os.File) (*message, error) {
+	for {
+		var m message
+		files, err := ch.recvFiles(&m)
+		if err != nil {
+			return nil, err
+		}
+		if m.Type != msgConsole {
+			for _, f := range files {
+				f.Close()
+			}
+			return &m, nil
+		}
+		if !terminal || *console != nil || len(files) != 1 {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, fmt.Errorf("unexpected terminal message with %d files", len(files))
+		}
+		*console = files[0]
+	}
 }
 
 // compiled is a seccomp program packed for the socket, or why it is not.
@@ -191,7 +249,7 @@ func initGone(ctx context.Context, cmd *exec.Cmd, err error) error {
 // prepare validates cfg and derives the init's configuration, the
 // namespaces the parent must join before starting the init, and the
 // clone flags of the new ones.
-func prepare(cfg *Config, stdio Stdio) (*initConfig, []nsJoin, uintptr, error) {
+func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 	if cfg == nil || cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Linux == nil {
 		return nil, nil, 0, fmt.Errorf("container config: spec with process and linux sections required: %w", errdefs.ErrInvalid)
 	}
@@ -203,9 +261,6 @@ func prepare(cfg *Config, stdio Stdio) (*initConfig, []nsJoin, uintptr, error) {
 	}
 	if cfg.CgroupPath == "" {
 		return nil, nil, 0, fmt.Errorf("container config: no cgroup path: %w", errdefs.ErrInvalid)
-	}
-	if cfg.Spec.Process.Terminal && stdio.Console == nil {
-		return nil, nil, 0, fmt.Errorf("container config: terminal requested but no console given: %w", errdefs.ErrInvalid)
 	}
 	icfg := &initConfig{
 		ID:         cfg.ID,
@@ -268,12 +323,9 @@ func prepare(cfg *Config, stdio Stdio) (*initConfig, []nsJoin, uintptr, error) {
 	return icfg, joins, flags, nil
 }
 
-// setStdio gives the stage process its fds 0-2.
+// setStdio gives the stage process its fds 0-2 (with a terminal they stay
+// /dev/null: the stage allocates the terminal in the container).
 func setStdio(cmd *exec.Cmd, stdio Stdio) {
-	if stdio.Console != nil {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Console, stdio.Console, stdio.Console
-		return
-	}
 	// A nil *os.File must stay a nil interface, which os/exec turns into
 	// /dev/null.
 	if stdio.Stdin != nil {
@@ -396,6 +448,7 @@ func (c *Container) waitLoop() {
 		}
 	}
 	err := c.cmd.Wait()
+	c.ch.close()
 	c.sock.Close()
 	if status == nil {
 		var ee *exec.ExitError

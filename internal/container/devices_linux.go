@@ -30,9 +30,9 @@ var devLinks = [][2]string{
 }
 
 // populateDev fills the container's /dev (a tmpfs the spec mounted):
-// device nodes, symlinks and, with a terminal, /dev/console bound to the
-// pty slave that is the init's stdin.
-func populateDev(root string, extra []specs.LinuxDevice, console bool) error {
+// device nodes and symlinks. /dev/console is bound to the terminal's
+// slave later (bindConsole), once the container's devpts is its /dev/pts.
+func populateDev(root string, extra []specs.LinuxDevice) error {
 	for _, d := range append(append([]specs.LinuxDevice{}, defaultDevices...), extra...) {
 		if err := makeDevice(root, d); err != nil {
 			return fmt.Errorf("device %q: %w", d.Path, unwrapErrno(err))
@@ -49,24 +49,6 @@ func populateDev(root string, extra []specs.LinuxDevice, console bool) error {
 		}
 		if err := os.Symlink(l[0], dst); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("symlink %q: %w", l[1], unwrapErrno(err))
-		}
-	}
-	if console {
-		dst, err := resolveIn(root, "/dev/console")
-		if err != nil {
-			return err
-		}
-		if err := makeMountpoint(dst, false); err != nil {
-			return fmt.Errorf("/dev/console: %w", unwrapErrno(err))
-		}
-		// The pty's path in this (copied) mount namespace: binding the fd's
-		// magic link would name a mount of the host's namespace.
-		pts, err := os.Readlink("/proc/self/fd/0")
-		if err != nil {
-			return fmt.Errorf("/dev/console: %w", unwrapErrno(err))
-		}
-		if err := unix.Mount(pts, dst, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("/dev/console: bind the terminal: %w", err)
 		}
 	}
 	return nil

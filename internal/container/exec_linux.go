@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -21,14 +22,20 @@ import (
 // Process is a process started in a running container by Exec. It is a
 // child of the calling process.
 type Process struct {
-	cmd  *exec.Cmd
-	once sync.Once
-	exit Exit
-	err  error
+	cmd     *exec.Cmd
+	console *os.File
+	once    sync.Once
+	exit    Exit
+	err     error
 }
 
 // Pid is the process's pid on the host.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Console is the master of the process's terminal when p.Terminal was
+// set, nil otherwise: a /dev/pts/N of the container's devpts, sized by
+// p.ConsoleSize before the command ran. The caller owns it and closes it.
+func (p *Process) Console() *os.File { return p.console }
 
 // Signal sends sig to the process.
 func (p *Process) Signal(sig syscall.Signal) error {
@@ -78,7 +85,9 @@ var execNamespaces = []struct {
 // is an *ExecError (127 or 126). p carries the capabilities and
 // no_new_privs to apply; the seccomp filter is berth's default when the
 // container's workload runs under a filter (use ExecWithSeccomp to give
-// the container's own profile).
+// the container's own profile). With p.Terminal the command's stdio is a
+// terminal allocated in the container (stdio is not used): see
+// Process.Console.
 func Exec(ctx context.Context, initPid int, cgroupPath string, p *specs.Process, stdio Stdio) (*Process, error) {
 	var filter *specs.LinuxSeccomp
 	if seccompMode(firstChild(initPid)) == 2 {
@@ -91,9 +100,6 @@ func Exec(ctx context.Context, initPid int, cgroupPath string, p *specs.Process,
 func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *specs.Process, filter *specs.LinuxSeccomp, stdio Stdio) (_ *Process, err error) {
 	if p == nil || len(p.Args) == 0 {
 		return nil, fmt.Errorf("exec: no command given: %w", errdefs.ErrInvalid)
-	}
-	if p.Terminal && stdio.Console == nil {
-		return nil, fmt.Errorf("exec: terminal requested but no console given: %w", errdefs.ErrInvalid)
 	}
 	if err := unix.Kill(initPid, 0); err != nil {
 		return nil, fmt.Errorf("exec: container init %d: not running: %w", initPid, errdefs.ErrConflict)
@@ -124,7 +130,9 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 		ExtraFiles:  []*os.File{child, mntns},
 		SysProcAttr: &syscall.SysProcAttr{},
 	}
-	setStdio(cmd, stdio)
+	if !p.Terminal {
+		setStdio(cmd, stdio)
+	}
 	cgfd, v2, err := cg.FD()
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %q: %w", cgroupPath, err)
@@ -152,20 +160,37 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 			return nil, fmt.Errorf("cgroup %q: add exec process: %w", cgroupPath, err)
 		}
 	}
-	ch := newChannel(parent)
+	ch, err := newChannel(parent)
+	if err != nil {
+		return nil, err
+	}
+	defer ch.close()
 	if err := ch.send(execConfig{Process: p, Seccomp: filter, Console: p.Terminal}); err != nil {
 		return nil, fmt.Errorf("exec: the exec stage died: %w", err)
 	}
 	// The socket is close-on-exec in the stage: end of file without a
-	// message means the command's execve succeeded.
-	var m message
-	if err := ch.recv(&m); err == nil {
-		return nil, errorFromMessage(&m)
+	// message (but "console" with a terminal) means the command's execve
+	// succeeded.
+	var console *os.File
+	defer func() {
+		if err != nil && console != nil {
+			console.Close()
+		}
+	}()
+	m, rerr := recvConsole(ch, p.Terminal, &console)
+	if rerr == nil {
+		return nil, errorFromMessage(m)
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("exec: %w", ctx.Err())
 	}
-	return &Process{cmd: cmd}, nil
+	if rerr != io.EOF {
+		return nil, fmt.Errorf("exec: the exec stage: %w", rerr)
+	}
+	if p.Terminal && console == nil {
+		return nil, fmt.Errorf("exec: the exec stage ran the command without a terminal")
+	}
+	return &Process{cmd: cmd, console: console}, nil
 }
 
 // execJoins lists the container's namespaces that differ from ours. The

@@ -19,13 +19,16 @@ func runExecStage() {
 	// execve from this thread is what carries them into the command.
 	runtime.LockOSThread()
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	ch := newChannel(os.NewFile(stageSocketFD, "sync"))
+	ch, err := newChannel(os.NewFile(stageSocketFD, "sync"))
+	if err != nil {
+		os.Exit(1)
+	}
 	closeExtraFDs()
 	var cfg execConfig
 	if err := ch.recv(&cfg); err != nil {
 		os.Exit(1)
 	}
-	err := execCommand(&cfg)
+	err = execCommand(ch, &cfg)
 	if ee, ok := err.(*ExecError); ok {
 		errno, _ := ee.Err.(unix.Errno)
 		ch.send(message{Type: msgExecError, Path: ee.Path, Errno: int(errno), Err: ee.Err.Error(), Code: ee.Code})
@@ -39,7 +42,7 @@ func runExecStage() {
 const execMountNSFD = 4
 
 // execCommand only returns on failure.
-func execCommand(cfg *execConfig) error {
+func execCommand(ch *channel, cfg *execConfig) error {
 	// Enter the container's file system on this thread: unshare the
 	// fs_struct it shares with the runtime's other threads, then setns.
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
@@ -65,6 +68,27 @@ func execCommand(cfg *execConfig) error {
 	}
 	if err := setRlimits(p.Rlimits); err != nil {
 		return err
+	}
+	if cfg.Console {
+		// The terminal comes from the container's devpts, now that this
+		// thread is in its mount namespace; the parent gets the master.
+		cons, err := openConsole(p.ConsoleSize, cred.UID)
+		if err != nil {
+			return err
+		}
+		if err := ch.send(message{Type: msgConsole}, cons.master); err != nil {
+			cons.close()
+			return fmt.Errorf("send the terminal: %w", err)
+		}
+		cons.master.Close()
+		cons.master = nil
+		for fd := 0; fd < 3; fd++ {
+			if err := unix.Dup3(int(cons.slave.Fd()), fd, 0); err != nil {
+				cons.close()
+				return fmt.Errorf("terminal as stdio: %w", err)
+			}
+		}
+		cons.close()
 	}
 	if _, err := unix.Setsid(); err != nil {
 		return fmt.Errorf("setsid: %w", err)

@@ -13,7 +13,8 @@ import (
 )
 
 // The init stage: the container's PID 1. It is started by Create with
-// fd 3 the sync socket and fds 0-2 the workload's stdio (or the pty slave).
+// fd 3 the sync socket and fds 0-2 the workload's stdio (/dev/null with a
+// terminal, which the init allocates in the container's devpts).
 
 // stageSocketFD is the sync socket's fd in a stage process.
 const stageSocketFD = 3
@@ -24,8 +25,10 @@ func runInitStage() {
 	// setup, so every step sees the same thread state.
 	runtime.LockOSThread()
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	sock := os.NewFile(stageSocketFD, "sync")
-	ch := newChannel(sock)
+	ch, err := newChannel(os.NewFile(stageSocketFD, "sync"))
+	if err != nil {
+		os.Exit(1)
+	}
 	closeExtraFDs()
 
 	var cfg initConfig
@@ -45,6 +48,14 @@ func runInitStage() {
 	if err != nil {
 		fail(err)
 	}
+	if w.console != nil {
+		// The parent gets the master; the slave stays for the workload.
+		if err := ch.send(message{Type: msgConsole}, w.console.master); err != nil {
+			os.Exit(1)
+		}
+		w.console.master.Close()
+		w.console.master = nil
+	}
 	if err := ch.send(message{Type: msgReady}); err != nil {
 		os.Exit(1)
 	}
@@ -58,6 +69,9 @@ func runInitStage() {
 	}
 	w.filter = prog
 	pid, err := startWorkload(&cfg, w)
+	// The workload holds the slave now: the master reads end of file (EIO)
+	// once the workload and its children have closed theirs.
+	w.console.close()
 	if err != nil {
 		if ee, ok := err.(*ExecError); ok {
 			errno, _ := ee.Err.(unix.Errno)
@@ -89,9 +103,10 @@ func closeExtraFDs() {
 
 // workload is what setup resolved for starting the workload.
 type workload struct {
-	cred   credential
-	env    []string
-	filter []unix.SockFilter // the seccomp program compiled by the parent
+	cred    credential
+	env     []string
+	filter  []unix.SockFilter // the seccomp program compiled by the parent
+	console *console          // the terminal, with Process.Terminal
 }
 
 // setupContainer builds the container around the init: step 3 of the
@@ -110,7 +125,7 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 		return nil, err
 	}
 	if hasMount(spec.Mounts, "/dev") {
-		if err := populateDev(root, spec.Linux.Devices, cfg.Console); err != nil {
+		if err := populateDev(root, spec.Linux.Devices); err != nil {
 			return nil, err
 		}
 	}
@@ -139,6 +154,19 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cons *console
+	if cfg.Console {
+		if cons, err = openConsole(spec.Process.ConsoleSize, cred.UID); err != nil {
+			return nil, err
+		}
+		if hasMount(spec.Mounts, "/dev") {
+			if err := bindConsole(cons); err != nil {
+				cons.close()
+				return nil, err
+			}
+		}
+	}
+	// A failure below exits the init, which closes the terminal.
 	if err := makeCwd(spec.Process.Cwd, cred); err != nil {
 		return nil, err
 	}
@@ -150,7 +178,7 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 	if err := setRlimits(spec.Process.Rlimits); err != nil {
 		return nil, err
 	}
-	return &workload{cred: cred, env: withHome(spec.Process.Env, cred.Home)}, nil
+	return &workload{cred: cred, env: withHome(spec.Process.Env, cred.Home), console: cons}, nil
 }
 
 func hasMount(mounts []specs.Mount, dest string) bool {

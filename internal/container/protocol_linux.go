@@ -1,11 +1,14 @@
 package container
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -16,12 +19,16 @@ import (
 
 // The parent and a stage process talk over one unix socketpair (fd 3 in
 // the stage) with newline-delimited JSON messages. The parent sends the
-// stage's configuration first; the stage answers with "ready" or "error";
-// the parent sends "start"; the init answers "started" (or "exec-error" or
-// "error") and, when the workload has ended, "exit" with its wait status.
+// stage's configuration first; with a terminal the stage sends "console"
+// with the pty master attached (SCM_RIGHTS); the init answers "ready" or
+// "error"; the parent sends "start"; the init answers "started" (or
+// "exec-error" or "error") and, when the workload has ended, "exit" with
+// its wait status. The exec stage's socket is close-on-exec: end of file
+// after the config (and "console") means the command runs.
 
 // Message types.
 const (
+	msgConsole   = "console"    // stage -> parent: the terminal's pty master is attached
 	msgReady     = "ready"      // init -> parent: rootfs is done, waiting for start
 	msgStart     = "start"      // parent -> init: run the workload
 	msgStarted   = "started"    // init -> parent: the workload runs (Pid is its pid in the container)
@@ -82,7 +89,8 @@ type initConfig struct {
 	// NewNet: the init is in a network namespace of its own (bring lo up,
 	// mount a fresh sysfs).
 	NewNet bool `json:"newNet"`
-	// Console: the init's fds 0-2 are the pty slave (Stdio.Console).
+	// Console: allocate a terminal in the container's devpts for the
+	// workload (Spec.Process.Terminal), its master sent with "console".
 	Console bool `json:"console"`
 }
 
@@ -156,16 +164,185 @@ func errorFromMessage(m *message) error {
 	return fmt.Errorf("container init: unexpected message %q", m.Type)
 }
 
-// channel wraps the socket with a JSON encoder and decoder.
+// channel is one end of the sync socket. Each message is one JSON line
+// written with a single sendmsg; a message may carry open files
+// (SCM_RIGHTS) in that same sendmsg, e.g. the pty master of "console".
+// Lines are read with recvmsg into the channel's own buffer (a
+// json.Decoder would read(2) and lose the ancillary data).
 type channel struct {
-	enc *json.Encoder
-	dec *json.Decoder
+	rc   syscall.RawConn
+	buf  []byte  // received bytes not yet decoded
+	off  int64   // stream offset of buf[0]
+	fds  []fdSet // received fds not yet handed out, in arrival order
+	read []byte  // recvmsg's data buffer
 }
 
-func newChannel(rw io.ReadWriter) *channel {
-	return &channel{enc: json.NewEncoder(rw), dec: json.NewDecoder(rw)}
+// fdSet is the fds one recvmsg returned, with the stream offset of the
+// last byte that call returned. The kernel hands a message's fds to the
+// first recvmsg that reads any of the bytes sent with them, and ends that
+// recvmsg within those bytes, so the fds belong to the line holding that
+// last byte.
+type fdSet struct {
+	at  int64
+	fds []int
 }
 
-func (c *channel) send(v any) error { return c.enc.Encode(v) }
+// maxFDs is the most fds one message may carry.
+const maxFDs = 4
 
-func (c *channel) recv(v any) error { return c.dec.Decode(v) }
+func newChannel(f *os.File) (*channel, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("sync socket: %w", err)
+	}
+	return &channel{rc: rc}, nil
+}
+
+// send writes v as one line; files, if any, travel with it and stay open
+// in this process.
+func (c *channel) send(v any, files ...*os.File) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	var serr error
+	err = c.rc.Write(func(fd uintptr) bool {
+		for len(b) > 0 {
+			n, err := unix.SendmsgN(int(fd), b, oob, nil, unix.MSG_NOSIGNAL)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return false
+			case err != nil:
+				serr = err
+				return true
+			}
+			// The fds went with the first bytes.
+			b, oob = b[n:], nil
+		}
+		return true
+	})
+	runtime.KeepAlive(files)
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// recv reads the next line into v. Files that came with it are closed:
+// use recvFiles where a message may carry some.
+func (c *channel) recv(v any) error {
+	files, err := c.recvFiles(v)
+	for _, f := range files {
+		f.Close()
+	}
+	return err
+}
+
+// recvFiles reads the next line into v and returns the files that came
+// with it (close-on-exec; the caller owns them). At end of file it
+// returns io.EOF, or io.ErrUnexpectedEOF within a line.
+func (c *channel) recvFiles(v any) ([]*os.File, error) {
+	for {
+		if i := bytes.IndexByte(c.buf, '\n'); i >= 0 {
+			end := c.off + int64(i)
+			var files []*os.File
+			for len(c.fds) > 0 && c.fds[0].at <= end {
+				for _, fd := range c.fds[0].fds {
+					files = append(files, os.NewFile(uintptr(fd), "received"))
+				}
+				c.fds = c.fds[1:]
+			}
+			line := c.buf[:i]
+			c.buf, c.off = c.buf[i+1:], end+1
+			if err := json.Unmarshal(line, v); err != nil {
+				for _, f := range files {
+					f.Close()
+				}
+				return nil, fmt.Errorf("sync socket: %w", err)
+			}
+			return files, nil
+		}
+		if err := c.fill(); err != nil {
+			if err == io.EOF && len(c.buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// fill appends what one recvmsg returns to the buffer and queues the fds
+// that came with it.
+func (c *channel) fill() error {
+	if c.read == nil {
+		c.read = make([]byte, 32<<10)
+	}
+	oob := make([]byte, unix.CmsgSpace(4*maxFDs))
+	var n, oobn, flags int
+	var rerr error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), c.read, oob, unix.MSG_CMSG_CLOEXEC)
+			if rerr == unix.EINTR {
+				continue
+			}
+			return rerr != unix.EAGAIN
+		}
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return err
+	}
+	var fds []int
+	if oobn > 0 {
+		cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return fmt.Errorf("sync socket: %w", err)
+		}
+		for i := range cmsgs {
+			if got, err := unix.ParseUnixRights(&cmsgs[i]); err == nil {
+				fds = append(fds, got...)
+			}
+		}
+	}
+	if flags&unix.MSG_CTRUNC != 0 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return fmt.Errorf("sync socket: a message carried more than %d files", maxFDs)
+	}
+	if n == 0 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return io.EOF
+	}
+	c.buf = append(c.buf, c.read[:n]...)
+	if len(fds) > 0 {
+		c.fds = append(c.fds, fdSet{at: c.off + int64(len(c.buf)) - 1, fds: fds})
+	}
+	return nil
+}
+
+// close closes the fds received but not handed out.
+func (c *channel) close() {
+	for _, s := range c.fds {
+		for _, fd := range s.fds {
+			unix.Close(fd)
+		}
+	}
+	c.fds = nil
+}

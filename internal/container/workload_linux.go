@@ -71,19 +71,24 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 	}
 	groups := make([]uint32, len(w.cred.Groups))
 	copy(groups, w.cred.Groups)
+	stdio := [3]*os.File{os.Stdin, os.Stdout, os.Stderr}
+	if w.console != nil {
+		stdio = [3]*os.File{w.console.slave, w.console.slave, w.console.slave}
+	}
 	cmd := &exec.Cmd{
 		Path:   path,
 		Args:   p.Args,
 		Env:    w.env,
 		Dir:    p.Cwd,
-		Stdin:  os.Stdin,
-		Stdout: os.Stdout,
-		Stderr: os.Stderr,
+		Stdin:  stdio[0],
+		Stdout: stdio[1],
+		Stderr: stdio[2],
 		SysProcAttr: &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: w.cred.UID, Gid: w.cred.GID, Groups: groups},
 			Setsid:     true,
-			Setctty:    cfg.Console,
-			Ctty:       0,
+			// Ctty is the terminal's fd in the child: its stdin.
+			Setctty: w.console != nil,
+			Ctty:    0,
 		},
 	}
 	if err := cmd.Start(); err != nil {

@@ -1,5 +1,6 @@
-// Package tty opens pseudo-terminals and moves bytes and window sizes
-// between the user's terminal and an instance's.
+// Package tty moves bytes, window sizes and modes between the user's
+// terminal and an instance's (whose pty the container engine allocates
+// inside the instance and hands over as its master), and opens host ptys.
 package tty
 
 import (
@@ -9,12 +10,14 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
-// Open allocates a pty pair from the host's /dev/ptmx. The caller keeps
-// the master and hands the slave to the workload.
+// Open allocates a pty pair from the calling process's /dev/ptmx (for a
+// process of the host: the host's devpts). Containers do not use it: the
+// engine allocates their terminals inside them (container.Console).
 func Open() (master, slave *os.File, err error) {
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -36,6 +39,16 @@ func Open() (master, slave *os.File, err error) {
 		return nil, nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	return m, s, nil
+}
+
+// Size is f's window size as an OCI console size, nil when f is not a
+// terminal (or has no size yet).
+func Size(f *os.File) *specs.Box {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Row == 0 && ws.Col == 0 {
+		return nil
+	}
+	return &specs.Box{Height: uint(ws.Row), Width: uint(ws.Col)}
 }
 
 // CopySize gives dst the window size of src.
