@@ -32,6 +32,9 @@ func runDetached(g *globals, st *instance.Store, in *instance.Instance) error {
 	defer r.Close()
 	cmd := exec.Command("/proc/self/exe", "--root", g.root, monitorVerb, in.ID)
 	cmd.ExtraFiles = []*os.File{w}
+	// The monitor lives as long as the instance: one P keeps its threads
+	// and caches, and so its memory, small.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	w.Close()
@@ -104,6 +107,9 @@ func cmdMonitor(g *globals, args []string) error {
 	}
 	fmt.Fprintln(report, "ok")
 	report.Close()
+	// Start-up (image lookup, spec, seccomp compile) is over: hand its
+	// heap back to the kernel, the monitor idles from now on.
+	debug.FreeOSMemory()
 	finishInstance(st, in, c, copiers.Wait)
 	if heldStdin != nil {
 		heldStdin.Close()

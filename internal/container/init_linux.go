@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -81,6 +82,9 @@ func runInitStage() {
 		fail(err)
 	}
 	ch.send(message{Type: msgStarted, Pid: pid})
+	// Setup is over: give the heap it needed back to the kernel, since the
+	// init idles for the rest of the container's life.
+	debug.FreeOSMemory()
 	status := supervise(pid, sigs)
 	ch.send(message{Type: msgExit, Status: int(status)})
 	os.Exit(0)
