@@ -104,10 +104,30 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
 	}
-	if err := cg.Create(resourcesOf(cfg.Spec)); err != nil {
-		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
-	}
+	// On v1 the cgroup is made while the init boots (it waits for its
+	// configuration, which is sent once it has been added); on v2 the init
+	// is cloned straight into it, so it must exist first.
+	v2 := cgroups.DetectMode() == cgroups.ModeV2
+	cgMade := make(chan error, 1)
+	go func() { cgMade <- cg.Create(resourcesOf(cfg.Spec)) }()
 	undo.add(func() { cg.Destroy() })
+	waitCgroup := func() error {
+		if cgMade == nil {
+			return nil
+		}
+		err := <-cgMade
+		cgMade = nil
+		if err != nil {
+			return fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+		}
+		return nil
+	}
+	defer waitCgroup() // never leave the goroutine racing a Destroy
+	if v2 {
+		if err := waitCgroup(); err != nil {
+			return nil, err
+		}
+	}
 
 	parent, child, err := socketPair("init")
 	if err != nil {
@@ -129,11 +149,11 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	if !cfg.Spec.Process.Terminal {
 		setStdio(cmd, stdio)
 	}
-	cgfd, v2, err := cg.FD()
-	if err != nil {
-		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
-	}
 	if v2 {
+		cgfd, _, err := cg.FD()
+		if err != nil {
+			return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+		}
 		defer unix.Close(cgfd)
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cgfd
@@ -154,6 +174,9 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	if !v2 {
 		// v1: the init waits for its configuration before doing anything,
 		// so it is in the cgroup before it forks or allocates much.
+		if err := waitCgroup(); err != nil {
+			return nil, err
+		}
 		if err := cg.Add(cmd.Process.Pid); err != nil {
 			return nil, fmt.Errorf("cgroup %q: add init: %w", cfg.CgroupPath, err)
 		}
