@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
 )
 
 func cmdKill(g *globals, args []string) error {
@@ -18,24 +19,13 @@ func cmdKill(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		return fmt.Errorf("want at least one instance")
-	}
 	sig, err := parseSignal(*name)
 	if err != nil {
 		return err
 	}
-	for _, ref := range fs.Args() {
-		_, in, err := lookupInstance(g, ref)
-		if err != nil {
-			return err
-		}
-		if err := signalInstance(in, sig); err != nil {
-			return err
-		}
-		fmt.Println(ref)
-	}
-	return nil
+	return eachInstance(g, fs.Args(), func(_ *instance.Store, in *instance.Instance) error {
+		return signalInstance(in, sig)
+	})
 }
 
 // parseSignal reads "KILL", "SIGKILL", "kill" or "9".

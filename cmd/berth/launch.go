@@ -172,6 +172,25 @@ func lookupInstance(g *globals, ref string) (*instance.Store, *instance.Instance
 	return st, reconcile(st, in), nil
 }
 
+// eachInstance applies fn to every instance named in refs, printing each
+// reference once it is done, as Docker's verbs that take several do.
+func eachInstance(g *globals, refs []string, fn func(*instance.Store, *instance.Instance) error) error {
+	if len(refs) == 0 {
+		return fmt.Errorf("want at least one instance: %w", errdefs.ErrInvalid)
+	}
+	for _, ref := range refs {
+		st, in, err := lookupInstance(g, ref)
+		if err != nil {
+			return err
+		}
+		if err := fn(st, in); err != nil {
+			return err
+		}
+		fmt.Println(ref)
+	}
+	return nil
+}
+
 // requireRunning refuses instances that have no live process.
 func requireRunning(in *instance.Instance) error {
 	if !in.Status.Active() {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
 )
 
 func cmdRm(g *globals, args []string) error {
@@ -16,14 +17,7 @@ func cmdRm(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		return fmt.Errorf("want at least one instance")
-	}
-	for _, ref := range fs.Args() {
-		st, in, err := lookupInstance(g, ref)
-		if err != nil {
-			return err
-		}
+	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
 		if in.Status.Active() {
 			if !*force {
 				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
@@ -36,10 +30,6 @@ func cmdRm(g *globals, args []string) error {
 		if err := container.Cleanup(in.Cgroup); err != nil {
 			return err
 		}
-		if err := st.Remove(in.ID); err != nil {
-			return err
-		}
-		fmt.Println(ref)
-	}
-	return nil
+		return st.Remove(in.ID)
+	})
 }

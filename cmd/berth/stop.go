@@ -17,20 +17,9 @@ func cmdStop(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		return fmt.Errorf("want at least one instance")
-	}
-	for _, ref := range fs.Args() {
-		st, in, err := lookupInstance(g, ref)
-		if err != nil {
-			return err
-		}
-		if err := stopInstance(st, in, time.Duration(*secs)*time.Second); err != nil {
-			return err
-		}
-		fmt.Println(ref)
-	}
-	return nil
+	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
+		return stopInstance(st, in, time.Duration(*secs)*time.Second)
+	})
 }
 
 // stopInstance sends SIGTERM, waits up to grace for the instance to end,
