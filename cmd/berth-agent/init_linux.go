@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/initramfs"
+)
+
+// deviceWait bounds how long boot waits for a device the host attached
+// (the agent's port, a disk) to show up after its driver loaded. It is a
+// guard against a broken host configuration, not a tuning knob.
+const deviceWait = 60 * time.Second
+
+// console is where PID 1 reports; the kernel's /dev/console (ttyS0).
+var console io.Writer = os.Stderr
+
+// logf prints one line on the console.
+func logf(format string, args ...any) {
+	fmt.Fprintf(console, "berth-agent: "+format+"\n", args...)
+}
+
+// initMain boots the guest, serves the host and powers off; it never
+// returns.
+func initMain() {
+	g, port, err := boot()
+	if err != nil {
+		logf("boot failed: %v", err)
+		powerOff()
+	}
+	err = agent.Serve(port, g)
+	if err != nil {
+		logf("%v", err)
+		_ = g.Shutdown()
+	}
+	powerOff()
+}
+
+// boot mounts the early file systems, loads the modules and opens the
+// agent port.
+func boot() (*guest, io.ReadWriteCloser, error) {
+	if err := mountEarly(); err != nil {
+		return nil, nil, err
+	}
+	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		console = c
+	}
+	if err := loadModules(initramfs.ModulesList); err != nil {
+		return nil, nil, err
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return nil, nil, fmt.Errorf("read /proc/cmdline: %w", err)
+	}
+	name := cmdlineValue(string(cmdline), "berth.port", "agent")
+	port, err := openPort(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	g := newGuest()
+	go g.reaper.loop()
+	return g, port, nil
+}
+
+func mountEarly() error {
+	for _, m := range []struct{ src, dst, typ, data string }{
+		{"proc", "/proc", "proc", ""},
+		{"sysfs", "/sys", "sysfs", ""},
+		{"devtmpfs", "/dev", "devtmpfs", "mode=0755"},
+		{"tmpfs", "/run", "tmpfs", "mode=0755"},
+	} {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return fmt.Errorf("mkdir %s: %w", m.dst, err)
+		}
+		if err := unix.Mount(m.src, m.dst, m.typ, unix.MS_NOSUID, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s on %s: %w", m.typ, m.dst, err)
+		}
+	}
+	return nil
+}
+
+// loadModules inserts, in order, the modules the list file names. A module
+// already present (built in or loaded) is fine.
+func loadModules(list string) error {
+	b, err := os.ReadFile(list)
+	if err != nil {
+		return fmt.Errorf("module list: %w", err)
+	}
+	for _, p := range strings.Fields(string(b)) {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("module %s: %w", p, err)
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("insert module %s: %w", filepath.Base(p), err)
+		}
+	}
+	return nil
+}
+
+// cmdlineValue returns the value of key=value on the kernel command line.
+func cmdlineValue(cmdline, key, def string) string {
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return def
+}
+
+// openPort finds the virtio-serial port called name (there is no udev to
+// make /dev/virtio-ports/NAME: its /sys/class/virtio-ports/vportNpM/name
+// says which device node it is) and opens it. Ports appear shortly after
+// virtio_console loads, when the device announces them.
+func openPort(name string) (io.ReadWriteCloser, error) {
+	deadline := time.Now().Add(deviceWait)
+	for {
+		ents, _ := os.ReadDir("/sys/class/virtio-ports")
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join("/sys/class/virtio-ports", e.Name(), "name"))
+			if err != nil || strings.TrimSpace(string(b)) != name {
+				continue
+			}
+			f, err := os.OpenFile("/dev/"+e.Name(), os.O_RDWR, 0)
+			if err == nil {
+				return &portConn{f: f}, nil
+			}
+			if !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("open agent port %s: %w", e.Name(), err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no virtio-serial port named %q (QEMU: -device virtserialport,name=%s): %w", name, name, errdefs.ErrNotFound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// portConn is a virtio-serial port as a connection. Until the host has
+// sent its first byte a read of the port returns EOF whenever no host is
+// connected to the chardev; portConn waits for the host instead.
+type portConn struct {
+	f      *os.File
+	mu     sync.Mutex
+	gotAny bool
+}
+
+func (p *portConn) Read(b []byte) (int, error) {
+	for {
+		n, err := p.f.Read(b)
+		p.mu.Lock()
+		if n > 0 {
+			p.gotAny = true
+		}
+		waiting := !p.gotAny
+		p.mu.Unlock()
+		if n > 0 || !waiting || !errors.Is(err, io.EOF) {
+			return n, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *portConn) Write(b []byte) (int, error) { return p.f.Write(b) }
+func (p *portConn) Close() error                { return p.f.Close() }
+
+// powerOff syncs and powers the guest off; QEMU then exits.
+func powerOff() {
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	// Not reached unless reboot failed: exiting PID 1 panics the kernel,
+	// which with panic=-1 and -no-reboot also ends QEMU.
+	logf("power off failed")
+	os.Exit(1)
+}
+
+// lines reads a small text file's lines.
+func lines(p string) ([]string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		out = append(out, s.Text())
+	}
+	return out, s.Err()
+}

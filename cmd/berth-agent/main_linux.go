@@ -1,0 +1,59 @@
+// Command berth-agent is the PID 1 of a berth guest VM: a static Go
+// binary (CGO_ENABLED=0) that the host packs as /init into the guest's
+// initramfs (internal/initramfs.AgentImage).
+//
+// At boot it mounts /proc, /sys, /dev (devtmpfs) and /run, inserts the
+// kernel modules listed in /etc/berth/modules in that order, finds the
+// virtio-serial port named by `berth.port=NAME` on the kernel command line
+// (default "agent") and serves the host's requests over it with
+// internal/agent. Run assembles the workload's root (EROFS layer disks,
+// an ext4 scratch disk, overlayfs), moves into it switch_root style and
+// starts the process in a cgroup v2 child with its limits; Exec starts
+// more processes there; Shutdown stops everything, syncs and powers off.
+//
+// Any failure before serving, and the end of the connection, print one
+// line "berth-agent: ..." to the console (ttyS0) and power the guest off,
+// so the host finds the reason in the console's tail.
+//
+// # Contract with the host (internal/vm)
+//
+//   - initramfs: internal/initramfs.AgentImage(agent, KERNEL/lib/modules/VER,
+//     initramfs.DefaultModules), written with initramfs.Build.
+//   - kernel command line: "console=ttyS0 quiet panic=-1 berth.port=NAME";
+//     nothing else is read from it.
+//   - agent channel: -device virtio-serial-pci, -chardev socket,id=C,
+//     path=SOCK,server=on,wait=off and -device virtserialport,chardev=C,
+//     name=NAME; the host connects to SOCK and calls agent.Dial. The host may
+//     connect before or after the guest is up. The connection is the
+//     instance's lifeline: when it ends the agent kills the workload and
+//     powers off.
+//   - disks: one read-only virtio-blk disk per layer holding an EROFS image
+//     of the layer's snapshot directory in overlayfs form, plus an empty
+//     ext4 scratch disk; give each a serial (virtio-blk-pci,serial=...) and
+//     name them in agent.Process.Root (Layers lowest first, Scratch), or use
+//     /dev/vdX paths.
+//   - after the workload exits the guest stays up (Exec still works) until
+//     the host calls Client.Shutdown; it then syncs, unmounts and powers off,
+//     so QEMU (with -no-reboot) exits by itself.
+//
+// The same binary, started by the agent as /proc/self/exe with argv[0]
+// "berth-agent-exec", is the short-lived stage that sets a workload
+// process's rlimits and credentials and execs it (see shim_linux.go).
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) > 0 && os.Args[0] == shimArg0 {
+		shimMain()
+		return
+	}
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "berth-agent: must run as PID 1 of a berth guest (it mounts, loads modules and powers off)")
+		os.Exit(2)
+	}
+	initMain()
+}

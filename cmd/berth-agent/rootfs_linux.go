@@ -1,0 +1,215 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Where the workload's root is assembled on the initramfs before the agent
+// moves into it.
+const (
+	stageDir   = "/berth"
+	layersDir  = stageDir + "/layers"
+	scratchDir = stageDir + "/scratch"
+	newRoot    = stageDir + "/root"
+)
+
+// setupRoot assembles the workload's root from the request's disks, makes
+// its mounts, and moves the agent into it: the initramfs is the kernel's
+// rootfs, which pivot_root refuses, so like switch_root it moves the new
+// root over "/" (MS_MOVE) and chroots into it. /dev, /proc and /sys move
+// along; /dev/pts, /dev/shm and the cgroup2 file system are mounted fresh.
+func setupRoot(p *agent.Process) error {
+	r := p.Root
+	if r == nil || len(r.Layers) == 0 {
+		return fmt.Errorf("run request names no root layer disks: %w", errdefs.ErrInvalid)
+	}
+	var lowers []string
+	for i, l := range r.Layers {
+		dev, err := resolveDisk(l)
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		dir := filepath.Join(layersDir, strconv.Itoa(i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(dev, dir, "erofs", unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
+			return fmt.Errorf("mount layer %d (%s, erofs): %w", i, dev, err)
+		}
+		lowers = append(lowers, dir)
+	}
+	slices.Reverse(lowers) // overlayfs lists the top layer first
+	if err := os.MkdirAll(scratchDir, 0o755); err != nil {
+		return err
+	}
+	if r.Scratch != "" {
+		dev, err := resolveDisk(r.Scratch)
+		if err != nil {
+			return fmt.Errorf("scratch disk: %w", err)
+		}
+		if err := unix.Mount(dev, scratchDir, "ext4", unix.MS_NOATIME, ""); err != nil {
+			return fmt.Errorf("mount scratch disk %s (ext4): %w", dev, err)
+		}
+	} else if err := unix.Mount("tmpfs", scratchDir, "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("mount scratch tmpfs: %w", err)
+	}
+	upper, work := filepath.Join(scratchDir, "upper"), filepath.Join(scratchDir, "work")
+	for _, d := range []string{upper, work, newRoot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
+	if err := unix.Mount("overlay", newRoot, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay root: %w", err)
+	}
+	for _, m := range p.Mounts {
+		if err := userMount(m); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		dst := newRoot + d
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return fmt.Errorf("make %s in the root: %w", d, err)
+		}
+		if err := unix.Mount(d, dst, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s into the root: %w", d, err)
+		}
+	}
+	if err := unix.Chdir(newRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move the root over /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot into the root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	for _, m := range []struct {
+		src, dst, typ string
+		flags         uintptr
+		data          string
+	}{
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"shm", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	} {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return fmt.Errorf("mkdir %s: %w", m.dst, err)
+		}
+		if err := unix.Mount(m.src, m.dst, m.typ, m.flags, m.data); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.typ, m.dst, err)
+		}
+	}
+	if p.Hostname != "" {
+		if err := unix.Sethostname([]byte(p.Hostname)); err != nil {
+			return fmt.Errorf("set hostname %q: %w", p.Hostname, err)
+		}
+	}
+	return nil
+}
+
+// userMount makes one mount of the request inside the new root (not yet
+// moved). Targets are resolved lexically under the root; the guest is the
+// sandbox, so a symlink in the image can only point into the guest.
+func userMount(m agent.Mount) error {
+	if !path.IsAbs(m.Target) || strings.Contains(m.Target, "..") {
+		return fmt.Errorf("mount target %q must be an absolute path without ..: %w", m.Target, errdefs.ErrInvalid)
+	}
+	dst := filepath.Join(newRoot, path.Clean(m.Target))
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("mount target %s: %w", m.Target, err)
+	}
+	var flags uintptr
+	if m.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	src, typ := m.Source, m.Type
+	switch typ {
+	case "bind":
+		src = filepath.Join(newRoot, path.Clean("/"+m.Source))
+		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err)
+		}
+		if m.ReadOnly {
+			if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				return fmt.Errorf("make %s read-only: %w", m.Target, err)
+			}
+		}
+		return nil
+	case "virtiofs", "tmpfs", "proc", "sysfs":
+	default:
+		dev, err := resolveDisk(m.Source)
+		if err != nil {
+			return fmt.Errorf("mount %s: %w", m.Target, err)
+		}
+		src = dev
+	}
+	if err := unix.Mount(src, dst, typ, flags, ""); err != nil {
+		return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, typ, m.Target, err)
+	}
+	return nil
+}
+
+// resolveDisk turns a disk reference into a device node: a /dev path as
+// it is, anything else as the serial of a virtio-blk disk
+// (/sys/block/NAME/serial). It waits for the disk to appear.
+func resolveDisk(ref string) (string, error) {
+	deadline := time.Now().Add(deviceWait)
+	for {
+		if strings.HasPrefix(ref, "/dev/") {
+			if _, err := os.Stat(ref); err == nil {
+				return ref, nil
+			}
+		} else {
+			ents, _ := os.ReadDir("/sys/block")
+			for _, e := range ents {
+				b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "serial"))
+				if err == nil && strings.TrimSpace(string(b)) == ref {
+					return "/dev/" + e.Name(), nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no disk %q in the guest: %w", ref, errdefs.ErrNotFound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// unmountAll unmounts what the workload's root holds, deepest first, so
+// the scratch disk is clean at power-off. Failures are not fatal: the
+// guest syncs and powers off regardless.
+func unmountAll() {
+	ls, err := lines("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var targets []string
+	for _, l := range ls {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[4] != "/" {
+			targets = append(targets, f[4])
+		}
+	}
+	slices.SortFunc(targets, func(a, b string) int { return len(b) - len(a) })
+	for _, t := range targets {
+		_ = unix.Unmount(t, unix.MNT_DETACH)
+	}
+}

@@ -1,0 +1,342 @@
+// Package agent is the protocol between berth on the host and berth-agent,
+// the PID 1 of a berth guest VM, with both of its ends: Dial and Client for
+// the host, Serve and Handler for the guest.
+//
+// # Transport
+//
+// Any reliable, ordered byte stream (an io.ReadWriteCloser): the guest opens
+// its virtio-serial port (/dev/vportNpM), the host connects to the unix
+// socket QEMU's `-chardev socket` listens on; vsock works the same way.
+//
+// # Frames
+//
+// Every message is one frame: a 16-byte header followed by the payload.
+//
+//	offset size field
+//	0      4    magic "BRTH" (0x42 0x52 0x54 0x48)
+//	4      1    protocol version (Version)
+//	5      1    message type
+//	6      2    reserved, zero
+//	8      4    stream: the process the message is about (0 = the connection)
+//	12     4    payload length, at most MaxPayload
+//
+// All integers are big-endian. Control messages carry JSON; stdin, stdout
+// and stderr data frames carry raw bytes. The header layout never changes
+// between versions, so a peer can always read the other's hello and name
+// both versions when they differ.
+//
+// # Conversation
+//
+//	host                              guest
+//	Hello{version}            ->
+//	                          <-      Hello{version}  (mismatch: both sides fail)
+//	Run/Exec{Process} (stream n) ->
+//	                          <-      Started{pid}  or  Error{code,msg}
+//	Stdin/StdinClose (n)      ->
+//	                          <-      Stdout/Stderr data (n)
+//	Signal/Resize (n)         ->
+//	Credit (n)                ->  <-  Credit (n)
+//	                          <-      Exit{code,signal,oomKilled} (n)
+//	Shutdown (0)              ->
+//	                          <-      ShutdownDone (0), then the guest powers off
+//
+// The host picks stream numbers (1, 2, ...); Run starts the guest's main
+// workload (once per guest), Exec another process next to it.
+//
+// # Flow control
+//
+// Each direction of data on each stream has a credit window of Window
+// bytes: a sender may have at most Window bytes of data frames that the
+// receiver has not yet handed to its consumer; the receiver returns credit
+// with Credit frames once its consumer (a host io.Writer, the guest's stdin
+// pipe) took the bytes. stdout and stderr of one process share one window,
+// so their relative order is kept. A receiver's read loop never blocks on
+// a consumer and never writes to the connection, so a consumer that stops
+// reading stalls only its own stream: signals, exits and other processes
+// keep flowing, and memory stays bounded by Window per stream.
+package agent
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"syscall"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Version is the protocol version this package speaks. Peers with a
+// different version refuse each other at the handshake.
+const Version = 1
+
+// Magic starts every frame.
+const Magic uint32 = 0x42525448 // "BRTH"
+
+const headerSize = 16
+
+// MaxPayload bounds a frame's payload; a larger length is a protocol error.
+const MaxPayload = 1 << 20
+
+// Window is the credit window, per stream and direction, in bytes.
+const Window = 256 << 10
+
+// chunkSize is the largest data frame a sender makes.
+const chunkSize = 32 << 10
+
+// msgType is a frame's message type.
+type msgType uint8
+
+const (
+	msgHello        msgType = 1  // JSON hello, both directions
+	msgRun          msgType = 2  // JSON Process, host -> guest
+	msgExec         msgType = 3  // JSON Process, host -> guest
+	msgStarted      msgType = 4  // JSON started, guest -> host
+	msgStdin        msgType = 5  // raw, host -> guest
+	msgStdinClose   msgType = 6  // empty, host -> guest
+	msgStdout       msgType = 7  // raw, guest -> host
+	msgStderr       msgType = 8  // raw, guest -> host
+	msgSignal       msgType = 9  // JSON signalMsg, host -> guest
+	msgResize       msgType = 10 // JSON resizeMsg, host -> guest
+	msgExit         msgType = 11 // JSON ExitStatus, guest -> host
+	msgError        msgType = 12 // JSON StartError (stream) or connection error (stream 0)
+	msgShutdown     msgType = 13 // empty, host -> guest
+	msgShutdownDone msgType = 14 // empty, guest -> host
+	msgCredit       msgType = 15 // JSON creditMsg, both directions
+)
+
+func (t msgType) String() string {
+	names := [...]string{"", "hello", "run", "exec", "started", "stdin", "stdin-close",
+		"stdout", "stderr", "signal", "resize", "exit", "error", "shutdown", "shutdown-done", "credit"}
+	if int(t) < len(names) && t != 0 {
+		return names[t]
+	}
+	return fmt.Sprintf("type-%d", uint8(t))
+}
+
+// Process is the process a Run or Exec starts in the guest. Fields after
+// Rlimits apply to Run only (the guest's root, limits and mounts are made
+// once); Exec ignores them.
+type Process struct {
+	// Args is the command and its arguments; Args[0] is looked up in the
+	// PATH of Env when it holds no slash.
+	Args []string `json:"args"`
+	// Env is the environment, KEY=VALUE.
+	Env []string `json:"env,omitempty"`
+	// Cwd is the working directory inside the guest's root ("/" if empty).
+	Cwd string `json:"cwd,omitempty"`
+	// UID, GID and AdditionalGids are the credentials the process runs as.
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
+	// Terminal gives the process a pseudo-terminal as stdin, stdout and
+	// stderr (stderr is then merged into stdout); Rows and Cols are its
+	// initial size.
+	Terminal bool   `json:"terminal,omitempty"`
+	Rows     uint16 `json:"rows,omitempty"`
+	Cols     uint16 `json:"cols,omitempty"`
+	// Rlimits are set before the process starts.
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+
+	// Hostname is the guest's host name (Run only).
+	Hostname string `json:"hostname,omitempty"`
+	// Resources are the cgroup v2 limits of the guest's workload cgroup,
+	// which Exec processes join too (Run only).
+	Resources *Resources `json:"resources,omitempty"`
+	// Root describes the disks the guest's root file system is made of
+	// (Run only).
+	Root *Root `json:"root,omitempty"`
+	// Mounts are made inside the root after it is assembled, in order
+	// (Run only).
+	Mounts []Mount `json:"mounts,omitempty"`
+}
+
+// Rlimit is one resource limit, Type named as in OCI ("RLIMIT_NOFILE").
+type Rlimit struct {
+	Type string `json:"type"`
+	Hard uint64 `json:"hard"`
+	Soft uint64 `json:"soft"`
+}
+
+// Resources are cgroup v2 limits; zero means unlimited.
+type Resources struct {
+	// MemoryBytes is memory.max.
+	MemoryBytes int64 `json:"memoryBytes,omitempty"`
+	// CPUQuota and CPUPeriod (microseconds) are cpu.max; period defaults
+	// to 100000.
+	CPUQuota  int64  `json:"cpuQuota,omitempty"`
+	CPUPeriod uint64 `json:"cpuPeriod,omitempty"`
+	// PidsMax is pids.max.
+	PidsMax int64 `json:"pidsMax,omitempty"`
+}
+
+// Root names the guest's disks that make the workload's root file system.
+//
+// A disk is named either by its guest device path ("/dev/vda") or, more
+// robustly, by the serial the host gave the virtio-blk device (QEMU
+// `-device virtio-blk-pci,drive=X,serial=berth-l0`), which the guest finds
+// in /sys/block/*/serial. Serials are at most 20 bytes (virtio's limit).
+type Root struct {
+	// Layers are read-only disks each holding an EROFS image of one layer
+	// in overlayfs form (whiteouts are 0/0 character devices, opaque
+	// directories carry trusted.overlay.opaque=y), lowest layer first.
+	Layers []string `json:"layers"`
+	// Scratch is a writable disk holding an empty ext4 file system for the
+	// overlay's upper and work directories; empty means a tmpfs in guest
+	// RAM instead.
+	Scratch string `json:"scratch,omitempty"`
+}
+
+// Mount is one mount made inside the guest's root.
+type Mount struct {
+	// Source is a guest device path or disk serial (for block file systems),
+	// a virtio-fs tag (Type "virtiofs"), or a path in the guest's root
+	// (Type "bind").
+	Source string `json:"source"`
+	// Type is the file system type: "virtiofs", "ext4", "erofs", "bind",
+	// "tmpfs", ...
+	Type string `json:"type"`
+	// Target is the absolute path inside the root; it is created if missing.
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// ExitStatus is how a process ended: Code is its exit code, or 128+Signal
+// when signal Signal killed it. OOMKilled says the guest's OOM killer
+// killed a process of the workload's cgroup while it ran.
+type ExitStatus struct {
+	Code      int  `json:"code"`
+	Signal    int  `json:"signal,omitempty"`
+	OOMKilled bool `json:"oomKilled,omitempty"`
+}
+
+// StartError is why a process could not be started, with Docker's exit
+// code conventions: 126 the command cannot be invoked, 127 it was not
+// found, 125 anything else failed.
+type StartError struct {
+	Code int    `json:"code"`
+	Msg  string `json:"message"`
+}
+
+func (e *StartError) Error() string { return e.Msg }
+
+// Unwrap classes the error for errors.Is: 127 is errdefs.ErrNotFound, 126
+// errdefs.ErrInvalid and 125 errdefs.ErrUnavailable.
+func (e *StartError) Unwrap() error {
+	switch e.Code {
+	case 127:
+		return errdefs.ErrNotFound
+	case 126:
+		return errdefs.ErrInvalid
+	}
+	return errdefs.ErrUnavailable
+}
+
+type helloMsg struct {
+	Version int    `json:"version"`
+	Agent   string `json:"agent,omitempty"`
+}
+
+type startedMsg struct {
+	Pid int `json:"pid"`
+}
+
+type signalMsg struct {
+	Signal int `json:"signal"`
+}
+
+type resizeMsg struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+type creditMsg struct {
+	Bytes int `json:"bytes"`
+}
+
+// frame is one decoded frame.
+type frame struct {
+	version uint8
+	typ     msgType
+	stream  uint32
+	payload []byte
+}
+
+// readFrame reads one frame. It checks the magic and the length; the
+// version is checked by the caller (the handshake must see any version).
+func readFrame(r io.Reader) (frame, error) {
+	var h [headerSize]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return frame{}, err
+	}
+	if m := binary.BigEndian.Uint32(h[0:4]); m != Magic {
+		return frame{}, fmt.Errorf("agent protocol: bad frame magic %#08x: %w", m, errdefs.ErrInvalid)
+	}
+	f := frame{version: h[4], typ: msgType(h[5]), stream: binary.BigEndian.Uint32(h[8:12])}
+	n := binary.BigEndian.Uint32(h[12:16])
+	if n > MaxPayload {
+		return frame{}, fmt.Errorf("agent protocol: %v frame of %d bytes exceeds %d: %w", f.typ, n, MaxPayload, errdefs.ErrInvalid)
+	}
+	f.payload = make([]byte, n)
+	if _, err := io.ReadFull(r, f.payload); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return frame{}, err
+	}
+	return f, nil
+}
+
+// encodeFrame returns the bytes of one frame of this package's version.
+func encodeFrame(typ msgType, stream uint32, payload []byte) []byte {
+	return encodeFrameVersion(Version, typ, stream, payload)
+}
+
+func encodeFrameVersion(version uint8, typ msgType, stream uint32, payload []byte) []byte {
+	b := make([]byte, headerSize+len(payload))
+	binary.BigEndian.PutUint32(b[0:4], Magic)
+	b[4] = version
+	b[5] = byte(typ)
+	binary.BigEndian.PutUint32(b[8:12], stream)
+	binary.BigEndian.PutUint32(b[12:16], uint32(len(payload)))
+	copy(b[headerSize:], payload)
+	return b
+}
+
+// decode unmarshals a JSON payload, naming the message on failure.
+func decode(f frame, v any) error {
+	if err := json.Unmarshal(f.payload, v); err != nil {
+		return fmt.Errorf("agent protocol: bad %v message: %v: %w", f.typ, err, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// mustJSON marshals the package's own message types, which cannot fail.
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// checkVersion compares the peer's hello with ours.
+func checkVersion(peer int, hostSide bool) error {
+	if peer == Version {
+		return nil
+	}
+	host, guest := Version, peer
+	if !hostSide {
+		host, guest = peer, Version
+	}
+	return fmt.Errorf("agent protocol version mismatch: host speaks version %d, guest agent speaks version %d: %w",
+		host, guest, errdefs.ErrNotSupported)
+}
+
+// ExitStatusOf turns a wait status into an ExitStatus (128+N for signal N).
+func ExitStatusOf(ws syscall.WaitStatus) ExitStatus {
+	if ws.Signaled() {
+		return ExitStatus{Code: 128 + int(ws.Signal()), Signal: int(ws.Signal())}
+	}
+	return ExitStatus{Code: ws.ExitStatus()}
+}
