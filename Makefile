@@ -14,6 +14,10 @@ GO      ?= go
 # Debian packages: what berth runs on, and the peers and tools its tests use.
 RUNTIME_PKGS := busybox-static umoci skopeo e2fsprogs iproute2 ca-certificates
 TEST_PKGS    := $(RUNTIME_PKGS) runc git
+# The VM engine: QEMU, the tools that build guest disks, and kmod for
+# the kernel fetch; the guest kernel itself is unpacked into KERNEL_DIR.
+VM_PKGS      := qemu-system-x86 erofs-utils cpio kmod xz-utils
+KERNEL_DIR   ?= /var/lib/berth/kernel
 
 .PHONY: all build install deps test-deps demo test check clean
 
@@ -30,9 +34,10 @@ deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RUNTIME_PKGS))
 
 test-deps:
-	@for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@for p in $(TEST_PKGS) $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 	$(GO) mod download
+	scripts/fetch-kernel.sh $(KERNEL_DIR)
 
 # The main job: import the demo image and run it as a container.
 demo: install
