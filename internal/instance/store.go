@@ -102,15 +102,16 @@ func (s *Store) Create(in *Instance) error {
 	if err := validName(in.Name); err != nil {
 		return err
 	}
-	if err := s.claimName(in.Name, in.ID); err != nil {
-		return err
-	}
+	// The directory comes first, so a name file whose instance directory
+	// is missing can only be left over from a crash.
 	if err := os.Mkdir(s.Dir(in.ID), 0o700); err != nil {
-		s.releaseName(in.Name, in.ID)
 		return fmt.Errorf("instance %s: %w", in.ShortID(), err)
 	}
 	if err := s.write(in); err != nil {
-		s.releaseName(in.Name, in.ID)
+		os.RemoveAll(s.Dir(in.ID))
+		return err
+	}
+	if err := s.claimName(in.Name, in.ID); err != nil {
 		os.RemoveAll(s.Dir(in.ID))
 		return err
 	}
@@ -134,28 +135,36 @@ func validName(name string) error {
 
 func (s *Store) namePath(name string) string { return filepath.Join(s.dir, ".names", name) }
 
-// claimName records that name belongs to id. A name whose instance is
-// gone (a crash between the two steps of Remove) is taken over.
+// claimName records that name belongs to id. The name file is written
+// in full under a temporary name and linked into place, so it never
+// exists empty. A name whose instance directory is gone (a crash between
+// the two steps of Remove) is taken over.
 func (s *Store) claimName(name, id string) error {
 	p := s.namePath(name)
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
+	tmp := filepath.Join(filepath.Dir(p), "."+id)
+	if err := os.WriteFile(tmp, []byte(id), 0o600); err != nil {
+		return fmt.Errorf("claim name %q: %w", name, err)
+	}
+	defer os.Remove(tmp)
 	for attempt := 0; attempt < 2; attempt++ {
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_CLOEXEC, 0o600)
+		err := os.Link(tmp, p)
 		if err == nil {
-			_, err = f.WriteString(id)
-			f.Close()
-			return err
+			return nil
 		}
 		if !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("claim name %q: %w", name, err)
 		}
-		owner, _ := os.ReadFile(p)
-		if _, err := os.Stat(s.Dir(string(owner))); err == nil || len(owner) == 0 {
+		owner, err := os.ReadFile(p)
+		if err != nil {
+			continue // released meanwhile
+		}
+		if _, err := os.Stat(s.Dir(string(owner))); err == nil {
 			return fmt.Errorf("name %q is already used by instance %.12s: %w", name, owner, errdefs.ErrConflict)
 		}
-		os.Remove(p)
+		s.releaseName(name, string(owner))
 	}
 	return fmt.Errorf("name %q: taken while claiming it: %w", name, errdefs.ErrConflict)
 }

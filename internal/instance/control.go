@@ -1,0 +1,280 @@
+package instance
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// The control socket (DIR/control.sock) is how other berth processes reach
+// an instance whose workload only its owner can touch: a VM's guest agent
+// has one connection, held by the owner. `kill`, `stop` and `exec` send
+// one JSON request a connection; an exec request carries the caller's
+// stdin, stdout and stderr as SCM_RIGHTS, so the owner wires them straight
+// to the guest process and no byte of output passes through the socket.
+// The answer is one JSON line; for exec it comes when the command ends.
+
+// ControlSocket is the control socket's path in an instance directory.
+func ControlSocket(dir string) string { return filepath.Join(dir, "control.sock") }
+
+// ControlHandler does what the control socket asks.
+type ControlHandler interface {
+	// Signal relays sig to the workload.
+	Signal(sig syscall.Signal) error
+	// Exec runs p beside the workload with the given stdio (a terminal
+	// when p.Terminal) and returns its exit code: 128+N for signal N.
+	// resize delivers window size changes while it runs.
+	Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error)
+}
+
+type controlRequest struct {
+	Op     string         `json:"op"` // "signal", "exec", "resize"
+	Signal int            `json:"signal,omitempty"`
+	Proc   *specs.Process `json:"process,omitempty"`
+	Size   *specs.Box     `json:"size,omitempty"`
+}
+
+type controlReply struct {
+	Code  int    `json:"code"`
+	Error string `json:"error,omitempty"`
+	Class string `json:"class,omitempty"` // errdefs class name, so callers keep errors.Is
+}
+
+// ServeControl listens on path and serves h until close is called.
+func ServeControl(path string, h ControlHandler) (close func(), err error) {
+	os.Remove(path)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	go func() {
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				return
+			}
+			go serveConn(c, h)
+		}
+	}()
+	return func() {
+		l.Close()
+		os.Remove(path)
+	}, nil
+}
+
+func serveConn(c *net.UnixConn, h ControlHandler) {
+	defer c.Close()
+	line, rest, files, err := readFirst(c)
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return
+	}
+	var req controlRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		reply(c, 125, fmt.Errorf("control: bad request: %w", errdefs.ErrInvalid))
+		return
+	}
+	switch req.Op {
+	case "signal":
+		reply(c, 0, h.Signal(syscall.Signal(req.Signal)))
+	case "exec":
+		if req.Proc == nil || len(files) != 3 {
+			reply(c, 125, fmt.Errorf("control: exec needs a process and three stdio files: %w", errdefs.ErrInvalid))
+			return
+		}
+		resize := make(chan specs.Box, 4)
+		go readResizes(bufio.NewReader(io.MultiReader(bytes.NewReader(rest), c)), resize)
+		code, err := h.Exec(req.Proc, files[0], files[1], files[2], resize)
+		reply(c, code, err)
+	default:
+		reply(c, 125, fmt.Errorf("control: unknown operation %q: %w", req.Op, errdefs.ErrInvalid))
+	}
+}
+
+// readFirst reads the first request line and the descriptors sent with
+// it; rest is whatever followed the line in the same reads.
+func readFirst(c *net.UnixConn) (line, rest []byte, files []*os.File, err error) {
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	var data []byte
+	for {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		files = append(files, parseRights(oob[:oobn])...)
+		data = append(data, buf[:n]...)
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			return data[:i+1], data[i+1:], files, nil
+		}
+		if err != nil || n == 0 {
+			return nil, nil, files, io.ErrUnexpectedEOF
+		}
+	}
+}
+
+// parseRights turns SCM_RIGHTS control messages into files.
+func parseRights(oob []byte) []*os.File {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "control-fd"))
+		}
+	}
+	return files
+}
+
+// readResizes passes window size changes on until the caller hangs up.
+func readResizes(r *bufio.Reader, resize chan<- specs.Box) {
+	defer close(resize)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var rq controlRequest
+		if json.Unmarshal(line, &rq) == nil && rq.Op == "resize" && rq.Size != nil {
+			select {
+			case resize <- *rq.Size:
+			default:
+			}
+		}
+	}
+}
+
+func reply(c *net.UnixConn, code int, err error) {
+	rep := controlReply{Code: code}
+	if err != nil {
+		rep.Error = err.Error()
+		rep.Class = className(err)
+	}
+	b, _ := json.Marshal(rep)
+	c.Write(append(b, '\n'))
+}
+
+var classes = map[string]error{
+	"not found": errdefs.ErrNotFound, "invalid": errdefs.ErrInvalid, "conflict": errdefs.ErrConflict,
+	"unavailable": errdefs.ErrUnavailable, "not supported": errdefs.ErrNotSupported,
+}
+
+func className(err error) string {
+	for name, class := range classes {
+		if errors.Is(err, class) {
+			return name
+		}
+	}
+	return ""
+}
+
+// controlError rebuilds an error from a reply, keeping its class.
+type controlError struct {
+	msg   string
+	class error
+}
+
+func (e *controlError) Error() string { return e.msg }
+func (e *controlError) Unwrap() error { return e.class }
+
+// ControlSignal asks the owner at path to relay sig to the workload.
+func ControlSignal(path string, sig syscall.Signal) error {
+	c, err := dialControl(path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := sendRequest(c, controlRequest{Op: "signal", Signal: int(sig)}, nil); err != nil {
+		return err
+	}
+	_, err = readReply(c)
+	return err
+}
+
+// ControlExec asks the owner at path to run p with this process's stdin,
+// stdout and stderr, and returns its exit code. Window size changes sent
+// on resize are passed on while it runs.
+func ControlExec(path string, p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
+	c, err := dialControl(path)
+	if err != nil {
+		return 125, err
+	}
+	defer c.Close()
+	fds := []int{int(stdin.Fd()), int(stdout.Fd()), int(stderr.Fd())}
+	if err := sendRequest(c, controlRequest{Op: "exec", Proc: p}, fds); err != nil {
+		return 125, err
+	}
+	if resize != nil {
+		go func() {
+			for size := range resize {
+				s := size
+				if sendRequest(c, controlRequest{Op: "resize", Size: &s}, nil) != nil {
+					return
+				}
+			}
+		}()
+	}
+	return readReply(c)
+}
+
+func dialControl(path string) (*net.UnixConn, error) {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("reach the instance's owner at %s: %w", path, errdefs.ErrUnavailable)
+	}
+	return c, nil
+}
+
+func sendRequest(c *net.UnixConn, req controlRequest, fds []int) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := c.WriteMsgUnix(append(b, '\n'), oob, nil); err != nil {
+		return fmt.Errorf("control request: %w", err)
+	}
+	return nil
+}
+
+func readReply(c *net.UnixConn) (int, error) {
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return 125, errors.New("the instance's owner closed the control connection without answering")
+	}
+	var rep controlReply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return 125, fmt.Errorf("control reply: %w", err)
+	}
+	if rep.Error != "" {
+		return rep.Code, &controlError{msg: rep.Error, class: classes[rep.Class]}
+	}
+	return rep.Code, nil
+}

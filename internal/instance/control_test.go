@@ -1,0 +1,94 @@
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+type fakeOwner struct {
+	mu      sync.Mutex
+	signals []syscall.Signal
+	sizes   []specs.Box
+}
+
+func (o *fakeOwner) Signal(sig syscall.Signal) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if sig == syscall.SIGSTOP {
+		return fmt.Errorf("refused: %w", errdefs.ErrConflict)
+	}
+	o.signals = append(o.signals, sig)
+	return nil
+}
+
+func (o *fakeOwner) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
+	in, _ := io.ReadAll(stdin)
+	fmt.Fprintf(stdout, "%s got %q", p.Args[0], in)
+	fmt.Fprint(stderr, "to stderr")
+	for b := range resize {
+		o.mu.Lock()
+		o.sizes = append(o.sizes, b)
+		o.mu.Unlock()
+		break
+	}
+	return 3, nil
+}
+
+func TestControlSocket(t *testing.T) {
+	dir := t.TempDir()
+	owner := &fakeOwner{}
+	stop, err := ServeControl(ControlSocket(dir), owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	path := ControlSocket(dir)
+	if err := ControlSignal(path, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := ControlSignal(path, syscall.SIGSTOP); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("refused signal: %v", err)
+	}
+
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	inW.WriteString("input")
+	inW.Close()
+	resize := make(chan specs.Box, 1)
+	resize <- specs.Box{Height: 24, Width: 80}
+	code, err := ControlExec(path, &specs.Process{Args: []string{"cmd"}}, inR, outW, errW, resize)
+	close(resize)
+	outW.Close()
+	errW.Close()
+	if err != nil || code != 3 {
+		t.Fatalf("exec: code %d err %v", code, err)
+	}
+	out, _ := io.ReadAll(outR)
+	serr, _ := io.ReadAll(errR)
+	if string(out) != `cmd got "input"` || string(serr) != "to stderr" {
+		t.Fatalf("stdout %q stderr %q", out, serr)
+	}
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	if len(owner.signals) != 1 || owner.signals[0] != syscall.SIGTERM || len(owner.sizes) != 1 || owner.sizes[0].Width != 80 {
+		t.Fatalf("owner saw signals %v sizes %v", owner.signals, owner.sizes)
+	}
+	stop()
+	if err := ControlSignal(path, syscall.SIGTERM); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("after close: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "control.sock")); err == nil {
+		t.Fatal("the socket file outlived close")
+	}
+}
