@@ -1,0 +1,171 @@
+package vm
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Share is a host directory shared into the guest over virtio-fs.
+type Share struct {
+	// Source is the host directory.
+	Source string
+	// Tag is the virtio-fs tag the guest mounts (mount -t virtiofs TAG DIR).
+	Tag string
+	// ReadOnly makes the host side refuse writes too: virtiofsd then runs
+	// in a mount namespace where Source is a read-only bind mount.
+	ReadOnly bool
+}
+
+// Config describes a VM.
+type Config struct {
+	// ID names the VM (QEMU's -name, disk serials).
+	ID string
+	// Dir is the VM's private directory (sockets live here); it must exist.
+	Dir    string
+	Kernel Kernel
+	// Initramfs is the guest's initramfs (berth-agent as /init).
+	Initramfs string
+	// MemoryMiB is guest RAM; 0 means 256.
+	MemoryMiB int
+	// CPUs is the vCPU count; 0 means 1.
+	CPUs int
+	// Layers are the read-only layer disks, lowest first: /dev/vda, vdb, ...
+	Layers []string
+	// Scratch is the writable scratch disk, after the layers; "" for none.
+	// The VM owns it: Cleanup removes it.
+	Scratch string
+	Shares  []Share
+	Accel   Accel
+	// ConsoleLog receives the guest's serial console; "" means
+	// Dir/console.log.
+	ConsoleLog string
+	// Append is added to the kernel command line.
+	Append []string
+	// QEMU is the qemu-system-x86_64 binary; "" looks it up on PATH.
+	QEMU string
+	// Virtiofsd is the virtiofsd binary; "" means /usr/lib/qemu/virtiofsd.
+	Virtiofsd string
+}
+
+// AgentPort is the virtio-serial port name the guest agent serves on; the
+// kernel command line carries it as berth.port=AgentPort.
+const AgentPort = "agent"
+
+// File descriptors QEMU inherits (exec.Cmd.ExtraFiles order).
+const (
+	fdQMP    = 3 // listening socket Dir/qmp.sock
+	fdAgent  = 4 // listening socket Dir/agent.sock
+	fdShare0 = 5 // connected vhost-user socket of share 0, then 1, ...
+)
+
+const defaultMemoryMiB = 256
+
+// Paths of a VM's sockets.
+func qmpSocket(dir string) string   { return filepath.Join(dir, "qmp.sock") }
+func agentSocket(dir string) string { return filepath.Join(dir, "agent.sock") }
+func shareSocket(dir string, i int) string {
+	return filepath.Join(dir, "fs"+strconv.Itoa(i)+".sock")
+}
+
+func (cfg Config) consoleLog() string {
+	if cfg.ConsoleLog != "" {
+		return cfg.ConsoleLog
+	}
+	return filepath.Join(cfg.Dir, "console.log")
+}
+
+func (cfg Config) memory() int {
+	if cfg.MemoryMiB > 0 {
+		return cfg.MemoryMiB
+	}
+	return defaultMemoryMiB
+}
+
+func (cfg Config) cpus() int {
+	if cfg.CPUs > 0 {
+		return cfg.CPUs
+	}
+	return 1
+}
+
+func (cfg Config) qemu() string {
+	if cfg.QEMU != "" {
+		return cfg.QEMU
+	}
+	return "qemu-system-x86_64"
+}
+
+// escape doubles commas, QEMU's escape inside an option list value.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// KernelCmdline is the guest kernel's command line for cfg.
+func KernelCmdline(cfg Config) string {
+	args := append([]string{"console=ttyS0", "quiet", "panic=-1", "berth.port=" + AgentPort}, cfg.Append...)
+	return strings.Join(args, " ")
+}
+
+// CommandLine is QEMU's argv (argv[0] is the binary) for cfg. The guest is
+// created paused (-S); Start resumes it once QMP is connected. QEMU
+// inherits fd 3 (the QMP listening socket), fd 4 (the agent's), and from
+// fd 5 on one connected vhost-user socket per share.
+func CommandLine(cfg Config) []string {
+	accel, cpu := "tcg", "max"
+	if cfg.Accel == AccelKVM {
+		accel, cpu = "kvm", "host"
+	}
+	mem := cfg.memory()
+	name := cfg.ID
+	if name == "" {
+		name = "berth"
+	}
+	a := []string{cfg.qemu(),
+		"-name", "berth-" + escape(name) + ",process=berth-" + escape(name),
+		"-M", "q35,accel=" + accel,
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(cfg.cpus()),
+		"-m", strconv.Itoa(mem) + "M",
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-S",
+		"-chardev", "file,id=console,path=" + escape(cfg.consoleLog()),
+		"-serial", "chardev:console",
+		"-chardev", "socket,id=qmp," + "fd=" + strconv.Itoa(fdQMP) + ",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-kernel", cfg.Kernel.Path,
+		"-append", KernelCmdline(cfg),
+	}
+	if cfg.Initramfs != "" {
+		a = append(a, "-initrd", cfg.Initramfs)
+	}
+	if len(cfg.Shares) > 0 {
+		// vhost-user needs guest RAM that virtiofsd can map.
+		a = append(a,
+			"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem),
+			"-numa", "node,memdev=mem")
+	}
+	a = append(a,
+		"-device", "virtio-serial-pci,id=vser0",
+		"-chardev", "socket,id=agent,fd="+strconv.Itoa(fdAgent)+",server=on,wait=off",
+		"-device", "virtserialport,bus=vser0.0,chardev=agent,name="+AgentPort,
+		"-device", "virtio-rng-pci",
+		"-device", "pvpanic-pci",
+	)
+	for i, l := range cfg.Layers {
+		id := "layer" + strconv.Itoa(i)
+		a = append(a,
+			"-drive", "file="+escape(l)+",if=none,id="+id+",format=raw,readonly=on",
+			"-device", "virtio-blk-pci,drive="+id+",serial="+id)
+	}
+	if cfg.Scratch != "" {
+		a = append(a,
+			"-drive", "file="+escape(cfg.Scratch)+",if=none,id=scratch,format=raw,discard=unmap",
+			"-device", "virtio-blk-pci,drive=scratch,serial=scratch")
+	}
+	for i, s := range cfg.Shares {
+		id := "fs" + strconv.Itoa(i)
+		a = append(a,
+			"-chardev", "socket,id="+id+",fd="+strconv.Itoa(fdShare0+i),
+			"-device", "vhost-user-fs-pci,chardev="+id+",tag="+escape(s.Tag))
+	}
+	return a
+}

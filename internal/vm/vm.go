@@ -1,0 +1,329 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/qmp"
+)
+
+// VM is a running QEMU and the helpers it needs.
+type VM struct {
+	cfg       Config
+	cmd       *exec.Cmd
+	stderr    *tailBuffer
+	qmp       *qmp.Client
+	virtiofsd []*helper
+	sockets   []string
+
+	exited     chan struct{} // closed once QEMU is reaped
+	state      *os.ProcessState
+	eventsDone chan struct{} // closed once QMP events are drained
+	events     chan qmp.Event
+
+	mu       sync.Mutex
+	shutdown *qmp.ShutdownInfo
+	panicked bool
+
+	cleanOnce sync.Once
+	cleanErr  error
+}
+
+// Exit is how a VM ended, known once Wait has returned.
+type Exit struct {
+	// Code is QEMU's exit status, -1 when a signal killed it.
+	Code int
+	// Signal killed QEMU, or 0.
+	Signal syscall.Signal
+	// Shutdown is the reason of QEMU's SHUTDOWN event ("guest-shutdown",
+	// "guest-reset", "guest-panic", "host-qmp-quit", "host-signal"), ""
+	// when none was seen.
+	Shutdown string
+	// Panicked is true when the guest reported a kernel panic.
+	Panicked bool
+}
+
+// Start starts QEMU for cfg, and virtiofsd for each share. QEMU starts
+// paused; Start connects QMP, then resumes the guest, so every event of the
+// guest's life is seen. ctx bounds the start only, not the VM's life. On
+// failure nothing is left behind (scratch disk included) and the error
+// carries QEMU's own message.
+func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
+	if err := check(&cfg); err != nil {
+		return nil, err
+	}
+	v := &VM{cfg: cfg, stderr: &tailBuffer{}, exited: make(chan struct{}),
+		eventsDone: make(chan struct{}), events: make(chan qmp.Event, 256)}
+	defer func() {
+		if err != nil {
+			v.Cleanup()
+		}
+	}()
+
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, p := range []string{qmpSocket(cfg.Dir), agentSocket(cfg.Dir)} {
+		f, err := listenFile(p)
+		v.sockets = append(v.sockets, p)
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: %w", cfg.ID, err)
+		}
+		files = append(files, f)
+	}
+	for i, s := range cfg.Shares {
+		f, err := v.startVirtiofsd(i, s)
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: share %s: %w", cfg.ID, s.Source, err)
+		}
+		files = append(files, f)
+	}
+
+	argv := CommandLine(cfg)
+	v.cmd = exec.Command(argv[0], argv[1:]...)
+	v.cmd.ExtraFiles = files
+	v.cmd.Stdout, v.cmd.Stderr = v.stderr, v.stderr
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := v.cmd.Start(); err != nil {
+		v.cmd = nil
+		return nil, fmt.Errorf("vm %s: starting qemu: %v: %w", cfg.ID, err, errdefs.ErrUnavailable)
+	}
+	go func() {
+		v.cmd.Wait()
+		v.state = v.cmd.ProcessState
+		close(v.exited)
+	}()
+	for _, f := range files {
+		f.Close()
+	}
+	files = nil
+
+	// QEMU owns the listening socket now; a connection made before it
+	// accepts waits in the backlog, and is reset if QEMU dies first.
+	conn, err := dialUnix(qmpSocket(cfg.Dir))
+	if err == nil {
+		v.qmp, err = qmp.Dial(ctx, conn)
+	}
+	if err != nil {
+		return nil, v.startError(err)
+	}
+	go v.watchEvents()
+	if err := v.qmp.Cont(ctx); err != nil {
+		return nil, v.startError(err)
+	}
+	return v, nil
+}
+
+// check validates cfg and fills in defaults that need the host.
+func check(cfg *Config) error {
+	if !isDir(cfg.Dir) {
+		return fmt.Errorf("vm %s: directory %q: %w", cfg.ID, cfg.Dir, errdefs.ErrNotFound)
+	}
+	if cfg.Kernel.Path == "" {
+		return fmt.Errorf("vm %s: no guest kernel; %s: %w", cfg.ID, fetchHint, errdefs.ErrUnavailable)
+	}
+	for _, f := range append([]string{cfg.Kernel.Path, cfg.Initramfs, cfg.Scratch}, cfg.Layers...) {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("vm %s: %s: %w", cfg.ID, f, errdefs.ErrNotFound)
+		}
+	}
+	if cfg.Accel == "" {
+		cfg.Accel = AccelTCG
+	}
+	q, err := exec.LookPath(cfg.qemu())
+	if err != nil {
+		return fmt.Errorf("vm %s: %s not found (apt-get install qemu-system-x86): %w", cfg.ID, cfg.qemu(), errdefs.ErrUnavailable)
+	}
+	cfg.QEMU = q
+	return nil
+}
+
+// startError kills a QEMU that failed to come up and explains why, with
+// QEMU's last words and the guest console's.
+func (v *VM) startError(err error) error {
+	v.cmd.Process.Kill()
+	<-v.exited
+	msg := lastLine(v.stderr.String())
+	if msg == "" {
+		msg = err.Error()
+	}
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		err = errdefs.ErrUnavailable
+	}
+	return fmt.Errorf("vm %s: qemu: %s: %w", v.cfg.ID, msg, err)
+}
+
+// watchEvents records the events that say how the VM ends and passes all
+// events on to Events.
+func (v *VM) watchEvents() {
+	defer close(v.eventsDone)
+	defer close(v.events)
+	for ev := range v.qmp.Events() {
+		v.mu.Lock()
+		switch ev.Name {
+		case qmp.EventShutdown:
+			if info, ok := ev.Shutdown(); ok {
+				v.shutdown = &info
+			}
+		case qmp.EventGuestPanicked:
+			v.panicked = true
+		}
+		v.mu.Unlock()
+		select {
+		case v.events <- ev:
+		default: // nobody listening; the VM keeps what it needs
+		}
+	}
+}
+
+// QMP returns the VM's QMP client.
+func (v *VM) QMP() *qmp.Client { return v.qmp }
+
+// Events returns QMP events (up to 256 unread are kept, later ones are
+// dropped); it is closed when QEMU's QMP connection ends.
+func (v *VM) Events() <-chan qmp.Event { return v.events }
+
+// Pid is QEMU's process id.
+func (v *VM) Pid() int { return v.cmd.Process.Pid }
+
+// Config returns the VM's configuration (with defaults resolved).
+func (v *VM) Config() Config { return v.cfg }
+
+// AgentConn connects to the guest agent's virtio-serial port. One
+// connection at a time is served; another may follow when it is closed.
+func (v *VM) AgentConn() (net.Conn, error) {
+	c, err := dialUnix(agentSocket(v.cfg.Dir))
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: agent socket: %v: %w", v.cfg.ID, err, errdefs.ErrUnavailable)
+	}
+	return c, nil
+}
+
+// Exited is closed when QEMU has exited.
+func (v *VM) Exited() <-chan struct{} { return v.exited }
+
+// Wait waits for QEMU to exit and says how: nil when the guest powered
+// off or QEMU was asked to quit; an error for a guest that panicked or
+// reset (kernel panic with -no-reboot), a QEMU killed or failing.
+func (v *VM) Wait() error {
+	<-v.exited
+	<-v.eventsDone
+	e := v.Exit()
+	id := v.cfg.ID
+	switch {
+	case e.Signal != 0:
+		return fmt.Errorf("vm %s: qemu killed by signal %d (%v): %w", id, e.Signal, e.Signal, errdefs.ErrUnavailable)
+	case e.Code != 0:
+		return fmt.Errorf("vm %s: qemu exited with status %d: %s: %w", id, e.Code, lastLine(v.stderr.String()), errdefs.ErrUnavailable)
+	case e.Panicked || e.Shutdown == "guest-panic":
+		return fmt.Errorf("vm %s: guest kernel panicked: %s: %w", id, lastLine(v.ConsoleTail(20)), errdefs.ErrUnavailable)
+	case e.Shutdown == "guest-reset":
+		return fmt.Errorf("vm %s: guest reset itself (kernel panic or reboot): %s: %w", id, lastLine(v.ConsoleTail(20)), errdefs.ErrUnavailable)
+	case e.Shutdown == "host-signal":
+		return fmt.Errorf("vm %s: qemu terminated by a signal: %w", id, errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
+// Exit reports how QEMU ended; meaningful once Exited is closed.
+func (v *VM) Exit() Exit {
+	select {
+	case <-v.exited:
+	default:
+		return Exit{}
+	}
+	var e Exit
+	if ws, ok := v.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		e.Code, e.Signal = -1, ws.Signal()
+	} else {
+		e.Code = v.state.ExitCode()
+	}
+	v.mu.Lock()
+	if v.shutdown != nil {
+		e.Shutdown = v.shutdown.Reason
+	}
+	e.Panicked = v.panicked
+	v.mu.Unlock()
+	return e
+}
+
+// Kill kills QEMU at once (SIGKILL). Wait then reports it.
+func (v *VM) Kill() error {
+	if err := v.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("vm %s: kill qemu: %w", v.cfg.ID, err)
+	}
+	return nil
+}
+
+// ConsoleTail returns the last n lines of the guest's serial console.
+func (v *VM) ConsoleTail(n int) string {
+	f, err := os.Open(v.cfg.consoleLog())
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const window = 64 << 10
+	if st, err := f.Stat(); err == nil && st.Size() > window {
+		f.Seek(st.Size()-window, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	s := strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n")
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Cleanup kills QEMU and the virtiofsd helpers, waits for them, and
+// removes the VM's sockets and scratch disk. The console log stays. It is
+// idempotent and safe after any failure.
+func (v *VM) Cleanup() error {
+	v.cleanOnce.Do(func() {
+		if v.cmd != nil && v.cmd.Process != nil {
+			v.cmd.Process.Kill()
+			<-v.exited
+		}
+		if v.qmp != nil {
+			v.qmp.Close()
+			<-v.eventsDone
+		}
+		for _, h := range v.virtiofsd {
+			h.stop()
+		}
+		var errs []error
+		for _, p := range append(v.sockets, v.cfg.Scratch) {
+			if p == "" {
+				continue
+			}
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			v.cleanErr = fmt.Errorf("vm %s: cleanup: %w", v.cfg.ID, err)
+		}
+	})
+	return v.cleanErr
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
