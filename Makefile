@@ -25,9 +25,11 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./cmd/berth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-agent ./cmd/berth-agent
 
 install: deps build
 	install -m 0755 $(BIN)/berth $(PREFIX)/bin/berth
+	install -D -m 0755 $(BIN)/berth-agent $(PREFIX)/lib/berth/berth-agent
 
 deps:
 	@command -v umoci >/dev/null && command -v busybox >/dev/null && command -v skopeo >/dev/null || \

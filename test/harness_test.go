@@ -33,6 +33,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	berthBin = filepath.Join(dir, "berth")
+	// The guest agent is found next to berth.
+	agentBuild := exec.Command("go", "build", "-o", filepath.Join(dir, "berth-agent"), "../cmd/berth-agent")
+	agentBuild.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := agentBuild.CombinedOutput(); err != nil {
+		fmt.Printf("build berth-agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	berthRoot = filepath.Join(dir, "root")
 	build := exec.Command("go", "build", "-o", berthBin, "../cmd/berth")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -161,4 +168,25 @@ func testutilRootfs(t *testing.T) string { return testutil.BusyboxRootfs(t) }
 
 func ociLayout(t *testing.T, rootfs, tag string) string {
 	return testutil.OCILayout(t, rootfs, testutil.ImageOptions{Ref: tag, Cmd: []string{"/bin/sh"}})
+}
+
+// needVM skips a test that boots guests where the host lacks QEMU or the
+// guest kernel (CI has both: make test-deps installs them).
+func needVM(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("needs qemu-system-x86_64 (Debian's qemu-system-x86)")
+	}
+	for _, k := range []string{os.Getenv("BERTH_KERNEL"), "/var/lib/berth/kernel/boot"} {
+		if k == "" {
+			continue
+		}
+		if m, _ := filepath.Glob(filepath.Join(k, "vmlinuz-*")); len(m) > 0 {
+			return
+		}
+		if st, err := os.Stat(k); err == nil && st.Mode().IsRegular() {
+			return
+		}
+	}
+	t.Skip("needs the guest kernel: scripts/fetch-kernel.sh /var/lib/berth/kernel")
 }

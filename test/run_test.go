@@ -17,25 +17,26 @@ type runCase struct {
 	want   string   // a substring stdout must hold, instead of an exact match
 	stderr string   // a substring stderr must hold
 	code   int
+	vm     bool // the row also runs with --vm: behaviour both engines share
 }
 
 var runTable = []runCase{
-	{name: "echo", args: []string{"IMG", "echo", "hello"}, stdout: "hello\n"},
-	{name: "exit status", args: []string{"IMG", "sh", "-c", "exit 3"}, code: 3},
-	{name: "killed by signal", args: []string{"IMG", "sh", "-c", "kill -9 $$"}, code: 137},
-	{name: "not found", args: []string{"IMG", "/no/such/binary"}, code: 127, stderr: "/no/such/binary"},
-	{name: "not found on PATH", args: []string{"IMG", "nosuchcommand"}, code: 127, stderr: "nosuchcommand"},
-	{name: "not executable", args: []string{"IMG", "/etc/passwd"}, code: 126, stderr: "/etc/passwd"},
-	{name: "image cmd", args: []string{"IMG"}, code: 0, stdout: ""},
+	{name: "echo", args: []string{"IMG", "echo", "hello"}, stdout: "hello\n", vm: true},
+	{name: "exit status", args: []string{"IMG", "sh", "-c", "exit 3"}, code: 3, vm: true},
+	{name: "killed by signal", args: []string{"IMG", "sh", "-c", "kill -9 $$"}, code: 137, vm: true},
+	{name: "not found", args: []string{"IMG", "/no/such/binary"}, code: 127, stderr: "/no/such/binary", vm: true},
+	{name: "not found on PATH", args: []string{"IMG", "nosuchcommand"}, code: 127, stderr: "nosuchcommand", vm: true},
+	{name: "not executable", args: []string{"IMG", "/etc/passwd"}, code: 126, stderr: "/etc/passwd", vm: true},
+	{name: "image cmd", args: []string{"IMG"}, code: 0, stdout: "", vm: true},
 	{name: "env", args: []string{"-e", "A=1", "-e", "B=two words", "IMG", "sh", "-c", `echo "$A|$B|$HOME|$PATH"`},
-		stdout: "1|two words|/root|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"},
-	{name: "workdir", args: []string{"-w", "/tmp", "IMG", "pwd"}, stdout: "/tmp\n"},
-	{name: "new workdir", args: []string{"-w", "/made/here", "IMG", "pwd"}, stdout: "/made/here\n"},
-	{name: "user by name", args: []string{"-u", "app", "IMG", "id"}, stdout: "uid=1000(app) gid=1000(app) groups=50(staff)\n"},
-	{name: "user by uid:gid", args: []string{"-u", "1000:50", "IMG", "id", "-u"}, stdout: "1000\n"},
-	{name: "unknown uid", args: []string{"-u", "4242", "IMG", "id", "-u"}, stdout: "4242\n"},
-	{name: "bad user", args: []string{"-u", "nobodyhere", "IMG", "true"}, code: 125, stderr: "nobodyhere"},
-	{name: "hostname", args: []string{"--hostname", "box1", "IMG", "hostname"}, stdout: "box1\n"},
+		stdout: "1|two words|/root|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", vm: true},
+	{name: "workdir", args: []string{"-w", "/tmp", "IMG", "pwd"}, stdout: "/tmp\n", vm: true},
+	{name: "new workdir", args: []string{"-w", "/made/here", "IMG", "pwd"}, stdout: "/made/here\n", vm: true},
+	{name: "user by name", args: []string{"-u", "app", "IMG", "id"}, stdout: "uid=1000(app) gid=1000(app) groups=50(staff)\n", vm: true},
+	{name: "user by uid:gid", args: []string{"-u", "1000:50", "IMG", "id", "-u"}, stdout: "1000\n", vm: true},
+	{name: "unknown uid", args: []string{"-u", "4242", "IMG", "id", "-u"}, stdout: "4242\n", vm: true},
+	{name: "bad user", args: []string{"-u", "nobodyhere", "IMG", "true"}, code: 125, stderr: "nobodyhere", vm: true},
+	{name: "hostname", args: []string{"--hostname", "box1", "IMG", "hostname"}, stdout: "box1\n", vm: true},
 	{name: "loopback only", args: []string{"IMG", "sh", "-c", "ls /sys/class/net"}, stdout: "lo\n"},
 	{name: "root caps", args: []string{"IMG", "grep", "-E", "^(CapEff|NoNewPrivs|Seccomp):", "/proc/self/status"},
 		stdout: "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"},
@@ -46,21 +47,35 @@ var runTable = []runCase{
 	{name: "proc sys read-only", args: []string{"IMG", "sh", "-c", "(echo 1 > /proc/sys/kernel/ostype) 2>/dev/null || echo ro"}, stdout: "ro\n"},
 	{name: "sys read-only", args: []string{"IMG", "touch", "/sys/x"}, code: 1, stderr: "Read-only"},
 	{name: "read-only root", args: []string{"--read-only", "IMG", "touch", "/x"}, code: 1, stderr: "Read-only"},
-	{name: "writable root", args: []string{"IMG", "sh", "-c", "touch /x && echo ok"}, stdout: "ok\n"},
+	{name: "writable root", args: []string{"IMG", "sh", "-c", "touch /x && echo ok"}, stdout: "ok\n", vm: true},
 	{name: "dev nodes", args: []string{"IMG", "sh", "-c", "head -c 4 /dev/zero | wc -c; ls /dev/pts/ptmx /dev/shm /dev/mqueue /dev/null /dev/urandom /dev/full /dev/tty >/dev/null && echo ok"}, stdout: "4\nok\n"},
 	{name: "no host mounts", args: []string{"IMG", "sh", "-c", "awk '{print $5}' /proc/self/mountinfo | grep -c -E '^/(work|var|home|usr|boot|etc|tmp|run|root)' || true"}, stdout: "0\n"},
-	{name: "rlimit nofile", args: []string{"IMG", "sh", "-c", `[ "$(ulimit -n)" = "$(ulimit -Hn)" ] && [ "$(ulimit -n)" -ge 20000 ] && echo ok`}, stdout: "ok\n"},
-	{name: "stdin closed without -i", args: []string{"IMG", "cat"}, stdout: ""},
-	{name: "entrypoint override", args: []string{"--entrypoint", "/bin/echo", "IMG", "a", "b"}, stdout: "a b\n"},
-	{name: "orphans reaped", args: []string{"IMG", "sh", "-c", "(sleep 0.2 &) ; sleep 1; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"}, stdout: "0\n"},
+	{name: "rlimit nofile", args: []string{"IMG", "sh", "-c", `[ "$(ulimit -n)" = "$(ulimit -Hn)" ] && [ "$(ulimit -n)" -ge 20000 ] && echo ok`}, stdout: "ok\n", vm: true},
+	{name: "stdin closed without -i", args: []string{"IMG", "cat"}, stdout: "", vm: true},
+	{name: "entrypoint override", args: []string{"--entrypoint", "/bin/echo", "IMG", "a", "b"}, stdout: "a b\n", vm: true},
+	{name: "orphans reaped", args: []string{"IMG", "sh", "-c", "(sleep 0.2 &) ; sleep 1; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"}, stdout: "0\n", vm: true},
 }
 
 func TestRunTable(t *testing.T) {
+	runRows(t, busybox(t), nil)
+}
+
+// TestRunTableVM runs the rows both engines share as virtual machines,
+// in parallel (guests boot in seconds under software emulation).
+func TestRunTableVM(t *testing.T) {
 	img := busybox(t)
+	needVM(t)
+	runRows(t, img, []string{"--vm"})
+}
+
+func runRows(t *testing.T, img string, mode []string) {
 	for _, tc := range runTable {
+		if len(mode) > 0 && !tc.vm {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			args := []string{"run", "--rm"}
+			args := append([]string{"run", "--rm"}, mode...)
 			for _, a := range tc.args {
 				if a == "IMG" {
 					a = img

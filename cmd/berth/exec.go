@@ -63,6 +63,20 @@ func cmdExec(g *globals, args []string) error {
 		}
 		p.User.UID, p.User.GID, p.User.AdditionalGids = u.UID, u.GID, u.Groups
 	}
+	if in.Isolation == instance.IsolationVM {
+		var resize chan specs.Box
+		if p.Terminal {
+			resize = make(chan specs.Box, 4)
+			restore := tty.AttachFunc(os.Stdin, func(b specs.Box) {
+				select {
+				case resize <- b:
+				default:
+				}
+			})
+			defer restore()
+		}
+		return execVM(st, in, &p, *interactive || p.Terminal, resize)
+	}
 	return execAttached(in, &p, *interactive)
 }
 

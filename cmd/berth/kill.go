@@ -23,8 +23,8 @@ func cmdKill(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	return eachInstance(g, fs.Args(), func(_ *instance.Store, in *instance.Instance) error {
-		return signalInstance(in, sig)
+	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
+		return signalInstance(st, in, sig)
 	})
 }
 

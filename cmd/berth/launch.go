@@ -15,49 +15,56 @@ import (
 	"github.com/berth-dev/berth/internal/instance"
 )
 
-// startInstance runs the bundle of a created instance and records it as
-// running, owned by this process. On failure nothing of the instance's
-// processes or cgroup is left; the record is the caller's to remove.
-func startInstance(st *instance.Store, in *instance.Instance, stdio container.Stdio) (*container.Container, error) {
+// startInstance runs the bundle of a created instance, as a container or
+// a VM, and records it as running, owned by this process. On failure
+// nothing of the instance's processes, cgroup or guest is left; the
+// record is the caller's to remove.
+func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio container.Stdio) (workload, error) {
 	b, err := st.LoadBundle(in.ID)
 	if err != nil {
 		return nil, err
 	}
-	cfg := &container.Config{
-		ID:         in.ID,
-		Spec:       b.Spec,
-		Layers:     b.Layers,
-		Dir:        st.Dir(in.ID),
-		CgroupPath: in.Cgroup,
+	var w workload
+	if in.Isolation == instance.IsolationVM {
+		w, err = startVM(g, st, in, b, stdio)
+	} else {
+		w, err = container.Run(context.Background(), &container.Config{
+			ID:         in.ID,
+			Spec:       b.Spec,
+			Layers:     b.Layers,
+			Dir:        st.Dir(in.ID),
+			CgroupPath: in.Cgroup,
+		}, stdio)
 	}
-	c, err := container.Run(context.Background(), cfg, stdio)
 	if err != nil {
 		return nil, err
 	}
-	trace("container running")
+	trace("workload running")
 	_, err = st.Update(in.ID, func(x *instance.Instance) error {
 		x.Status = instance.Running
-		x.Pid = c.Pid()
-		x.PidStart = instance.ProcStart(c.Pid())
+		x.Pid = w.Pid()
+		x.PidStart = instance.ProcStart(w.Pid())
 		x.MonitorPid = os.Getpid()
 		x.MonStart = instance.ProcStart(os.Getpid())
 		x.Started = time.Now().UTC()
+		if vw, ok := w.(*vmWorkload); ok {
+			x.Accel = string(vw.accel)
+		}
 		return nil
 	})
 	if err != nil {
-		_ = c.Signal(syscall.SIGKILL)
-		_, _ = c.Wait()
-		_ = c.Destroy()
+		_ = w.Signal(syscall.SIGKILL)
+		_ = w.Destroy()
 		return nil, err
 	}
-	return c, nil
+	return w, nil
 }
 
 // finishInstance waits for a started instance, releases its resources,
 // records how it ended and, for --rm, removes it.
 // drain, if not nil, is called once the workload has ended, to let its
 // output reach the log before the end is recorded.
-func finishInstance(st *instance.Store, in *instance.Instance, c *container.Container, drain func()) container.Exit {
+func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain func()) container.Exit {
 	exit, waitErr := c.Wait()
 	trace("workload exited")
 	destroyErr := c.Destroy()
@@ -85,7 +92,7 @@ func finishInstance(st *instance.Store, in *instance.Instance, c *container.Cont
 
 // forwardSignals relays the signals a user sends to the CLI to the
 // instance, as `docker run` does, until stop is called.
-func forwardSignals(c *container.Container) (stop func()) {
+func forwardSignals(c workload) (stop func()) {
 	ch := make(chan os.Signal, 8)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	done := make(chan struct{})
@@ -115,7 +122,9 @@ func reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
 	if instance.Alive(in.Pid, in.PidStart) {
 		_ = syscall.Kill(in.Pid, syscall.SIGKILL)
 	}
-	_ = container.Cleanup(in.Cgroup)
+	if in.Cgroup != "" {
+		_ = container.Cleanup(in.Cgroup)
+	}
 	out, err := st.Update(in.ID, func(x *instance.Instance) error {
 		if x.Status == instance.Stopped {
 			return nil

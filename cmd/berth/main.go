@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/vm"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -102,8 +103,26 @@ func exitCode(err error) int {
 	if errors.As(err, &ee) {
 		return ee.Code
 	}
+	var ce *codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	var se *vm.StartError
+	if errors.As(err, &se) && se.Code >= 125 {
+		return se.Code
+	}
 	return 125
 }
+
+// codedError is an error that already knows its exit code (a VM exec's
+// 126 or 127 reported by the instance's owner).
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
 
 // oneLine keeps an error to a single line.
 func oneLine(err error) string {

@@ -89,9 +89,17 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return failMonitor(st, in, report, err)
 	}
-	c, err := startInstance(st, in, stdio)
-	closeChild()
+	c, err := startInstance(g, st, in, stdio)
+	drain := copiers.Wait
+	if in.Isolation == instance.IsolationVM {
+		// The monitor itself writes the guest's output into the pipes:
+		// they close once the workload has ended.
+		drain = func() { closeChild(); copiers.Wait() }
+	} else {
+		closeChild()
+	}
 	if err != nil {
+		closeChild()
 		return failMonitor(st, in, report, err)
 	}
 	if master := c.Console(); master != nil {
@@ -110,7 +118,7 @@ func cmdMonitor(g *globals, args []string) error {
 	// Start-up (image lookup, spec, seccomp compile) is over: hand its
 	// heap back to the kernel, the monitor idles from now on.
 	debug.FreeOSMemory()
-	finishInstance(st, in, c, copiers.Wait)
+	finishInstance(st, in, c, drain)
 	if heldStdin != nil {
 		heldStdin.Close()
 	}
@@ -142,7 +150,7 @@ func monitorStdio(in *instance.Instance, log *instance.LogWriter) (container.Std
 		}()
 	}
 	var stdio container.Stdio
-	if in.Tty {
+	if in.Tty && in.Isolation != instance.IsolationVM {
 		return stdio, &wg, closeChild, nil
 	}
 	if in.Interactive {

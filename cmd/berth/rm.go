@@ -22,13 +22,15 @@ func cmdRm(g *globals, args []string) error {
 			if !*force {
 				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
 			}
-			_ = signalInstance(in, syscall.SIGKILL)
+			_ = signalInstance(st, in, syscall.SIGKILL)
 			if !waitStopped(st, in.ID, 10*time.Second) {
 				return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
 			}
 		}
-		if err := container.Cleanup(in.Cgroup); err != nil {
-			return err
+		if in.Cgroup != "" {
+			if err := container.Cleanup(in.Cgroup); err != nil {
+				return err
+			}
 		}
 		return st.Remove(in.ID)
 	})

@@ -20,6 +20,7 @@ import (
 type runFlags struct {
 	opts       instance.RunOptions
 	vm         bool
+	kernel     string
 	rm         bool
 	detach     bool
 	memory     string
@@ -33,6 +34,7 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs := newFlags("run")
 	o := &f.opts
 	fs.BoolVar(&f.vm, "vm", false, "run as a virtual machine")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel for --vm (a vmlinuz, or a directory with boot/ and lib/modules/)")
 	fs.BoolVar(&f.rm, "rm", false, "remove the instance when it ends")
 	fs.BoolVar(&f.detach, "d", false, "detach")
 	fs.BoolVar(&f.detach, "detach", false, "detach")
@@ -95,8 +97,8 @@ func cmdRun(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if f.vm {
-		return fmt.Errorf("--vm: the virtual machine engine is not part of this build yet: %w", errdefs.ErrNotSupported)
+	if f.vm && f.opts.NetworkHost {
+		return fmt.Errorf("--network host: a VM has its own kernel and network stack: %w", errdefs.ErrInvalid)
 	}
 	st, in, err := createInstance(g, ref, f)
 	if err != nil {
@@ -105,7 +107,7 @@ func cmdRun(g *globals, args []string) error {
 	if f.detach {
 		return runDetached(g, st, in)
 	}
-	return runForeground(st, in, &f.opts)
+	return runForeground(g, st, in, &f.opts)
 }
 
 // createInstance resolves the image, builds the spec and writes the
@@ -153,7 +155,8 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 		Name:        o.Name,
 		Image:       ref,
 		ImageID:     img.ID.String(),
-		Isolation:   instance.IsolationContainer,
+		Isolation:   isolation(f.vm),
+		Kernel:      f.kernel,
 		Command:     spec.Process.Args,
 		Hostname:    hostname,
 		Limits:      o.Limits,
@@ -161,7 +164,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 		AutoRemove:  f.rm,
 		Tty:         o.Tty,
 		Interactive: o.Interactive,
-		Cgroup:      "/berth/" + id,
+		Cgroup:      cgroupOf(f.vm, id),
 		Created:     time.Now().UTC(),
 		Status:      instance.Created,
 		MonitorPid:  os.Getpid(),
@@ -210,7 +213,7 @@ func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOpti
 
 // runForeground runs the instance attached to this terminal; the CLI is
 // its owner and records its end.
-func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOptions) error {
+func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *instance.RunOptions) error {
 	stdio := container.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
 	if o.Interactive {
 		stdio.Stdin = os.Stdin
@@ -218,7 +221,11 @@ func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOpt
 	trace("bundle saved")
 	// With -t the engine allocates the terminal inside the instance and
 	// stdio is not used; c.Console() is its master.
-	c, err := startInstance(st, in, stdio)
+	if in.Tty && in.Isolation == instance.IsolationVM {
+		// A guest's terminal streams through stdio.
+		stdio.Stdin = os.Stdin
+	}
+	c, err := startInstance(g, st, in, stdio)
 	trace("workload started")
 	if err != nil {
 		_ = st.Remove(in.ID)
@@ -235,6 +242,9 @@ func runForeground(st *instance.Store, in *instance.Instance, o *instance.RunOpt
 		}
 		copied = make(chan struct{})
 		go func() { _, _ = io.Copy(os.Stdout, master); close(copied) }()
+	} else if vw, ok := c.(*vmWorkload); ok && in.Tty {
+		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) { _ = vw.m.Resize(uint16(b.Height), uint16(b.Width)) })
+		defer restore()
 	}
 	exit := finishInstance(st, in, c, nil)
 	trace("instance finished and cleaned up")
@@ -255,4 +265,20 @@ func terminalSize() *specs.Box {
 		return b
 	}
 	return tty.Size(os.Stdout)
+}
+
+func isolation(vm bool) string {
+	if vm {
+		return instance.IsolationVM
+	}
+	return instance.IsolationContainer
+}
+
+// cgroupOf is the host cgroup of a container; a VM's cgroups are inside
+// its guest.
+func cgroupOf(vm bool, id string) string {
+	if vm {
+		return ""
+	}
+	return "/berth/" + id
 }

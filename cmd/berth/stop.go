@@ -28,21 +28,25 @@ func stopInstance(st *instance.Store, in *instance.Instance, grace time.Duration
 	if !in.Status.Active() {
 		return nil
 	}
-	if err := signalInstance(in, syscall.SIGTERM); err == nil && waitStopped(st, in.ID, grace) {
+	if err := signalInstance(st, in, syscall.SIGTERM); err == nil && waitStopped(st, in.ID, grace) {
 		return nil
 	}
-	_ = signalInstance(in, syscall.SIGKILL)
+	_ = signalInstance(st, in, syscall.SIGKILL)
 	if waitStopped(st, in.ID, 10*time.Second) {
 		return nil
 	}
 	return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
 }
 
-// signalInstance signals the instance's init, which relays the signal to
-// the workload (SIGKILL ends the whole instance).
-func signalInstance(in *instance.Instance, sig syscall.Signal) error {
+// signalInstance signals a container's init, which relays the signal to
+// the workload (SIGKILL ends the whole instance), or a VM's workload
+// through the instance's owner.
+func signalInstance(st *instance.Store, in *instance.Instance, sig syscall.Signal) error {
 	if !in.Status.Active() || !instance.Alive(in.Pid, in.PidStart) {
 		return fmt.Errorf("instance %s is not running: %w", in.ShortID(), errdefs.ErrConflict)
+	}
+	if in.Isolation == instance.IsolationVM {
+		return signalVM(st, in, sig)
 	}
 	if err := syscall.Kill(in.Pid, sig); err != nil {
 		return fmt.Errorf("signal instance %s: %w", in.ShortID(), err)

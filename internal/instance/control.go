@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/sockpath"
 )
 
 // The control socket (DIR/control.sock) is how other berth processes reach
@@ -55,10 +56,15 @@ type controlReply struct {
 // ServeControl listens on path and serves h until close is called.
 func ServeControl(path string, h ControlHandler) (close func(), err error) {
 	os.Remove(path)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	var l *net.UnixListener
+	err = sockpath.Do(path, func(name string) (err error) {
+		l, err = net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	l.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -242,7 +248,11 @@ func ControlExec(path string, p *specs.Process, stdin, stdout, stderr *os.File, 
 }
 
 func dialControl(path string) (*net.UnixConn, error) {
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	var c *net.UnixConn
+	err := sockpath.Do(path, func(name string) (err error) {
+		c, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: name, Net: "unix"})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reach the instance's owner at %s: %w", path, errdefs.ErrUnavailable)
 	}

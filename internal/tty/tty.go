@@ -63,10 +63,19 @@ func CopySize(src, dst *os.File) {
 // master's size in step with it, and returns a function that restores the
 // terminal. When in is not a terminal it does nothing.
 func Attach(in, master *os.File) (restore func()) {
+	return AttachFunc(in, func(specs.Box) { CopySize(in, master) })
+}
+
+// AttachFunc is Attach for a terminal that is not a local pty (a VM
+// guest's): resize is called with the user's terminal size at once and
+// on every change.
+func AttachFunc(in *os.File, resize func(specs.Box)) (restore func()) {
 	if !term.IsTerminal(int(in.Fd())) {
 		return func() {}
 	}
-	CopySize(in, master)
+	if b := Size(in); b != nil {
+		resize(*b)
+	}
 	old, err := term.MakeRaw(int(in.Fd()))
 	if err != nil {
 		return func() {}
@@ -75,7 +84,9 @@ func Attach(in, master *os.File) (restore func()) {
 	signal.Notify(winch, syscall.SIGWINCH)
 	go func() {
 		for range winch {
-			CopySize(in, master)
+			if b := Size(in); b != nil {
+				resize(*b)
+			}
 		}
 	}()
 	return func() {

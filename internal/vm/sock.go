@@ -1,39 +1,19 @@
 package vm
 
 import (
-	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"github.com/berth-dev/berth/internal/sockpath"
 )
-
-// maxSunPath is the longest path a unix socket address holds.
-const maxSunPath = 107
-
-// viaDir runs fn with a name for path that fits a socket address: path
-// itself, or /proc/self/fd/N/BASE through an O_PATH descriptor of its
-// directory, so instance directories deep under a long --root still work.
-func viaDir(path string, fn func(string) error) error {
-	if len(path) <= maxSunPath {
-		return fn(path)
-	}
-	fd, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socket %s: %w", path, err)
-	}
-	defer unix.Close(fd)
-	return fn(fmt.Sprintf("/proc/self/fd/%d/%s", fd, filepath.Base(path)))
-}
 
 // listenFile creates a listening unix socket at path and returns it as a
 // file for a child process to inherit. The socket file stays on disk.
 func listenFile(path string) (*os.File, error) {
 	os.Remove(path)
 	var f *os.File
-	err := viaDir(path, func(p string) error {
+	err := sockpath.Do(path, func(p string) error {
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 		if err != nil {
 			return err
@@ -49,7 +29,7 @@ func listenFile(path string) (*os.File, error) {
 // dialUnix connects to the unix socket at path.
 func dialUnix(path string) (net.Conn, error) {
 	var c net.Conn
-	err := viaDir(path, func(p string) error {
+	err := sockpath.Do(path, func(p string) error {
 		var err error
 		c, err = net.Dial("unix", p)
 		return err

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/sockpath"
 )
 
 func TestDetectAccel(t *testing.T) {
@@ -294,7 +295,7 @@ func TestLongSocketPath(t *testing.T) {
 	long := filepath.Join(dir, strings.Repeat("d", 60), strings.Repeat("e", 60))
 	os.MkdirAll(long, 0o755)
 	sock := filepath.Join(long, "agent.sock")
-	if len(sock) <= maxSunPath {
+	if len(sock) <= sockpath.Max {
 		t.Fatalf("path %d bytes is not long enough for the test", len(sock))
 	}
 	f, err := listenFile(sock)

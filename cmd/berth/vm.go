@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/vm"
+)
+
+// workload is a started instance as its owner holds it. The container
+// engine's Container is one; vmWorkload is the other.
+type workload interface {
+	Pid() int
+	Wait() (container.Exit, error)
+	Signal(syscall.Signal) error
+	Destroy() error
+	// Console is a local pty master for -t, or nil (a VM's terminal
+	// is in the guest and streams through stdio).
+	Console() *os.File
+}
+
+// vmWorkload is a VM instance: the guest machine and the control socket
+// through which other berth processes reach its agent.
+type vmWorkload struct {
+	m           *vm.Machine
+	accel       vm.Accel
+	stopControl func()
+}
+
+func (w *vmWorkload) Pid() int                        { return w.m.Pid() }
+func (w *vmWorkload) Signal(sig syscall.Signal) error { return w.m.Signal(sig) }
+func (w *vmWorkload) Console() *os.File               { return nil }
+
+func (w *vmWorkload) Wait() (container.Exit, error) {
+	st, err := w.m.Wait()
+	return container.Exit{Code: st.Code, Signal: st.Signal, OOMKilled: st.OOMKilled}, err
+}
+
+func (w *vmWorkload) Destroy() error {
+	w.stopControl()
+	return w.m.Destroy()
+}
+
+// startVM boots the instance's bundle as a virtual machine.
+func startVM(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, stdio container.Stdio) (*vmWorkload, error) {
+	guest, err := findGuest(g, in.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	var layers []vm.Layer
+	for _, l := range b.Layers {
+		layers = append(layers, vm.Layer{Snapshot: l, Digest: "sha256:" + filepath.Base(l)})
+	}
+	var as agent.Stdio
+	if stdio.Stdin != nil {
+		as.Stdin = stdio.Stdin
+	}
+	if stdio.Stdout != nil {
+		as.Stdout = stdio.Stdout
+	}
+	if stdio.Stderr != nil {
+		as.Stderr = stdio.Stderr
+	}
+	m, err := vm.Boot(context.Background(), vm.RunConfig{
+		ID: in.ID, Dir: st.Dir(in.ID), Spec: b.Spec, Layers: layers, Guest: guest,
+	}, as)
+	if err != nil {
+		return nil, err
+	}
+	stop, err := instance.ServeControl(instance.ControlSocket(st.Dir(in.ID)), vmControl{m})
+	if err != nil {
+		m.Destroy()
+		return nil, err
+	}
+	return &vmWorkload{m: m, accel: guest.Accel, stopControl: stop}, nil
+}
+
+// vmControl answers other berth processes' requests for a VM instance.
+type vmControl struct{ m *vm.Machine }
+
+func (c vmControl) Signal(sig syscall.Signal) error { return c.m.Signal(sig) }
+
+func (c vmControl) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
+	st, err := c.m.Exec(context.Background(), p, stdin, stdout, stderr, resize)
+	return st.Code, err
+}
+
+// findGuest locates what a guest needs: the kernel (--kernel, then
+// BERTH_KERNEL, then ROOT/kernel and /var/lib/berth/kernel), the
+// berth-agent binary (BERTH_AGENT, next to berth, then
+// /usr/local/lib/berth), QEMU, and the accelerator.
+func findGuest(g *globals, kernel string) (vm.Guest, error) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return vm.Guest{}, fmt.Errorf("qemu-system-x86_64 not found: install Debian's qemu-system-x86: %w", errdefs.ErrUnavailable)
+	}
+	k, err := findKernel(g, kernel)
+	if err != nil {
+		return vm.Guest{}, err
+	}
+	agentBin, err := findAgent()
+	if err != nil {
+		return vm.Guest{}, err
+	}
+	accel, _ := vm.DetectAccel()
+	return vm.Guest{Kernel: k, Agent: agentBin, CacheDir: filepath.Join(g.root, "vm"), Accel: accel}, nil
+}
+
+func findKernel(g *globals, kernel string) (vm.Kernel, error) {
+	if kernel == "" {
+		kernel = os.Getenv("BERTH_KERNEL")
+	}
+	if kernel != "" {
+		return vm.FindKernel(kernel)
+	}
+	var firstErr error
+	for _, dir := range []string{filepath.Join(g.root, "kernel"), filepath.Join(defaultRoot, "kernel")} {
+		k, err := vm.FindKernel(dir)
+		if err == nil {
+			return k, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return vm.Kernel{}, firstErr
+}
+
+func findAgent() (string, error) {
+	candidates := []string{os.Getenv("BERTH_AGENT")}
+	if self, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(self), "berth-agent"))
+	}
+	candidates = append(candidates, "/usr/local/lib/berth/berth-agent", "/usr/lib/berth/berth-agent")
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("guest agent berth-agent not found next to berth or in /usr/local/lib/berth (make install builds it): %w", errdefs.ErrUnavailable)
+}
+
+// execVM runs p in a VM instance through its owner's control socket,
+// with this process's stdio.
+func execVM(st *instance.Store, in *instance.Instance, p *specs.Process, interactive bool, resize <-chan specs.Box) error {
+	stdin := os.Stdin
+	if !interactive {
+		devnull, err := os.Open(os.DevNull)
+		if err != nil {
+			return err
+		}
+		defer devnull.Close()
+		stdin = devnull
+	}
+	code, err := instance.ControlExec(instance.ControlSocket(st.Dir(in.ID)), p, stdin, os.Stdout, os.Stderr, resize)
+	if err != nil {
+		if code == 126 || code == 127 {
+			return &codedError{code: code, err: err}
+		}
+		return err
+	}
+	return exitStatus(code)
+}
+
+// signalVM relays sig to a VM instance's workload through its owner; a
+// SIGKILL whose owner does not answer kills the guest's QEMU directly.
+func signalVM(st *instance.Store, in *instance.Instance, sig syscall.Signal) error {
+	err := instance.ControlSignal(instance.ControlSocket(st.Dir(in.ID)), sig)
+	if err != nil && sig == syscall.SIGKILL && instance.Alive(in.Pid, in.PidStart) {
+		return syscall.Kill(in.Pid, syscall.SIGKILL)
+	}
+	return err
+}

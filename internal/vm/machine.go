@@ -1,0 +1,347 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// RunConfig is what berth needs to run an OCI spec as a virtual machine:
+// the same spec the container engine takes, the image's layers, and
+// where the guest's parts are.
+type RunConfig struct {
+	ID  string
+	Dir string // the instance's directory; sockets, console and scratch disk live here
+	// Spec gives the process (args, env, cwd, user, terminal, rlimits),
+	// hostname, bind mounts (shared with virtio-fs) and resources
+	// (memory: cgroup limit inside the guest, sized into guest RAM; CPU:
+	// vCPUs and cpu.max; pids).
+	Spec   *specs.Spec
+	Layers []Layer // lowest first
+	Guest  Guest
+	// BootTimeout bounds the wait for the guest agent; 0 means 5 minutes
+	// (software emulation on a loaded two-core machine is slow).
+	BootTimeout time.Duration
+}
+
+// Layer is one image layer: its unpacked snapshot and its digest, which
+// names the cached EROFS disk made from it.
+type Layer struct {
+	Snapshot string
+	Digest   string
+}
+
+// Guest is where the guest's kernel, agent and caches are.
+type Guest struct {
+	Kernel    Kernel
+	Agent     string // the berth-agent binary
+	CacheDir  string // layer disks, initramfs and scratch template
+	Accel     Accel
+	Modules   []string // kernel modules for the initramfs; nil means initramfs.DefaultModules
+	QEMU      string
+	Virtiofsd string
+}
+
+// Machine is a running guest and its workload, as its owner sees it.
+type Machine struct {
+	vm     *VM
+	client *agent.Client
+	proc   *agent.Proc
+	cfg    RunConfig
+}
+
+// guestMemoryMiB sizes guest RAM for a workload limited to limit bytes:
+// the limit plus room for the guest kernel and agent, at least the
+// default 256 MiB.
+func guestMemoryMiB(limit int64) int {
+	if limit <= 0 {
+		return defaultMemoryMiB
+	}
+	mib := int(limit>>20) + 128
+	if mib < defaultMemoryMiB {
+		mib = defaultMemoryMiB
+	}
+	return mib
+}
+
+// vcpus rounds a CFS quota up to whole vCPUs.
+func vcpus(r *specs.LinuxResources) int {
+	if r == nil || r.CPU == nil || r.CPU.Quota == nil || *r.CPU.Quota <= 0 {
+		return 1
+	}
+	period := uint64(100000)
+	if r.CPU.Period != nil && *r.CPU.Period > 0 {
+		period = *r.CPU.Period
+	}
+	return int(math.Ceil(float64(*r.CPU.Quota) / float64(period)))
+}
+
+// Boot starts the guest and its workload and returns once the workload
+// runs. On failure nothing is left: no QEMU, no virtiofsd, no socket, no
+// scratch disk; an error while waiting for the guest carries the tail of
+// its console.
+func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err error) {
+	if rc.Spec == nil || rc.Spec.Process == nil {
+		return nil, fmt.Errorf("vm %s: spec without a process: %w", rc.ID, errdefs.ErrInvalid)
+	}
+	initrd, err := Initramfs(rc.Guest)
+	if err != nil {
+		return nil, err
+	}
+	var disks []string
+	var layerNames []string
+	for i, l := range rc.Layers {
+		d, err := LayerDisk(filepath.Join(rc.Guest.CacheDir, "layers"), l.Snapshot, l.Digest)
+		if err != nil {
+			return nil, err
+		}
+		disks = append(disks, d)
+		layerNames = append(layerNames, "layer"+strconv.Itoa(i))
+	}
+	scratch := filepath.Join(rc.Dir, "scratch.img")
+	if err := ScratchDiskCached(rc.Guest.CacheDir, scratch, 8<<30); err != nil {
+		return nil, err
+	}
+	proc, shares, err := guestProcess(rc, layerNames)
+	if err != nil {
+		os.Remove(scratch)
+		return nil, err
+	}
+	var limit int64
+	if r := rc.Spec.Linux; r != nil && r.Resources != nil && r.Resources.Memory != nil && r.Resources.Memory.Limit != nil {
+		limit = *r.Resources.Memory.Limit
+	}
+	var res *specs.LinuxResources
+	if rc.Spec.Linux != nil {
+		res = rc.Spec.Linux.Resources
+	}
+	v, err := Start(ctx, Config{
+		ID:        rc.ID,
+		Dir:       rc.Dir,
+		Kernel:    rc.Guest.Kernel,
+		Initramfs: initrd,
+		MemoryMiB: guestMemoryMiB(limit),
+		CPUs:      vcpus(res),
+		Layers:    disks,
+		Scratch:   scratch,
+		Shares:    shares,
+		Accel:     rc.Guest.Accel,
+		QEMU:      rc.Guest.QEMU,
+		Virtiofsd: rc.Guest.Virtiofsd,
+	})
+	if err != nil {
+		os.Remove(scratch)
+		return nil, err
+	}
+	m := &Machine{vm: v, cfg: rc}
+	defer func() {
+		if err != nil {
+			m.Destroy()
+		}
+	}()
+	if err := m.connect(ctx); err != nil {
+		return nil, err
+	}
+	m.proc, err = m.client.Run(ctx, *proc, stdio)
+	if err != nil {
+		var se *agent.StartError
+		if errors.As(err, &se) {
+			return nil, &StartError{Code: se.Code, Msg: se.Msg}
+		}
+		return nil, fmt.Errorf("vm %s: start the workload: %w", rc.ID, err)
+	}
+	return m, nil
+}
+
+// StartError is a workload the guest could not start: Code is 127 (not
+// found), 126 (not executable) or 125.
+type StartError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StartError) Error() string { return e.Msg }
+
+// connect waits for the guest agent and dials it; a guest that stops or
+// never answers ends it with its console's last lines.
+func (m *Machine) connect(ctx context.Context) error {
+	timeout := m.cfg.BootTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type dialed struct {
+		c   *agent.Client
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		conn, err := m.vm.AgentConn()
+		if err != nil {
+			ch <- dialed{err: err}
+			return
+		}
+		c, err := agent.Dial(ctx, conn)
+		if err != nil {
+			conn.Close()
+		}
+		ch <- dialed{c, err}
+	}()
+	select {
+	case d := <-ch:
+		if d.err != nil {
+			return m.bootError(d.err)
+		}
+		m.client = d.c
+		return nil
+	case <-m.vm.Exited():
+		return m.bootError(errors.New("the guest stopped before its agent answered"))
+	case <-ctx.Done():
+		return m.bootError(fmt.Errorf("no answer from the guest agent within %v", timeout))
+	}
+}
+
+func (m *Machine) bootError(err error) error {
+	tail := m.vm.ConsoleTail(3)
+	if tail == "" {
+		tail = "(console empty)"
+	}
+	return fmt.Errorf("vm %s: %v; console: %s: %w", m.cfg.ID, err, strings.ReplaceAll(tail, "\n", " | "), errdefs.ErrUnavailable)
+}
+
+// guestProcess turns the spec into the agent's Run request, and its bind
+// mounts into virtio-fs shares.
+func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error) {
+	p := ProcessOf(rc.Spec.Process)
+	p.Hostname = rc.Spec.Hostname
+	p.Root = &agent.Root{Layers: layers, Scratch: "scratch"}
+	if l := rc.Spec.Linux; l != nil && l.Resources != nil {
+		r := l.Resources
+		p.Resources = &agent.Resources{}
+		if r.Memory != nil && r.Memory.Limit != nil {
+			p.Resources.MemoryBytes = *r.Memory.Limit
+		}
+		if r.CPU != nil && r.CPU.Quota != nil {
+			p.Resources.CPUQuota = *r.CPU.Quota
+			if r.CPU.Period != nil {
+				p.Resources.CPUPeriod = *r.CPU.Period
+			}
+		}
+		if r.Pids != nil && r.Pids.Limit != nil {
+			p.Resources.PidsMax = *r.Pids.Limit
+		}
+	}
+	var shares []Share
+	for _, mnt := range rc.Spec.Mounts {
+		if mnt.Type != "bind" {
+			continue // proc, dev, sys and the like: the agent makes its own
+		}
+		ro := false
+		for _, o := range mnt.Options {
+			if o == "ro" {
+				ro = true
+			}
+		}
+		tag := "share" + strconv.Itoa(len(shares))
+		shares = append(shares, Share{Source: mnt.Source, Tag: tag, ReadOnly: ro})
+		p.Mounts = append(p.Mounts, agent.Mount{Source: tag, Type: "virtiofs", Target: mnt.Destination, ReadOnly: ro})
+	}
+	return p, shares, nil
+}
+
+// ProcessOf is the agent's form of an OCI process.
+func ProcessOf(sp *specs.Process) *agent.Process {
+	p := &agent.Process{
+		Args:           sp.Args,
+		Env:            sp.Env,
+		Cwd:            sp.Cwd,
+		UID:            sp.User.UID,
+		GID:            sp.User.GID,
+		AdditionalGids: sp.User.AdditionalGids,
+		Terminal:       sp.Terminal,
+	}
+	if sp.ConsoleSize != nil {
+		p.Rows, p.Cols = uint16(sp.ConsoleSize.Height), uint16(sp.ConsoleSize.Width)
+	}
+	for _, rl := range sp.Rlimits {
+		p.Rlimits = append(p.Rlimits, agent.Rlimit{Type: rl.Type, Hard: rl.Hard, Soft: rl.Soft})
+	}
+	return p
+}
+
+// Pid is QEMU's pid: the host process whose life is the instance's.
+func (m *Machine) Pid() int { return m.vm.Pid() }
+
+// Wait waits for the workload, then powers the guest off and waits for
+// QEMU. A guest that dies first (panic, QEMU killed) is an error with its
+// console's tail.
+func (m *Machine) Wait() (agent.ExitStatus, error) {
+	st, err := m.proc.Wait()
+	if err != nil {
+		select {
+		case <-m.vm.Exited():
+			return agent.ExitStatus{Code: 137, Signal: 9}, m.vm.Wait()
+		default:
+		}
+		return st, fmt.Errorf("vm %s: lost the guest agent: %w", m.cfg.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.client.Shutdown(ctx); err == nil {
+		select {
+		case <-m.vm.Exited():
+		case <-ctx.Done():
+		}
+	}
+	return st, nil
+}
+
+// Signal relays sig to the workload in the guest.
+func (m *Machine) Signal(sig syscall.Signal) error { return m.proc.Signal(sig) }
+
+// Resize changes the workload's terminal size.
+func (m *Machine) Resize(rows, cols uint16) error { return m.proc.Resize(rows, cols) }
+
+// Exec runs p in the guest beside the workload and returns its exit
+// status. resize, if not nil, delivers terminal size changes.
+func (m *Machine) Exec(ctx context.Context, sp *specs.Process, stdin io.Reader, stdout, stderr io.Writer, resize <-chan specs.Box) (agent.ExitStatus, error) {
+	proc, err := m.client.Exec(ctx, *ProcessOf(sp), agent.Stdio{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	if err != nil {
+		var se *agent.StartError
+		if errors.As(err, &se) {
+			return agent.ExitStatus{Code: se.Code}, &StartError{Code: se.Code, Msg: se.Msg}
+		}
+		return agent.ExitStatus{Code: 125}, err
+	}
+	if resize != nil {
+		go func() {
+			for b := range resize {
+				proc.Resize(uint16(b.Height), uint16(b.Width))
+			}
+		}()
+	}
+	return proc.Wait()
+}
+
+// Destroy kills whatever is left of the guest and removes its sockets and
+// scratch disk. It is idempotent.
+func (m *Machine) Destroy() error {
+	if m.client != nil {
+		m.client.Close()
+	}
+	return m.vm.Cleanup()
+}
