@@ -41,11 +41,16 @@ test-deps:
 	$(GO) mod download
 	scripts/fetch-kernel.sh $(KERNEL_DIR)
 
-# The main job: import the demo image and run it as a container.
+# The main job: import the demo image and run it both ways, as a
+# container and as a VM with its own kernel, side by side.
 demo: install
+	@for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	scripts/fetch-kernel.sh $(KERNEL_DIR)
 	scripts/demo-image.sh /tmp/berth-demo-oci
 	berth image import /tmp/berth-demo-oci --name demo
 	berth run --rm demo sh -c 'echo "hello from $$(hostname), pid $$$$, user $$(id -un), kernel $$(uname -r)"'
+	berth bench --image demo compare
 
 test: test-deps build
 	$(GO) vet ./...

@@ -59,7 +59,7 @@ func setupRoot(p *agent.Process) error {
 		if err != nil {
 			return fmt.Errorf("scratch disk: %w", err)
 		}
-		if err := unix.Mount(dev, scratchDir, "ext4", unix.MS_NOATIME, ""); err != nil {
+		if err := unix.Mount(dev, scratchDir, "ext4", unix.MS_NOATIME, "noinit_itable"); err != nil {
 			return fmt.Errorf("mount scratch disk %s (ext4): %w", dev, err)
 		}
 	} else if err := unix.Mount("tmpfs", scratchDir, "tmpfs", 0, "mode=0755"); err != nil {

@@ -39,8 +39,12 @@ func cmdBench(g *globals, args []string) error {
 			r, err = benchStart(g, *ref, *n)
 		case "memory":
 			r, err = benchMemory(g, *ref)
+		case "vm":
+			r, err = benchVMStart(g, *ref, *n)
+		case "compare":
+			r, err = benchCompare(g, *ref)
 		default:
-			return fmt.Errorf("unknown scenario %q: want start or memory: %w", sc, errdefs.ErrInvalid)
+			return fmt.Errorf("unknown scenario %q: want start, memory, vm or compare: %w", sc, errdefs.ErrInvalid)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc, err)

@@ -39,3 +39,13 @@ func TestCompareAndPSS(t *testing.T) {
 		t.Fatalf("PSS of self: %d %v", pss, err)
 	}
 }
+
+func TestTree(t *testing.T) {
+	tree := Tree(os.Getpid())
+	if len(tree) == 0 || tree[0] != os.Getpid() {
+		t.Fatalf("Tree(self) = %v", tree)
+	}
+	if got := Tree(1); len(got) < 2 {
+		t.Fatalf("Tree(1) = %v: init has descendants", got)
+	}
+}

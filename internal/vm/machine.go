@@ -97,27 +97,33 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	if rc.Spec == nil || rc.Spec.Process == nil {
 		return nil, fmt.Errorf("vm %s: spec without a process: %w", rc.ID, errdefs.ErrInvalid)
 	}
-	initrd, err := Initramfs(rc.Guest)
+	proc, shares, err := guestProcess(rc, layerSerials(len(rc.Layers)))
+	if err != nil {
+		return nil, err
+	}
+	guest := rc.Guest
+	if guest.Modules == nil {
+		// Each module costs guest kernel time, which software emulation
+		// makes dear: only what this guest uses (no network card yet).
+		guest.Modules = []string{"virtio_pci", "virtio_blk", "virtio_console", "overlay", "erofs"}
+		if len(shares) > 0 {
+			guest.Modules = append(guest.Modules, "virtiofs")
+		}
+	}
+	initrd, err := Initramfs(guest)
 	if err != nil {
 		return nil, err
 	}
 	var disks []string
-	var layerNames []string
-	for i, l := range rc.Layers {
+	for _, l := range rc.Layers {
 		d, err := LayerDisk(filepath.Join(rc.Guest.CacheDir, "layers"), l.Snapshot, l.Digest)
 		if err != nil {
 			return nil, err
 		}
 		disks = append(disks, d)
-		layerNames = append(layerNames, "layer"+strconv.Itoa(i))
 	}
 	scratch := filepath.Join(rc.Dir, "scratch.img")
 	if err := ScratchDiskCached(rc.Guest.CacheDir, scratch, 8<<30); err != nil {
-		return nil, err
-	}
-	proc, shares, err := guestProcess(rc, layerNames)
-	if err != nil {
-		os.Remove(scratch)
 		return nil, err
 	}
 	var limit int64
@@ -221,6 +227,16 @@ func (m *Machine) bootError(err error) error {
 		tail = "(console empty)"
 	}
 	return fmt.Errorf("vm %s: %v; console: %s: %w", m.cfg.ID, err, strings.ReplaceAll(tail, "\n", " | "), errdefs.ErrUnavailable)
+}
+
+// layerSerials are the disk serials the layers get, in order (see
+// CommandLine): the agent finds its disks by them.
+func layerSerials(n int) []string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = "layer" + strconv.Itoa(i)
+	}
+	return s
 }
 
 // guestProcess turns the spec into the agent's Run request, and its bind
