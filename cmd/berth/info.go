@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/vm"
 )
 
 // hostInfo is what `berth info` reports.
@@ -25,6 +26,9 @@ type hostInfo struct {
 	Root       bool              `json:"root"`
 	DataRoot   string            `json:"data_root"`
 	Peers      map[string]string `json:"peers"`
+	Accel      string            `json:"accelerator"`
+	AccelWhy   string            `json:"accelerator_reason"`
+	Guest      string            `json:"guest_kernel"`
 }
 
 func cmdInfo(g *globals, args []string) error {
@@ -48,6 +52,13 @@ func cmdInfo(g *globals, args []string) error {
 			info.Peers[p] = path
 		}
 	}
+	accel, why := vm.DetectAccel()
+	info.Accel, info.AccelWhy = string(accel), why
+	if k, err := findKernel(g, ""); err == nil {
+		info.Guest = k.Path
+	} else {
+		info.Guest = "none: " + oneLine(err)
+	}
 	if *format == "json" {
 		return printJSON(info)
 	}
@@ -56,6 +67,8 @@ func cmdInfo(g *globals, args []string) error {
 	fmt.Printf("cgroup mode:  %s\n", info.CgroupMode)
 	fmt.Printf("root:         %v\n", info.Root)
 	fmt.Printf("data root:    %s\n", info.DataRoot)
+	fmt.Printf("accelerator:  %s (%s)\n", info.Accel, info.AccelWhy)
+	fmt.Printf("guest kernel: %s\n", info.Guest)
 	fmt.Printf("peers found:  %s\n", strings.Join(slices.Sorted(maps.Keys(info.Peers)), " "))
 	return nil
 }
