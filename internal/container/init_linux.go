@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -83,8 +84,9 @@ func runInitStage() {
 	}
 	ch.send(message{Type: msgStarted, Pid: pid})
 	// Setup is over: give the heap it needed back to the kernel, since the
-	// init idles for the rest of the container's life.
-	debug.FreeOSMemory()
+	// init idles for the rest of the container's life. Not at once: a
+	// short workload would wait for the collection to be reaped.
+	time.AfterFunc(time.Second, debug.FreeOSMemory)
 	status := supervise(pid, sigs)
 	ch.send(message{Type: msgExit, Status: int(status)})
 	os.Exit(0)
