@@ -385,7 +385,7 @@ func TestGarbage(t *testing.T) {
 	// Garbage instead of a hello.
 	hc, gc := net.Pipe()
 	served := make(chan error, 1)
-	go func() { served <- Serve(gc, &hostHandler{}) }()
+	go func(gc net.Conn) { served <- Serve(gc, &hostHandler{}) }(gc)
 	go hc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	if err := <-served; err == nil || !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "magic") {
 		t.Errorf("garbage hello: %v", err)
@@ -394,7 +394,7 @@ func TestGarbage(t *testing.T) {
 
 	// Garbage after a good handshake: Serve fails cleanly.
 	hc, gc = net.Pipe()
-	go func() { served <- Serve(gc, &hostHandler{}) }()
+	go func(gc net.Conn) { served <- Serve(gc, &hostHandler{}) }(gc)
 	c, err := Dial(context.Background(), hc)
 	if err != nil {
 		t.Fatal(err)
@@ -407,14 +407,15 @@ func TestGarbage(t *testing.T) {
 
 	// An oversized frame header from the guest ends the client with an error.
 	hc, gc = net.Pipe()
-	go func() {
+	// Each goroutine gets its own end: gc is reused for the next case.
+	go func(gc net.Conn) {
 		readFrame(gc)
 		gc.Write(encodeFrame(msgHello, 0, mustJSON(helloMsg{Version: Version})))
 		hdr := encodeFrame(msgStdout, 1, nil)
 		hdr[12] = 0xff
 		gc.Write(hdr)
 		io.Copy(io.Discard, gc)
-	}()
+	}(gc)
 	c, err = Dial(context.Background(), hc)
 	if err != nil {
 		t.Fatal(err)
@@ -429,7 +430,7 @@ func TestGarbage(t *testing.T) {
 	// Dial gives up with its context when nothing answers.
 	hc, gc = net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { readFrame(gc); cancel() }()
+	go func(gc net.Conn) { readFrame(gc); cancel() }(gc)
 	if _, err := Dial(ctx, hc); !errors.Is(err, context.Canceled) {
 		t.Errorf("silent guest: %v", err)
 	}
