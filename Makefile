@@ -13,7 +13,7 @@ GO      ?= go
 
 # Debian packages: what berth runs on, and the peers and tools its tests use.
 RUNTIME_PKGS := busybox-static umoci skopeo e2fsprogs iproute2 ca-certificates
-TEST_PKGS    := $(RUNTIME_PKGS) runc git
+TEST_PKGS    := $(RUNTIME_PKGS) runc git containerd docker.io
 # The VM engine: QEMU, the tools that build guest disks, and kmod for
 # the kernel fetch; the guest kernel itself is unpacked into KERNEL_DIR.
 VM_PKGS      := qemu-system-x86 erofs-utils cpio kmod xz-utils
@@ -25,6 +25,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./cmd/berth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-runtime ./cmd/berth-runtime
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-agent ./cmd/berth-agent
 
 install: deps build

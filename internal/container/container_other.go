@@ -8,6 +8,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -45,3 +46,9 @@ func (p *Process) Pid() int                    { return 0 }
 func (p *Process) Console() *os.File           { return nil }
 func (p *Process) Wait() (Exit, error)         { return Exit{}, errNotLinux }
 func (p *Process) Signal(syscall.Signal) error { return errNotLinux }
+
+func (c *Container) Detach(*os.File) error { return errNotLinux }
+func StartDetached(string) error           { return errNotLinux }
+
+// ResourcesOf converts OCI resources to the cgroup managers' limits.
+func ResourcesOf(*specs.LinuxResources) cgroups.Resources { return cgroups.Resources{} }

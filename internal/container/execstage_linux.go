@@ -103,6 +103,15 @@ func execCommand(ch *channel, cfg *execConfig) error {
 	} else {
 		unix.Umask(0o022)
 	}
+	// Without no_new_privs a filter needs CAP_SYS_ADMIN to load: load it
+	// before the capabilities go, as runc does.
+	filter := cfg.Seccomp
+	if filter != nil && !p.NoNewPrivileges {
+		if err := installFilter(filter, nil); err != nil {
+			return err
+		}
+		filter = nil
+	}
 	// Capabilities first, as root, then the user: a change to a non-root
 	// uid clears the effective and permitted sets, as in Docker.
 	if p.Capabilities != nil {
@@ -118,7 +127,7 @@ func execCommand(ch *channel, cfg *execConfig) error {
 	}
 	pp := *p
 	pp.Capabilities = nil
-	if err := applySecurity(&pp, cfg.Seccomp, nil); err != nil {
+	if err := applySecurity(&pp, filter, nil); err != nil {
 		return err
 	}
 	err = syscall.Exec(path, p.Args, env)

@@ -62,7 +62,14 @@ func runInitStage() {
 		os.Exit(1)
 	}
 	var m message
-	if err := ch.recv(&m); err != nil || m.Type != msgStart {
+	files, err := ch.recvFiles(&m)
+	if err == nil && m.Type == msgAwaitStart {
+		awaitStart(ch, &cfg, w, &m, files) // detached (berth-runtime): never returns
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil || m.Type != msgStart {
 		os.Exit(1) // the parent went away or destroyed the container
 	}
 	prog, err := decodeFilter(m.Filter)

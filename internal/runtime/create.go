@@ -1,0 +1,288 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// IsolationAnnotation selects the isolation level of a bundle
+// ("container", the default, or "vm").
+const IsolationAnnotation = "io.berth.isolation"
+
+// CreateOptions are `create`'s flags.
+type CreateOptions struct {
+	ID            string
+	Bundle        string // directory holding config.json; default the working directory
+	PidFile       string
+	ConsoleSocket string
+	// Isolation is the global --isolation flag: "", "container" or "vm".
+	Isolation string
+	// Stdio is what the workload's fds 0-2 become (the caller's own for
+	// the command line). Not used with process.terminal.
+	Stdio container.Stdio
+	// KeepConsole: with process.terminal and no console socket, hand the
+	// terminal's master to the caller (CreateResult.Console) instead of failing.
+	KeepConsole bool
+}
+
+// CreateResult is a container that waits for start.
+type CreateResult struct {
+	State *State
+	// Console is the terminal's master with process.terminal; the caller
+	// owns it (create forwards it to --console-socket and closes it).
+	Console *os.File
+}
+
+// Create builds the container of a bundle up to the start of its workload
+// and records it (the OCI "create" operation). The container's process is
+// a child of the caller that outlives it; once started it is the workload
+// itself. On failure nothing is left: no process, cgroup or state.
+func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, err error) {
+	if err := CheckID(o.ID); err != nil {
+		return nil, err
+	}
+	bundle := o.Bundle
+	if bundle == "" {
+		bundle = "."
+	}
+	bundle, err = filepath.Abs(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %q: %w", o.Bundle, err)
+	}
+	spec, err := loadSpec(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkIsolation(o.Isolation, spec); err != nil {
+		return nil, err
+	}
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	if spec.Process.Terminal && o.ConsoleSocket == "" && !o.KeepConsole {
+		return nil, fmt.Errorf("process.terminal is set: --console-socket is required: %w", errdefs.ErrInvalid)
+	}
+	cgroup, err := cgroupPath(o.ID, spec.Linux.CgroupsPath)
+	if err != nil {
+		return nil, err
+	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	spec.Root.Path = rootfs
+
+	dir := st.Dir(o.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("container %s already exists: %w", o.ID, errdefs.ErrConflict)
+		}
+		return nil, fmt.Errorf("container %s: %w", o.ID, unwrap(err))
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	lk, err := st.lockNew(o.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	if err := writeJSON(filepath.Join(dir, "config.json"), spec); err != nil {
+		return nil, err
+	}
+
+	// The listener is bound through the directory's fd: state roots are
+	// often deeper than a socket path may be long.
+	listener, err := listenStart(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer listener.Close()
+
+	c, err := container.Create(ctx, &container.Config{
+		ID:         o.ID,
+		Spec:       spec,
+		Dir:        dir,
+		CgroupPath: cgroup,
+	}, o.Stdio)
+	if err != nil {
+		return nil, err
+	}
+	console := c.Console()
+	if err := c.Detach(listener); err != nil {
+		if console != nil {
+			console.Close()
+		}
+		return nil, err
+	}
+	pid := c.Pid()
+	s := &State{
+		ID:          o.ID,
+		Bundle:      bundle,
+		Rootfs:      rootfs,
+		Pid:         pid,
+		PidStart:    instance.ProcStart(pid),
+		Cgroup:      cgroup,
+		Created:     time.Now().UTC(),
+		Annotations: spec.Annotations,
+		Resources:   spec.Linux.Resources,
+		Owner:       "root",
+	}
+	defer func() {
+		if err != nil {
+			unix.Kill(pid, unix.SIGKILL)
+			container.Cleanup(cgroup)
+			if console != nil {
+				console.Close()
+			}
+		}
+	}()
+	if spec.Process.OOMScoreAdj != nil {
+		adj := strconv.Itoa(*spec.Process.OOMScoreAdj)
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(adj), 0); err != nil {
+			return nil, fmt.Errorf("oom_score_adj %s: %w", adj, unwrap(err))
+		}
+	}
+	if err := st.Save(s); err != nil {
+		return nil, err
+	}
+	state := s.OCI()
+	state.Status = specs.StateCreating
+	for _, point := range []string{HookPrestart, HookCreateRuntime, HookCreateContainer} {
+		if err := runHooks(spec, point, state); err != nil {
+			return nil, err
+		}
+	}
+	if o.ConsoleSocket != "" && console != nil {
+		if err := SendConsole(o.ConsoleSocket, console); err != nil {
+			return nil, err
+		}
+	}
+	if err := WritePidFile(o.PidFile, pid); err != nil {
+		return nil, err
+	}
+	return &CreateResult{State: s, Console: console}, nil
+}
+
+// lockNew takes the lock of a container whose directory was just made.
+func (st *Store) lockNew(id string) (*Lock, error) {
+	f, err := os.OpenFile(filepath.Join(st.Dir(id), "lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: lock: %w", id, unwrap(err))
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("container %s: lock: %w", id, err)
+	}
+	return &Lock{f: f}, nil
+}
+
+// startAddr is the start listener's address as seen through an open fd
+// of the state directory (short, whatever the directory's path).
+func startAddr(dirfd int) string {
+	return fmt.Sprintf("/proc/self/fd/%d/start.sock", dirfd)
+}
+
+// listenStart makes the container's start listener in dir.
+func listenStart(dir string) (*os.File, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", unwrap(err))
+	}
+	defer d.Close()
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: startAddr(int(d.Fd())), Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("start listener: %w", err)
+	}
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	f, err := l.File()
+	if err != nil {
+		return nil, fmt.Errorf("start listener: %w", err)
+	}
+	return f, nil
+}
+
+// checkIsolation refuses VM isolation (not implemented in berth-runtime
+// yet) and unknown levels.
+func checkIsolation(flag string, spec *specs.Spec) error {
+	level := flag
+	if a := spec.Annotations[IsolationAnnotation]; a != "" && level == "" {
+		level = a
+	}
+	switch level {
+	case "", "container":
+		return nil
+	case "vm":
+		return fmt.Errorf("isolation %q: VM isolation is not supported by berth-runtime yet: %w", level, errdefs.ErrNotSupported)
+	}
+	return fmt.Errorf("isolation %q: want container or vm: %w", level, errdefs.ErrInvalid)
+}
+
+// checkSpec refuses bundles the engine cannot run, with one clear line.
+func checkSpec(spec *specs.Spec) error {
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
+		return fmt.Errorf("bundle config: process.args is empty: %w", errdefs.ErrInvalid)
+	}
+	if spec.Root == nil || spec.Root.Path == "" {
+		return fmt.Errorf("bundle config: root.path is empty: %w", errdefs.ErrInvalid)
+	}
+	if spec.Linux == nil {
+		return fmt.Errorf("bundle config: no linux section: %w", errdefs.ErrInvalid)
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			return fmt.Errorf("bundle config: user namespaces are not supported yet: %w", errdefs.ErrNotSupported)
+		}
+	}
+	if len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0 {
+		return fmt.Errorf("bundle config: uid/gid mappings are not supported yet: %w", errdefs.ErrNotSupported)
+	}
+	return nil
+}
+
+// cgroupPath is the container's cgroup: linux.cgroupsPath when given
+// (relative paths are taken from the hierarchy root), /berth-runtime/ID
+// otherwise. systemd's "slice:prefix:name" form is refused.
+func cgroupPath(id, p string) (string, error) {
+	if p == "" {
+		return "/berth-runtime/" + id, nil
+	}
+	if strings.Contains(p, ":") {
+		return "", fmt.Errorf("cgroupsPath %q: systemd cgroup paths are not supported: %w", p, errdefs.ErrNotSupported)
+	}
+	c := filepath.Clean("/" + p)
+	if c == "/" {
+		return "", fmt.Errorf("cgroupsPath %q: the root cgroup: %w", p, errdefs.ErrInvalid)
+	}
+	return c, nil
+}
+
+// killAll kills a container's process and everything in its cgroup
+// and waits for the cgroup to empty.
+func killAll(s *State) error {
+	if instance.Alive(s.Pid, s.PidStart) {
+		unix.Kill(s.Pid, syscall.SIGKILL)
+	}
+	if err := container.Cleanup(s.Cgroup); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,303 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Start releases a created container's workload (the OCI "start"
+// operation): startContainer hooks, the start message to the init, which
+// execve's the workload, then poststart hooks. A poststart failure is
+// returned but the workload keeps running, as the runtime spec says.
+func (st *Store) Start(id string) error {
+	l, err := st.lock(id)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	s, err := st.Load(id)
+	if err != nil {
+		return err
+	}
+	if status := s.Status(); status != Created {
+		return fmt.Errorf("container %s is %s: only a created container can be started: %w", id, status, errdefs.ErrConflict)
+	}
+	spec, err := st.Spec(id)
+	if err != nil {
+		return err
+	}
+	if err := runHooks(spec, HookStartContainer, s.OCI()); err != nil {
+		return err
+	}
+	d, err := os.Open(st.Dir(id))
+	if err != nil {
+		return fmt.Errorf("container %s: %w", id, unwrap(err))
+	}
+	defer d.Close()
+	if err := container.StartDetached(startAddr(int(d.Fd()))); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(st.Dir(id), "start.sock"))
+	s.Started = true
+	if err := st.Save(s); err != nil {
+		return err
+	}
+	return runHooks(spec, HookPoststart, s.OCI())
+}
+
+// Kill sends sig to the container's process, or with all to every
+// process in its cgroup.
+func (st *Store) Kill(id string, sig syscall.Signal, all bool) error {
+	s, err := st.Load(id)
+	if err != nil {
+		return err
+	}
+	if s.Status() == Stopped {
+		return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
+	}
+	if !all {
+		if err := unix.Kill(s.Pid, sig); err != nil {
+			return fmt.Errorf("container %s: kill %d: %w", id, s.Pid, err)
+		}
+		return nil
+	}
+	cg, err := cgroups.New(s.Cgroup)
+	if err != nil {
+		return err
+	}
+	pids, err := cg.Pids()
+	if err != nil {
+		return err
+	}
+	for _, p := range pids {
+		unix.Kill(p, sig)
+	}
+	if s.Paused && (sig == unix.SIGKILL || sig == unix.SIGTERM) {
+		// Frozen processes only act on the signal once thawed.
+		cg.Thaw()
+	}
+	return nil
+}
+
+// Delete removes a container (the OCI "delete" operation). A running or
+// paused one is refused unless force is set, in which case it is killed
+// first; a created one is killed (runc does the same). Poststop hooks run
+// after everything is gone. With force a missing container is not an
+// error.
+func (st *Store) Delete(id string, force bool) error {
+	l, err := st.lock(id)
+	if err != nil {
+		if force && errorsIsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	defer l.Unlock()
+	s, err := st.Load(id)
+	if err != nil {
+		return err
+	}
+	status := s.Status()
+	if (status == Running || status == Paused) && !force {
+		return fmt.Errorf("container %s is %s: stop it first or use --force: %w", id, status, errdefs.ErrConflict)
+	}
+	if err := killAll(s); err != nil {
+		return err
+	}
+	var hookErr error
+	if spec, err := st.Spec(id); err == nil {
+		state := s.OCI()
+		state.Status = specs.StateStopped
+		state.Pid = 0
+		hookErr = runHooks(spec, HookPoststop, state)
+	}
+	if err := os.RemoveAll(st.Dir(id)); err != nil {
+		return fmt.Errorf("container %s: remove state: %w", id, unwrap(err))
+	}
+	return hookErr
+}
+
+// Pause freezes every process of the container.
+func (st *Store) Pause(id string) error {
+	return st.freeze(id, true)
+}
+
+// Resume thaws a paused container.
+func (st *Store) Resume(id string) error {
+	return st.freeze(id, false)
+}
+
+func (st *Store) freeze(id string, on bool) error {
+	_, err := st.update(id, func(s *State) error {
+		status := s.Status()
+		want := Running
+		if !on {
+			want = Paused
+		}
+		if status != want {
+			return fmt.Errorf("container %s is %s, not %s: %w", id, status, want, errdefs.ErrConflict)
+		}
+		cg, err := cgroups.New(s.Cgroup)
+		if err != nil {
+			return err
+		}
+		if on {
+			err = cg.Freeze()
+		} else {
+			err = cg.Thaw()
+		}
+		if err != nil {
+			return err
+		}
+		s.Paused = on
+		return nil
+	})
+	return err
+}
+
+// Update changes the container's resource limits. r is merged into the
+// limits in force: a field that r leaves nil keeps its value.
+func (st *Store) Update(id string, r *specs.LinuxResources) error {
+	_, err := st.update(id, func(s *State) error {
+		if s.Status() == Stopped {
+			return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
+		}
+		merged := mergeResources(s.Resources, r)
+		cg, err := cgroups.New(s.Cgroup)
+		if err != nil {
+			return err
+		}
+		if err := cg.Update(container.ResourcesOf(merged)); err != nil {
+			return err
+		}
+		s.Resources = merged
+		return nil
+	})
+	return err
+}
+
+// mergeResources lays the set fields of r over cur (the controllers the
+// engine drives: memory, cpu, pids).
+func mergeResources(cur, r *specs.LinuxResources) *specs.LinuxResources {
+	out := &specs.LinuxResources{}
+	if cur != nil {
+		c := *cur
+		out = &c
+	}
+	if r == nil {
+		return out
+	}
+	if m := r.Memory; m != nil {
+		if out.Memory == nil {
+			out.Memory = &specs.LinuxMemory{}
+		} else {
+			mm := *out.Memory
+			out.Memory = &mm
+		}
+		if m.Limit != nil {
+			out.Memory.Limit = m.Limit
+		}
+		if m.Swap != nil {
+			out.Memory.Swap = m.Swap
+		}
+		if m.Reservation != nil {
+			out.Memory.Reservation = m.Reservation
+		}
+	}
+	if c := r.CPU; c != nil {
+		if out.CPU == nil {
+			out.CPU = &specs.LinuxCPU{}
+		} else {
+			cc := *out.CPU
+			out.CPU = &cc
+		}
+		if c.Quota != nil {
+			out.CPU.Quota = c.Quota
+		}
+		if c.Period != nil {
+			out.CPU.Period = c.Period
+		}
+		if c.Shares != nil {
+			out.CPU.Shares = c.Shares
+		}
+		if c.Cpus != "" {
+			out.CPU.Cpus = c.Cpus
+		}
+		if c.Mems != "" {
+			out.CPU.Mems = c.Mems
+		}
+	}
+	if p := r.Pids; p != nil {
+		out.Pids = p
+	}
+	return out
+}
+
+// Stats reads the container's cgroup counters.
+func (st *Store) Stats(id string) (cgroups.Stats, error) {
+	s, err := st.Load(id)
+	if err != nil {
+		return cgroups.Stats{}, err
+	}
+	if s.Status() == Stopped {
+		return cgroups.Stats{}, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
+	}
+	cg, err := cgroups.New(s.Cgroup)
+	if err != nil {
+		return cgroups.Stats{}, err
+	}
+	return cg.Stats()
+}
+
+// Pids lists the host pids of the container's processes.
+func (st *Store) Pids(id string) ([]int, error) {
+	s, err := st.Load(id)
+	if err != nil {
+		return nil, err
+	}
+	if s.Status() == Stopped {
+		return []int{}, nil
+	}
+	cg, err := cgroups.New(s.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := cg.Pids()
+	if pids == nil {
+		pids = []int{}
+	}
+	return pids, err
+}
+
+// Exec starts p in a created or running container with the container's
+// own seccomp profile. The process is a child of the caller; its host pid
+// is Process.Pid.
+func (st *Store) Exec(ctx context.Context, id string, p *specs.Process, stdio container.Stdio) (*container.Process, error) {
+	s, err := st.Load(id)
+	if err != nil {
+		return nil, err
+	}
+	if status := s.Status(); status != Running && status != Created {
+		return nil, fmt.Errorf("container %s is %s: cannot exec: %w", id, status, errdefs.ErrConflict)
+	}
+	spec, err := st.Spec(id)
+	if err != nil {
+		return nil, err
+	}
+	return container.ExecWithSeccomp(ctx, s.Pid, s.Cgroup, p, spec.Linux.Seccomp, stdio)
+}
+
+// errorsIsNotFound reports an ErrNotFound-class error.
+func errorsIsNotFound(err error) bool {
+	return errors.Is(err, errdefs.ErrNotFound)
+}
