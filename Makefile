@@ -30,6 +30,7 @@ build:
 
 install: deps build
 	install -m 0755 $(BIN)/berth $(PREFIX)/bin/berth
+	install -m 0755 $(BIN)/berth-runtime $(PREFIX)/bin/berth-runtime
 	install -D -m 0755 $(BIN)/berth-agent $(PREFIX)/lib/berth/berth-agent
 
 deps:
