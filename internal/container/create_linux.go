@@ -171,16 +171,33 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
 
-	if !v2 {
-		// v1: the init waits for its configuration before doing anything,
-		// so it is in the cgroup before it forks or allocates much.
+	// v1: moving a process between cgroups waits for an RCU grace period
+	// (several milliseconds on a VM), so the init is moved while it builds
+	// the root file system rather than before; it is in the cgroup before
+	// Create returns, and so before the workload exists. The cgroup's
+	// directories must exist first: the init bind-mounts them.
+	added := make(chan error, 1)
+	if v2 {
+		added <- nil
+	} else {
 		if err := waitCgroup(); err != nil {
 			return nil, err
 		}
-		if err := cg.Add(cmd.Process.Pid); err != nil {
-			return nil, fmt.Errorf("cgroup %q: add init: %w", cfg.CgroupPath, err)
-		}
+		pid := cmd.Process.Pid
+		go func() { added <- cg.Add(pid) }()
 	}
+	waitAdded := func() error {
+		if added == nil {
+			return nil
+		}
+		err := <-added
+		added = nil
+		if err != nil {
+			return fmt.Errorf("cgroup %q: add init: %w", cfg.CgroupPath, err)
+		}
+		return nil
+	}
+	defer waitAdded() // never leave the move racing the undo's Destroy
 	ch, err := newChannel(parent)
 	if err != nil {
 		return nil, err
@@ -204,6 +221,9 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	}
 	if icfg.Console && console == nil {
 		return nil, fmt.Errorf("container init: ready without a terminal")
+	}
+	if err := waitAdded(); err != nil {
+		return nil, err
 	}
 	undo.release()
 	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, done: make(chan struct{})}, nil
