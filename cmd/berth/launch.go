@@ -61,10 +61,12 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio 
 }
 
 // finishInstance waits for a started instance, releases its resources,
-// records how it ended and, for --rm, removes it.
+// records how it ended and, for --rm, removes it. The error is the one
+// recorded: the instance ended abnormally (a VM's guest died) or could
+// not be cleaned up.
 // drain, if not nil, is called once the workload has ended, to let its
 // output reach the log before the end is recorded.
-func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain func()) container.Exit {
+func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain func()) (container.Exit, error) {
 	exit, waitErr := c.Wait()
 	trace("workload exited")
 	destroyErr := c.Destroy()
@@ -72,6 +74,7 @@ func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain
 	if drain != nil {
 		drain()
 	}
+	endErr := errors.Join(waitErr, destroyErr)
 	_, _ = st.Update(in.ID, func(x *instance.Instance) error {
 		x.Status = instance.Stopped
 		code := exit.Code
@@ -79,15 +82,15 @@ func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain
 		x.Signal = exit.Signal
 		x.OOMKilled = exit.OOMKilled
 		x.Finished = time.Now().UTC()
-		if err := errors.Join(waitErr, destroyErr); err != nil {
-			x.Error = oneLine(err)
+		if endErr != nil {
+			x.Error = oneLine(endErr)
 		}
 		return nil
 	})
 	if in.AutoRemove {
 		_ = st.Remove(in.ID)
 	}
-	return exit
+	return exit, endErr
 }
 
 // forwardSignals relays the signals a user sends to the CLI to the

@@ -118,7 +118,7 @@ func cmdMonitor(g *globals, args []string) error {
 	// Start-up (image lookup, spec, seccomp compile) is over: hand its
 	// heap back to the kernel, the monitor idles from now on.
 	debug.FreeOSMemory()
-	finishInstance(st, in, c, drain)
+	_, _ = finishInstance(st, in, c, drain)
 	if heldStdin != nil {
 		heldStdin.Close()
 	}

@@ -246,9 +246,14 @@ func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *ins
 		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) { _ = vw.m.Resize(uint16(b.Height), uint16(b.Width)) })
 		defer restore()
 	}
-	exit := finishInstance(st, in, c, nil)
+	exit, endErr := finishInstance(st, in, c, nil)
 	trace("instance finished and cleaned up")
 	stop()
+	if endErr != nil {
+		// The workload's status alone would hide why it ended (and
+		// --rm removes the record that holds the error).
+		fmt.Fprintf(os.Stderr, "berth run: %s\n", oneLine(endErr))
+	}
 	if copied != nil {
 		select {
 		case <-copied:

@@ -209,24 +209,40 @@ func (m *Machine) connect(ctx context.Context) error {
 	}()
 	select {
 	case d := <-ch:
-		if d.err != nil {
-			return m.bootError(d.err)
+		if d.err == nil {
+			m.client = d.c
+			return nil
 		}
-		m.client = d.c
-		return nil
+		// A guest that powers off or dies resets the agent's
+		// connection as QEMU exits: say so rather than how the read
+		// failed.
+		select {
+		case <-m.vm.Exited():
+			return m.bootError(m.stopped())
+		case <-time.After(5 * time.Second):
+		}
+		return m.bootError(d.err)
 	case <-m.vm.Exited():
-		return m.bootError(errors.New("the guest stopped before its agent answered"))
+		return m.bootError(m.stopped())
 	case <-ctx.Done():
 		return m.bootError(fmt.Errorf("no answer from the guest agent within %v", timeout))
 	}
 }
 
+// stopped says how a QEMU that exited before the agent answered ended.
+func (m *Machine) stopped() error {
+	if e := m.vm.Exit(); e.Signal != 0 {
+		return fmt.Errorf("qemu was killed by signal %d (%v) before the guest agent answered", int(e.Signal), e.Signal)
+	}
+	return errors.New("the guest stopped before its agent answered")
+}
+
 func (m *Machine) bootError(err error) error {
-	tail := m.vm.ConsoleTail(3)
+	tail := lastLines(m.vm.ConsoleTail(20), 3)
 	if tail == "" {
 		tail = "(console empty)"
 	}
-	return fmt.Errorf("vm %s: %v; console: %s: %w", m.cfg.ID, err, strings.ReplaceAll(tail, "\n", " | "), errdefs.ErrUnavailable)
+	return fmt.Errorf("vm %s: %v; console: %s: %w", m.cfg.ID, err, tail, errdefs.ErrUnavailable)
 }
 
 // layerSerials are the disk serials the layers get, in order (see
@@ -303,17 +319,13 @@ func ProcessOf(sp *specs.Process) *agent.Process {
 func (m *Machine) Pid() int { return m.vm.Pid() }
 
 // Wait waits for the workload, then powers the guest off and waits for
-// QEMU. A guest that dies first (panic, QEMU killed) is an error with its
-// console's tail.
+// QEMU. A guest that dies first (panic, agent dead, QEMU killed) ends the
+// workload with status 137 (SIGKILL) and an error that says how QEMU
+// ended and, for a panic, the kernel's panic line.
 func (m *Machine) Wait() (agent.ExitStatus, error) {
 	st, err := m.proc.Wait()
 	if err != nil {
-		select {
-		case <-m.vm.Exited():
-			return agent.ExitStatus{Code: 137, Signal: 9}, m.vm.Wait()
-		default:
-		}
-		return st, fmt.Errorf("vm %s: lost the guest agent: %w", m.cfg.ID, err)
+		return agent.ExitStatus{Code: 137, Signal: 9}, m.lostGuest(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -324,6 +336,91 @@ func (m *Machine) Wait() (agent.ExitStatus, error) {
 		}
 	}
 	return st, nil
+}
+
+// guestGone bounds the wait for QEMU to exit once the agent's connection
+// broke under a running workload. A panicking guest ends QEMU at once
+// (panic=-1, pvpanic, -no-reboot); one that does not is killed, so the
+// reason is known from how QEMU ended.
+const guestGone = 10 * time.Second
+
+// lostGuest explains the end of a guest whose agent connection broke
+// (cause) while the workload ran: the kernel's panic line if it
+// panicked, else how QEMU ended, else the lost agent with the console's
+// tail.
+func (m *Machine) lostGuest(cause error) error {
+	killed := false
+	select {
+	case <-m.vm.Exited():
+	case <-time.After(guestGone):
+		killed = m.vm.Kill() == nil
+	}
+	waitErr := m.vm.Wait()
+	tail := m.vm.ConsoleTail(60)
+	if p := panicLine(tail); p != "" && !killed && m.vm.Exit().Signal == 0 {
+		return fmt.Errorf("vm %s: the guest kernel panicked: %s: %w", m.cfg.ID, p, errdefs.ErrUnavailable)
+	}
+	if waitErr != nil && !killed {
+		return waitErr
+	}
+	last := lastLines(tail, 3)
+	if last == "" {
+		last = "(console empty)"
+	}
+	return fmt.Errorf("vm %s: lost the guest agent (%v); console: %s: %w", m.cfg.ID, cause, last, errdefs.ErrUnavailable)
+}
+
+// panicLine is the kernel's "Kernel panic - not syncing: ..." line in a
+// console tail, or "".
+func panicLine(tail string) string {
+	lines := strings.Split(tail, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if j := strings.Index(lines[i], "Kernel panic - not syncing:"); j >= 0 {
+			return strings.TrimSuffix(strings.TrimSpace(lines[i][j:]), " ]---")
+		}
+	}
+	return ""
+}
+
+// lastLines joins the last n non-empty lines of a console text with
+// " | ", without the escape sequences and control characters the
+// firmware and the guest write there (an error line must not reset the
+// user's terminal).
+func lastLines(s string, n int) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(printable(l)); l != "" {
+			out = append(out, l)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Join(out, " | ")
+}
+
+// printable drops ANSI escape sequences (ESC [ ... final byte, and ESC
+// followed by one character) and other control characters from s.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == 0x1b && i+1 < len(s) && s[i+1] == '[':
+			i += 2
+			for i < len(s) && (s[i] < 0x40 || s[i] > 0x7e) {
+				i++
+			}
+		case c == 0x1b:
+			i++
+		case c == '\t':
+			b.WriteByte(' ')
+		case c < 0x20 || c == 0x7f:
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // Signal relays sig to the workload in the guest.
