@@ -19,7 +19,7 @@ TEST_PKGS    := $(RUNTIME_PKGS) runc git containerd docker.io
 VM_PKGS      := qemu-system-x86 erofs-utils cpio kmod xz-utils
 KERNEL_DIR   ?= /var/lib/berth/kernel
 
-.PHONY: all build install deps test-deps demo test check clean
+.PHONY: all build install deps test-deps demo test check clean conformance
 
 all: build
 
@@ -57,6 +57,11 @@ demo: install
 test: test-deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./... 2>&1 | tee /tmp/berth-test.log; exit $${PIPESTATUS[0]}
+
+# OCI runtime-tools validation suite, berth-runtime against runc
+# (docs/conformance.md). Prints both summaries; never fails.
+conformance: build
+	conformance/run.sh
 
 check:
 	test -z "$$(gofmt -l .)"

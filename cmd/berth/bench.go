@@ -43,8 +43,10 @@ func cmdBench(g *globals, args []string) error {
 			r, err = benchVMStart(g, *ref, *n)
 		case "compare":
 			r, err = benchCompare(g, *ref)
+		case "ctr", "exec":
+			r, err = benchRuntime(g, sc, *ref, *n)
 		default:
-			return fmt.Errorf("unknown scenario %q: want start, memory, vm or compare: %w", sc, errdefs.ErrInvalid)
+			return fmt.Errorf("unknown scenario %q: want start, memory, vm, compare, ctr or exec: %w", sc, errdefs.ErrInvalid)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc, err)

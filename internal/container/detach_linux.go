@@ -219,13 +219,7 @@ func execWorkload(cfg *initConfig, w *workload, path string) error {
 		}
 		filter = nil
 	}
-	// Capabilities first, as root, then the user, as the exec stage does.
-	if p.Capabilities != nil {
-		if err := applyCaps(p.Capabilities); err != nil {
-			return err
-		}
-	}
-	if err := setCredential(w.cred); err != nil {
+	if err := switchUser(p.Capabilities, w.cred); err != nil {
 		return err
 	}
 	if p.Cwd != "" {

@@ -112,14 +112,7 @@ func execCommand(ch *channel, cfg *execConfig) error {
 		}
 		filter = nil
 	}
-	// Capabilities first, as root, then the user: a change to a non-root
-	// uid clears the effective and permitted sets, as in Docker.
-	if p.Capabilities != nil {
-		if err := applyCaps(p.Capabilities); err != nil {
-			return err
-		}
-	}
-	if err := setCredential(cred); err != nil {
+	if err := switchUser(p.Capabilities, cred); err != nil {
 		return err
 	}
 	if err := unix.Chdir(p.Cwd); err != nil {

@@ -2,6 +2,7 @@ package container
 
 import (
 	"fmt"
+	"strings"
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/caps"
@@ -77,9 +78,80 @@ func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp, prog []unix.Soc
 }
 
 // applyCaps applies the capability sets to the calling (locked) thread.
+// An ambient capability that is not both permitted and inheritable
+// cannot be raised; as runc does, it is left out rather than failing the
+// start (runc spec's default names ambient capabilities it cannot raise).
 func applyCaps(c *specs.LinuxCapabilities) error {
-	if err := caps.Apply(c); err != nil {
+	cc := *c
+	cc.Ambient = nil
+	for _, a := range c.Ambient {
+		if hasCap(c.Permitted, a) && hasCap(c.Inheritable, a) {
+			cc.Ambient = append(cc.Ambient, a)
+		}
+	}
+	if err := caps.Apply(&cc); err != nil {
 		return fmt.Errorf("capabilities: %w", err)
 	}
 	return nil
+}
+
+// switchUser makes the calling (locked) thread cred's user with the
+// capability sets c, as runc does: the bounding set is dropped while the
+// thread is still root, the permitted set is kept across the uid change
+// (PR_SET_KEEPCAPS; CAP_SETUID and CAP_SETGID stay permitted until then
+// even when c leaves them out), and c's sets are applied once the uid is
+// changed. So a non-root user keeps exactly the capabilities the spec
+// gives it (ambient ones through execve), and a spec without CAP_SETUID
+// can still name a user.
+func switchUser(c *specs.LinuxCapabilities, cred credential) error {
+	if c == nil {
+		return setCredential(cred)
+	}
+	pre := *c
+	pre.Ambient = nil
+	pre.Effective = withCaps(c.Permitted, "CAP_SETUID", "CAP_SETGID")
+	pre.Permitted = pre.Effective
+	if err := applyCaps(&pre); err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("keep capabilities: %w", err)
+	}
+	if err := setCredential(cred); err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("keep capabilities: %w", err)
+	}
+	return applyCaps(c)
+}
+
+func hasCap(set []string, name string) bool {
+	n, err := caps.Parse(name)
+	if err != nil {
+		return false
+	}
+	for _, c := range set {
+		if m, err := caps.Parse(c); err == nil && m == n {
+			return true
+		}
+	}
+	return false
+}
+
+// withCaps returns set plus the named capabilities (a new slice).
+func withCaps(set []string, more ...string) []string {
+	out := append([]string{}, set...)
+	for _, m := range more {
+		found := false
+		for _, c := range set {
+			if strings.EqualFold(c, m) || strings.EqualFold("CAP_"+c, m) {
+				found = true
+			}
+		}
+		if !found {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/internal/caps"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
@@ -160,6 +161,9 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 			return nil, fmt.Errorf("oom_score_adj %s: %w", adj, unwrap(err))
 		}
 	}
+	if err := applyExtraResources(cgroup, spec.Linux.Resources); err != nil {
+		return nil, err
+	}
 	if err := st.Save(s); err != nil {
 		return nil, err
 	}
@@ -251,6 +255,24 @@ func checkSpec(spec *specs.Spec) error {
 		if ns.Type == specs.UserNamespace {
 			return fmt.Errorf("bundle config: user namespaces are not supported yet: %w", errdefs.ErrNotSupported)
 		}
+	}
+	// An unknown capability fails create, not start (as in runc).
+	if c := spec.Process.Capabilities; c != nil {
+		for _, set := range [][]string{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
+			for _, name := range set {
+				if _, err := caps.Parse(name); err != nil {
+					return fmt.Errorf("bundle config: %w", err)
+				}
+			}
+		}
+	}
+	// berth applies no LSM labels or profiles: refusing them beats
+	// running the workload unconfined behind the caller's back.
+	if spec.Process.ApparmorProfile != "" {
+		return fmt.Errorf("bundle config: process.apparmorProfile %q: AppArmor is not supported yet: %w", spec.Process.ApparmorProfile, errdefs.ErrNotSupported)
+	}
+	if spec.Process.SelinuxLabel != "" || spec.Linux.MountLabel != "" {
+		return fmt.Errorf("bundle config: SELinux labels are not supported yet: %w", errdefs.ErrNotSupported)
 	}
 	if len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0 {
 		return fmt.Errorf("bundle config: uid/gid mappings are not supported yet: %w", errdefs.ErrNotSupported)

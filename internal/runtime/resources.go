@@ -1,0 +1,133 @@
+package runtime
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// applyExtraResources applies the linux.resources that the container
+// engine does not (it applies the memory and swap limits, cpu shares,
+// quota and period, and pids) to the container's cgroup, on cgroup v1
+// hosts: memory reservation, swappiness, OOM killer and kernel TCP limit; cpuset cpus and mems; real-time cpu period and runtime.
+// Block I/O, huge pages and network classes, and any of these fields on
+// a cgroup v2 host, are refused rather than silently ignored: the OCI
+// runtime spec wants an error for a value that cannot be applied.
+func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
+	if r == nil {
+		return nil
+	}
+	var w []cgWrite
+	if m := r.Memory; m != nil {
+		if m.Reservation != nil {
+			w = append(w, cgWrite{"memory", "memory.soft_limit_in_bytes", strconv.FormatInt(*m.Reservation, 10)})
+		}
+		if m.Swappiness != nil {
+			if *m.Swappiness > 100 {
+				return fmt.Errorf("memory swappiness %d: want 0 to 100: %w", *m.Swappiness, errdefs.ErrInvalid)
+			}
+			w = append(w, cgWrite{"memory", "memory.swappiness", strconv.FormatUint(*m.Swappiness, 10)})
+		}
+		if m.DisableOOMKiller != nil && *m.DisableOOMKiller {
+			w = append(w, cgWrite{"memory", "memory.oom_control", "1"})
+		}
+		// memory.kernel is ignored, as the runtime spec allows: kernel
+		// memory limits are gone since Linux 5.4 (writes are accepted and
+		// dropped) and do not exist on cgroup v2.
+		if m.KernelTCP != nil {
+			w = append(w, cgWrite{"memory", "memory.kmem.tcp.limit_in_bytes", strconv.FormatInt(*m.KernelTCP, 10)})
+		}
+	}
+	if c := r.CPU; c != nil {
+		if c.Cpus != "" {
+			w = append(w, cgWrite{"cpuset", "cpuset.cpus", c.Cpus})
+		}
+		if c.Mems != "" {
+			w = append(w, cgWrite{"cpuset", "cpuset.mems", c.Mems})
+		}
+		if c.RealtimePeriod != nil {
+			w = append(w, cgWrite{"cpu", "cpu.rt_period_us", strconv.FormatUint(*c.RealtimePeriod, 10)})
+		}
+		if c.RealtimeRuntime != nil {
+			w = append(w, cgWrite{"cpu", "cpu.rt_runtime_us", strconv.FormatInt(*c.RealtimeRuntime, 10)})
+		}
+	}
+	// A weight of 0 is "not set" (v1 weights run from 10 to 1000): Docker
+	// always sends one.
+	if b := r.BlockIO; b != nil && (nonZero(b.Weight) || nonZero(b.LeafWeight) || len(b.WeightDevice) > 0 ||
+		len(b.ThrottleReadBpsDevice) > 0 || len(b.ThrottleWriteBpsDevice) > 0 ||
+		len(b.ThrottleReadIOPSDevice) > 0 || len(b.ThrottleWriteIOPSDevice) > 0) {
+		return fmt.Errorf("linux.resources.blockIO: block I/O limits are not supported yet: %w", errdefs.ErrNotSupported)
+	}
+	if len(r.HugepageLimits) > 0 {
+		return fmt.Errorf("linux.resources.hugepageLimits: huge page limits are not supported yet: %w", errdefs.ErrNotSupported)
+	}
+	if n := r.Network; n != nil && (n.ClassID != nil || len(n.Priorities) > 0) {
+		return fmt.Errorf("linux.resources.network: network classes and priorities are not supported yet: %w", errdefs.ErrNotSupported)
+	}
+	if len(w) == 0 {
+		return nil
+	}
+	if mode := cgroups.DetectMode(); mode != cgroups.ModeV1 && mode != cgroups.ModeHybrid {
+		return fmt.Errorf("linux.resources: %s is not supported on a cgroup %s host yet: %w", w[0].file, mode, errdefs.ErrNotSupported)
+	}
+	mounts, err := v1Mounts()
+	if err != nil {
+		return err
+	}
+	for _, x := range w {
+		mnt, ok := mounts[x.controller]
+		if !ok {
+			return fmt.Errorf("linux.resources: %s: the %s cgroup controller is not mounted: %w", x.file, x.controller, errdefs.ErrNotSupported)
+		}
+		p := filepath.Join(mnt, cgroup, x.file)
+		if err := os.WriteFile(p, []byte(x.value), 0); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("linux.resources: %s %s: the kernel has no such control: %w", x.file, x.value, errdefs.ErrNotSupported)
+			}
+			return fmt.Errorf("linux.resources: %s %s: %w", x.file, x.value, unwrap(err))
+		}
+	}
+	return nil
+}
+
+// cgWrite is one value for one control file of a v1 controller.
+type cgWrite struct{ controller, file, value string }
+
+// v1Mounts maps each mounted cgroup v1 controller to its mount point.
+func v1Mounts() (map[string]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		a, b := strings.Fields(pre), strings.Fields(post)
+		if len(a) < 5 || len(b) < 3 || b[0] != "cgroup" {
+			continue
+		}
+		for _, opt := range strings.Split(b[2], ",") {
+			if _, seen := out[opt]; !seen {
+				out[opt] = a[4]
+			}
+		}
+	}
+	return out, sc.Err()
+}
+
+func nonZero(p *uint16) bool { return p != nil && *p != 0 }
