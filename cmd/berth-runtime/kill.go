@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/errdefs"
-	"golang.org/x/sys/unix"
+	"github.com/berth-dev/berth/internal/signame"
 )
 
 // cmdKill: send a signal (default SIGTERM) to the container's process,
@@ -26,7 +24,7 @@ func cmdKill(_ context.Context, g *globals, args []string) error {
 	sig := syscall.SIGTERM
 	if fs.NArg() == 2 {
 		var err error
-		if sig, err = parseSignal(fs.Arg(1)); err != nil {
+		if sig, err = signame.Parse(fs.Arg(1)); err != nil {
 			return err
 		}
 	}
@@ -35,27 +33,4 @@ func cmdKill(_ context.Context, g *globals, args []string) error {
 		return err
 	}
 	return st.Kill(fs.Arg(0), sig, *all)
-}
-
-// parseSignal takes a number, a name (KILL, SIGKILL, kill) or RTMIN+N.
-func parseSignal(s string) (syscall.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil {
-		if n <= 0 || n > 64 {
-			return 0, fmt.Errorf("signal %q: out of range: %w", s, errdefs.ErrInvalid)
-		}
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	if rest, ok := strings.CutPrefix(name, "SIGRTMIN+"); ok {
-		if n, err := strconv.Atoi(rest); err == nil && n >= 0 && 34+n <= 64 {
-			return syscall.Signal(34 + n), nil
-		}
-	}
-	return 0, fmt.Errorf("signal %q: unknown: %w", s, errdefs.ErrInvalid)
 }

@@ -1,15 +1,8 @@
 package main
 
 import (
-	"fmt"
-	"strconv"
-	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
-
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/signame"
 )
 
 func cmdKill(g *globals, args []string) error {
@@ -19,26 +12,11 @@ func cmdKill(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	sig, err := parseSignal(*name)
+	sig, err := signame.Parse(*name)
 	if err != nil {
 		return err
 	}
 	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
 		return signalInstance(st, in, sig)
 	})
-}
-
-// parseSignal reads "KILL", "SIGKILL", "kill" or "9".
-func parseSignal(s string) (syscall.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("signal %q: unknown: %w", s, errdefs.ErrInvalid)
 }
