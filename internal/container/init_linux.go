@@ -209,9 +209,11 @@ func setHostname(spec *specs.Spec) error {
 	if spec.Hostname == "" && spec.Domainname == "" {
 		return nil
 	}
+	// A new UTS namespace, or one joined by path (the spec sets the
+	// hostname there, as runc does); never the runtime's own.
 	own := false
 	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.UTSNamespace && ns.Path == "" {
+		if ns.Type == specs.UTSNamespace {
 			own = true
 		}
 	}
