@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // TestMain lets the test binary serve as the container's init and exec
@@ -195,7 +196,7 @@ func TestPidNamespaceAndReaping(t *testing.T) {
 	// Only the init and the shell exist (echo and the glob are built in).
 	r := run(t, sh(t, "echo /proc/[0-9]*; echo $$; cat /proc/1/comm"))
 	f := strings.Fields(r.stdout)
-	if len(f) != 4 || f[0] != "/proc/1" || f[1] != "/proc/"+f[2] || f[3] != "exe" {
+	if len(f) != 4 || f[0] != "/proc/1" || f[1] != "/proc/"+f[2] || f[3] != "berth-init" {
 		t.Fatalf("pid view: got %q (stderr %q)", r.stdout, r.stderr)
 	}
 	// An orphan (the backgrounded true, whose parent subshell exits at
@@ -397,18 +398,7 @@ func TestExecTerminal(t *testing.T) {
 func TestExec(t *testing.T) {
 	cfg := sh(t, "echo marker > /tmp/marker; echo up; exec sleep 1000")
 	cfg.Spec.Hostname = "exechost"
-	outR, outW, _ := os.Pipe()
-	defer outR.Close()
-	c, err := Run(context.Background(), cfg, Stdio{Stdout: outW})
-	outW.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Destroy()
-	line := make([]byte, 3)
-	if _, err := io.ReadFull(outR, line); err != nil || string(line) != "up\n" {
-		t.Fatalf("workload did not start: %q %v", line, err)
-	}
+	c := runUntilUp(t, cfg)
 
 	p := DefaultSpec(cfg.ID).Process
 	p.Args = []string{"sh", "-c", "hostname; cat /tmp/marker; cat /proc/1/comm; grep -c . /proc/self/cgroup >/dev/null; grep memory /proc/self/cgroup; grep -E '^(CapEff|Seccomp):' /proc/self/status"}
@@ -427,7 +417,7 @@ func TestExec(t *testing.T) {
 	if err != nil || exit.Code != 0 {
 		t.Fatalf("exec wait: %+v %v (%q)", exit, err, out)
 	}
-	want := "exechost\nmarker\nexe\n" // then memory line and caps
+	want := "exechost\nmarker\nberth-init\n" // then memory line and caps
 	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), ":memory:/\n") ||
 		!strings.Contains(string(out), "CapEff:\t00000000a80425fb\nSeccomp:\t2\n") {
 		t.Fatalf("exec output: got %q, want prefix %q", out, want)
@@ -558,4 +548,45 @@ func TestManyLayers(t *testing.T) {
 	if r.stdout != "0\n59\n" {
 		t.Fatalf("got %q (stderr %q)", r.stdout, r.stderr)
 	}
+}
+
+// The init runs from a read-only view of berth's binary, so a container
+// process that reaches its /proc/PID/exe cannot write the host's binary
+// through it (CVE-2019-5736).
+func TestInitBinaryIsReadOnly(t *testing.T) {
+	c := runUntilUp(t, sh(t, "echo up; exec sleep 1000"))
+	if readOnlySelf() == nil {
+		t.Skip("needs open_tree and mount_setattr (Linux 5.12)")
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/exe", c.Pid()), unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Flags&unix.ST_RDONLY == 0 {
+		t.Fatalf("the init's binary is on a writable mount (statfs flags %#x)", st.Flags)
+	}
+}
+
+// runUntilUp runs cfg, whose workload prints "up" once it is running, and
+// waits for that line; the container is destroyed when the test ends.
+func runUntilUp(t *testing.T, cfg *Config) *Container {
+	t.Helper()
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	c, err := Run(context.Background(), cfg, Stdio{Stdout: outW})
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Destroy() })
+	line := make([]byte, 3)
+	if _, err := io.ReadFull(outR, line); err != nil || string(line) != "up\n" {
+		t.Fatalf("workload did not start: %q %v", line, err)
+	}
+	return c
 }

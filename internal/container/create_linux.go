@@ -149,6 +149,9 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	if !cfg.Spec.Process.Terminal {
 		setStdio(cmd, stdio)
 	}
+	if self := execFromReadOnlySelf(cmd); self != nil {
+		defer self.Close()
+	}
 	if v2 {
 		cgfd, _, err := cg.FD()
 		if err != nil {

@@ -28,3 +28,10 @@ func setCredential(c credential) error {
 	}
 	return nil
 }
+
+// setProcessName names the process (its comm, what ps shows): a stage
+// executed through /proc/self/fd/N would otherwise be called "N".
+func setProcessName(name string) {
+	b := append([]byte(name), 0)
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
+}

@@ -133,6 +133,9 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	if !p.Terminal {
 		setStdio(cmd, stdio)
 	}
+	if self := execFromReadOnlySelf(cmd); self != nil {
+		defer self.Close()
+	}
 	cgfd, v2, err := cg.FD()
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %q: %w", cgroupPath, err)

@@ -27,6 +27,7 @@ func runInitStage() {
 	// setup, so every step sees the same thread state.
 	runtime.LockOSThread()
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	setProcessName("berth-init")
 	ch, err := newChannel(os.NewFile(stageSocketFD, "sync"))
 	if err != nil {
 		os.Exit(1)
