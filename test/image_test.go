@@ -63,4 +63,9 @@ func TestImageCommands(t *testing.T) {
 	if r := berth(t, "image", "inspect", "nope"); r.code != 125 || !strings.Contains(r.stderr, "nope") {
 		t.Fatalf("inspect of a missing image: exit %d %q", r.code, r.stderr)
 	}
+	notImage := filepath.Join(t.TempDir(), "notes.txt")
+	os.WriteFile(notImage, []byte("just some text, not a tar\n"), 0o644)
+	if r := berth(t, "image", "import", notImage); r.code != 125 || !strings.Contains(r.stderr, "not an OCI image layout or docker-save archive") {
+		t.Fatalf("import of a text file: exit %d %q", r.code, r.stderr)
+	}
 }

@@ -85,6 +85,9 @@ func openTarSource(ctx context.Context, p, dir string) (*tarSource, error) {
 		if err == io.EOF {
 			break
 		}
+		if err != nil && n == 0 {
+			return nil, fmt.Errorf("%s is not an OCI image layout or docker-save archive (%v): %w", p, err, errdefs.ErrInvalid)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("archive %s: %v: %w", p, err, errdefs.ErrInvalid)
 		}
