@@ -401,17 +401,23 @@ func TestExec(t *testing.T) {
 	c := runUntilUp(t, cfg)
 
 	p := DefaultSpec(cfg.ID).Process
-	p.Args = []string{"sh", "-c", "hostname; cat /tmp/marker; cat /proc/1/comm; grep -c . /proc/self/cgroup >/dev/null; grep memory /proc/self/cgroup; grep -E '^(CapEff|Seccomp):' /proc/self/status"}
+	// The command waits for its stdin to close, so it is still running
+	// when the test looks at its cgroup.
+	p.Args = []string{"sh", "-c", "read -r _; hostname; cat /tmp/marker; cat /proc/1/comm; grep -c . /proc/self/cgroup >/dev/null; grep memory /proc/self/cgroup; grep -E '^(CapEff|Seccomp):' /proc/self/status"}
 	er, ew, _ := os.Pipe()
 	defer er.Close()
-	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: ew, Stderr: ew})
+	ir, iw, _ := os.Pipe()
+	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdin: ir, Stdout: ew, Stderr: ew})
 	ew.Close()
+	ir.Close()
 	if err != nil {
+		iw.Close()
 		t.Fatal(err)
 	}
 	if !inCgroup(t, cfg.CgroupPath, proc.Pid()) {
 		t.Error("exec process not in the container's cgroup")
 	}
+	iw.Close()
 	out, _ := io.ReadAll(er)
 	exit, err := proc.Wait()
 	if err != nil || exit.Code != 0 {
