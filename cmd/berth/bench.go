@@ -69,25 +69,17 @@ func benchStart(g *globals, ref string, n int) (bench.Result, error) {
 	if err != nil {
 		return bench.Result{}, fmt.Errorf("runc is not installed: %w", errdefs.ErrUnavailable)
 	}
-	images, err := g.imageStore()
-	if err != nil {
-		return bench.Result{}, err
-	}
-	img, err := images.Resolve(ref)
-	if err != nil {
-		return bench.Result{}, err
-	}
-	layers, err := images.Layers(context.Background(), img)
-	if err != nil {
-		return bench.Result{}, err
-	}
 	tmp, err := os.MkdirTemp("", "berth-bench-")
 	if err != nil {
 		return bench.Result{}, err
 	}
 	defer os.RemoveAll(tmp)
 	bundle := filepath.Join(tmp, "bundle")
-	if err := runcBundle(runc, bundle, layers); err != nil {
+	err = imageBundle(g, runc, ref, bundle, func(proc map[string]any) {
+		proc["terminal"] = false
+		proc["args"] = []string{"/bin/true"}
+	})
+	if err != nil {
 		return bench.Result{}, err
 	}
 	self, err := os.Executable()
@@ -102,9 +94,22 @@ func benchStart(g *globals, ref string, n int) (bench.Result, error) {
 	return r, err
 }
 
-// runcBundle writes an OCI bundle for runc whose rootfs is a copy of the
-// image's layers and whose process is /bin/true.
-func runcBundle(runc, dir string, layers []string) error {
+// imageBundle writes an OCI bundle at dir with `runc spec`'s config,
+// changed by edit (given the config's "process" object), whose rootfs is
+// a copy of the image's layers.
+func imageBundle(g *globals, runc, ref, dir string, edit func(proc map[string]any)) error {
+	images, err := g.imageStore()
+	if err != nil {
+		return err
+	}
+	img, err := images.Resolve(ref)
+	if err != nil {
+		return err
+	}
+	layers, err := images.Layers(context.Background(), img)
+	if err != nil {
+		return err
+	}
 	rootfs := filepath.Join(dir, "rootfs")
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return err
@@ -126,11 +131,8 @@ func runcBundle(runc, dir string, layers []string) error {
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return err
 	}
-	proc := spec["process"].(map[string]any)
-	proc["terminal"] = false
-	proc["args"] = []string{"/bin/true"}
-	b, err = json.Marshal(spec)
-	if err != nil {
+	edit(spec["process"].(map[string]any))
+	if b, err = json.Marshal(spec); err != nil {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)

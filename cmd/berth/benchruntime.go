@@ -5,7 +5,6 @@ package main
 // alternating in one run (docs/conformance.md).
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -54,45 +53,16 @@ func isExec(p string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// imageBundle writes an OCI bundle (runc spec) at dir whose rootfs is a
-// copy of the image's layers and whose process is args.
-func imageBundle(g *globals, runc, ref, dir string, args []string) error {
-	images, err := g.imageStore()
-	if err != nil {
-		return err
+// containerProcess sets a bundle's process to args with the capabilities
+// containerd and Docker give a container by default.
+func containerProcess(args []string) func(proc map[string]any) {
+	return func(proc map[string]any) {
+		proc["terminal"] = false
+		proc["args"] = args
+		proc["capabilities"] = map[string]any{
+			"bounding": defaultCaps, "effective": defaultCaps, "permitted": defaultCaps,
+		}
 	}
-	img, err := images.Resolve(ref)
-	if err != nil {
-		return err
-	}
-	layers, err := images.Layers(context.Background(), img)
-	if err != nil {
-		return err
-	}
-	if err := runcBundle(runc, dir, layers); err != nil {
-		return err
-	}
-	path := filepath.Join(dir, "config.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var spec map[string]any
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return err
-	}
-	proc := spec["process"].(map[string]any)
-	proc["args"] = args
-	// The capabilities containerd and Docker give a container by default.
-	// (runc spec's three, with ambient ones but no inheritable, do not run
-	// on berth-runtime yet: see docs/conformance.md.)
-	proc["capabilities"] = map[string]any{
-		"bounding": defaultCaps, "effective": defaultCaps, "permitted": defaultCaps,
-	}
-	if b, err = json.Marshal(spec); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
 }
 
 // defaultCaps is containerd's and Docker's default capability set.
@@ -122,7 +92,7 @@ func benchExec(g *globals, ref string, n int) (bench.Result, error) {
 	var subjects []bench.Subject
 	for i, s := range sides {
 		bundle := filepath.Join(tmp, fmt.Sprintf("bundle%d", i))
-		if err := imageBundle(g, runc, ref, bundle, []string{"sleep", "100000"}); err != nil {
+		if err := imageBundle(g, runc, ref, bundle, containerProcess([]string{"sleep", "100000"})); err != nil {
 			return bench.Result{}, err
 		}
 		defer func(s side) {
@@ -293,7 +263,7 @@ func cleanupDaemonDir(dir string) {
 // dockerArchive writes a docker-save archive of the image's root file
 // system (one layer) named name, which `ctr image import` reads.
 func dockerArchive(g *globals, runc, ref, work, out, name string) error {
-	if err := imageBundle(g, runc, ref, work, []string{"/bin/true"}); err != nil {
+	if err := imageBundle(g, runc, ref, work, containerProcess([]string{"/bin/true"})); err != nil {
 		return err
 	}
 	layer := filepath.Join(work, "layer.tar")

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
@@ -93,26 +91,16 @@ func execAttached(in *instance.Instance, p *specs.Process, interactive bool) err
 	if err != nil {
 		return err
 	}
-	var copied chan struct{}
+	drained := func() {}
 	if master := proc.Console(); master != nil {
-		defer master.Close()
-		restore := tty.Attach(os.Stdin, master)
-		defer restore()
-		if interactive {
-			go func() { _, _ = io.Copy(master, os.Stdin) }()
-		}
-		copied = make(chan struct{})
-		go func() { _, _ = io.Copy(os.Stdout, master); close(copied) }()
+		var detach func()
+		drained, detach = attachTerminal(master, interactive)
+		defer detach()
 	}
 	exit, err := proc.Wait()
 	if err != nil {
 		return err
 	}
-	if copied != nil {
-		select {
-		case <-copied:
-		case <-time.After(2 * time.Second):
-		}
-	}
+	drained()
 	return exitStatus(exit.Code)
 }

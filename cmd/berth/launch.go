@@ -151,15 +151,7 @@ func reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
 // holdImage takes a lease on the image for the rest of this process's
 // life, so `image rm` cannot take its layers from under a running
 // instance; the lease ends when the process does.
-func holdImage(g *globals, id string) error {
-	images, err := g.imageStore()
-	if err != nil {
-		return err
-	}
-	img, err := images.Resolve(id)
-	if err != nil {
-		return err
-	}
+func holdImage(images *image.Store, img image.Image) error {
 	lease, err := images.Use(img)
 	if err != nil {
 		return err

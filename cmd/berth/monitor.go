@@ -77,7 +77,15 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := holdImage(g, in.ImageID); err != nil {
+	images, err := g.imageStore()
+	if err != nil {
+		return failMonitor(st, in, report, err)
+	}
+	img, err := images.Resolve(in.ImageID)
+	if err != nil {
+		return failMonitor(st, in, report, err)
+	}
+	if err := holdImage(images, img); err != nil {
 		return failMonitor(st, in, report, err)
 	}
 	log, err := instance.CreateLog(st.LogPath(in.ID))

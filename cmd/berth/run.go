@@ -123,7 +123,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 		return nil, nil, err
 	}
 	trace("image resolved")
-	if err := holdImage(g, img.ID.String()); err != nil {
+	if err := holdImage(images, img); err != nil {
 		return nil, nil, err
 	}
 	layers, err := images.Layers(context.Background(), img)
@@ -232,16 +232,11 @@ func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *ins
 		return err
 	}
 	stop := forwardSignals(c)
-	var copied chan struct{}
+	drained := func() {}
 	if master := c.Console(); master != nil {
-		defer master.Close()
-		restore := tty.Attach(os.Stdin, master)
-		defer restore()
-		if o.Interactive {
-			go func() { _, _ = io.Copy(master, os.Stdin) }()
-		}
-		copied = make(chan struct{})
-		go func() { _, _ = io.Copy(os.Stdout, master); close(copied) }()
+		var detach func()
+		drained, detach = attachTerminal(master, o.Interactive)
+		defer detach()
 	} else if vw, ok := c.(*vmWorkload); ok && in.Tty {
 		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) { _ = vw.m.Resize(uint16(b.Height), uint16(b.Width)) })
 		defer restore()
@@ -254,13 +249,28 @@ func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *ins
 		// --rm removes the record that holds the error).
 		fmt.Fprintf(os.Stderr, "berth run: %s\n", oneLine(endErr))
 	}
-	if copied != nil {
+	drained()
+	return exitStatus(exit.Code)
+}
+
+// attachTerminal connects this process's terminal to an instance's pty
+// master: raw mode and window size, stdin in with -i, output out.
+// drained waits (briefly) for the last output once the workload ended;
+// detach restores the terminal and closes the master.
+func attachTerminal(master *os.File, interactive bool) (drained, detach func()) {
+	restore := tty.Attach(os.Stdin, master)
+	if interactive {
+		go func() { _, _ = io.Copy(master, os.Stdin) }()
+	}
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(os.Stdout, master); close(copied) }()
+	drained = func() {
 		select {
 		case <-copied:
 		case <-time.After(2 * time.Second):
 		}
 	}
-	return exitStatus(exit.Code)
+	return drained, func() { restore(); master.Close() }
 }
 
 // terminalSize is the size of the user's terminal (stdin's, else

@@ -432,6 +432,21 @@ func resourcesOf(s *specs.Spec) cgroups.Resources {
 	return r
 }
 
+// claimStart marks the container started (Start and Detach may each be
+// called once, before Wait and Destroy) and returns the workload's
+// seccomp program compiled during Create.
+func (c *Container) claimStart() ([]byte, error) {
+	c.mu.Lock()
+	if c.started || c.waiting || c.destroyed {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("container %s: already started, waited for or destroyed: %w", c.cfg.ID, errdefs.ErrConflict)
+	}
+	c.started = true
+	c.mu.Unlock()
+	f := <-c.filter
+	return f.prog, f.err
+}
+
 // Pid is the init's pid on the host.
 func (c *Container) Pid() int { return c.cmd.Process.Pid }
 
@@ -440,19 +455,11 @@ func (c *Container) Pid() int { return c.cmd.Process.Pid }
 // found or cannot be invoked comes back as an *ExecError. After a failed
 // Start the init has exited; call Destroy.
 func (c *Container) Start() error {
-	c.mu.Lock()
-	if c.started || c.waiting || c.destroyed {
-		c.mu.Unlock()
-		return fmt.Errorf("container %s: already started, waited for or destroyed: %w", c.cfg.ID, errdefs.ErrConflict)
+	prog, err := c.claimStart()
+	if err != nil {
+		return err
 	}
-	c.started = true
-	c.mu.Unlock()
-
-	f := <-c.filter
-	if f.err != nil {
-		return f.err
-	}
-	if err := c.ch.send(message{Type: msgStart, Filter: f.prog}); err != nil {
+	if err := c.ch.send(message{Type: msgStart, Filter: prog}); err != nil {
 		return fmt.Errorf("container %s: start: %w", c.cfg.ID, err)
 	}
 	var m message

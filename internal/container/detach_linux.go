@@ -1,6 +1,7 @@
 package container
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -46,20 +47,14 @@ const (
 // command is not found or cannot be invoked (an *ExecError). After Detach
 // only Pid and Console may be used; Start, Wait and Destroy do not apply.
 func (c *Container) Detach(listener *os.File) error {
-	c.mu.Lock()
-	if c.started || c.waiting || c.destroyed {
-		c.mu.Unlock()
-		return fmt.Errorf("container %s: already started, waited for or destroyed: %w", c.cfg.ID, errdefs.ErrConflict)
+	prog, err := c.claimStart()
+	if err != nil {
+		if !errors.Is(err, errdefs.ErrConflict) {
+			c.kill()
+		}
+		return err
 	}
-	c.started = true
-	c.mu.Unlock()
-
-	f := <-c.filter
-	if f.err != nil {
-		c.kill()
-		return f.err
-	}
-	if err := c.ch.send(message{Type: msgAwaitStart, Filter: f.prog}, listener); err != nil {
+	if err := c.ch.send(message{Type: msgAwaitStart, Filter: prog}, listener); err != nil {
 		c.kill()
 		return fmt.Errorf("container %s: hand over: %w", c.cfg.ID, err)
 	}
