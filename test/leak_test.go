@@ -29,7 +29,14 @@ func snapshotHost(t *testing.T) hostState {
 	s.cgroups = append(dirs, more...)
 	ents, _ := os.ReadDir(filepath.Join(berthRoot, "instances"))
 	for _, e := range ents {
-		if e.IsDir() {
+		switch {
+		case e.Name() == ".new" || e.Name() == ".trash":
+			// Half-made and half-removed instances: anything here is left over.
+			inner, _ := os.ReadDir(filepath.Join(berthRoot, "instances", e.Name()))
+			s.instances += len(inner)
+		case strings.HasPrefix(e.Name(), "."):
+			// bookkeeping (.names)
+		case e.IsDir():
 			s.instances++
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
@@ -31,6 +32,12 @@ func cmdExec(g *globals, args []string) error {
 	}
 	if fs.NArg() < 2 {
 		return fmt.Errorf("want an instance and a command: %w", errdefs.ErrInvalid)
+	}
+	if err := instance.ValidateEnv(env); err != nil {
+		return err
+	}
+	if *workdir != "" && !filepath.IsAbs(*workdir) {
+		return fmt.Errorf("working directory %q is not absolute: %w", *workdir, errdefs.ErrInvalid)
 	}
 	st, in, err := lookupInstance(g, fs.Arg(0))
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/instance"
 )
@@ -32,6 +33,10 @@ func parseGlobals(args []string) (*globals, []string, error) {
 	fs.StringVar(&g.root, "root", g.root, "data root")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
+	}
+	if g.root == "" {
+		// filepath.Abs would make it the working directory.
+		return nil, nil, fmt.Errorf("--root: empty; want a directory: %w", errdefs.ErrInvalid)
 	}
 	abs, err := filepath.Abs(g.root)
 	if err != nil {

@@ -53,6 +53,9 @@ func cmdImageLs(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if *format != "" && *format != "json" {
+		return fmt.Errorf("--format %q: want json", *format)
+	}
 	s, err := g.imageStore()
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/berth-dev/berth/internal/instance"
@@ -14,13 +15,22 @@ func cmdInspect(g *globals, args []string) error {
 	if fs.NArg() == 0 {
 		return fmt.Errorf("want at least one instance")
 	}
-	var out []*instance.Instance
+	// As Docker does, the instances found are printed even when others
+	// are not; the missing ones make the command fail.
+	out := []*instance.Instance{}
+	var errs []error
 	for _, ref := range fs.Args() {
 		_, in, err := lookupInstance(g, ref)
 		if err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		out = append(out, in)
 	}
-	return printJSON(out)
+	if len(out) > 0 {
+		if err := printJSON(out); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
 }

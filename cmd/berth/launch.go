@@ -75,7 +75,7 @@ func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain
 		drain()
 	}
 	endErr := errors.Join(waitErr, destroyErr)
-	_, _ = st.Update(in.ID, func(x *instance.Instance) error {
+	_, recErr := st.Update(in.ID, func(x *instance.Instance) error {
 		x.Status = instance.Stopped
 		code := exit.Code
 		x.ExitCode = &code
@@ -89,15 +89,59 @@ func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain
 	})
 	if in.AutoRemove {
 		_ = st.Remove(in.ID)
+	} else if recErr != nil {
+		endErr = errors.Join(endErr, recErr)
 	}
 	return exit, endErr
 }
 
+// relayed are the signals `berth run` relays to its instance.
+var relayed = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// earlySignals holds the signals `berth run` received before its
+// instance ran (see catchEarlySignals).
+var earlySignals chan os.Signal
+
+// catchEarlySignals makes `berth run` catch the signals it relays from
+// its first instruction: one that came while the instance was being
+// created and started would otherwise kill the CLI and leave the
+// workload running without an owner. forwardSignals delivers them to
+// the workload once it runs; a run that fails before that exits as it
+// would have.
+//
+// A start that hangs must still yield to the user: the third SIGINT or
+// SIGTERM before the instance runs ends berth at once, as the signal
+// would have; the next berth command reconciles what it leaves.
+func catchEarlySignals() {
+	earlySignals = make(chan os.Signal, 8)
+	signal.Notify(earlySignals, relayed...)
+	impatient := make(chan os.Signal, 8)
+	signal.Notify(impatient, syscall.SIGINT, syscall.SIGTERM)
+	stopImpatience = func() { signal.Stop(impatient) }
+	go func() {
+		for n := 1; ; n++ {
+			s := (<-impatient).(syscall.Signal)
+			if n == 3 {
+				fmt.Fprintf(os.Stderr, "berth run: %v three times before the instance started: giving up\n", s)
+				os.Exit(128 + int(s))
+			}
+		}
+	}()
+}
+
+// stopImpatience ends catchEarlySignals' count once the instance runs.
+var stopImpatience = func() {}
+
 // forwardSignals relays the signals a user sends to the CLI to the
-// instance, as `docker run` does, until stop is called.
+// instance, as `docker run` does, until stop is called. Signals caught
+// before it was called are relayed first.
 func forwardSignals(c workload) (stop func()) {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	stopImpatience()
+	ch := earlySignals
+	if ch == nil {
+		ch = make(chan os.Signal, 8)
+		signal.Notify(ch, relayed...)
+	}
 	done := make(chan struct{})
 	go func() {
 		for {
@@ -128,7 +172,7 @@ func reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
 	if in.Cgroup != "" {
 		_ = container.Cleanup(in.Cgroup)
 	}
-	out, err := st.Update(in.ID, func(x *instance.Instance) error {
+	lost := func(x *instance.Instance) error {
 		if x.Status == instance.Stopped {
 			return nil
 		}
@@ -138,9 +182,15 @@ func reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
 		x.Finished = time.Now().UTC()
 		x.Error = "the process that owned the instance exited without recording its end"
 		return nil
-	})
+	}
+	out, err := st.Update(in.ID, lost)
 	if err != nil {
-		return in
+		// The record cannot be written (a full or read-only file
+		// system): what is shown must still be the truth, and rm must
+		// still be able to remove it.
+		cp := *in
+		_ = lost(&cp)
+		return &cp
 	}
 	if out.AutoRemove {
 		_ = st.Remove(out.ID)
@@ -171,28 +221,42 @@ func lookupInstance(g *globals, ref string) (*instance.Store, *instance.Instance
 	}
 	in, err := st.Get(ref)
 	if err != nil {
-		return nil, nil, err
+		return st, nil, err
 	}
 	return st, reconcile(st, in), nil
 }
 
 // eachInstance applies fn to every instance named in refs, printing each
-// reference once it is done, as Docker's verbs that take several do.
+// reference once it is done, as Docker's verbs that take several do. A
+// reference that fails does not stop the others; the failures come back
+// together, each naming its instance.
 func eachInstance(g *globals, refs []string, fn func(*instance.Store, *instance.Instance) error) error {
+	return forEachInstance(g, refs, fn, nil)
+}
+
+// forEachInstance is eachInstance that hands instances whose record is
+// unreadable to corrupt, when not nil, instead of failing on them.
+func forEachInstance(g *globals, refs []string, fn func(*instance.Store, *instance.Instance) error, corrupt func(*instance.Store, string) error) error {
 	if len(refs) == 0 {
 		return fmt.Errorf("want at least one instance: %w", errdefs.ErrInvalid)
 	}
+	var errs []error
 	for _, ref := range refs {
 		st, in, err := lookupInstance(g, ref)
-		if err != nil {
-			return err
+		var ce *instance.CorruptError
+		switch {
+		case err == nil:
+			err = fn(st, in)
+		case corrupt != nil && errors.As(err, &ce):
+			err = corrupt(st, ce.ID)
 		}
-		if err := fn(st, in); err != nil {
-			return err
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		fmt.Println(ref)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // requireRunning refuses instances that have no live process.

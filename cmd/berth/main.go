@@ -65,6 +65,9 @@ func realMain(args []string) int {
 	}
 	for _, c := range commands() {
 		if c.name == rest[0] {
+			if c.name == "run" {
+				catchEarlySignals()
+			}
 			err := c.run(g, rest[1:])
 			if err == nil {
 				return 0

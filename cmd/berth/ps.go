@@ -29,6 +29,9 @@ func cmdPs(g *globals, args []string) error {
 	shown := []*instance.Instance{}
 	for _, in := range list {
 		in = reconcile(st, in)
+		if in.AutoRemove && in.Status == instance.Stopped {
+			continue // reconcile removed it
+		}
 		if *all || in.Status.Active() {
 			shown = append(shown, in)
 		}

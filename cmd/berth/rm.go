@@ -17,7 +17,19 @@ func cmdRm(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
+	var corrupt func(*instance.Store, string) error
+	if *force {
+		// Nothing in an unreadable record can be trusted: its container's
+		// cgroup (the conventional one; a VM has none on the host) is
+		// destroyed and its directory removed.
+		corrupt = func(st *instance.Store, id string) error {
+			if err := container.Cleanup("/berth/" + id); err != nil {
+				return err
+			}
+			return st.Remove(id)
+		}
+	}
+	return forEachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
 		if in.Status.Active() {
 			if !*force {
 				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
@@ -33,5 +45,5 @@ func cmdRm(g *globals, args []string) error {
 			}
 		}
 		return st.Remove(in.ID)
-	})
+	}, corrupt)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"syscall"
 	"time"
 
@@ -12,14 +13,36 @@ import (
 
 func cmdStop(g *globals, args []string) error {
 	fs := newFlags("stop")
-	secs := fs.Int("t", 10, "seconds to wait after SIGTERM before SIGKILL")
-	fs.IntVar(secs, "time", 10, "seconds to wait after SIGTERM before SIGKILL")
+	secs := fs.Int("t", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
+	fs.IntVar(secs, "time", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	grace, err := gracePeriod(*secs)
+	if err != nil {
+		return err
+	}
 	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
-		return stopInstance(st, in, time.Duration(*secs)*time.Second)
+		return stopInstance(st, in, grace)
 	})
+}
+
+// noLimit is the grace period of `stop -t -1`: wait as long as the
+// workload takes, as Docker does.
+const noLimit = time.Duration(math.MaxInt64)
+
+// gracePeriod turns stop's -t into a duration. A negative value other
+// than -1 is refused: it must not mean "kill at once".
+func gracePeriod(secs int) (time.Duration, error) {
+	switch {
+	case secs == -1:
+		return noLimit, nil
+	case secs < 0:
+		return 0, fmt.Errorf("-t %d: want seconds (0 or more), or -1 to wait without limit: %w", secs, errdefs.ErrInvalid)
+	case secs > int(noLimit/time.Second):
+		return noLimit, nil
+	}
+	return time.Duration(secs) * time.Second, nil
 }
 
 // stopInstance sends SIGTERM, waits up to grace for the instance to end,
@@ -57,7 +80,7 @@ func signalInstance(st *instance.Store, in *instance.Instance, sig syscall.Signa
 // waitStopped waits until the record says stopped (or is gone, for --rm
 // instances), reconciling it in case its owner died.
 func waitStopped(st *instance.Store, id string, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
 	for {
 		in, err := st.Get(id)
 		if errors.Is(err, errdefs.ErrNotFound) {
@@ -66,7 +89,7 @@ func waitStopped(st *instance.Store, id string, timeout time.Duration) bool {
 		if err == nil && reconcile(st, in).Status == instance.Stopped {
 			return true
 		}
-		if time.Now().After(deadline) {
+		if time.Since(start) > timeout {
 			return false
 		}
 		time.Sleep(20 * time.Millisecond)

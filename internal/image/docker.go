@@ -31,7 +31,7 @@ func (im *importer) importDocker() (*result, error) {
 		return nil, err
 	}
 	var entries []dockerEntry
-	if err := json.Unmarshal(data, &entries); err != nil {
+	if err := decodeJSON(data, &entries); err != nil {
 		return nil, fmt.Errorf("manifest.json: %v: %w", err, errdefs.ErrInvalid)
 	}
 	e, err := im.pickDocker(entries)
@@ -107,7 +107,7 @@ func (im *importer) pickDocker(entries []dockerEntry) (dockerEntry, error) {
 func (im *importer) stageDockerLayer(i int, name string, diffID digest.Digest) (ocispec.Descriptor, error) {
 	rc, err := im.src.open(name)
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("layer %s: %w", name, errdefs.ErrInvalid)
+		return ocispec.Descriptor{}, fmt.Errorf("layer %s: missing from the archive: %w", name, errdefs.ErrInvalid)
 	}
 	defer rc.Close()
 	br := bufio.NewReader(&ctxReader{ctx: im.ctx, r: rc})

@@ -15,8 +15,17 @@ import (
 )
 
 // lock takes the store lock, shared or exclusive, and returns its release.
+// A shared lock needs only read access, so a store on a read-only file
+// system can still be listed and inspected.
 func (s *Store) lock(exclusive bool) (func(), error) {
-	f, err := os.OpenFile(s.path("lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	var f *os.File
+	err := os.ErrNotExist
+	if !exclusive {
+		f, err = os.Open(s.path("lock"))
+	}
+	if err != nil {
+		f, err = os.OpenFile(s.path("lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("image store lock: %w", err)
 	}
@@ -226,6 +235,21 @@ func (s *Store) removeTree(dir string) error {
 		return err
 	}
 	return nil
+}
+
+// sweepStale removes what crashed imports and unpacks left in tmp/, so a
+// killed import does not keep its copy of an image for ever. It runs
+// before every import and unpack; failing to sweep fails nothing.
+func (s *Store) sweepStale() {
+	if ents, err := os.ReadDir(s.path("tmp")); err != nil || len(ents) == 0 {
+		return
+	}
+	unlock, err := s.lock(true)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	_ = s.sweepTmp()
 }
 
 // sweepTmp removes staging entries whose owner no longer holds them.

@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strconv"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -72,6 +74,9 @@ func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
 		}
 		im.want = n
 	}
+	// Collect first what crashed imports left in tmp/ and what leases
+	// kept of removed images: both are garbage once their owners are gone.
+	_ = s.GC()
 	st, err := s.newStage("import-")
 	if err != nil {
 		return Image{}, err
@@ -91,7 +96,7 @@ func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
 	case im.has("manifest.json"):
 		res, err = im.importDocker()
 	default:
-		err = fmt.Errorf("%s: neither an OCI layout (index.json) nor a docker archive (manifest.json): %w", path, errdefs.ErrInvalid)
+		err = fmt.Errorf("neither an OCI layout (index.json) nor a docker archive (manifest.json): %w", errdefs.ErrInvalid)
 	}
 	if err != nil {
 		return Image{}, fmt.Errorf("import %s: %w", path, err)
@@ -135,7 +140,7 @@ func (im *importer) has(name string) bool {
 func (im *importer) readFile(name string) ([]byte, error) {
 	rc, err := im.src.open(name)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, errdefs.ErrInvalid)
+		return nil, fmt.Errorf("%s: missing from the archive: %w", name, errdefs.ErrInvalid)
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(io.LimitReader(rc, maxJSON+1))
@@ -146,6 +151,38 @@ func (im *importer) readFile(name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes: %w", name, maxJSON, errdefs.ErrInvalid)
 	}
 	return data, nil
+}
+
+// decodeJSON is json.Unmarshal with errors that speak of the document,
+// not of berth's Go types.
+func decodeJSON(data []byte, v any) error {
+	err := json.Unmarshal(data, v)
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		where := "the document"
+		if te.Field != "" {
+			where = "field " + strconv.Quote(te.Field)
+		}
+		return fmt.Errorf("%s is a JSON %s, want %s", where, te.Value, jsonKind(te.Type))
+	}
+	return err
+}
+
+// jsonKind names what a Go type holds in JSON terms.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a number"
 }
 
 // checkDescriptor refuses descriptors whose digest or size cannot be right.
@@ -239,7 +276,7 @@ func writeHashed(p string, r io.Reader, alg digest.Algorithm) (digest.Digest, in
 // and returns the image ID.
 func (im *importer) stageImage(desc ocispec.Descriptor, data []byte) (digest.Digest, error) {
 	var m ocispec.Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
+	if err := decodeJSON(data, &m); err != nil {
 		return "", fmt.Errorf("manifest %s: %v: %w", desc.Digest, err, errdefs.ErrInvalid)
 	}
 	if m.SchemaVersion != 2 {
@@ -269,7 +306,7 @@ func (im *importer) stageImage(desc ocispec.Descriptor, data []byte) (digest.Dig
 // parseConfig decodes an image config and checks its layer list.
 func parseConfig(d digest.Digest, data []byte, layers int) (ocispec.Image, error) {
 	var cfg ocispec.Image
-	if err := json.Unmarshal(data, &cfg); err != nil {
+	if err := decodeJSON(data, &cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %v: %w", d, err, errdefs.ErrInvalid)
 	}
 	if cfg.RootFS.Type != "layers" {

@@ -59,6 +59,7 @@ func (s *Store) unpack(ctx context.Context, blob, diffID digest.Digest) error {
 		return err
 	}
 	defer f.Close()
+	s.sweepStale()
 	st, err := s.newStage("unpack-")
 	if err != nil {
 		return err

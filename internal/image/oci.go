@@ -31,7 +31,7 @@ func (im *importer) importOCI() (*result, error) {
 			return nil, err
 		}
 		var l ocispec.ImageLayout
-		if err := json.Unmarshal(data, &l); err != nil {
+		if err := decodeJSON(data, &l); err != nil {
 			return nil, fmt.Errorf("oci-layout: %v: %w", err, errdefs.ErrInvalid)
 		}
 		if !strings.HasPrefix(l.Version, "1.") {
@@ -43,7 +43,7 @@ func (im *importer) importOCI() (*result, error) {
 		return nil, err
 	}
 	var idx ocispec.Index
-	if err := json.Unmarshal(data, &idx); err != nil {
+	if err := decodeJSON(data, &idx); err != nil {
 		return nil, fmt.Errorf("index.json: %v: %w", err, errdefs.ErrInvalid)
 	}
 	top, names, err := im.pickTop(idx.Manifests)
@@ -133,7 +133,7 @@ func (im *importer) stageManifest(desc ocispec.Descriptor, depth int) (manifest,
 		MediaType string            `json:"mediaType"`
 		Manifests []json.RawMessage `json:"manifests"`
 	}
-	if err := json.Unmarshal(data, &probe); err != nil {
+	if err := decodeJSON(data, &probe); err != nil {
 		return "", "", fmt.Errorf("blob %s: %v: %w", desc.Digest, err, errdefs.ErrInvalid)
 	}
 	if !isIndex(desc.MediaType) && !isIndex(probe.MediaType) && probe.Manifests == nil {
@@ -143,7 +143,7 @@ func (im *importer) stageManifest(desc ocispec.Descriptor, depth int) (manifest,
 	// An index is only a signpost: it is read but not kept.
 	delete(im.staged, desc.Digest)
 	var idx ocispec.Index
-	if err := json.Unmarshal(data, &idx); err != nil {
+	if err := decodeJSON(data, &idx); err != nil {
 		return "", "", fmt.Errorf("index %s: %v: %w", desc.Digest, err, errdefs.ErrInvalid)
 	}
 	var match []ocispec.Descriptor

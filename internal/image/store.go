@@ -116,7 +116,7 @@ func (s *Store) readRefs() (*refs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image store refs: %w", err)
 	}
-	if err := json.Unmarshal(data, r); err != nil {
+	if err := decodeJSON(data, r); err != nil {
 		return nil, fmt.Errorf("image store refs.json is corrupt: %v: %w", err, errdefs.ErrInvalid)
 	}
 	if r.Images == nil {
@@ -207,13 +207,13 @@ func (s *Store) readManifestConfig(md digest.Digest) (ocispec.Manifest, ocispec.
 	if err != nil {
 		return m, cfg, err
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
+	if err := decodeJSON(data, &m); err != nil {
 		return m, cfg, fmt.Errorf("manifest %s: %v: %w", md, err, errdefs.ErrInvalid)
 	}
 	if data, err = s.readBlob(m.Config.Digest); err != nil {
 		return m, cfg, err
 	}
-	if err := json.Unmarshal(data, &cfg); err != nil {
+	if err := decodeJSON(data, &cfg); err != nil {
 		return m, cfg, fmt.Errorf("config %s: %v: %w", m.Config.Digest, err, errdefs.ErrInvalid)
 	}
 	return m, cfg, nil

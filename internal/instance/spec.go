@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -29,6 +30,56 @@ type RunOptions struct {
 	Tty         bool
 	Interactive bool
 	NetworkHost bool // --network host
+}
+
+// MinMemory is the smallest --memory berth accepts, Docker's: below it
+// the container's init cannot start.
+const MinMemory = 6 << 20
+
+// maxHostname is the kernel's HOST_NAME_MAX.
+const maxHostname = 64
+
+// Validate checks the options that need no image: the environment, the
+// host name, the working directory's form and the limits. Every error
+// names the flag and value that were wrong.
+func (o *RunOptions) Validate() error {
+	if err := ValidateEnv(o.Env); err != nil {
+		return err
+	}
+	if len(o.Hostname) > maxHostname {
+		return fmt.Errorf("hostname %q: longer than %d bytes: %w", o.Hostname, maxHostname, errdefs.ErrInvalid)
+	}
+	if o.Workdir != "" && !filepath.IsAbs(o.Workdir) {
+		return fmt.Errorf("working directory %q is not absolute: %w", o.Workdir, errdefs.ErrInvalid)
+	}
+	return o.Limits.Validate()
+}
+
+// Validate checks limits as Docker does: at least MinMemory of memory,
+// between 0.01 and the host's CPU count of CPUs, a non-negative pids
+// limit. Zero means no limit.
+func (l Limits) Validate() error {
+	if l.Memory < 0 || (l.Memory > 0 && l.Memory < MinMemory) {
+		return fmt.Errorf("--memory: %d bytes is below the minimum of 6m: %w", l.Memory, errdefs.ErrInvalid)
+	}
+	if n := runtime.NumCPU(); math.IsNaN(l.CPUs) || l.CPUs < 0 || (l.CPUs > 0 && l.CPUs < 0.01) || l.CPUs > float64(n) {
+		return fmt.Errorf("--cpus %v: want 0.01 to %d (the host's CPUs): %w", l.CPUs, n, errdefs.ErrInvalid)
+	}
+	if l.Pids < 0 {
+		return fmt.Errorf("--pids-limit %d: must not be negative: %w", l.Pids, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// ValidateEnv refuses -e values Docker refuses: an empty variable name
+// ("=x", "").
+func ValidateEnv(env []string) error {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == "" {
+			return fmt.Errorf("environment variable %q: no name: %w", kv, errdefs.ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // defaultPath is what Docker puts in PATH when the image sets none.
@@ -59,6 +110,9 @@ func Command(cfg ocispec.ImageConfig, o *RunOptions) ([]string, error) {
 // options: args, env, cwd, user, terminal. rootfs reads the image's
 // /etc/passwd and /etc/group to resolve user names.
 func ApplyProcess(p *specs.Process, cfg ocispec.ImageConfig, o *RunOptions, hostname string, rootfs FileReader) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	argv, err := Command(cfg, o)
 	if err != nil {
 		return err
@@ -144,6 +198,11 @@ func Mounts(vols []string) ([]specs.Mount, error) {
 		if !filepath.IsAbs(src) || !filepath.IsAbs(dst) {
 			return nil, fmt.Errorf("volume %q: both paths must be absolute: %w", v, errdefs.ErrInvalid)
 		}
+		switch filepath.Clean(dst) {
+		case "/", "/proc":
+			// Over / the image is gone; over /proc the masked paths are.
+			return nil, fmt.Errorf("volume %q: cannot mount over %s: %w", v, filepath.Clean(dst), errdefs.ErrInvalid)
+		}
 		if _, err := os.Stat(src); err != nil {
 			return nil, fmt.Errorf("volume %q: host path %s does not exist: %w", v, src, errdefs.ErrInvalid)
 		}
@@ -198,8 +257,12 @@ func ParseBytes(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 || v*float64(mult) > math.MaxInt64/2 {
+	if err == nil {
+		v *= float64(mult)
+	}
+	// NaN fails every comparison: test for the good range, not the bad.
+	if err != nil || !(v >= 1 && v <= math.MaxInt64/2) {
 		return 0, fmt.Errorf("size %q: want a positive number with an optional k, m or g suffix: %w", s, errdefs.ErrInvalid)
 	}
-	return int64(v * float64(mult)), nil
+	return int64(v), nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -69,7 +70,12 @@ type Instance struct {
 }
 
 // ShortID is the 12-character form shown by ps.
-func (in *Instance) ShortID() string { return in.ID[:12] }
+func (in *Instance) ShortID() string {
+	if len(in.ID) < 12 {
+		return in.ID
+	}
+	return in.ID[:12]
+}
 
 // Store keeps instance records under ROOT/instances.
 type Store struct {
@@ -82,7 +88,9 @@ func OpenStore(root string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("instance store %s: %w", dir, err)
 	}
-	return &Store{dir: dir}, nil
+	s := &Store{dir: dir}
+	s.sweep()
+	return s, nil
 }
 
 // Dir is the directory of instance id.
@@ -104,17 +112,32 @@ func (s *Store) Create(in *Instance) error {
 	if err := validName(in.Name); err != nil {
 		return err
 	}
-	// The directory comes first, so a name file whose instance directory
-	// is missing can only be left over from a crash.
-	if err := os.Mkdir(s.Dir(in.ID), 0o700); err != nil {
+	// The directory is made whole (reserve and record) under .new and
+	// renamed into place, so a crash never leaves an instance directory
+	// without its record; and it comes before the name, so a name file
+	// whose instance directory is missing can only be left over from a
+	// crash. The stage's name says which process made it (see sweep).
+	me := os.Getpid()
+	stage := filepath.Join(s.dir, newDir, fmt.Sprintf("%s.%d.%d", in.ID, me, ProcStart(me)))
+	if err := os.MkdirAll(filepath.Dir(stage), 0o700); err != nil {
 		return fmt.Errorf("instance %s: %w", in.ShortID(), err)
 	}
-	if err := s.write(in); err != nil {
-		os.RemoveAll(s.Dir(in.ID))
-		return err
+	if err := os.Mkdir(stage, 0o700); err != nil {
+		return fmt.Errorf("instance %s: %w", in.ShortID(), err)
+	}
+	err := writeReserve(filepath.Join(stage, reserveFile))
+	if err == nil {
+		err = writeRecord(stage, in)
+	}
+	if err == nil {
+		err = os.Rename(stage, s.Dir(in.ID))
+	}
+	if err != nil {
+		os.RemoveAll(stage)
+		return fmt.Errorf("instance %s: %w", in.ShortID(), err)
 	}
 	if err := s.claimName(in.Name, in.ID); err != nil {
-		os.RemoveAll(s.Dir(in.ID))
+		s.discard(in.ID)
 		return err
 	}
 	return nil
@@ -122,7 +145,10 @@ func (s *Store) Create(in *Instance) error {
 
 // validName accepts Docker's instance names.
 func validName(name string) error {
-	ok := name != "" && len(name) <= 128
+	if len(name) > 128 {
+		return fmt.Errorf("name %.20q...: longer than 128 bytes: %w", name, errdefs.ErrInvalid)
+	}
+	ok := name != ""
 	for i, r := range name {
 		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 		if !alnum && (i == 0 || (r != '_' && r != '.' && r != '-')) {
@@ -147,10 +173,10 @@ func (s *Store) claimName(name, id string) error {
 		return err
 	}
 	tmp := filepath.Join(filepath.Dir(p), "."+id)
+	defer os.Remove(tmp)
 	if err := os.WriteFile(tmp, []byte(id), 0o600); err != nil {
 		return fmt.Errorf("claim name %q: %w", name, err)
 	}
-	defer os.Remove(tmp)
 	for attempt := 0; attempt < 2; attempt++ {
 		err := os.Link(tmp, p)
 		if err == nil {
@@ -183,13 +209,15 @@ func (s *Store) Get(ref string) (*Instance, error) {
 	if ref == "" {
 		return nil, fmt.Errorf("empty instance reference: %w", errdefs.ErrInvalid)
 	}
-	if in, err := s.read(ref); err == nil {
-		return in, nil
+	var corrupt *CorruptError
+	in, err := s.read(ref)
+	if err == nil || errors.As(err, &corrupt) {
+		return in, err
 	}
 	if validName(ref) == nil {
 		if id, err := os.ReadFile(s.namePath(ref)); err == nil {
-			if in, err := s.read(string(id)); err == nil {
-				return in, nil
+			if in, err := s.read(string(id)); err == nil || errors.As(err, &corrupt) {
+				return in, err
 			}
 		}
 	}
@@ -212,8 +240,8 @@ func (s *Store) Get(ref string) (*Instance, error) {
 	return s.read(found)
 }
 
-// List returns every record, newest first. Records that cannot be read
-// (a half-created instance) are skipped.
+// List returns every record, newest first. An unreadable record is
+// listed as a stopped instance whose Error says so.
 func (s *Store) List() ([]*Instance, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -224,7 +252,13 @@ func (s *Store) List() ([]*Instance, error) {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		if in, err := s.read(e.Name()); err == nil {
+		in, err := s.read(e.Name())
+		var corrupt *CorruptError
+		if errors.As(err, &corrupt) {
+			// Shown, so that it can be found and removed.
+			in, err = &Instance{ID: e.Name(), Status: Stopped, Error: corrupt.Error()}, nil
+		}
+		if err == nil {
 			out = append(out, in)
 		}
 	}
@@ -257,14 +291,73 @@ func (s *Store) Update(id string, fn func(*Instance) error) (*Instance, error) {
 }
 
 // Remove deletes the record, its name and everything in its directory.
+// The directory is first renamed out of sight, so a remover killed
+// midway leaves no half-removed instance (visible without its record,
+// or unremovable), only trash that the next OpenStore deletes.
 func (s *Store) Remove(id string) error {
-	if in, err := s.read(id); err == nil {
-		s.releaseName(in.Name, id)
+	if strings.ContainsAny(id, "/") || id == "" || strings.HasPrefix(id, ".") {
+		return fmt.Errorf("instance %q: %w", id, errdefs.ErrNotFound)
 	}
-	if err := os.RemoveAll(s.Dir(id)); err != nil {
-		return fmt.Errorf("remove instance %s: %w", id, err)
+	in, readErr := s.read(id)
+	if err := s.discard(id); err != nil {
+		return fmt.Errorf("remove instance %.12s: %w", id, err)
+	}
+	if readErr == nil {
+		s.releaseName(in.Name, id)
+	} else {
+		// The record cannot say its name: find it among the claims.
+		ents, _ := os.ReadDir(filepath.Join(s.dir, ".names"))
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".") {
+				s.releaseName(e.Name(), id)
+			}
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(s.dir, trashDir, id)); err != nil {
+		return fmt.Errorf("remove instance %.12s: %w", id, err)
 	}
 	return nil
+}
+
+// discard moves the directory of id into the trash.
+func (s *Store) discard(id string) error {
+	trash := filepath.Join(s.dir, trashDir)
+	if err := os.MkdirAll(trash, 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(s.Dir(id), filepath.Join(trash, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+const (
+	// trashDir holds the directories of instances being removed.
+	trashDir = ".trash"
+	// newDir holds the directories of instances being created, named
+	// ID.PID.START after the process creating them.
+	newDir = ".new"
+)
+
+// sweep deletes what removers killed midway left in the trash, and what
+// creators that died midway left in .new.
+func (s *Store) sweep() {
+	ents, _ := os.ReadDir(filepath.Join(s.dir, trashDir))
+	for _, e := range ents {
+		os.RemoveAll(filepath.Join(s.dir, trashDir, e.Name()))
+	}
+	ents, _ = os.ReadDir(filepath.Join(s.dir, newDir))
+	for _, e := range ents {
+		f := strings.Split(e.Name(), ".")
+		if len(f) == 3 {
+			pid, _ := strconv.Atoi(f[1])
+			start, _ := strconv.ParseUint(f[2], 10, 64)
+			if Alive(pid, start) {
+				continue
+			}
+		}
+		os.RemoveAll(filepath.Join(s.dir, newDir, e.Name()))
+	}
 }
 
 func (s *Store) read(id string) (*Instance, error) {
@@ -279,24 +372,86 @@ func (s *Store) read(id string) (*Instance, error) {
 	}
 	var in Instance
 	if err := json.Unmarshal(b, &in); err != nil {
-		return nil, fmt.Errorf("instance %s: corrupt state.json: %v", id, err)
+		return nil, &CorruptError{ID: id, Err: err}
+	}
+	if in.ID != id {
+		return nil, &CorruptError{ID: id, Err: fmt.Errorf("it names instance %q", in.ID)}
 	}
 	return &in, nil
 }
 
+// CorruptError is returned for an instance whose record cannot be read.
+// The instance can only be removed (rm -f).
+type CorruptError struct {
+	ID  string
+	Err error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("instance %.12s: unreadable record (state.json: %v); rm -f removes it", e.ID, e.Err)
+}
+
+// Unwrap classes the error as invalid data.
+func (e *CorruptError) Unwrap() error { return errdefs.ErrInvalid }
+
 func (s *Store) write(in *Instance) error {
+	if err := writeRecord(s.Dir(in.ID), in); err != nil {
+		return fmt.Errorf("instance %s: record: %w", in.ShortID(), err)
+	}
+	return nil
+}
+
+// writeRecord writes in as dir/state.json.
+func writeRecord(dir string, in *Instance) error {
 	b, err := json.MarshalIndent(in, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(s.Dir(in.ID), "state.json"), b)
+	p := filepath.Join(dir, "state.json")
+	err = writeAtomic(p, b)
+	if noSpace(err) && os.Remove(filepath.Join(dir, reserveFile)) == nil {
+		// The file system filled up while the instance ran: its reserve
+		// makes room to record how it ended.
+		err = writeAtomic(p, b)
+	}
+	return err
+}
+
+// reserveSize is the space each instance keeps aside (see writeReserve).
+const (
+	reserveFile = "reserve"
+	reserveSize = 32 << 10
+)
+
+// writeReserve writes the instance's reserve: space set aside when it is
+// created and given back when its record cannot otherwise be written, so
+// a workload that fills the data root's file system cannot keep berth
+// from recording its end.
+func writeReserve(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(make([]byte, reserveSize))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}
+
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // writeAtomic replaces path with data so readers see the old or the new
-// content, never a mix.
+// content, never a mix. On failure nothing of the new content is left.
 func writeAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
