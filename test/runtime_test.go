@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"testing"
 	"time"
@@ -250,16 +251,9 @@ func TestRuntimeRunAndErrors(t *testing.T) {
 	if out := mustCmd(t, rt, "--root", root, "list", "-q"); out != "" {
 		t.Fatalf("left behind: %q", out)
 	}
-	vm := busyboxBundle(t, rt, func(spec map[string]any) {
-		spec["annotations"] = map[string]string{"io.berth.isolation": "vm"}
-	}, "true")
-	r = runCmd(t, nil, rt, "--root", root, "create", "--bundle", vm, "r3")
-	if r.code == 0 || !strings.Contains(r.stderr, "not supported") {
-		t.Fatalf("vm isolation: exit %d, %q", r.code, r.stderr)
-	}
-	r = runCmd(t, nil, rt, "--root", root, "--isolation=vm", "create", "--bundle", bundle, "r4")
-	if r.code == 0 || !strings.Contains(r.stderr, "not supported") {
-		t.Fatalf("--isolation=vm: exit %d, %q", r.code, r.stderr)
+	r = runCmd(t, nil, rt, "--root", root, "--isolation=gvisor", "create", "--bundle", bundle, "r3")
+	if r.code == 0 || !strings.Contains(r.stderr, "want container or vm") {
+		t.Fatalf("--isolation=gvisor: exit %d, %q", r.code, r.stderr)
 	}
 	r = runCmd(t, nil, rt, "--root", root, "--systemd-cgroup", "state", "x")
 	if r.code == 0 || !strings.Contains(r.stderr, "systemd") {
@@ -298,4 +292,221 @@ func runtimeRoot(t *testing.T) string {
 		}
 	})
 	return t.TempDir()
+}
+
+// searchableBundle lets a user namespace's root (an unprivileged host
+// uid) reach the bundle's root file system.
+func searchableBundle(t *testing.T, bundle string) {
+	t.Helper()
+	for d := bundle; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// createQuiet runs `create` with the workload's stdio on /dev/null (a
+// pipe would be held open by the workload, and waited for).
+func createQuiet(t *testing.T, rt, root, bundle, id string) {
+	t.Helper()
+	errf, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	cmd := exec.Command(rt, "--root", root, "create", "--bundle", bundle, id)
+	cmd.Stderr = errf
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(errf.Name())
+		t.Fatalf("create %s: %v: %s", id, err, b)
+	}
+}
+
+func sameNS(t *testing.T, a, b string) bool {
+	t.Helper()
+	la, err := os.Readlink(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := os.Readlink(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return la == lb
+}
+
+// TestRuntimeNoNamespaces: a bundle without namespaces runs in the
+// host's (mount namespace included) without mounting anything there;
+// start and exec see the bundle's root.
+func TestRuntimeNoNamespaces(t *testing.T) {
+	rt := berthRuntime(t)
+	root := runtimeRoot(t)
+	bundle := busyboxBundle(t, rt, func(spec map[string]any) {
+		spec["linux"].(map[string]any)["namespaces"] = []any{}
+		delete(spec, "hostname")
+	}, "sleep", "1000")
+	if err := os.WriteFile(filepath.Join(bundle, "rootfs/etc/marker"), []byte("bundle root\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := "nons"
+	createQuiet(t, rt, root, bundle, id)
+	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
+	pid := int(ociState(t, rt, root, id)["pid"].(float64))
+	for _, ns := range []string{"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"} {
+		if !sameNS(t, fmt.Sprintf("/proc/%d/ns/%s", pid, ns), "/proc/self/ns/"+ns) {
+			t.Errorf("namespace %s is not the host's", ns)
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if bytes.Contains(mounts, []byte(bundle)) {
+		t.Fatalf("the container's mounts are in the host's mount table:\n%s", mounts)
+	}
+	mustCmd(t, rt, "--root", root, "start", id)
+	if out := mustCmd(t, rt, "--root", root, "exec", id, "cat", "/etc/marker"); out != "bundle root\n" {
+		t.Fatalf("exec: %q", out)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/marker", pid)); err != nil || string(b) != "bundle root\n" {
+		t.Fatalf("the workload's root: %q %v", b, err)
+	}
+	mustCmd(t, rt, "--root", root, "delete", "--force", id)
+	waitGone(t, pid)
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(mounts, []byte(bundle)) {
+		t.Fatal("mounts left in the host's mount table")
+	}
+}
+
+// TestRuntimeUserNamespace: a new user namespace with mappings written
+// before the init goes on; the other namespaces (cgroup too) exist once
+// create returns; exec joins the user namespace.
+func TestRuntimeUserNamespace(t *testing.T) {
+	rt := berthRuntime(t)
+	root := runtimeRoot(t)
+	edit := func(spec map[string]any) {
+		l := spec["linux"].(map[string]any)
+		l["namespaces"] = append(l["namespaces"].([]any), map[string]any{"type": "user"}, map[string]any{"type": "cgroup"})
+		l["uidMappings"] = []any{map[string]any{"containerID": 0, "hostID": 100000, "size": 65536}}
+		l["gidMappings"] = []any{map[string]any{"containerID": 0, "hostID": 100000, "size": 65536}}
+	}
+	bundle := busyboxBundle(t, rt, edit, "sh", "-c", "id -u; cat /proc/self/uid_map; touch /tmp/f; stat -c %u /tmp/f")
+	searchableBundle(t, bundle)
+	if err := os.Chmod(filepath.Join(bundle, "rootfs/tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	r := runCmd(t, nil, rt, "--root", root, "run", "--bundle", bundle, "userns1")
+	if r.code != 0 || strings.Join(strings.Fields(r.stdout), " ") != "0 0 100000 65536 0" {
+		t.Fatalf("run: exit %d, %q, %s", r.code, r.stdout, r.stderr)
+	}
+	// The file the container's root made belongs to the mapped uid.
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(bundle, "rootfs/tmp/f"), &st); err != nil || st.Uid != 100000 {
+		t.Fatalf("owner on the host: %d %v", st.Uid, err)
+	}
+
+	bundle = busyboxBundle(t, rt, edit, "sleep", "1000")
+	searchableBundle(t, bundle)
+	id := "userns2"
+	createQuiet(t, rt, root, bundle, id)
+	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
+	pid := int(ociState(t, rt, root, id)["pid"].(float64))
+	for _, ns := range []string{"user", "cgroup", "mnt", "pid"} {
+		if sameNS(t, fmt.Sprintf("/proc/%d/ns/%s", pid, ns), "/proc/self/ns/"+ns) {
+			t.Errorf("after create: namespace %s is the host's", ns)
+		}
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/gid_map", pid)); strings.Join(strings.Fields(string(b)), " ") != "0 100000 65536" {
+		t.Fatalf("gid_map %q", b)
+	}
+	mustCmd(t, rt, "--root", root, "start", id)
+	// exec joins the container's user namespace: root there, not the
+	// host's root.
+	out := mustCmd(t, rt, "--root", root, "exec", id, "sh", "-c", "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/user")
+	userns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", pid))
+	if got := strings.Join(strings.Fields(out), " "); got != "0 0 100000 65536 "+userns {
+		t.Fatalf("exec: %q", got)
+	}
+}
+
+// TestRuntimeJoinMountNamespace: a mount namespace given by path is
+// joined and the root is set up in it.
+func TestRuntimeJoinMountNamespace(t *testing.T) {
+	rt := berthRuntime(t)
+	root := runtimeRoot(t)
+	h := exec.Command("/bin/sleep", "1000")
+	h.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { h.Process.Kill(); h.Wait() }()
+	nsPath := fmt.Sprintf("/proc/%d/ns/mnt", h.Process.Pid)
+	bundle := busyboxBundle(t, rt, func(spec map[string]any) {
+		l := spec["linux"].(map[string]any)
+		for _, ns := range l["namespaces"].([]any) {
+			if m := ns.(map[string]any); m["type"] == "mount" {
+				m["path"] = nsPath
+			}
+		}
+	}, "sleep", "1000")
+	id := "joinmnt"
+	createQuiet(t, rt, root, bundle, id)
+	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
+	pid := int(ociState(t, rt, root, id)["pid"].(float64))
+	if !sameNS(t, fmt.Sprintf("/proc/%d/ns/mnt", pid), nsPath) {
+		t.Fatal("the container is not in the joined mount namespace")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/bin/busybox", pid)); err != nil {
+		t.Fatalf("the container's root: %v", err)
+	}
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(mounts, []byte(bundle)) {
+		t.Fatal("the root was mounted in the host's mount namespace")
+	}
+}
+
+// TestRuntimeDeviceRules: linux.resources.devices become the container's
+// device cgroup rules, in order, followed by the standard devices; update
+// adds to them.
+func TestRuntimeDeviceRules(t *testing.T) {
+	if _, err := os.Stat("/sys/fs/cgroup/devices/devices.list"); err != nil {
+		t.Skip("needs the cgroup v1 devices controller")
+	}
+	rt := berthRuntime(t)
+	root := runtimeRoot(t)
+	bundle := busyboxBundle(t, rt, func(spec map[string]any) {
+		spec["linux"].(map[string]any)["resources"] = map[string]any{"devices": []any{
+			map[string]any{"allow": false, "access": "rwm"},
+			map[string]any{"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"},
+			map[string]any{"allow": true, "type": "b", "major": 8, "access": "r"},
+		}}
+		c := spec["process"].(map[string]any)["capabilities"].(map[string]any)
+		for _, set := range []string{"bounding", "effective", "permitted"} {
+			c[set] = append(c[set].([]any), "CAP_MKNOD")
+		}
+	}, "sleep", "1000")
+	id := "devrules"
+	createQuiet(t, rt, root, bundle, id)
+	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
+	list := "/sys/fs/cgroup/devices/berth-runtime/" + id + "/devices.list"
+	b, _ := os.ReadFile(list)
+	if !strings.HasPrefix(string(b), "c 10:229 rw\nb 8:* r\nc 1:3 rwm\n") || !strings.Contains(string(b), "c 136:* rwm\n") || strings.Contains(string(b), "a ") {
+		t.Fatalf("devices.list after create: %q", b)
+	}
+	mustCmd(t, rt, "--root", root, "start", id)
+	// The standard devices work; others are denied, mknod included.
+	if out := mustCmd(t, rt, "--root", root, "exec", id, "sh", "-c", "head -c 3 /dev/zero | wc -c; echo x > /dev/null && echo null"); strings.Join(strings.Fields(out), " ") != "3 null" {
+		t.Fatalf("standard devices: %q", out)
+	}
+	if r := runCmd(t, nil, rt, "--root", root, "exec", id, "mknod", "/tmp/kmsg", "c", "1", "11"); r.code == 0 {
+		t.Fatal("mknod of a denied device was allowed")
+	}
+	res := filepath.Join(t.TempDir(), "res.json")
+	os.WriteFile(res, []byte(`{"devices":[{"allow":true,"type":"c","major":1,"minor":11,"access":"m"}],"cpu":{"cpus":"0"}}`), 0o644)
+	mustCmd(t, rt, "--root", root, "update", "--resources", res, id)
+	if b, _ := os.ReadFile(list); !strings.Contains(string(b), "c 1:11 m\n") {
+		t.Fatalf("devices.list after update: %q", b)
+	}
+	if r := runCmd(t, nil, rt, "--root", root, "exec", id, "mknod", "/tmp/kmsg", "c", "1", "11"); r.code != 0 {
+		t.Fatalf("mknod after update: exit %d %s", r.code, r.stderr)
+	}
+	if b, _ := os.ReadFile("/sys/fs/cgroup/cpuset/berth-runtime/" + id + "/cpuset.cpus"); strings.TrimSpace(string(b)) != "0" {
+		t.Fatalf("cpuset.cpus after update: %q", b)
+	}
 }

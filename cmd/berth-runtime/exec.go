@@ -99,6 +99,13 @@ func cmdExec(ctx context.Context, g *globals, args []string) error {
 	if p.Terminal && detach && consoleSocket == "" {
 		return fmt.Errorf("a terminal with --detach needs --console-socket: %w", errdefs.ErrInvalid)
 	}
+	if st.IsVM(id) {
+		code, err := st.ExecVM(ctx, id, p, rt.ExecOptions{Detach: detach, PidFile: pidFile, ConsoleSocket: consoleSocket})
+		if err != nil || detach {
+			return err
+		}
+		return exitStatus(code)
+	}
 	proc, err := st.Exec(ctx, id, p, container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
 		return err

@@ -70,6 +70,15 @@ func main() {
 	if container.RunStage(os.Args) {
 		return
 	}
+	// So do VM isolation's host processes: a VM's owner and an exec relay.
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case rt.OwnerVerb:
+			os.Exit(rt.RunVMOwner(os.Args[2:]))
+		case rt.ExecRelayVerb:
+			os.Exit(rt.RunExecRelay(os.Args[2:]))
+		}
+	}
 	os.Exit(realMain(os.Args[1:]))
 }
 

@@ -40,8 +40,12 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 	if c.Console != nil {
 		stopCopy = copyTerminal(c.Console)
 	}
-	if err := st.Start(id); err != nil {
-		st.Delete(id, true)
+	start, del := st.Start, st.Delete
+	if st.IsVM(id) {
+		start, del = st.StartVM, st.DeleteVM
+	}
+	if err := start(id); err != nil {
+		del(id, true)
 		return err
 	}
 	if *detach {
@@ -68,7 +72,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 		stopCopy()
 	}
 	if !*keep {
-		if err := st.Delete(id, true); err != nil {
+		if err := del(id, true); err != nil {
 			return err
 		}
 	}

@@ -12,5 +12,8 @@ func cmdStart(_ context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	if st.IsVM(id) {
+		return st.StartVM(id)
+	}
 	return st.Start(id)
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 
@@ -12,7 +10,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/container"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/vm"
 )
@@ -95,61 +92,17 @@ func (c vmControl) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize
 	return st.Code, err
 }
 
-// findGuest locates what a guest needs: the kernel (--kernel, then
-// BERTH_KERNEL, then ROOT/kernel and /var/lib/berth/kernel), the
-// berth-agent binary (BERTH_AGENT, next to berth, then
-// /usr/local/lib/berth), QEMU, and the accelerator.
+// findGuest locates what a guest needs (vm.FindGuest, shared with
+// berth-runtime): the kernel (--kernel, then BERTH_KERNEL, then
+// ROOT/kernel and /var/lib/berth/kernel), the berth-agent binary
+// (BERTH_AGENT, next to berth, then /usr/local/lib/berth), QEMU, and the
+// accelerator.
 func findGuest(g *globals, kernel string) (vm.Guest, error) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		return vm.Guest{}, fmt.Errorf("qemu-system-x86_64 not found: install Debian's qemu-system-x86: %w", errdefs.ErrUnavailable)
-	}
-	k, err := findKernel(g, kernel)
-	if err != nil {
-		return vm.Guest{}, err
-	}
-	agentBin, err := findAgent()
-	if err != nil {
-		return vm.Guest{}, err
-	}
-	accel, _ := vm.DetectAccel()
-	return vm.Guest{Kernel: k, Agent: agentBin, CacheDir: filepath.Join(g.root, "vm"), Accel: accel}, nil
+	return vm.FindGuest(kernel, g.root)
 }
 
 func findKernel(g *globals, kernel string) (vm.Kernel, error) {
-	if kernel == "" {
-		kernel = os.Getenv("BERTH_KERNEL")
-	}
-	if kernel != "" {
-		return vm.FindKernel(kernel)
-	}
-	var firstErr error
-	for _, dir := range []string{filepath.Join(g.root, "kernel"), filepath.Join(defaultRoot, "kernel")} {
-		k, err := vm.FindKernel(dir)
-		if err == nil {
-			return k, nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-	}
-	return vm.Kernel{}, firstErr
-}
-
-func findAgent() (string, error) {
-	candidates := []string{os.Getenv("BERTH_AGENT")}
-	if self, err := os.Executable(); err == nil {
-		candidates = append(candidates, filepath.Join(filepath.Dir(self), "berth-agent"))
-	}
-	candidates = append(candidates, "/usr/local/lib/berth/berth-agent", "/usr/lib/berth/berth-agent")
-	for _, c := range candidates {
-		if c == "" {
-			continue
-		}
-		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
-			return c, nil
-		}
-	}
-	return "", fmt.Errorf("guest agent berth-agent not found next to berth or in /usr/local/lib/berth (make install builds it): %w", errdefs.ErrUnavailable)
+	return vm.FindGuestKernel(kernel, g.root)
 }
 
 // execVM runs p in a VM instance through its owner's control socket,

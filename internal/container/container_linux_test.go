@@ -490,8 +490,12 @@ func assertGone(t *testing.T, cfg *Config) {
 	if kids := children(t); kids != "" {
 		t.Errorf("child processes left: %s", kids)
 	}
-	if b, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(b, []byte(cfg.Dir)) {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	if bytes.Contains(b, []byte(cfg.Dir)) {
 		t.Errorf("mount left under %s", cfg.Dir)
+	}
+	if cfg.Spec.Root != nil && cfg.Spec.Root.Path != "" && bytes.Contains(b, []byte(cfg.Spec.Root.Path)) {
+		t.Errorf("mount left on %s", cfg.Spec.Root.Path)
 	}
 }
 

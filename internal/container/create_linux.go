@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -149,10 +150,35 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	if !cfg.Spec.Process.Terminal {
 		setStdio(cmd, stdio)
 	}
+	if l := cfg.Spec.Linux; len(l.UIDMappings) > 0 {
+		// The init is cloned into the new user namespace with the other
+		// new ones (so they belong to it); os/exec writes uid_map and
+		// gid_map from here before the child goes on. setgroups stays
+		// allowed: the mappings are written by a privileged parent.
+		cmd.SysProcAttr.UidMappings = idMappings(l.UIDMappings)
+		cmd.SysProcAttr.GidMappings = idMappings(l.GIDMappings)
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		// The init keeps the host's uid (unmapped in the namespace) until
+		// it changes it; it must be the namespace's root when it execve's
+		// itself, or it loses every capability there.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	if icfg.HostMount {
+		hostns, err := os.Open("/proc/thread-self/ns/mnt")
+		if err != nil {
+			return nil, fmt.Errorf("host mount namespace: %w", unwrapErrno(err))
+		}
+		defer hostns.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, hostns) // hostMountNSFD
+	}
 	if self := execFromReadOnlySelf(cmd); self != nil {
 		defer self.Close()
 	}
-	if v2 {
+	// A joined user namespace is entered by a hand-made fork
+	// (userns_unsafe.go), without clone3's CLONE_INTO_CGROUP: the init
+	// is added to the cgroup afterwards, as on v1.
+	rawFork := len(joins) > 0 && joins[0].flag == unix.CLONE_NEWUSER
+	if v2 && !rawFork {
 		cgfd, _, err := cg.FD()
 		if err != nil {
 			return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
@@ -180,7 +206,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	// Create returns, and so before the workload exists. The cgroup's
 	// directories must exist first: the init bind-mounts them.
 	added := make(chan error, 1)
-	if v2 {
+	if v2 && !rawFork {
 		added <- nil
 	} else {
 		if err := waitCgroup(); err != nil {
@@ -333,7 +359,7 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 	}
 	var flags uintptr
 	var joins []nsJoin
-	haveMount := false
+	haveMount, newUser, joinedUser := false, false, false
 	for _, ns := range cfg.Spec.Linux.Namespaces {
 		var flag uintptr
 		switch ns.Type {
@@ -343,18 +369,24 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 			flag = unix.CLONE_NEWNET
 			icfg.NewNet = ns.Path == ""
 		case specs.MountNamespace:
-			if ns.Path != "" {
-				return nil, nil, 0, fmt.Errorf("namespace mount %q: joining a mount namespace: %w", ns.Path, errdefs.ErrNotSupported)
-			}
 			haveMount = true
 			flag = unix.CLONE_NEWNS
 		case specs.IPCNamespace:
 			flag = unix.CLONE_NEWIPC
 		case specs.UTSNamespace:
 			flag = unix.CLONE_NEWUTS
+		case specs.UserNamespace:
+			// Joined: by a hand-forked child (userns_unsafe.go).
+			if ns.Path == "" {
+				newUser = true
+			} else {
+				joinedUser = true
+			}
+			flag = unix.CLONE_NEWUSER
 		case specs.CgroupNamespace:
-			// New: the init unshares it on the thread that forks the
-			// workload, once it is inside the cgroup. Joined: below.
+			// New: the init unshares it once it is inside the cgroup
+			// (detached: before create returns; otherwise on the thread
+			// that forks the workload). Joined: below.
 			if ns.Path != "" {
 				flag = unix.CLONE_NEWCGROUP
 			}
@@ -367,11 +399,53 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 		}
 		flags |= flag
 	}
+	// A joined user namespace comes first (joining it gives the
+	// capabilities to join the others it owns); a joined mount namespace
+	// last: the other files are opened before, and the switch changes how
+	// paths resolve.
+	slices.SortStableFunc(joins, func(a, b nsJoin) int {
+		if c := cmpBool(a.flag != unix.CLONE_NEWUSER, b.flag != unix.CLONE_NEWUSER); c != 0 {
+			return c
+		}
+		return cmpBool(a.flag == unix.CLONE_NEWNS, b.flag == unix.CLONE_NEWNS)
+	})
+	if (len(cfg.Spec.Linux.UIDMappings) > 0 || len(cfg.Spec.Linux.GIDMappings) > 0) && !newUser {
+		return nil, nil, 0, fmt.Errorf("container config: uid/gid mappings without a new user namespace: %w", errdefs.ErrInvalid)
+	}
+	if newUser && (len(cfg.Spec.Linux.UIDMappings) == 0 || len(cfg.Spec.Linux.GIDMappings) == 0) {
+		return nil, nil, 0, fmt.Errorf("container config: a new user namespace needs uidMappings and gidMappings: %w", errdefs.ErrInvalid)
+	}
 	if !haveMount {
-		// Every mount the engine makes must stay out of the host.
-		return nil, nil, 0, fmt.Errorf("container config: a new mount namespace is required: %w", errdefs.ErrInvalid)
+		// The container shares the host's mount namespace. Nothing is
+		// mounted there: the init builds the root in a scratch mount
+		// namespace of its own, then moves back into the host's with a
+		// detached copy of that tree as its root (hostmnt_linux.go).
+		if newUser || joinedUser {
+			return nil, nil, 0, fmt.Errorf("container config: a container with a user namespace of its own needs a mount namespace: %w", errdefs.ErrInvalid)
+		}
+		icfg.HostMount = true
+		flags |= unix.CLONE_NEWNS
 	}
 	return icfg, joins, flags, nil
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// idMappings converts the spec's mappings for SysProcAttr.
+func idMappings(ms []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, len(ms))
+	for i, m := range ms {
+		out[i] = syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)}
+	}
+	return out
 }
 
 // setStdio gives the stage process its fds 0-2 (with a terminal they stay

@@ -17,7 +17,9 @@ func setCredential(c credential) error {
 	if len(c.Groups) > 0 {
 		gp = unsafe.Pointer(&c.Groups[0])
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(c.Groups)), uintptr(gp), 0); e != 0 {
+	if c.NoSetGroups {
+		// Nothing to do: checkSetgroups made sure no group was asked for.
+	} else if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(c.Groups)), uintptr(gp), 0); e != 0 {
 		return fmt.Errorf("setgroups %v: %w", c.Groups, e)
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(c.GID), uintptr(c.GID), uintptr(c.GID)); e != 0 {

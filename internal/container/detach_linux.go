@@ -133,6 +133,15 @@ func awaitStart(ch *channel, cfg *initConfig, w *workload, m *message, files []*
 		sendExecError(ch, err)
 		os.Exit(1)
 	}
+	if newCgroupNS(cfg) {
+		// Now, not at start: the container's namespaces are all there
+		// once create returns (the init is in its cgroup since Detach).
+		// The main thread is the one that execve's the workload.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			ch.send(errorMessage(fmt.Errorf("cgroup namespace: %w", err)))
+			os.Exit(1)
+		}
+	}
 	lfd := int(files[0].Fd()) // Fd puts it in blocking mode
 	// Until the workload runs, the init dies of the signals that would
 	// end a process by default (the parent no longer relays anything).
@@ -177,15 +186,10 @@ func sendExecError(ch *channel, err error) {
 }
 
 // execWorkload turns the init into the workload on the calling (locked,
-// main) thread: cgroup namespace, terminal, capabilities, user, cwd,
+// main) thread: terminal, capabilities, user, cwd,
 // no_new_privs, seccomp, execve. It only returns on failure.
 func execWorkload(cfg *initConfig, w *workload, path string) error {
 	p := cfg.Spec.Process
-	if newCgroupNS(cfg) {
-		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-			return fmt.Errorf("cgroup namespace: %w", err)
-		}
-	}
 	if w.console != nil {
 		for fd := 0; fd < 3; fd++ {
 			if err := unix.Dup3(int(w.console.slave.Fd()), fd, 0); err != nil {

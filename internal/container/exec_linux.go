@@ -108,7 +108,29 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	if err != nil {
 		return nil, err
 	}
-	mntns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", initPid))
+	// A container with a user namespace of its own: the exec'd process
+	// joins it first (a hand-made fork, userns_unsafe.go), or it would be
+	// the host's root inside the container's other namespaces.
+	userns := fmt.Sprintf("/proc/%d/ns/user", initPid)
+	sameUser, err := sameFile(userns, "/proc/self/ns/user")
+	if err != nil {
+		return nil, fmt.Errorf("exec: container init %d: %w", initPid, unwrapErrno(err))
+	}
+	if !sameUser {
+		joins = append([]nsJoin{{flag: unix.CLONE_NEWUSER, path: userns}}, joins...)
+	}
+	// The container's file system: its mount namespace, or, for a
+	// container in the host's mount namespace (hostmnt_linux.go), its
+	// init's root directory.
+	chroot, err := sameFile(fmt.Sprintf("/proc/%d/ns/mnt", initPid), "/proc/self/ns/mnt")
+	if err != nil {
+		return nil, fmt.Errorf("exec: container init %d: %w", initPid, unwrapErrno(err))
+	}
+	fsPath := fmt.Sprintf("/proc/%d/ns/mnt", initPid)
+	if chroot {
+		fsPath = fmt.Sprintf("/proc/%d/root", initPid)
+	}
+	mntns, err := os.Open(fsPath)
 	if err != nil {
 		return nil, fmt.Errorf("exec: container init %d: %w", initPid, unwrapErrno(err))
 	}
@@ -142,6 +164,8 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}
 	if v2 {
 		defer unix.Close(cgfd)
+	}
+	if v2 && sameUser {
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cgfd
 	}
@@ -158,7 +182,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}()
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
-	if !v2 {
+	if !v2 || !sameUser {
 		if err := cg.Add(cmd.Process.Pid); err != nil {
 			return nil, fmt.Errorf("cgroup %q: add exec process: %w", cgroupPath, err)
 		}
@@ -168,7 +192,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 		return nil, err
 	}
 	defer ch.close()
-	if err := ch.send(execConfig{Process: p, Seccomp: filter, Console: p.Terminal}); err != nil {
+	if err := ch.send(execConfig{Process: p, Seccomp: filter, Console: p.Terminal, Chroot: chroot}); err != nil {
 		return nil, fmt.Errorf("exec: the exec stage died: %w", err)
 	}
 	// The socket is close-on-exec in the stage: end of file without a

@@ -48,7 +48,14 @@ func execCommand(ch *channel, cfg *execConfig) error {
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return fmt.Errorf("unshare fs: %w", err)
 	}
-	if err := unix.Setns(execMountNSFD, unix.CLONE_NEWNS); err != nil {
+	if cfg.Chroot {
+		if err := unix.Fchdir(execMountNSFD); err != nil {
+			return fmt.Errorf("enter the container's root: %w", err)
+		}
+		if err := unix.Chroot("."); err != nil {
+			return fmt.Errorf("enter the container's root: chroot: %w", err)
+		}
+	} else if err := unix.Setns(execMountNSFD, unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("enter the container's mount namespace: %w", err)
 	}
 	unix.Close(execMountNSFD)
@@ -59,6 +66,9 @@ func execCommand(ch *channel, cfg *execConfig) error {
 	passwd, group := readUserFiles()
 	cred, err := resolveUser(p.User, passwd, group)
 	if err != nil {
+		return err
+	}
+	if err := checkSetgroups(&cred, p.User); err != nil {
 		return err
 	}
 	env := withHome(p.Env, cred.Home)

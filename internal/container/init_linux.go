@@ -121,6 +121,7 @@ type workload struct {
 	env     []string
 	filter  []unix.SockFilter // the seccomp program compiled by the parent
 	console *console          // the terminal, with Process.Terminal
+	tree    int               // the root's detached copy, with HostMount (hostmnt_linux.go)
 }
 
 // setupContainer builds the container around the init: step 3 of the
@@ -128,7 +129,18 @@ type workload struct {
 func setupContainer(cfg *initConfig) (*workload, error) {
 	spec := cfg.Spec
 	unix.Umask(0)
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+	rootProp, err := rootPropagation(spec.Linux.RootfsPropagation)
+	if err != nil {
+		return nil, err
+	}
+	// Nothing mounted from here on may reach the host: / is made private
+	// (slave when the spec asks for slave or shared propagation, so the
+	// container still sees the host's later mounts).
+	first := uintptr(unix.MS_REC | unix.MS_PRIVATE)
+	if rootProp&(unix.MS_SLAVE|unix.MS_SHARED) != 0 {
+		first = unix.MS_REC | unix.MS_SLAVE
+	}
+	if err := unix.Mount("", "/", "", first, ""); err != nil {
 		return nil, fmt.Errorf("make / private: %w", err)
 	}
 	root, err := mountRoot(cfg)
@@ -154,6 +166,13 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 	if err := pivotRoot(root); err != nil {
 		return nil, err
 	}
+	if rootProp != 0 {
+		// On the container's own root, now that it is /: shared makes a
+		// peer group of the container's own.
+		if err := unix.Mount("", "/", "", rootProp, ""); err != nil {
+			return nil, fmt.Errorf("rootfsPropagation %q: %w", spec.Linux.RootfsPropagation, err)
+		}
+	}
 	if err := setSysctls(spec.Linux.Sysctl); err != nil {
 		return nil, err
 	}
@@ -166,6 +185,9 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 	passwd, group := readUserFiles()
 	cred, err := resolveUser(spec.Process.User, passwd, group)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkSetgroups(&cred, spec.Process.User); err != nil {
 		return nil, err
 	}
 	var cons *console
@@ -192,7 +214,14 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 	if err := setRlimits(spec.Process.Rlimits); err != nil {
 		return nil, err
 	}
-	return &workload{cred: cred, env: withHome(spec.Process.Env, cred.Home), console: cons}, nil
+	w := &workload{cred: cred, env: withHome(spec.Process.Env, cred.Home), console: cons, tree: -1}
+	if cfg.HostMount {
+		// Last: the copy must hold every mount made above.
+		if w.tree, err = detachRoot(); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
 }
 
 func hasMount(mounts []specs.Mount, dest string) bool {
@@ -250,4 +279,17 @@ func makeCwd(cwd string, cred credential) error {
 		return fmt.Errorf("working directory %q: %w", cwd, unwrapErrno(err))
 	}
 	return os.Chown(cwd, int(cred.UID), int(cred.GID))
+}
+
+// rootPropagation is the mount flag of linux.rootfsPropagation (0 when
+// unset).
+func rootPropagation(name string) (uintptr, error) {
+	if name == "" {
+		return 0, nil
+	}
+	p, ok := propagationNames[name]
+	if !ok {
+		return 0, fmt.Errorf("rootfsPropagation %q: want shared, slave, private or unbindable (r-prefixed or not): %w", name, errdefs.ErrInvalid)
+	}
+	return p, nil
 }

@@ -89,6 +89,10 @@ type initConfig struct {
 	// NewNet: the init is in a network namespace of its own (bring lo up,
 	// mount a fresh sysfs).
 	NewNet bool `json:"newNet"`
+	// HostMount: the spec has no mount namespace. The init builds the
+	// root in a scratch one and then returns to the host's (fd
+	// hostMountNSFD) with a detached copy of the tree as its root.
+	HostMount bool `json:"hostMount,omitempty"`
 	// Console: allocate a terminal in the container's devpts for the
 	// workload (Spec.Process.Terminal), its master sent with "console".
 	Console bool `json:"console"`
@@ -99,6 +103,9 @@ type execConfig struct {
 	Process *specs.Process      `json:"process"`
 	Seccomp *specs.LinuxSeccomp `json:"seccomp,omitempty"`
 	Console bool                `json:"console"`
+	// Chroot: fd 4 is the container's root directory, not its mount
+	// namespace (a container in the host's mount namespace).
+	Chroot bool `json:"chroot,omitempty"`
 }
 
 // Error classes carried across the socket so the parent can wrap the

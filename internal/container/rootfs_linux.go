@@ -17,19 +17,21 @@ import (
 // namespace, after / was made rprivate: nothing here reaches the host's
 // mount table.
 
-// mountRoot mounts the container's root file system at DIR/rootfs: an
-// overlay of the layers with DIR/upper and DIR/work, or a bind of the
-// spec's root path.
+// mountRoot mounts the container's root file system: an overlay of the
+// layers with DIR/upper and DIR/work at DIR/rootfs, or the spec's root
+// path bound onto itself, as runc does (so an init in a user namespace,
+// which may not search the runtime's state directory, never needs DIR).
 func mountRoot(cfg *initConfig) (string, error) {
+	if len(cfg.Layers) == 0 {
+		root := cfg.RootPath
+		if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return "", fmt.Errorf("root %q: bind: %w", root, err)
+		}
+		return root, nil
+	}
 	root := filepath.Join(cfg.Dir, "rootfs")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return "", fmt.Errorf("root file system: %w", err)
-	}
-	if len(cfg.Layers) == 0 {
-		if err := unix.Mount(cfg.RootPath, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return "", fmt.Errorf("root %q: bind: %w", cfg.RootPath, err)
-		}
-		return root, nil
 	}
 	upper, work := filepath.Join(cfg.Dir, "upper"), filepath.Join(cfg.Dir, "work")
 	for _, d := range []string{upper, work} {

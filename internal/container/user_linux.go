@@ -17,6 +17,25 @@ type credential struct {
 	UID, GID uint32
 	Groups   []uint32 // supplementary groups
 	Home     string   // from /etc/passwd, for a HOME the spec does not set
+	// NoSetGroups: the user namespace forbids setgroups (its setgroups
+	// file says deny); the groups are left as they are.
+	NoSetGroups bool
+}
+
+// checkSetgroups adapts c to a user namespace whose setgroups is denied
+// (one made by an unprivileged process): as runc does, the image's group
+// memberships are dropped silently, but groups the spec names
+// explicitly are an error.
+func checkSetgroups(c *credential, u specs.User) error {
+	b, err := os.ReadFile("/proc/self/setgroups")
+	if err != nil || strings.TrimSpace(string(b)) != "deny" {
+		return nil
+	}
+	if len(u.AdditionalGids) > 0 {
+		return fmt.Errorf("additional groups %v: setgroups is denied in the container's user namespace: %w", u.AdditionalGids, errdefs.ErrInvalid)
+	}
+	c.Groups, c.NoSetGroups = nil, true
+	return nil
 }
 
 // resolveUser resolves the process's user inside the container (after

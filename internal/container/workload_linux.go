@@ -52,6 +52,13 @@ func startWorkload(cfg *initConfig, w *workload) (int, error) {
 
 func spawn(cfg *initConfig, w *workload) (int, error) {
 	spec, p := cfg.Spec, cfg.Spec.Process
+	if cfg.HostMount {
+		// This thread forks the workload: it must be where the init's
+		// main thread went at the end of setup.
+		if err := rootInHost(w.tree); err != nil {
+			return 0, err
+		}
+	}
 	if newCgroupNS(cfg) {
 		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 			return 0, fmt.Errorf("cgroup namespace: %w", err)
@@ -84,7 +91,7 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 		Stdout: stdio[1],
 		Stderr: stdio[2],
 		SysProcAttr: &syscall.SysProcAttr{
-			Credential: &syscall.Credential{Uid: w.cred.UID, Gid: w.cred.GID, Groups: groups},
+			Credential: &syscall.Credential{Uid: w.cred.UID, Gid: w.cred.GID, Groups: groups, NoSetGroups: w.cred.NoSetGroups},
 			Setsid:     true,
 			// Ctty is the terminal's fd in the child: its stdin.
 			Setctty: w.console != nil,

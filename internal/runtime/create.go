@@ -69,8 +69,12 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 	if err != nil {
 		return nil, err
 	}
-	if err := checkIsolation(o.Isolation, spec); err != nil {
+	isolation, err := isolationOf(o.Isolation, spec)
+	if err != nil {
 		return nil, err
+	}
+	if isolation == "vm" {
+		return st.createVM(o, bundle, spec) // vm.go
 	}
 	if err := checkSpec(spec); err != nil {
 		return nil, err
@@ -161,7 +165,7 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 			return nil, fmt.Errorf("oom_score_adj %s: %w", adj, unwrap(err))
 		}
 	}
-	if err := applyExtraResources(cgroup, spec.Linux.Resources); err != nil {
+	if err := applyExtraResources(cgroup, spec.Linux.Resources, spec.Linux.Devices); err != nil {
 		return nil, err
 	}
 	if err := st.Save(s); err != nil {
@@ -224,20 +228,21 @@ func listenStart(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// checkIsolation refuses VM isolation (not implemented in berth-runtime
-// yet) and unknown levels.
-func checkIsolation(flag string, spec *specs.Spec) error {
+// isolationOf is the bundle's isolation level, "container" or "vm": the
+// --isolation flag when given, else the io.berth.isolation annotation,
+// else container.
+func isolationOf(flag string, spec *specs.Spec) (string, error) {
 	level := flag
 	if a := spec.Annotations[IsolationAnnotation]; a != "" && level == "" {
 		level = a
 	}
 	switch level {
 	case "", "container":
-		return nil
+		return "container", nil
 	case "vm":
-		return fmt.Errorf("isolation %q: VM isolation is not supported by berth-runtime yet: %w", level, errdefs.ErrNotSupported)
+		return "vm", nil
 	}
-	return fmt.Errorf("isolation %q: want container or vm: %w", level, errdefs.ErrInvalid)
+	return "", fmt.Errorf("isolation %q: want container or vm: %w", level, errdefs.ErrInvalid)
 }
 
 // checkSpec refuses bundles the engine cannot run, with one clear line.
@@ -250,11 +255,6 @@ func checkSpec(spec *specs.Spec) error {
 	}
 	if spec.Linux == nil {
 		return fmt.Errorf("bundle config: no linux section: %w", errdefs.ErrInvalid)
-	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace {
-			return fmt.Errorf("bundle config: user namespaces are not supported yet: %w", errdefs.ErrNotSupported)
-		}
 	}
 	// An unknown capability fails create, not start (as in runc).
 	if c := spec.Process.Capabilities; c != nil {
@@ -273,9 +273,6 @@ func checkSpec(spec *specs.Spec) error {
 	}
 	if spec.Process.SelinuxLabel != "" || spec.Linux.MountLabel != "" {
 		return fmt.Errorf("bundle config: SELinux labels are not supported yet: %w", errdefs.ErrNotSupported)
-	}
-	if len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0 {
-		return fmt.Errorf("bundle config: uid/gid mappings are not supported yet: %w", errdefs.ErrNotSupported)
 	}
 	return nil
 }

@@ -180,14 +180,22 @@ func (st *Store) Update(id string, r *specs.LinuxResources) error {
 		if err := cg.Update(container.ResourcesOf(merged)); err != nil {
 			return err
 		}
+		// What the engine does not drive (cpuset, real-time, memory
+		// extras, device rules): the fields r sets, applied again.
+		var devices []specs.LinuxDevice
+		if spec, err := st.Spec(id); err == nil && spec.Linux != nil {
+			devices = spec.Linux.Devices
+		}
+		if err := applyExtraResources(s.Cgroup, r, devices); err != nil {
+			return err
+		}
 		s.Resources = merged
 		return nil
 	})
 	return err
 }
 
-// mergeResources lays the set fields of r over cur (the controllers the
-// engine drives: memory, cpu, pids).
+// mergeResources lays the set fields of r over cur.
 func mergeResources(cur, r *specs.LinuxResources) *specs.LinuxResources {
 	out := &specs.LinuxResources{}
 	if cur != nil {
@@ -213,6 +221,15 @@ func mergeResources(cur, r *specs.LinuxResources) *specs.LinuxResources {
 		if m.Reservation != nil {
 			out.Memory.Reservation = m.Reservation
 		}
+		if m.Swappiness != nil {
+			out.Memory.Swappiness = m.Swappiness
+		}
+		if m.KernelTCP != nil {
+			out.Memory.KernelTCP = m.KernelTCP
+		}
+		if m.DisableOOMKiller != nil {
+			out.Memory.DisableOOMKiller = m.DisableOOMKiller
+		}
 	}
 	if c := r.CPU; c != nil {
 		if out.CPU == nil {
@@ -236,9 +253,19 @@ func mergeResources(cur, r *specs.LinuxResources) *specs.LinuxResources {
 		if c.Mems != "" {
 			out.CPU.Mems = c.Mems
 		}
+		if c.RealtimePeriod != nil {
+			out.CPU.RealtimePeriod = c.RealtimePeriod
+		}
+		if c.RealtimeRuntime != nil {
+			out.CPU.RealtimeRuntime = c.RealtimeRuntime
+		}
 	}
 	if p := r.Pids; p != nil {
 		out.Pids = p
+	}
+	if len(r.Devices) > 0 {
+		// Rules are applied in order on top of the ones in force.
+		out.Devices = append(append([]specs.LinuxDeviceCgroup{}, out.Devices...), r.Devices...)
 	}
 	return out
 }

@@ -37,25 +37,27 @@ func TestCgroupPath(t *testing.T) {
 	}
 }
 
-func TestCheckIsolation(t *testing.T) {
+func TestIsolationOf(t *testing.T) {
 	vm := &specs.Spec{Annotations: map[string]string{IsolationAnnotation: "vm"}}
 	plain := &specs.Spec{}
 	cases := []struct {
 		flag string
 		spec *specs.Spec
-		want error
+		want string // "" for an error
 	}{
-		{"", plain, nil},
-		{"container", plain, nil},
-		{"container", vm, nil}, // the flag wins over the annotation
-		{"", vm, errdefs.ErrNotSupported},
-		{"vm", plain, errdefs.ErrNotSupported},
-		{"", &specs.Spec{Annotations: map[string]string{IsolationAnnotation: "gvisor"}}, errdefs.ErrInvalid},
+		{"", plain, "container"},
+		{"container", plain, "container"},
+		{"container", vm, "container"}, // the flag wins over the annotation
+		{"", vm, "vm"},
+		{"vm", plain, "vm"},
+		{"", &specs.Spec{Annotations: map[string]string{IsolationAnnotation: "gvisor"}}, ""},
+		{"vm", &specs.Spec{Annotations: map[string]string{IsolationAnnotation: "container"}}, "vm"},
+		{"kvm", plain, ""},
 	}
 	for _, c := range cases {
-		err := checkIsolation(c.flag, c.spec)
-		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
-			t.Errorf("checkIsolation(%q, %v) = %v, want %v", c.flag, c.spec.Annotations, err, c.want)
+		got, err := isolationOf(c.flag, c.spec)
+		if got != c.want || (c.want == "") != (err != nil) || (err != nil && !errors.Is(err, errdefs.ErrInvalid)) {
+			t.Errorf("isolationOf(%q, %v) = %q, %v; want %q", c.flag, c.spec.Annotations, got, err, c.want)
 		}
 	}
 }
@@ -105,5 +107,52 @@ func TestStoreStateRoundTrip(t *testing.T) {
 	list, err := st.List()
 	if err != nil || len(list) != 1 || list[0].ID != "c1" {
 		t.Fatalf("List: %v %v", list, err)
+	}
+}
+
+func TestDeviceRule(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	for _, tc := range []struct {
+		d    specs.LinuxDeviceCgroup
+		want string
+	}{
+		{specs.LinuxDeviceCgroup{Access: "rwm"}, "a *:* rwm"},
+		{specs.LinuxDeviceCgroup{Type: "c", Major: i64(10), Minor: i64(229), Access: "rwm"}, "c 10:229 rwm"},
+		{specs.LinuxDeviceCgroup{Type: "b", Major: i64(8)}, "b 8:* rwm"},
+		{specs.LinuxDeviceCgroup{Type: "c", Major: i64(-1), Minor: i64(3), Access: "r"}, "c *:3 r"},
+	} {
+		got, err := deviceRule(tc.d)
+		if err != nil || got != tc.want {
+			t.Errorf("deviceRule(%+v) = %q, %v; want %q", tc.d, got, err, tc.want)
+		}
+	}
+	for _, bad := range []specs.LinuxDeviceCgroup{{Type: "x"}, {Type: "c", Access: "rwx"}} {
+		if _, err := deviceRule(bad); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("deviceRule(%+v): %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+func TestMergeResourcesExtras(t *testing.T) {
+	u64 := func(v uint64) *uint64 { return &v }
+	i64 := func(v int64) *int64 { return &v }
+	cur := &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Access: "rwm"}}}
+	got := mergeResources(cur, &specs.LinuxResources{
+		Memory:  &specs.LinuxMemory{Swappiness: u64(10)},
+		CPU:     &specs.LinuxCPU{RealtimeRuntime: i64(1000)},
+		Devices: []specs.LinuxDeviceCgroup{{Allow: true, Type: "c", Access: "r"}},
+	})
+	if *got.Memory.Swappiness != 10 || *got.CPU.RealtimeRuntime != 1000 || len(got.Devices) != 2 || !got.Devices[1].Allow {
+		t.Fatalf("merged: %+v %+v %+v", got.Memory, got.CPU, got.Devices)
+	}
+	if len(cur.Devices) != 1 {
+		t.Fatal("the current device rules were changed in place")
+	}
+}
+
+func TestNeededDevices(t *testing.T) {
+	got := neededDevices([]specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229}, {Path: "/dev/sda", Type: "b", Major: 8}, {Path: "/dev/fifo", Type: "p"}})
+	if len(got) != len(standardDevices)+2 || got[0] != "c 1:3 rwm" || got[len(got)-2] != "c 10:229 rwm" || got[len(got)-1] != "b 8:0 rwm" {
+		t.Fatalf("neededDevices: %q", got)
 	}
 }

@@ -1,0 +1,268 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/tty"
+	"github.com/berth-dev/berth/internal/vm"
+)
+
+// relayed are the signals the owner passes on to the workload in the
+// guest (SIGKILL and SIGSTOP cannot be caught: SIGKILL ends the owner
+// and QEMU with it). SIGWINCH becomes a resize of the guest's terminal.
+var relayed = []os.Signal{
+	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2,
+	syscall.SIGTERM, syscall.SIGALRM, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN,
+	syscall.SIGTTOU, syscall.SIGABRT, syscall.SIGWINCH,
+}
+
+// RunVMOwner is the VM owner (`berth-runtime __vm-owner DIR`, started by
+// create with the workload's stdio as fds 0-2, a sync pipe as fd 3 and
+// the start listener as fd 4). It says "ready" on the sync pipe, waits
+// for start, boots the guest with the workload, answers start ("ok" or
+// "error MESSAGE"), serves the control socket, relays signals, and
+// returns the workload's exit status (128+N for signal N; 125 when the
+// guest could not start, or the guest's 126/127 for a command that could
+// not be run). A signal that ends a process by default ends the owner
+// with 128+N before start.
+func RunVMOwner(args []string) int {
+	syncw := os.NewFile(3, "sync")
+	fail := func(err error) int {
+		fmt.Fprintf(syncw, "error %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		syncw.Close()
+		return 125
+	}
+	if len(args) != 1 {
+		return fail(errors.New("usage: berth-runtime __vm-owner DIR"))
+	}
+	dir := args[0]
+	rec, err := loadVMRecord(dir)
+	if err != nil {
+		return fail(err)
+	}
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs, relayed...)
+	// A closed stdout or stderr must fail the write, not kill the owner.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	lf := os.NewFile(4, "start.sock")
+	l, err := net.FileListener(lf)
+	lf.Close()
+	if err != nil {
+		return fail(fmt.Errorf("start listener: %w", err))
+	}
+	fmt.Fprintln(syncw, "ready")
+	syncw.Close()
+
+	// Whatever way the owner ends, the guest's disks and sockets go with
+	// it (delete removes them too, for an owner killed by SIGKILL).
+	defer os.RemoveAll(rec.Work)
+	conn, sig := awaitStart(l, sigs, filepath.Join(dir, vmRecordFile))
+	l.Close()
+	if conn == nil {
+		return 128 + int(sig)
+	}
+	defer conn.Close()
+	answer := func(s string) { conn.Write([]byte(s + "\n")) }
+	if line, _ := bufio.NewReader(conn).ReadString('\n'); strings.TrimSpace(line) != "start" {
+		answer("error unexpected start request")
+		return 125
+	}
+	terminal := rec.Spec.Process.Terminal
+	stdio := agent.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	if rec.Spec.Process.Terminal {
+		if b := tty.Size(os.Stdin); b != nil {
+			rec.Spec.Process.ConsoleSize = b
+		}
+	}
+	m, err := vm.Boot(context.Background(), vm.RunConfig{
+		ID: rec.ID, Dir: rec.Work, Spec: rec.Spec, Layers: rec.Layers, Guest: rec.Guest,
+	}, stdio)
+	if err != nil {
+		answer("error " + strings.ReplaceAll(err.Error(), "\n", "; "))
+		var se *vm.StartError
+		if errors.As(err, &se) {
+			return se.Code
+		}
+		return 125
+	}
+	q := procRef{Pid: m.Pid(), Start: instance.ProcStart(m.Pid())}
+	if err := writeJSON(filepath.Join(dir, vmQEMUFile), q); err != nil {
+		m.Destroy()
+		answer("error " + err.Error())
+		return 125
+	}
+	stop, err := instance.ServeControl(instance.ControlSocket(dir), vmControl{m})
+	if err != nil {
+		m.Destroy()
+		answer("error " + err.Error())
+		return 125
+	}
+	if err := os.WriteFile(filepath.Join(dir, vmRunningFile), nil, 0o600); err != nil {
+		stop()
+		m.Destroy()
+		answer("error " + err.Error())
+		return 125
+	}
+	answer("ok")
+	conn.Close()
+
+	go func() {
+		for s := range sigs {
+			if s == syscall.SIGWINCH {
+				if b := tty.Size(os.Stdin); terminal && b != nil {
+					m.Resize(uint16(b.Height), uint16(b.Width))
+				}
+				continue
+			}
+			m.Signal(s.(syscall.Signal))
+		}
+	}()
+	st, werr := m.Wait()
+	stop()
+	m.Destroy()
+	if werr != nil {
+		fmt.Fprintf(os.Stderr, "berth-runtime: %v\n", werr)
+	}
+	return st.Code
+}
+
+// awaitStart waits for the start connection; a signal that would end
+// the process by default ends the wait instead (conn nil), and so does
+// the removal of the state directory (record is its vm.json): nobody
+// can start the VM any more, and the owner must not wait forever.
+func awaitStart(l net.Listener, sigs <-chan os.Signal, record string) (net.Conn, syscall.Signal) {
+	conns := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			conns <- c
+		}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case c := <-conns:
+			return c, 0
+		case <-tick.C:
+			if _, err := os.Stat(record); errors.Is(err, fs.ErrNotExist) {
+				return nil, syscall.SIGKILL
+			}
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
+				continue
+			}
+			return nil, s.(syscall.Signal)
+		}
+	}
+}
+
+// vmControl answers the control socket for the owner's guest.
+type vmControl struct{ m *vm.Machine }
+
+func (c vmControl) Signal(sig syscall.Signal) error { return c.m.Signal(sig) }
+
+// Exec runs p in the guest with the caller's stdio until it ends, or
+// until the caller hangs up (resize is closed then): a relay that is
+// killed takes its guest process with it.
+func (c vmControl) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
+	proc, err := c.m.StartExec(context.Background(), p, agent.Stdio{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	if err != nil {
+		var se *vm.StartError
+		if errors.As(err, &se) {
+			return se.Code, err
+		}
+		return 125, err
+	}
+	done := make(chan struct{})
+	go func() {
+		for b := range resize {
+			proc.Resize(uint16(b.Height), uint16(b.Width))
+		}
+		select {
+		case <-done:
+		default:
+			proc.Signal(syscall.SIGKILL)
+		}
+	}()
+	st, err := proc.Wait()
+	close(done)
+	return st.Code, err
+}
+
+// RunExecRelay is an exec's host process (`berth-runtime __vm-exec
+// SOCKET`, the process spec as JSON on fd 3): it has the owner at SOCKET
+// run the process in the guest with the relay's own stdio, and returns
+// its exit status. A terminal's size changes (SIGWINCH on a controlling
+// terminal) are passed on.
+func RunExecRelay(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: berth-runtime __vm-exec SOCKET")
+		return 125
+	}
+	f := os.NewFile(3, "process")
+	b, err := io.ReadAll(f)
+	f.Close()
+	var p specs.Process
+	if err == nil {
+		err = json.Unmarshal(b, &p)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "berth-runtime exec: process: %v\n", err)
+		return 125
+	}
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	var resize chan specs.Box
+	restore := func() {}
+	if p.Terminal {
+		if b := tty.Size(os.Stdin); b != nil {
+			p.ConsoleSize = b
+		}
+		// The guest has the process's pty and line discipline: a local
+		// terminal is made raw, and its size changes are passed on.
+		resize = make(chan specs.Box, 4)
+		restore = tty.AttachFunc(os.Stdin, func(b specs.Box) {
+			select {
+			case resize <- b:
+			default:
+			}
+		})
+		defer restore()
+	}
+	// A signal that would end the relay ends it: the owner sees the
+	// connection close and kills the guest process (SIGKILL, which a
+	// relay cannot catch, does the same).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGALRM)
+	go func() {
+		s := <-sigs
+		restore()
+		os.Exit(128 + int(s.(syscall.Signal)))
+	}()
+	code, err := instance.ControlExec(args[0], &p, os.Stdin, os.Stdout, os.Stderr, resize)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "berth-runtime exec: %v\n", err)
+		if code == 0 {
+			code = 125
+		}
+	}
+	return code
+}
