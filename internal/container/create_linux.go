@@ -103,7 +103,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 
 	cg, err := cgroups.New(cfg.CgroupPath)
 	if err != nil {
-		return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+		return nil, err
 	}
 	// On v1 the cgroup is made while the init boots (it waits for its
 	// configuration, which is sent once it has been added); on v2 the init
@@ -119,7 +119,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 		err := <-cgMade
 		cgMade = nil
 		if err != nil {
-			return fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+			return err
 		}
 		return nil
 	}
@@ -181,7 +181,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	if v2 && !rawFork {
 		cgfd, _, err := cg.FD()
 		if err != nil {
-			return nil, fmt.Errorf("cgroup %q: %w", cfg.CgroupPath, err)
+			return nil, err
 		}
 		defer unix.Close(cgfd)
 		cmd.SysProcAttr.UseCgroupFD = true
@@ -222,7 +222,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 		err := <-added
 		added = nil
 		if err != nil {
-			return fmt.Errorf("cgroup %q: add init: %w", cfg.CgroupPath, err)
+			return fmt.Errorf("add container init: %w", err)
 		}
 		return nil
 	}
@@ -648,10 +648,10 @@ func (c *Container) Destroy() error {
 func Cleanup(cgroupPath string) error {
 	cg, err := cgroups.New(cgroupPath)
 	if err != nil {
-		return fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+		return err
 	}
 	if err := cg.Destroy(); err != nil {
-		return fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+		return err
 	}
 	return nil
 }

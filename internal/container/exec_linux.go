@@ -137,7 +137,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	defer mntns.Close()
 	cg, err := cgroups.New(cgroupPath)
 	if err != nil {
-		return nil, fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+		return nil, err
 	}
 	parent, child, err := socketPair("exec")
 	if err != nil {
@@ -160,7 +160,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}
 	cgfd, v2, err := cg.FD()
 	if err != nil {
-		return nil, fmt.Errorf("cgroup %q: %w", cgroupPath, err)
+		return nil, err
 	}
 	if v2 {
 		defer unix.Close(cgfd)
@@ -184,7 +184,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	defer stop()
 	if !v2 || !sameUser {
 		if err := cg.Add(cmd.Process.Pid); err != nil {
-			return nil, fmt.Errorf("cgroup %q: add exec process: %w", cgroupPath, err)
+			return nil, fmt.Errorf("add exec process: %w", err)
 		}
 	}
 	ch, err := newChannel(parent)
