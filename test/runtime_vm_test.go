@@ -195,6 +195,24 @@ func TestRuntimeVMLifecycle(t *testing.T) {
 	syscall.Kill(relayPid, syscall.SIGKILL)
 	waitFor(t, "the exec'd sleep to end with its relay", func() bool { return !sleeping() })
 
+	// A signal sent to an exec's host process (ctr task kill --exec-id)
+	// reaches its process in the guest, which may trap it.
+	relay = exec.Command(rt, "--root", root, "exec", "--detach", "--pid-file", execPid, id,
+		"sh", "-c", "trap 'echo TERM > /tmp/trapped; exit 7' TERM; while :; do sleep 0.1; done")
+	if err := relay.Run(); err != nil {
+		t.Fatalf("exec --detach trap: %v", err)
+	}
+	b, _ = os.ReadFile(execPid)
+	relayPid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	waitFor(t, "the trapping exec to run", func() bool {
+		return strings.Contains(mustCmd(t, rt, "--root", root, "exec", id, "ps", "-o", "args"), "trapped")
+	})
+	syscall.Kill(relayPid, syscall.SIGTERM)
+	waitFor(t, "the exec'd process to trap SIGTERM", func() bool {
+		return runCmd(t, nil, rt, "--root", root, "exec", id, "cat", "/tmp/trapped").stdout == "TERM\n"
+	})
+	waitFor(t, "the relay to end with its process", func() bool { return syscall.Kill(relayPid, 0) != nil })
+
 	var pids []int
 	if err := json.Unmarshal([]byte(mustCmd(t, rt, "--root", root, "ps", "--format", "json", id)), &pids); err != nil || len(pids) != 1 || pids[0] != pid {
 		t.Fatalf("ps: %v %v", pids, err)

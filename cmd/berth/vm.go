@@ -74,22 +74,12 @@ func startVM(g *globals, st *instance.Store, in *instance.Instance, b *instance.
 	if err != nil {
 		return nil, err
 	}
-	stop, err := instance.ServeControl(instance.ControlSocket(st.Dir(in.ID)), vmControl{m})
+	stop, err := instance.ServeControl(instance.ControlSocket(st.Dir(in.ID)), m)
 	if err != nil {
 		m.Destroy()
 		return nil, err
 	}
 	return &vmWorkload{m: m, accel: guest.Accel, stopControl: stop}, nil
-}
-
-// vmControl answers other berth processes' requests for a VM instance.
-type vmControl struct{ m *vm.Machine }
-
-func (c vmControl) Signal(sig syscall.Signal) error { return c.m.Signal(sig) }
-
-func (c vmControl) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
-	st, err := c.m.Exec(context.Background(), p, stdin, stdout, stderr, resize)
-	return st.Code, err
 }
 
 // findGuest locates what a guest needs (vm.FindGuest, shared with
@@ -117,7 +107,7 @@ func execVM(st *instance.Store, in *instance.Instance, p *specs.Process, interac
 		defer devnull.Close()
 		stdin = devnull
 	}
-	code, err := instance.ControlExec(instance.ControlSocket(st.Dir(in.ID)), p, stdin, os.Stdout, os.Stderr, resize)
+	code, err := instance.ControlExec(instance.ControlSocket(st.Dir(in.ID)), p, stdin, os.Stdout, os.Stderr, resize, nil)
 	if err != nil {
 		if code == 126 || code == 127 {
 			return &codedError{code: code, err: err}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -34,10 +35,12 @@ func ControlSocket(dir string) string { return filepath.Join(dir, "control.sock"
 type ControlHandler interface {
 	// Signal relays sig to the workload.
 	Signal(sig syscall.Signal) error
-	// Exec runs p beside the workload with the given stdio (a terminal
-	// when p.Terminal) and returns its exit code: 128+N for signal N.
-	// resize delivers window size changes while it runs.
-	Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error)
+	// ServeExec runs p beside the workload with the given stdio (a
+	// terminal when p.Terminal) and returns its exit code: 128+N for
+	// signal N. While it runs, resize delivers window size changes and
+	// signals the signals to pass on to it; both are closed when the
+	// caller hangs up, which should end the process.
+	ServeExec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box, signals <-chan syscall.Signal) (int, error)
 }
 
 type controlRequest struct {
@@ -109,8 +112,9 @@ func serveConn(c *net.UnixConn, h ControlHandler) {
 			return
 		}
 		resize := make(chan specs.Box, 4)
-		go readResizes(bufio.NewReader(io.MultiReader(bytes.NewReader(rest), c)), resize)
-		code, err := h.Exec(req.Proc, files[0], files[1], files[2], resize)
+		signals := make(chan syscall.Signal, 16)
+		go readEvents(bufio.NewReader(io.MultiReader(bytes.NewReader(rest), c)), resize, signals)
+		code, err := h.ServeExec(req.Proc, files[0], files[1], files[2], resize, signals)
 		reply(c, code, err)
 	default:
 		reply(c, 125, fmt.Errorf("control: unknown operation %q: %w", req.Op, errdefs.ErrInvalid))
@@ -156,20 +160,30 @@ func parseRights(oob []byte) []*os.File {
 	return files
 }
 
-// readResizes passes window size changes on until the caller hangs up.
-func readResizes(r *bufio.Reader, resize chan<- specs.Box) {
+// readEvents passes a running exec's window size changes and signals on
+// until the caller hangs up, then closes both channels. A size is dropped
+// when one is still pending (only the last matters); signals are kept in
+// order, as many as the channel holds.
+func readEvents(r *bufio.Reader, resize chan<- specs.Box, signals chan<- syscall.Signal) {
 	defer close(resize)
+	defer close(signals)
 	for {
 		line, err := r.ReadBytes('\n')
 		if err != nil {
 			return
 		}
 		var rq controlRequest
-		if json.Unmarshal(line, &rq) == nil && rq.Op == "resize" && rq.Size != nil {
+		if json.Unmarshal(line, &rq) != nil {
+			continue
+		}
+		switch {
+		case rq.Op == "resize" && rq.Size != nil:
 			select {
 			case resize <- *rq.Size:
 			default:
 			}
+		case rq.Op == "signal" && rq.Signal > 0:
+			signals <- syscall.Signal(rq.Signal)
 		}
 	}
 }
@@ -223,8 +237,9 @@ func ControlSignal(path string, sig syscall.Signal) error {
 
 // ControlExec asks the owner at path to run p with this process's stdin,
 // stdout and stderr, and returns its exit code. Window size changes sent
-// on resize are passed on while it runs.
-func ControlExec(path string, p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
+// on resize and signals sent on signals (either may be nil) are passed on
+// while it runs.
+func ControlExec(path string, p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box, signals <-chan syscall.Signal) (int, error) {
 	c, err := dialControl(path)
 	if err != nil {
 		return 125, err
@@ -234,11 +249,26 @@ func ControlExec(path string, p *specs.Process, stdin, stdout, stderr *os.File, 
 	if err := sendRequest(c, controlRequest{Op: "exec", Proc: p}, fds); err != nil {
 		return 125, err
 	}
+	var mu sync.Mutex // one request line at a time
+	send := func(rq controlRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return sendRequest(c, rq, nil)
+	}
 	if resize != nil {
 		go func() {
 			for size := range resize {
 				s := size
-				if sendRequest(c, controlRequest{Op: "resize", Size: &s}, nil) != nil {
+				if send(controlRequest{Op: "resize", Size: &s}) != nil {
+					return
+				}
+			}
+		}()
+	}
+	if signals != nil {
+		go func() {
+			for sig := range signals {
+				if send(controlRequest{Op: "signal", Signal: int(sig)}) != nil {
 					return
 				}
 			}

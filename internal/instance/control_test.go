@@ -19,6 +19,8 @@ type fakeOwner struct {
 	mu      sync.Mutex
 	signals []syscall.Signal
 	sizes   []specs.Box
+
+	execSignals []syscall.Signal
 }
 
 func (o *fakeOwner) Signal(sig syscall.Signal) error {
@@ -31,7 +33,7 @@ func (o *fakeOwner) Signal(sig syscall.Signal) error {
 	return nil
 }
 
-func (o *fakeOwner) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
+func (o *fakeOwner) ServeExec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box, signals <-chan syscall.Signal) (int, error) {
 	in, _ := io.ReadAll(stdin)
 	fmt.Fprintf(stdout, "%s got %q", p.Args[0], in)
 	fmt.Fprint(stderr, "to stderr")
@@ -40,6 +42,14 @@ func (o *fakeOwner) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resiz
 		o.sizes = append(o.sizes, b)
 		o.mu.Unlock()
 		break
+	}
+	for sig := range signals {
+		o.mu.Lock()
+		o.execSignals = append(o.execSignals, sig)
+		o.mu.Unlock()
+		if sig == syscall.SIGTERM {
+			return 143, nil
+		}
 	}
 	return 3, nil
 }
@@ -67,11 +77,15 @@ func TestControlSocket(t *testing.T) {
 	inW.Close()
 	resize := make(chan specs.Box, 1)
 	resize <- specs.Box{Height: 24, Width: 80}
-	code, err := ControlExec(path, &specs.Process{Args: []string{"cmd"}}, inR, outW, errW, resize)
+	signals := make(chan syscall.Signal, 2)
+	signals <- syscall.SIGUSR1
+	signals <- syscall.SIGTERM
+	code, err := ControlExec(path, &specs.Process{Args: []string{"cmd"}}, inR, outW, errW, resize, signals)
 	close(resize)
+	close(signals)
 	outW.Close()
 	errW.Close()
-	if err != nil || code != 3 {
+	if err != nil || code != 143 {
 		t.Fatalf("exec: code %d err %v", code, err)
 	}
 	out, _ := io.ReadAll(outR)
@@ -83,6 +97,9 @@ func TestControlSocket(t *testing.T) {
 	defer owner.mu.Unlock()
 	if len(owner.signals) != 1 || owner.signals[0] != syscall.SIGTERM || len(owner.sizes) != 1 || owner.sizes[0].Width != 80 {
 		t.Fatalf("owner saw signals %v sizes %v", owner.signals, owner.sizes)
+	}
+	if fmt.Sprint(owner.execSignals) != fmt.Sprint([]syscall.Signal{syscall.SIGUSR1, syscall.SIGTERM}) {
+		t.Fatalf("exec got signals %v, want USR1 then TERM in order", owner.execSignals)
 	}
 	stop()
 	if err := ControlSignal(path, syscall.SIGTERM); !errors.Is(err, errdefs.ErrUnavailable) {

@@ -108,7 +108,7 @@ func RunVMOwner(args []string) int {
 		answer("error " + err.Error())
 		return 125
 	}
-	stop, err := instance.ServeControl(instance.ControlSocket(dir), vmControl{m})
+	stop, err := instance.ServeControl(instance.ControlSocket(dir), m)
 	if err != nil {
 		m.Destroy()
 		answer("error " + err.Error())
@@ -175,39 +175,6 @@ func awaitStart(l net.Listener, sigs <-chan os.Signal, record string) (net.Conn,
 	}
 }
 
-// vmControl answers the control socket for the owner's guest.
-type vmControl struct{ m *vm.Machine }
-
-func (c vmControl) Signal(sig syscall.Signal) error { return c.m.Signal(sig) }
-
-// Exec runs p in the guest with the caller's stdio until it ends, or
-// until the caller hangs up (resize is closed then): a relay that is
-// killed takes its guest process with it.
-func (c vmControl) Exec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box) (int, error) {
-	proc, err := c.m.StartExec(context.Background(), p, agent.Stdio{Stdin: stdin, Stdout: stdout, Stderr: stderr})
-	if err != nil {
-		var se *vm.StartError
-		if errors.As(err, &se) {
-			return se.Code, err
-		}
-		return 125, err
-	}
-	done := make(chan struct{})
-	go func() {
-		for b := range resize {
-			proc.Resize(uint16(b.Height), uint16(b.Width))
-		}
-		select {
-		case <-done:
-		default:
-			proc.Signal(syscall.SIGKILL)
-		}
-	}()
-	st, err := proc.Wait()
-	close(done)
-	return st.Code, err
-}
-
 // RunExecRelay is an exec's host process (`berth-runtime __vm-exec
 // SOCKET`, the process spec as JSON on fd 3): it has the owner at SOCKET
 // run the process in the guest with the relay's own stdio, and returns
@@ -231,7 +198,6 @@ func RunExecRelay(args []string) int {
 	}
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	var resize chan specs.Box
-	restore := func() {}
 	if p.Terminal {
 		if b := tty.Size(os.Stdin); b != nil {
 			p.ConsoleSize = b
@@ -239,7 +205,7 @@ func RunExecRelay(args []string) int {
 		// The guest has the process's pty and line discipline: a local
 		// terminal is made raw, and its size changes are passed on.
 		resize = make(chan specs.Box, 4)
-		restore = tty.AttachFunc(os.Stdin, func(b specs.Box) {
+		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) {
 			select {
 			case resize <- b:
 			default:
@@ -247,17 +213,24 @@ func RunExecRelay(args []string) int {
 		})
 		defer restore()
 	}
-	// A signal that would end the relay ends it: the owner sees the
-	// connection close and kills the guest process (SIGKILL, which a
-	// relay cannot catch, does the same).
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGALRM)
+	// Signals sent to the relay (ctr task kill --exec-id, the shim's
+	// kill) go on to the guest process, as they would reach the process
+	// itself under runc. SIGKILL cannot be caught: the owner sees the
+	// connection close and kills the guest process.
+	// (SIGWINCH is the local terminal's business.)
+	caught := make(chan os.Signal, 16)
+	for _, sig := range relayed {
+		if sig != syscall.SIGWINCH {
+			signal.Notify(caught, sig)
+		}
+	}
+	signals := make(chan syscall.Signal, 16)
 	go func() {
-		s := <-sigs
-		restore()
-		os.Exit(128 + int(s.(syscall.Signal)))
+		for s := range caught {
+			signals <- s.(syscall.Signal)
+		}
 	}()
-	code, err := instance.ControlExec(args[0], &p, os.Stdin, os.Stdout, os.Stderr, resize)
+	code, err := instance.ControlExec(args[0], &p, os.Stdin, os.Stdout, os.Stderr, resize, signals)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "berth-runtime exec: %v\n", err)
 		if code == 0 {
