@@ -43,6 +43,10 @@ var runTable = []runCase{
 	{name: "user has no caps", args: []string{"-u", "app", "IMG", "grep", "^CapEff:", "/proc/self/status"}, stdout: "CapEff:\t0000000000000000\n"},
 	{name: "mount denied", args: []string{"IMG", "sh", "-c", "mount -t tmpfs x /mnt 2>/dev/null || echo denied"}, stdout: "denied\n"},
 	{name: "unshare denied", args: []string{"IMG", "sh", "-c", "unshare -m true 2>/dev/null || echo denied"}, stdout: "denied\n"},
+	// Device cgroup: a node may be made (CAP_MKNOD) but not used, unless
+	// it is one of the standard devices (here /dev/kmsg, 1:11, which the
+	// host's root can open).
+	{name: "devices denied", args: []string{"IMG", "sh", "-c", "mknod /tmp/kmsg c 1 11 && echo made; head -c 1 /tmp/kmsg; mknod /tmp/null c 1 3 && echo x > /tmp/null && echo null ok"}, stdout: "made\nnull ok\n", stderr: "Operation not permitted"},
 	{name: "timer_list masked", args: []string{"IMG", "wc", "-c", "/proc/timer_list"}, stdout: "0 /proc/timer_list\n"},
 	{name: "proc sys read-only", args: []string{"IMG", "sh", "-c", "(echo 1 > /proc/sys/kernel/ostype) 2>/dev/null || echo ro"}, stdout: "ro\n"},
 	{name: "sys read-only", args: []string{"IMG", "touch", "/sys/x"}, code: 1, stderr: "Read-only"},

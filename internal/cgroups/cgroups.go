@@ -28,6 +28,11 @@ type Resources struct {
 	CPUPeriod  uint64 // microseconds; default 100000 when CPUQuota is set
 	CPUShares  uint64 // v1 shares (v2 weight is converted)
 	Pids       int64  // pids.max
+	// Devices are the device access rules, applied in order (v1:
+	// devices.deny and devices.allow; v2: a BPF device program). nil
+	// leaves device access as it is; Update with nil keeps the rules in
+	// force.
+	Devices []DeviceRule
 }
 
 // Stats is a snapshot of a cgroup's usage.

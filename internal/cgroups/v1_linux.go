@@ -189,7 +189,33 @@ func (m *v1) Update(r Resources) error {
 	if r.Pids > 0 {
 		pids = strconv.FormatInt(r.Pids, 10)
 	}
-	return writeFile(m.path, m.dirs["pids"], "pids.max", pids)
+	if err := writeFile(m.path, m.dirs["pids"], "pids.max", pids); err != nil {
+		return err
+	}
+	return m.setDevices(r.Devices)
+}
+
+// setDevices writes the rules, in order, to devices.deny and
+// devices.allow (the kernel keeps the exceptions in the order they came,
+// and a later rule may undo an earlier one).
+func (m *v1) setDevices(rules []DeviceRule) error {
+	if rules == nil {
+		return nil
+	}
+	dir, ok := m.dirs["devices"]
+	if !ok {
+		return fmt.Errorf("cgroup %s: device rules need the devices controller, which is not mounted: %w", m.path, errdefs.ErrUnavailable)
+	}
+	for _, d := range rules {
+		file := "devices.deny"
+		if d.Allow {
+			file = "devices.allow"
+		}
+		if err := writeFile(m.path, dir, file, d.String()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // setMemory writes memory.limit_in_bytes and, where swap accounting exists,
@@ -380,6 +406,11 @@ func checkResources(path string, r Resources) error {
 	}
 	if r.MemorySwap > 0 && r.MemorySwap < r.Memory {
 		return fmt.Errorf("cgroup %s: memory+swap limit %d below the memory limit %d: %w", path, r.MemorySwap, r.Memory, errdefs.ErrInvalid)
+	}
+	for _, d := range r.Devices {
+		if err := d.Check(); err != nil {
+			return fmt.Errorf("cgroup %s: %w", path, err)
+		}
 	}
 	return nil
 }

@@ -182,7 +182,7 @@ func (m *v2) Update(r Resources) error {
 			return err
 		}
 	}
-	return nil
+	return m.setDevices(r.Devices)
 }
 
 // Add implements Manager.

@@ -51,4 +51,6 @@ func (c *Container) Detach(*os.File) error { return errNotLinux }
 func StartDetached(string) error           { return errNotLinux }
 
 // ResourcesOf converts OCI resources to the cgroup managers' limits.
-func ResourcesOf(*specs.LinuxResources) cgroups.Resources { return cgroups.Resources{} }
+func ResourcesOf(*specs.LinuxResources, []specs.LinuxDevice) cgroups.Resources {
+	return cgroups.Resources{}
+}

@@ -474,38 +474,6 @@ func socketPair(what string) (parent, child *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), what+"-parent"), os.NewFile(uintptr(fds[1]), what+"-child"), nil
 }
 
-// resourcesOf converts the spec's resources to the cgroup package's.
-func resourcesOf(s *specs.Spec) cgroups.Resources {
-	var r cgroups.Resources
-	if s.Linux == nil || s.Linux.Resources == nil {
-		return r
-	}
-	lr := s.Linux.Resources
-	if m := lr.Memory; m != nil {
-		if m.Limit != nil {
-			r.Memory = *m.Limit
-		}
-		if m.Swap != nil {
-			r.MemorySwap = *m.Swap
-		}
-	}
-	if c := lr.CPU; c != nil {
-		if c.Quota != nil {
-			r.CPUQuota = *c.Quota
-		}
-		if c.Period != nil {
-			r.CPUPeriod = *c.Period
-		}
-		if c.Shares != nil {
-			r.CPUShares = *c.Shares
-		}
-	}
-	if p := lr.Pids; p != nil && p.Limit != nil {
-		r.Pids = *p.Limit
-	}
-	return r
-}
-
 // claimStart marks the container started (Start and Detach may each be
 // called once, before Wait and Destroy) and returns the workload's
 // seccomp program compiled during Create.

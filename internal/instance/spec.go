@@ -221,9 +221,12 @@ func Mounts(vols []string) ([]specs.Mount, error) {
 	return out, nil
 }
 
-// Resources turns limits into the OCI resources block.
+// Resources turns limits into the OCI resources block, with Docker's
+// default device rules: no device but creating nodes (CAP_MKNOD) and tun;
+// the engine adds null, zero, full, random, urandom, tty, console, ptmx
+// and the pseudo-terminals.
 func Resources(l Limits) *specs.LinuxResources {
-	r := &specs.LinuxResources{}
+	r := &specs.LinuxResources{Devices: defaultDeviceRules()}
 	if l.Memory > 0 {
 		m := l.Memory
 		r.Memory = &specs.LinuxMemory{Limit: &m, Swap: &m} // no swap beyond the limit
@@ -265,4 +268,14 @@ func ParseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want a positive number with an optional k, m or g suffix: %w", s, errdefs.ErrInvalid)
 	}
 	return int64(v), nil
+}
+
+func defaultDeviceRules() []specs.LinuxDeviceCgroup {
+	any, tun, tunMinor := int64(-1), int64(10), int64(200)
+	return []specs.LinuxDeviceCgroup{
+		{Allow: false, Access: "rwm"},
+		{Allow: true, Type: "c", Major: &any, Minor: &any, Access: "m"},
+		{Allow: true, Type: "b", Major: &any, Minor: &any, Access: "m"},
+		{Allow: true, Type: "c", Major: &tun, Minor: &tunMinor, Access: "rwm"},
+	}
 }

@@ -165,7 +165,7 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 			return nil, fmt.Errorf("oom_score_adj %s: %w", adj, unwrap(err))
 		}
 	}
-	if err := applyExtraResources(cgroup, spec.Linux.Resources, spec.Linux.Devices); err != nil {
+	if err := applyExtraResources(cgroup, spec.Linux.Resources); err != nil {
 		return nil, err
 	}
 	if err := st.Save(s); err != nil {

@@ -177,16 +177,16 @@ func (st *Store) Update(id string, r *specs.LinuxResources) error {
 		if err != nil {
 			return err
 		}
-		if err := cg.Update(container.ResourcesOf(merged)); err != nil {
-			return err
-		}
-		// What the engine does not drive (cpuset, real-time, memory
-		// extras, device rules): the fields r sets, applied again.
-		var devices []specs.LinuxDevice
+		var devices []specs.LinuxDevice // what the device rules allow besides
 		if spec, err := st.Spec(id); err == nil && spec.Linux != nil {
 			devices = spec.Linux.Devices
 		}
-		if err := applyExtraResources(s.Cgroup, r, devices); err != nil {
+		if err := cg.Update(container.ResourcesOf(merged, devices)); err != nil {
+			return err
+		}
+		// What the engine does not drive (cpuset, real-time, memory
+		// extras): the fields r sets, applied again.
+		if err := applyExtraResources(s.Cgroup, r); err != nil {
 			return err
 		}
 		s.Resources = merged

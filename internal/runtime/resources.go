@@ -17,22 +17,13 @@ import (
 
 // applyExtraResources applies the linux.resources that the container
 // engine does not (it applies the memory and swap limits, cpu shares,
-// quota and period, and pids) to the container's cgroup, on cgroup v1
-// hosts: memory reservation, swappiness, OOM killer and kernel TCP limit;
-// cpuset cpus and mems; real-time cpu period and runtime; the device
-// rules, exactly as listed (devices.deny and devices.allow, in order; on
-// a cgroup v2 host they are not applied yet: that needs a BPF program).
-// Block I/O, huge pages and network classes, and any of these fields on
-// a cgroup v2 host, are refused rather than silently ignored: the OCI
-// runtime spec wants an error for a value that cannot be applied.
-//
-// After the spec's device rules come allow rules for the devices every
-// container must have (the spec's default devices and /dev/pts/*) and
-// for linux.devices, as runc does: the runtime spec wants those
-// supplied, and a workload whose /dev/null is denied cannot even start
-// a shell pipeline. They follow the spec's rules, which keep their
-// order.
-func applyExtraResources(cgroup string, r *specs.LinuxResources, devices []specs.LinuxDevice) error {
+// quota and period, pids and the device rules) to the container's cgroup,
+// on cgroup v1 hosts: memory reservation, swappiness, OOM killer and
+// kernel TCP limit; cpuset cpus and mems; real-time cpu period and
+// runtime. Block I/O, huge pages and network classes, and any of these
+// fields on a cgroup v2 host, are refused rather than silently ignored:
+// the OCI runtime spec wants an error for a value that cannot be applied.
+func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 	if r == nil {
 		return nil
 	}
@@ -85,24 +76,6 @@ func applyExtraResources(cgroup string, r *specs.LinuxResources, devices []specs
 		return fmt.Errorf("linux.resources.network: network classes and priorities are not supported yet: %w", errdefs.ErrNotSupported)
 	}
 	mode := cgroups.DetectMode()
-	if len(r.Devices) > 0 && (mode == cgroups.ModeV1 || mode == cgroups.ModeHybrid) {
-		// In the listed order: the kernel keeps the exceptions in the
-		// order they were added, and a rule may undo an earlier one.
-		for _, d := range r.Devices {
-			line, err := deviceRule(d)
-			if err != nil {
-				return err
-			}
-			file := "devices.deny"
-			if d.Allow {
-				file = "devices.allow"
-			}
-			w = append(w, cgWrite{"devices", file, line})
-		}
-		for _, line := range neededDevices(devices) {
-			w = append(w, cgWrite{"devices", "devices.allow", line})
-		}
-	}
 	if len(w) == 0 {
 		return nil
 	}
@@ -160,56 +133,3 @@ func v1Mounts() (map[string]string, error) {
 }
 
 func nonZero(p *uint16) bool { return p != nil && *p != 0 }
-
-// deviceRule is a device cgroup rule in the form devices.allow and
-// devices.deny take: "TYPE MAJOR:MINOR ACCESS", with "a", "*" and "rwm"
-// for what the rule leaves out.
-func deviceRule(d specs.LinuxDeviceCgroup) (string, error) {
-	typ := d.Type
-	switch typ {
-	case "":
-		typ = "a"
-	case "a", "b", "c":
-	default:
-		return "", fmt.Errorf("linux.resources.devices: type %q: want a, b or c: %w", d.Type, errdefs.ErrInvalid)
-	}
-	num := func(p *int64) string {
-		if p == nil || *p < 0 {
-			return "*"
-		}
-		return strconv.FormatInt(*p, 10)
-	}
-	access := d.Access
-	if access == "" {
-		access = "rwm"
-	}
-	if strings.Trim(access, "rwm") != "" {
-		return "", fmt.Errorf("linux.resources.devices: access %q: want letters of rwm: %w", d.Access, errdefs.ErrInvalid)
-	}
-	return typ + " " + num(d.Major) + ":" + num(d.Minor) + " " + access, nil
-}
-
-// standardDevices are the device rules every container gets after the
-// spec's: null, zero, full, random, urandom, tty, console, ptmx and the
-// pseudo-terminals.
-var standardDevices = []string{
-	"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-	"c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
-}
-
-// neededDevices lists the allow rules added after the spec's: the
-// standard devices and linux.devices.
-func neededDevices(devices []specs.LinuxDevice) []string {
-	out := append([]string{}, standardDevices...)
-	for _, d := range devices {
-		typ := d.Type
-		if typ == "u" {
-			typ = "c"
-		}
-		if typ != "c" && typ != "b" {
-			continue // fifos need no device rule
-		}
-		out = append(out, fmt.Sprintf("%s %d:%d rwm", typ, d.Major, d.Minor))
-	}
-	return out
-}

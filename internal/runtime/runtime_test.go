@@ -110,29 +110,6 @@ func TestStoreStateRoundTrip(t *testing.T) {
 	}
 }
 
-func TestDeviceRule(t *testing.T) {
-	i64 := func(v int64) *int64 { return &v }
-	for _, tc := range []struct {
-		d    specs.LinuxDeviceCgroup
-		want string
-	}{
-		{specs.LinuxDeviceCgroup{Access: "rwm"}, "a *:* rwm"},
-		{specs.LinuxDeviceCgroup{Type: "c", Major: i64(10), Minor: i64(229), Access: "rwm"}, "c 10:229 rwm"},
-		{specs.LinuxDeviceCgroup{Type: "b", Major: i64(8)}, "b 8:* rwm"},
-		{specs.LinuxDeviceCgroup{Type: "c", Major: i64(-1), Minor: i64(3), Access: "r"}, "c *:3 r"},
-	} {
-		got, err := deviceRule(tc.d)
-		if err != nil || got != tc.want {
-			t.Errorf("deviceRule(%+v) = %q, %v; want %q", tc.d, got, err, tc.want)
-		}
-	}
-	for _, bad := range []specs.LinuxDeviceCgroup{{Type: "x"}, {Type: "c", Access: "rwx"}} {
-		if _, err := deviceRule(bad); !errors.Is(err, errdefs.ErrInvalid) {
-			t.Errorf("deviceRule(%+v): %v, want ErrInvalid", bad, err)
-		}
-	}
-}
-
 func TestMergeResourcesExtras(t *testing.T) {
 	u64 := func(v uint64) *uint64 { return &v }
 	i64 := func(v int64) *int64 { return &v }
@@ -147,12 +124,5 @@ func TestMergeResourcesExtras(t *testing.T) {
 	}
 	if len(cur.Devices) != 1 {
 		t.Fatal("the current device rules were changed in place")
-	}
-}
-
-func TestNeededDevices(t *testing.T) {
-	got := neededDevices([]specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229}, {Path: "/dev/sda", Type: "b", Major: 8}, {Path: "/dev/fifo", Type: "p"}})
-	if len(got) != len(standardDevices)+2 || got[0] != "c 1:3 rwm" || got[len(got)-2] != "c 10:229 rwm" || got[len(got)-1] != "b 8:0 rwm" {
-		t.Fatalf("neededDevices: %q", got)
 	}
 }
