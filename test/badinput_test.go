@@ -72,6 +72,9 @@ func TestBadRunOptionsRefused(t *testing.T) {
 		{[]string{"-v", "/tmp:/proc"}, []string{"/tmp:/proc"}},
 		{[]string{"-u", "nosuchuser"}, []string{"nosuchuser"}},
 		{[]string{"--bogus"}, []string{"bogus"}},
+		{[]string{"--pids-limit", "-2"}, []string{"--pids-limit", "-2"}},
+		{[]string{"--cpus", "-1"}, []string{"--cpus", "-1"}},
+		{[]string{"--kernel", "/x"}, []string{"--kernel", "--vm"}},
 	} {
 		args := append([]string{"run", "--name", "badinput"}, tc.args...)
 		args = append(args, img, "env")
@@ -84,6 +87,15 @@ func TestBadRunOptionsRefused(t *testing.T) {
 			t.Errorf("%v: a refused run left an instance", tc.args)
 			berth(t, "rm", "-f", "badinput")
 		}
+	}
+}
+
+// --pids-limit -1 means no limit, as in Docker.
+func TestPidsLimitMinusOneIsUnlimited(t *testing.T) {
+	img := busybox(t)
+	r := berth(t, "run", "--rm", "--pids-limit", "-1", img, "cat", "/sys/fs/cgroup/pids/pids.max")
+	if r.code != 0 || r.stdout != "max\n" {
+		t.Fatalf("--pids-limit -1: exit %d, %q, %s", r.code, r.stdout, r.stderr)
 	}
 }
 

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -23,18 +23,24 @@ const workloadCgroup = "/berth"
 
 // guest is the agent.Handler of berth-agent.
 type guest struct {
-	reaper *reaper
+	reaper  *reaper
+	modules *moduleSet // being inserted since boot
+
+	// The workload cgroup is made at boot, while the host says hello;
+	// cgReady is closed once cg, sp and cgErr are set.
+	cgReady chan struct{}
+	cgErr   error
 
 	mu      sync.Mutex
 	ran     bool // Run was asked for (once per guest)
 	ready   bool // the root is set up
 	cg      cgroups.Manager
-	cgFD    int
+	sp      *spawner
 	running map[int]bool // pids of started processes
 }
 
 func newGuest() *guest {
-	return &guest{reaper: &reaper{waiters: map[int]chan syscall.WaitStatus{}}, cgFD: -1, running: map[int]bool{}}
+	return &guest{reaper: &reaper{waiters: map[int]chan syscall.WaitStatus{}}, cgReady: make(chan struct{}), running: map[int]bool{}}
 }
 
 // Start implements agent.Handler.
@@ -46,6 +52,7 @@ func (g *guest) Start(kind agent.Kind, p *agent.Process) (agent.Task, error) {
 			return nil, &agent.StartError{Code: 125, Msg: "this guest already runs its workload; use exec"}
 		}
 		g.ran = true
+		tracef("run request")
 		if err := g.prepare(p); err != nil {
 			g.mu.Unlock()
 			return nil, &agent.StartError{Code: 125, Msg: "guest: " + err.Error()}
@@ -55,15 +62,46 @@ func (g *guest) Start(kind agent.Kind, p *agent.Process) (agent.Task, error) {
 		g.mu.Unlock()
 		return nil, &agent.StartError{Code: 125, Msg: "guest: exec before the workload started"}
 	}
-	cg, cgFD := g.cg, g.cgFD
+	cg, sp := g.cg, g.sp
 	g.mu.Unlock()
-	return g.spawn(kind, p, cg, cgFD)
+	return g.spawn(kind, p, cg, sp)
 }
 
-// prepare sets up the root and the workload cgroup for Run.
+// prepareCgroups mounts the guest's cgroup2 file system and makes the
+// workload cgroup, without limits yet, and the spawner's. /sys, and the
+// cgroup2 mount on it, later move into the workload's root.
+func (g *guest) prepareCgroups() {
+	defer close(g.cgReady)
+	const mount = "/sys/fs/cgroup"
+	if err := unix.Mount("cgroup2", mount, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		g.cgErr = fmt.Errorf("mount cgroup2 on %s: %w", mount, err)
+		return
+	}
+	cg, err := cgroups.NewV2(mount, workloadCgroup)
+	if err == nil {
+		err = cg.Create(cgroups.Resources{})
+	}
+	var sp *spawner
+	if err == nil {
+		sp, err = newSpawner(g.reaper, mount)
+	}
+	g.cg, g.sp, g.cgErr = cg, sp, err
+	tracef("cgroups ready")
+}
+
+// prepare sets up the root and the workload cgroup's limits for Run.
 func (g *guest) prepare(p *agent.Process) error {
+	if err := g.modules.Wait(); err != nil {
+		return err
+	}
+	tracef("modules in")
 	if err := setupRoot(p); err != nil {
 		return err
+	}
+	tracef("root ready")
+	<-g.cgReady
+	if g.cgErr != nil {
+		return g.cgErr
 	}
 	var r cgroups.Resources
 	if p.Resources != nil {
@@ -74,36 +112,31 @@ func (g *guest) prepare(p *agent.Process) error {
 			Pids:      p.Resources.PidsMax,
 		}
 	}
-	cg, err := cgroups.NewV2("/sys/fs/cgroup", workloadCgroup)
-	if err != nil {
+	if err := g.cg.Update(r); err != nil {
 		return err
 	}
-	if err := cg.Create(r); err != nil {
-		return err
-	}
-	fd, _, err := cg.FD()
-	if err != nil {
-		return err
-	}
-	g.cg, g.cgFD = cg, fd
+	tracef("cgroup limits set")
 	return nil
 }
 
-// shimConfig is what the exec stage (shim_linux.go) needs to start one
-// process; it travels on a pipe.
-type shimConfig struct {
-	Args    []string       `json:"args"`
-	Env     []string       `json:"env"`
-	Cwd     string         `json:"cwd"`
-	UID     uint32         `json:"uid"`
-	GID     uint32         `json:"gid"`
-	Groups  []uint32       `json:"groups"`
-	Rlimits []agent.Rlimit `json:"rlimits"`
-}
-
-// spawn starts p through the exec stage, in the workload cgroup, with its
-// stdio on pipes or a new terminal.
-func (g *guest) spawn(kind agent.Kind, p *agent.Process, cg cgroups.Manager, cgFD int) (agent.Task, error) {
+// spawn starts p in the workload cgroup, with its stdio on pipes or a
+// new terminal.
+func (g *guest) spawn(kind agent.Kind, p *agent.Process, cg cgroups.Manager, sp *spawner) (agent.Task, error) {
+	if len(p.Args) == 0 {
+		return nil, &agent.StartError{Code: 125, Msg: "no command"}
+	}
+	c := credOf(p)
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if _, err := os.Stat(cwd); errors.Is(err, os.ErrNotExist) {
+		_ = os.MkdirAll(cwd, 0o755) // as runc does for a missing working directory
+	}
+	path, code, err := lookPath(p.Args[0], p.Env, cwd, c)
+	if err != nil {
+		return nil, &agent.StartError{Code: code, Msg: err.Error()}
+	}
 	t := &task{g: g, kind: kind, cg: cg}
 	var child []*os.File
 	defer func() {
@@ -138,88 +171,74 @@ func (g *guest) spawn(kind agent.Kind, p *agent.Process, cg cgroups.Manager, cgF
 		t.stdin, t.stdout, t.stderr = inW, outR, errR
 		child = []*os.File{inR, outW, errW}
 	}
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	errPR, errPW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	defer errPR.Close()
-	child = append(child, cfgR, errPW)
-
-	sys := &syscall.SysProcAttr{Setsid: true, Setctty: p.Terminal, Ctty: 0}
-	if cgFD >= 0 {
-		sys.UseCgroupFD, sys.CgroupFD = true, cgFD
-	}
-	var before uint64
-	if cg != nil {
+	if cg != nil && kind != agent.KindRun { // none before the workload
 		if st, err := cg.Stats(); err == nil {
-			before = st.OOMKills
+			t.oomBefore = st.OOMKills
 		}
 	}
-	t.oomBefore = before
-	proc, ch, err := g.reaper.start("/proc/self/exe", []string{shimArg0}, &os.ProcAttr{
-		Dir:   "/",
-		Env:   []string{},
-		Files: child,
-		Sys:   sys,
-	})
-	if err != nil {
-		cfgW.Close()
-		return nil, &agent.StartError{Code: 125, Msg: fmt.Sprintf("start %q: %v", p.Args[0], err)}
-	}
-	t.pid, t.exited = proc.Pid, ch
-	_ = proc.Release()
-	for _, f := range child {
-		f.Close()
-	}
-	child = nil
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
+	env := p.Env
+	if env == nil {
+		env = []string{} // nil would pass on the agent's own
 	}
 	groups := p.AdditionalGids
 	if groups == nil {
 		groups = []uint32{}
 	}
-	_ = json.NewEncoder(cfgW).Encode(shimConfig{Args: p.Args, Env: p.Env, Cwd: cwd, UID: p.UID, GID: p.GID, Groups: groups, Rlimits: p.Rlimits})
-	cfgW.Close()
-	// The exec stage closes its end on a successful exec (close-on-exec)
-	// or writes why it failed.
-	msg, _ := io.ReadAll(errPR)
-	if len(msg) > 0 {
-		<-ch
-		se := &agent.StartError{}
-		if json.Unmarshal(msg, se) != nil || se.Code == 0 {
-			se = &agent.StartError{Code: 125, Msg: string(msg)}
-		}
+	proc, ch, err := sp.start(path, p, kind == agent.KindRun, &os.ProcAttr{
+		Dir:   cwd,
+		Env:   env,
+		Files: child,
+		Sys: &syscall.SysProcAttr{
+			Setsid: true, Setctty: p.Terminal, Ctty: 0,
+			Credential: &syscall.Credential{Uid: p.UID, Gid: p.GID, Groups: groups},
+		},
+	})
+	if err != nil {
 		t.closeStdio()
-		return nil, se
+		return nil, err
 	}
+	t.pid, t.exited = proc.Pid, ch
+	_ = proc.Release()
 	g.mu.Lock()
 	g.running[t.pid] = true
 	g.mu.Unlock()
+	tracef("process started")
 	return t, nil
 }
 
 // Shutdown implements agent.Handler: it kills every process of the
-// workload, unmounts what it can and syncs. The caller powers off.
+// workload and flushes what the workload wrote to host directories
+// (virtio-fs shares). The guest's own disks need nothing: the scratch
+// disk goes with the VM, so the host may stop QEMU once Shutdown is
+// acknowledged; the caller still unmounts and powers off.
 func (g *guest) Shutdown() error {
+	tracef("shutdown")
 	g.mu.Lock()
-	cg := g.cg
 	for pid := range g.running {
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
 	g.mu.Unlock()
-	if cg != nil {
-		killCgroup()
-	}
-	unix.Sync()
-	unmountAll()
-	unix.Sync()
+	killCgroup()
+	syncShares()
+	tracef("shutdown done")
 	return nil
+}
+
+// syncShares flushes every virtio-fs file system to the host.
+func syncShares() {
+	ls, _ := lines("/proc/self/mountinfo")
+	for _, l := range ls {
+		// ID PARENT MAJ:MIN ROOT TARGET OPTIONS [TAGS...] - FSTYPE SOURCE SUPER
+		_, after, ok := strings.Cut(l, " - ")
+		f := strings.Fields(l)
+		if !ok || len(f) < 5 || !strings.HasPrefix(after, "virtiofs ") {
+			continue
+		}
+		if fd, err := unix.Open(unescapeMount(f[4]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			_ = unix.Syncfs(fd)
+			unix.Close(fd)
+		}
+	}
 }
 
 // killCgroup kills every process left in the workload cgroup.
@@ -263,6 +282,7 @@ func (t *task) closeStdio() {
 // ends with its init; that also closes its output pipes.
 func (t *task) Wait() (agent.ExitStatus, error) {
 	ws := <-t.exited
+	tracef("process exited")
 	t.g.mu.Lock()
 	delete(t.g.running, t.pid)
 	t.g.mu.Unlock()

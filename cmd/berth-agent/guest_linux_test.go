@@ -33,10 +33,18 @@ const guardTimeout = 5 * time.Minute
 var (
 	buildOnce sync.Once
 	built     struct {
-		vmlinuz, version, initrd, layer string
-		err                             error
+		dir, vmlinuz, version, initrd, layer string
+		err                                  error
 	}
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir) // the agent, initramfs and layer built once
+	}
+	os.Exit(code)
+}
 
 func findKernelDir() string {
 	for _, d := range []string{os.Getenv("BERTH_KERNEL_DIR"), "/var/lib/berth/kernel", "/var/lib/berth-kernel-dev"} {
@@ -70,6 +78,7 @@ func guestInputs(t *testing.T) (vmlinuz, version, initrd, layer string) {
 			built.err = err
 			return
 		}
+		built.dir = dir
 		built.err = func() error {
 			vmlinuz, md, err := initramfs.KernelModulesDir(kdir)
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,13 +16,17 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/initramfs"
 )
 
 // deviceWait bounds how long boot waits for a device the host attached
 // (the agent's port, a disk) to show up after its driver loaded. It is a
 // guard against a broken host configuration, not a tuning knob.
 const deviceWait = 60 * time.Second
+
+// devicePoll is how often boot looks for such a device: it appears a few
+// milliseconds after its driver loaded, as the kernel processes QEMU's
+// announcement.
+const devicePoll = 2 * time.Millisecond
 
 // console is where PID 1 reports; the kernel's /dev/console (ttyS0).
 var console io.Writer = os.Stderr
@@ -44,33 +49,71 @@ func initMain() {
 		logf("%v", err)
 		_ = g.Shutdown()
 	}
+	unmountAll()
 	powerOff()
 }
 
 // boot mounts the early file systems, loads the modules and opens the
 // agent port.
 func boot() (*guest, io.ReadWriteCloser, error) {
+	start := bootTime()
+	ignoreSignals()
 	if err := mountEarly(); err != nil {
 		return nil, nil, err
 	}
+	ignoreUncaught() // reads /proc
 	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
 		console = c
-	}
-	if err := loadModules(initramfs.ModulesList); err != nil {
-		return nil, nil, err
 	}
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return nil, nil, fmt.Errorf("read /proc/cmdline: %w", err)
 	}
+	tracing = cmdlineValue(string(cmdline), "berth.trace", "") != ""
+	if tracing {
+		traceKernel()
+		traceAt(start, "agent starts")
+		tracef("early mounts done")
+	}
+	ownNofile()
+	mods, err := readModuleList(moduleList)
+	if err != nil {
+		return nil, nil, err
+	}
+	g := newGuest()
+	if g.modules, err = insertModules(mods, portModules); err != nil {
+		return nil, nil, err
+	}
+	go g.reaper.loop()
 	name := cmdlineValue(string(cmdline), "berth.port", "agent")
 	port, err := openPort(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	g := newGuest()
-	go g.reaper.loop()
+	tracef("agent port open")
+	go g.prepareCgroups()
 	return g, port, nil
+}
+
+// ignoreSignals keeps PID 1 alive whatever signals the guest's root
+// user sends it. The kernel delivers to init only the signals it handles,
+// and Go's runtime handles them all, by default by exiting (SIGTERM,
+// SIGINT, SIGHUP, SIGPIPE on stdout, ...) or crashing (SIGQUIT, and
+// SIGABRT, SIGSEGV and the like when sent with kill), which panics the
+// guest kernel ("Attempted to kill init"). Asking for every signal on a
+// channel that nobody heeds turns all of that off; faults the agent
+// really causes still crash it. signal.Ignore would not do: an ignored
+// disposition is inherited by the processes the agent starts, a handled
+// one is reset to the default at their exec. The few signals Go does not
+// catch are ignored, but not for the processes the agent starts
+// (sigaction_unsafe_linux.go).
+func ignoreSignals() {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch)
+	go func() {
+		for range ch {
+		}
+	}()
 }
 
 func mountEarly() error {
@@ -78,34 +121,12 @@ func mountEarly() error {
 		{"proc", "/proc", "proc", ""},
 		{"sysfs", "/sys", "sysfs", ""},
 		{"devtmpfs", "/dev", "devtmpfs", "mode=0755"},
-		{"tmpfs", "/run", "tmpfs", "mode=0755"},
 	} {
 		if err := os.MkdirAll(m.dst, 0o755); err != nil {
 			return fmt.Errorf("mkdir %s: %w", m.dst, err)
 		}
 		if err := unix.Mount(m.src, m.dst, m.typ, unix.MS_NOSUID, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("mount %s on %s: %w", m.typ, m.dst, err)
-		}
-	}
-	return nil
-}
-
-// loadModules inserts, in order, the modules the list file names. A module
-// already present (built in or loaded) is fine.
-func loadModules(list string) error {
-	b, err := os.ReadFile(list)
-	if err != nil {
-		return fmt.Errorf("module list: %w", err)
-	}
-	for _, p := range strings.Fields(string(b)) {
-		f, err := os.Open(p)
-		if err != nil {
-			return fmt.Errorf("module %s: %w", p, err)
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("insert module %s: %w", filepath.Base(p), err)
 		}
 	}
 	return nil
@@ -145,7 +166,7 @@ func openPort(name string) (io.ReadWriteCloser, error) {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("no virtio-serial port named %q (QEMU: -device virtserialport,name=%s): %w", name, name, errdefs.ErrNotFound)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(devicePoll)
 	}
 }
 

@@ -2,14 +2,18 @@
 // binary (CGO_ENABLED=0) that the host packs as /init into the guest's
 // initramfs (internal/initramfs.AgentImage).
 //
-// At boot it mounts /proc, /sys, /dev (devtmpfs) and /run, inserts the
-// kernel modules listed in /etc/berth/modules in that order, finds the
-// virtio-serial port named by `berth.port=NAME` on the kernel command line
-// (default "agent") and serves the host's requests over it with
-// internal/agent. Run assembles the workload's root (EROFS layer disks,
-// an ext4 scratch disk, overlayfs), moves into it switch_root style and
-// starts the process in a cgroup v2 child with its limits; Exec starts
-// more processes there; Shutdown stops everything, syncs and powers off.
+// At boot it mounts /proc, /sys and /dev (devtmpfs), inserts the
+// kernel modules listed in /etc/berth/modules (the agent channel's
+// first; the rest, and the workload's cgroup, while the host says
+// hello), finds the virtio-serial port named by `berth.port=NAME` on the
+// kernel command line (default "agent") and serves the host's requests
+// over it with internal/agent. Run assembles the workload's root (EROFS
+// layer disks, an ext4 scratch disk, overlayfs), moves into it
+// switch_root style and starts the process in a cgroup v2 child with its
+// limits (spawn_linux.go); Exec starts more processes there; Shutdown
+// stops everything and flushes virtio-fs shares; then the agent unmounts
+// and powers off. Signals sent to the agent are ignored: the workload,
+// root in its guest, cannot kill it with them.
 //
 // Any failure before serving, and the end of the connection, print one
 // line "berth-agent: ..." to the console (ttyS0) and power the guest off,
@@ -19,8 +23,9 @@
 //
 //   - initramfs: internal/initramfs.AgentImage(agent, KERNEL/lib/modules/VER,
 //     initramfs.DefaultModules), written with initramfs.Build.
-//   - kernel command line: "console=ttyS0 quiet panic=-1 berth.port=NAME";
-//     nothing else is read from it.
+//   - kernel command line: "console=ttyS0 quiet panic=-1 berth.port=NAME",
+//     and "berth.trace=1" to have the agent print the time of each step of
+//     a start on the console; nothing else is read from it.
 //   - agent channel: -device virtio-serial-pci, -chardev socket,id=C,
 //     path=SOCK,server=on,wait=off and -device virtserialport,chardev=C,
 //     name=NAME; the host connects to SOCK and calls agent.Dial. The host may
@@ -33,12 +38,10 @@
 //     name them in agent.Process.Root (Layers lowest first, Scratch), or use
 //     /dev/vdX paths.
 //   - after the workload exits the guest stays up (Exec still works) until
-//     the host calls Client.Shutdown; it then syncs, unmounts and powers off,
-//     so QEMU (with -no-reboot) exits by itself.
-//
-// The same binary, started by the agent as /proc/self/exe with argv[0]
-// "berth-agent-exec", is the short-lived stage that sets a workload
-// process's rlimits and credentials and execs it (see shim_linux.go).
+//     the host calls Client.Shutdown; once acknowledged, nothing of the
+//     guest needs to survive (the host may kill QEMU); left alone the agent
+//     unmounts, syncs and powers off, so QEMU (with -no-reboot) exits by
+//     itself.
 package main
 
 import (
@@ -47,10 +50,6 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 0 && os.Args[0] == shimArg0 {
-		shimMain()
-		return
-	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "berth-agent: must run as PID 1 of a berth guest (it mounts, loads modules and powers off)")
 		os.Exit(2)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/netif"
 )
 
 // Where the workload's root is assembled on the initramfs before the agent
@@ -29,7 +30,8 @@ const (
 // its mounts, and moves the agent into it: the initramfs is the kernel's
 // rootfs, which pivot_root refuses, so like switch_root it moves the new
 // root over "/" (MS_MOVE) and chroots into it. /dev, /proc and /sys move
-// along; /dev/pts, /dev/shm and the cgroup2 file system are mounted fresh.
+// along (and with /sys the cgroup2 file system the agent mounted at boot);
+// /dev/pts and /dev/shm are mounted fresh.
 func setupRoot(p *agent.Process) error {
 	r := p.Root
 	if r == nil || len(r.Layers) == 0 {
@@ -50,6 +52,7 @@ func setupRoot(p *agent.Process) error {
 		}
 		lowers = append(lowers, dir)
 	}
+	tracef("layers mounted")
 	slices.Reverse(lowers) // overlayfs lists the top layer first
 	if err := os.MkdirAll(scratchDir, 0o755); err != nil {
 		return err
@@ -65,6 +68,7 @@ func setupRoot(p *agent.Process) error {
 	} else if err := unix.Mount("tmpfs", scratchDir, "tmpfs", 0, "mode=0755"); err != nil {
 		return fmt.Errorf("mount scratch tmpfs: %w", err)
 	}
+	tracef("scratch mounted")
 	upper, work := filepath.Join(scratchDir, "upper"), filepath.Join(scratchDir, "work")
 	for _, d := range []string{upper, work, newRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -75,6 +79,7 @@ func setupRoot(p *agent.Process) error {
 	if err := unix.Mount("overlay", newRoot, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mount overlay root: %w", err)
 	}
+	tracef("overlay mounted")
 	for _, m := range p.Mounts {
 		if err := userMount(m); err != nil {
 			return err
@@ -108,7 +113,6 @@ func setupRoot(p *agent.Process) error {
 	}{
 		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
 		{"shm", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-		{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 	} {
 		if err := os.MkdirAll(m.dst, 0o755); err != nil {
 			return fmt.Errorf("mkdir %s: %w", m.dst, err)
@@ -122,7 +126,8 @@ func setupRoot(p *agent.Process) error {
 			return fmt.Errorf("set hostname %q: %w", p.Hostname, err)
 		}
 	}
-	return nil
+	// The guest's loopback, as a container's: up, and nothing else.
+	return netif.LoopbackUp()
 }
 
 // userMount makes one mount of the request inside the new root (not yet
@@ -189,7 +194,7 @@ func resolveDisk(ref string) (string, error) {
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("no disk %q in the guest: %w", ref, errdefs.ErrNotFound)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(devicePoll)
 	}
 }
 
@@ -205,7 +210,7 @@ func unmountAll() {
 	for _, l := range ls {
 		f := strings.Fields(l)
 		if len(f) > 4 && f[4] != "/" {
-			targets = append(targets, f[4])
+			targets = append(targets, unescapeMount(f[4]))
 		}
 	}
 	slices.SortFunc(targets, func(a, b string) int { return len(b) - len(a) })
@@ -213,3 +218,7 @@ func unmountAll() {
 		_ = unix.Unmount(t, unix.MNT_DETACH)
 	}
 }
+
+// unescapeMount undoes the octal escapes of a path in /proc/self/mountinfo
+// (space, tab, newline and backslash).
+var unescapeMount = strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace

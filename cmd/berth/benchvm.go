@@ -15,8 +15,8 @@ import (
 )
 
 // benchVMStart times `berth run --vm --rm IMAGE /bin/true` against plain
-// QEMU booting the same kernel, with the same machine type, accelerator
-// and RAM, into a busybox /init that powers off at once.
+// QEMU booting the same kernel, with the same machine type, accelerator,
+// RAM and firmware, into a busybox /init that powers off at once.
 func benchVMStart(g *globals, ref string, n int) (bench.Result, error) {
 	guest, err := findGuest(g, "")
 	if err != nil {
@@ -39,6 +39,10 @@ func benchVMStart(g *globals, ref string, n int) (bench.Result, error) {
 	plain := []string{qemu, "-M", "q35,accel=" + string(guest.Accel), "-cpu", cpu, "-m", "256M", "-smp", "1",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "file:/dev/null",
 		"-kernel", guest.Kernel.Path, "-initrd", initrd, "-append", "console=ttyS0 quiet panic=-1"}
+	fw := vm.DefaultFirmware()
+	if fw != "" {
+		plain = append(plain, "-bios", fw) // berth's firmware, so that the ratio is berth's own cost
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return bench.Result{}, err
@@ -47,7 +51,11 @@ func benchVMStart(g *globals, ref string, n int) (bench.Result, error) {
 		bench.Subject{Name: "berth run --vm --rm", Argv: []string{self, "--root", g.root, "run", "--vm", "--rm", ref, "/bin/true"}},
 		bench.Subject{Name: "plain QEMU boot+poweroff", Argv: plain},
 		n)
-	r.Note = fmt.Sprintf("accelerator %s; same kernel, q35, 256 MiB; goal: ratio <= 1.10", guest.Accel)
+	firmware := "QEMU's default firmware"
+	if fw != "" {
+		firmware = "firmware " + filepath.Base(fw)
+	}
+	r.Note = fmt.Sprintf("accelerator %s; same kernel, q35, 256 MiB, %s; goal: ratio <= 1.10", guest.Accel, firmware)
 	return r, err
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/tty"
+	"github.com/berth-dev/berth/internal/vm"
 )
 
 // runFlags are `berth run`'s flags.
@@ -25,6 +26,7 @@ type runFlags struct {
 	detach     bool
 	memory     string
 	network    string
+	bootTime   time.Duration
 	entrypoint optString
 	env, vols  listFlag
 }
@@ -35,6 +37,7 @@ func parseRun(args []string) (*runFlags, string, error) {
 	o := &f.opts
 	fs.BoolVar(&f.vm, "vm", false, "run as a virtual machine")
 	fs.StringVar(&f.kernel, "kernel", "", "guest kernel for --vm (a vmlinuz, or a directory with boot/ and lib/modules/)")
+	fs.DurationVar(&f.bootTime, "boot-timeout", 0, "how long --vm waits for the guest to come up, e.g. 90s (default 5m)")
 	fs.BoolVar(&f.rm, "rm", false, "remove the instance when it ends")
 	fs.BoolVar(&f.detach, "d", false, "detach")
 	fs.BoolVar(&f.detach, "detach", false, "detach")
@@ -79,8 +82,17 @@ func parseRun(args []string) (*runFlags, string, error) {
 		}
 		o.Limits.Memory = m
 	}
-	if o.Limits.CPUs < 0 || o.Limits.Pids < 0 {
-		return nil, "", fmt.Errorf("--cpus and --pids-limit must be positive: %w", errdefs.ErrInvalid)
+	if f.bootTime < 0 || (f.bootTime > 0 && !f.vm) {
+		return nil, "", fmt.Errorf("--boot-timeout %v: want a positive duration, with --vm: %w", f.bootTime, errdefs.ErrInvalid)
+	}
+	if o.Limits.Pids == -1 {
+		o.Limits.Pids = 0 // Docker's spelling of "no limit"
+	}
+	if err := o.Limits.Validate(); err != nil {
+		return nil, "", err
+	}
+	if f.kernel != "" && !f.vm {
+		return nil, "", fmt.Errorf("--kernel %q: a guest kernel needs --vm: %w", f.kernel, errdefs.ErrInvalid)
 	}
 	switch f.network {
 	case "none", "":
@@ -140,6 +152,12 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	spec, err := buildSpec(id, hostname, img.Config.Config, o, layers)
 	if err != nil {
 		return nil, nil, err
+	}
+	if f.bootTime > 0 {
+		if spec.Annotations == nil {
+			spec.Annotations = map[string]string{}
+		}
+		spec.Annotations[vm.AnnotationBootTimeout] = f.bootTime.String()
 	}
 	if o.Tty {
 		// The workload sees the user's terminal size from its first

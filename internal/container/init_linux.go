@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/netif"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -159,7 +160,7 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 		return nil, err
 	}
 	if cfg.NewNet {
-		if err := loopbackUp(); err != nil {
+		if err := netif.LoopbackUp(); err != nil {
 			return nil, err
 		}
 	}

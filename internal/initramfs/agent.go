@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,8 +17,10 @@ import (
 )
 
 // ModulesList is where in the initramfs AgentImage writes the modules to
-// insert, one archive path per line, each after the modules it depends
-// on. berth-agent reads it at boot.
+// insert, one per line, each after the modules it depends on: the
+// module's archive path, then the names of the modules it depends on,
+// separated by spaces. berth-agent reads it at boot; it may insert
+// modules that do not depend on each other at the same time.
 const ModulesList = "/etc/berth/modules"
 
 // ModulesDir is the initramfs directory holding the (uncompressed) modules.
@@ -37,8 +40,10 @@ var DefaultModules = []string{
 // the named modules of the kernel whose module tree is kernelModulesDir
 // (lib/modules/VERSION of an unpacked kernel package) together with every
 // module they depend on, decompressed (.ko.gz here, .ko.xz and .ko.zst
-// with the host's xz or zstd), the ModulesList in dependency order, and
-// /dev/console for the kernel's initial console.
+// with the host's xz or zstd) and without their signatures, the
+// ModulesList in dependency order, and /dev/console for the kernel's
+// initial console. All of that is done once, on the host: the initramfs
+// is cached.
 //
 // Dependencies come from each module's own .modinfo "depends=" field, so
 // modules.dep (which Debian's package leaves to depmod) is not needed.
@@ -50,7 +55,7 @@ func AgentImage(agentBinary, kernelModulesDir string, modules []string) ([]File,
 	if err != nil {
 		return nil, err
 	}
-	r := &resolver{index: index, data: map[string][]byte{}, state: map[string]int{}}
+	r := &resolver{index: index, data: map[string][]byte{}, deps: map[string][]string{}, state: map[string]int{}}
 	for _, m := range modules {
 		if err := r.visit(normName(m), nil); err != nil {
 			return nil, err
@@ -70,7 +75,7 @@ func AgentImage(agentBinary, kernelModulesDir string, modules []string) ([]File,
 	for _, name := range r.order {
 		p := ModulesDir + "/" + name + ".ko"
 		files = append(files, File{Path: p, Data: r.data[name], Mode: 0o644})
-		list.WriteString(p + "\n")
+		list.WriteString(strings.Join(append([]string{p}, r.deps[name]...), " ") + "\n")
 	}
 	files = append(files, File{Path: ModulesList, Data: []byte(list.String()), Mode: 0o644})
 	return files, nil
@@ -109,6 +114,7 @@ func indexModules(dir string) (map[string]string, error) {
 type resolver struct {
 	index map[string]string
 	data  map[string][]byte
+	deps  map[string][]string
 	state map[string]int // 1 visiting, 2 done
 	order []string
 }
@@ -142,7 +148,8 @@ func (r *resolver) visit(name string, chain []string) error {
 		}
 	}
 	r.state[name] = 2
-	r.data[name] = data
+	r.data[name] = stripSignature(data)
+	r.deps[name] = deps
 	r.order = append(r.order, name)
 	return nil
 }
@@ -175,6 +182,33 @@ func readModule(p string) ([]byte, error) {
 		return nil, fmt.Errorf("initramfs: decompress %s with %s: %v: %s: %w", p, tool, err, strings.TrimSpace(stderr.String()), errdefs.ErrUnavailable)
 	}
 	return out.Bytes(), nil
+}
+
+// sigMagic ends a module that carries an appended signature.
+const sigMagic = "~Module signature appended~\n"
+
+// stripSignature returns a module without its appended signature. The
+// kernel verifies a signature it finds (under software emulation that is
+// a few milliseconds of hashing and RSA per module) but, unless
+// module.sig_enforce is set, loads unsigned modules too; berth built the
+// initramfs from the kernel's own package, so the check proves nothing.
+//
+// The layout is ELF, the PKCS#7 signature, a struct module_signature
+// (12 bytes, the signature's length big-endian in its last 4) and the
+// magic string.
+func stripSignature(ko []byte) []byte {
+	if !bytes.HasSuffix(ko, []byte(sigMagic)) {
+		return ko
+	}
+	end := len(ko) - len(sigMagic)
+	if end < 12 {
+		return ko
+	}
+	sigLen := int(binary.BigEndian.Uint32(ko[end-4 : end]))
+	if sigLen > end-12 {
+		return ko
+	}
+	return ko[:end-12-sigLen]
 }
 
 // moduleDepends reads the "depends=" field of a module's .modinfo section.

@@ -151,8 +151,15 @@ func TestAgentImageModuleOrder(t *testing.T) {
 		}
 	}
 	var order []string
-	for _, l := range strings.Fields(list) {
-		order = append(order, strings.TrimSuffix(filepath.Base(l), ".ko"))
+	for _, l := range strings.Split(strings.TrimSpace(list), "\n") {
+		f := strings.Fields(l)
+		name := strings.TrimSuffix(filepath.Base(f[0]), ".ko")
+		for _, dep := range f[1:] {
+			if !slices.Contains(order, dep) {
+				t.Errorf("%s lists dependency %s, which is not before it", name, dep)
+			}
+		}
+		order = append(order, name)
 	}
 	pos := func(m string) int {
 		i := slices.Index(order, m)
@@ -172,6 +179,11 @@ func TestAgentImageModuleOrder(t *testing.T) {
 	}
 	pos("overlay")
 	t.Logf("module order: %s", strings.Join(order, " "))
+	for _, f := range files {
+		if strings.HasSuffix(f.Path, ".ko") && bytes.HasSuffix(f.Data, []byte(sigMagic)) {
+			t.Errorf("%s keeps its signature", f.Path)
+		}
+	}
 
 	if _, err := AgentImage(agent, md, []string{"no_such_module"}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("missing module: %v", err)
@@ -179,5 +191,24 @@ func TestAgentImageModuleOrder(t *testing.T) {
 	a, b := build(t, files), build(t, files)
 	if !bytes.Equal(a, b) {
 		t.Error("agent image not reproducible")
+	}
+}
+
+func TestStripSignature(t *testing.T) {
+	elf := []byte("\x7fELF module body")
+	sig := []byte("PKCS7 signature bytes")
+	info := make([]byte, 12)
+	info[11] = byte(len(sig)) // struct module_signature: sig_len big-endian last
+	signed := append(append(append(slices.Clone(elf), sig...), info...), sigMagic...)
+	if got := stripSignature(signed); !bytes.Equal(got, elf) {
+		t.Errorf("stripped to %q, want %q", got, elf)
+	}
+	if got := stripSignature(elf); !bytes.Equal(got, elf) {
+		t.Errorf("unsigned module changed to %q", got)
+	}
+	bogus := append(slices.Clone(info), sigMagic...)
+	bogus[11] = 200 // longer than the file
+	if got := stripSignature(bogus); !bytes.Equal(got, bogus) {
+		t.Errorf("a bad signature length cut the module")
 	}
 }

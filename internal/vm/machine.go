@@ -32,9 +32,33 @@ type RunConfig struct {
 	Spec   *specs.Spec
 	Layers []Layer // lowest first
 	Guest  Guest
-	// BootTimeout bounds the wait for the guest agent; 0 means 5 minutes
-	// (software emulation on a loaded two-core machine is slow).
+	// BootTimeout bounds the wait for the guest agent; 0 means the
+	// spec's AnnotationBootTimeout, else DefaultBootTimeout.
 	BootTimeout time.Duration
+}
+
+// AnnotationBootTimeout, in the spec's annotations, bounds the wait for
+// the guest agent, as a Go duration ("90s"): `berth run --boot-timeout`
+// sets it, and OCI clients of berth-runtime may.
+const AnnotationBootTimeout = "dev.berth.vm.boot-timeout"
+
+// DefaultBootTimeout bounds the wait for the guest agent when nothing
+// else does: software emulation on a loaded two-core machine is slow.
+const DefaultBootTimeout = 5 * time.Minute
+
+// bootTimeout is rc's bound on the wait for the guest agent.
+func (rc RunConfig) bootTimeout() (time.Duration, error) {
+	if rc.BootTimeout > 0 {
+		return rc.BootTimeout, nil
+	}
+	if v, ok := rc.Spec.Annotations[AnnotationBootTimeout]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return 0, fmt.Errorf("vm %s: annotation %s=%q: want a positive duration such as 90s: %w", rc.ID, AnnotationBootTimeout, v, errdefs.ErrInvalid)
+		}
+		return d, nil
+	}
+	return DefaultBootTimeout, nil
 }
 
 // Layer is one image layer: its unpacked snapshot and its digest, which
@@ -61,6 +85,33 @@ type Machine struct {
 	client *agent.Client
 	proc   *agent.Proc
 	cfg    RunConfig
+}
+
+// BERTH_TRACE=1 makes Boot and Wait print how long each step took, in
+// the format of berth's own start trace (milliseconds since the process
+// started), and has the guest agent print its steps on the console
+// (seconds since the guest kernel started), which Wait copies out.
+var (
+	processStart = time.Now()
+	tracing      = os.Getenv("BERTH_TRACE") != ""
+)
+
+func trace(step string) {
+	if tracing {
+		fmt.Fprintf(os.Stderr, "berth trace: %7.2f ms  vm: %s\n", float64(time.Since(processStart).Microseconds())/1000, step)
+	}
+}
+
+// traceGuest copies the agent's trace lines from the console.
+func (m *Machine) traceGuest() {
+	if !tracing {
+		return
+	}
+	for _, l := range strings.Split(m.vm.ConsoleTail(200), "\n") {
+		if i := strings.Index(l, "berth-agent: trace "); i >= 0 {
+			fmt.Fprintf(os.Stderr, "berth trace: guest %s\n", strings.TrimSpace(l[i+len("berth-agent: trace "):]))
+		}
+	}
 }
 
 // guestMemoryMiB sizes guest RAM for a workload limited to limit bytes:
@@ -101,6 +152,9 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	if err != nil {
 		return nil, err
 	}
+	if rc.BootTimeout, err = rc.bootTimeout(); err != nil {
+		return nil, err
+	}
 	guest := rc.Guest
 	if guest.Modules == nil {
 		// Each module costs guest kernel time, which software emulation
@@ -110,10 +164,12 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 			guest.Modules = append(guest.Modules, "virtiofs")
 		}
 	}
+	trace("boot")
 	initrd, err := Initramfs(guest)
 	if err != nil {
 		return nil, err
 	}
+	trace("initramfs ready")
 	var disks []string
 	for _, l := range rc.Layers {
 		d, err := LayerDisk(filepath.Join(rc.Guest.CacheDir, "layers"), l.Snapshot, l.Digest)
@@ -122,9 +178,15 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		}
 		disks = append(disks, d)
 	}
+	trace("layer disks ready")
 	scratch := filepath.Join(rc.Dir, "scratch.img")
 	if err := ScratchDiskCached(rc.Guest.CacheDir, scratch, 8<<30); err != nil {
 		return nil, err
+	}
+	trace("scratch disk ready")
+	var appendArgs []string
+	if tracing {
+		appendArgs = append(appendArgs, "berth.trace=1")
 	}
 	var limit int64
 	if r := rc.Spec.Linux; r != nil && r.Resources != nil && r.Resources.Memory != nil && r.Resources.Memory.Limit != nil {
@@ -147,6 +209,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		Accel:     rc.Guest.Accel,
 		QEMU:      rc.Guest.QEMU,
 		Virtiofsd: rc.Guest.Virtiofsd,
+		Append:    appendArgs,
 	})
 	if err != nil {
 		os.Remove(scratch)
@@ -158,9 +221,11 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 			m.Destroy()
 		}
 	}()
+	trace("qemu running")
 	if err := m.connect(ctx); err != nil {
 		return nil, err
 	}
+	trace("agent connected")
 	m.proc, err = m.client.Run(ctx, *proc, stdio)
 	if err != nil {
 		var se *agent.StartError
@@ -169,6 +234,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		}
 		return nil, fmt.Errorf("vm %s: start the workload: %w", rc.ID, err)
 	}
+	trace("workload started")
 	return m, nil
 }
 
@@ -185,9 +251,6 @@ func (e *StartError) Error() string { return e.Msg }
 // never answers ends it with its console's last lines.
 func (m *Machine) connect(ctx context.Context) error {
 	timeout := m.cfg.BootTimeout
-	if timeout == 0 {
-		timeout = 5 * time.Minute
-	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type dialed struct {
@@ -318,23 +381,34 @@ func ProcessOf(sp *specs.Process) *agent.Process {
 // Pid is QEMU's pid: the host process whose life is the instance's.
 func (m *Machine) Pid() int { return m.vm.Pid() }
 
-// Wait waits for the workload, then powers the guest off and waits for
-// QEMU. A guest that dies first (panic, agent dead, QEMU killed) ends the
+// Wait waits for the workload, then stops the guest and waits for QEMU.
+// A guest that dies first (panic, agent dead, QEMU killed) ends the
 // workload with status 137 (SIGKILL) and an error that says how QEMU
 // ended and, for a panic, the kernel's panic line.
+//
+// Nothing in the guest outlives it: the scratch disk is removed with the
+// VM and the layer disks are read-only, so QEMU is simply killed once the
+// workload has ended, rather than waiting for the guest to unmount and
+// power off. Only what the workload wrote to virtio-fs shares must reach
+// the host first: with shares the agent's Shutdown flushes them.
 func (m *Machine) Wait() (agent.ExitStatus, error) {
 	st, err := m.proc.Wait()
 	if err != nil {
 		return agent.ExitStatus{Code: 137, Signal: 9}, m.lostGuest(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.client.Shutdown(ctx); err == nil {
-		select {
-		case <-m.vm.Exited():
-		case <-ctx.Done():
+	trace("workload exited")
+	if len(m.vm.Config().Shares) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := m.client.Shutdown(ctx)
+		cancel()
+		if err == nil {
+			trace("guest shut down")
 		}
 	}
+	_ = m.vm.Kill()
+	<-m.vm.Exited()
+	trace("qemu exited")
+	m.traceGuest()
 	return st, nil
 }
 

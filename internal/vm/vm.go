@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/qmp"
@@ -100,6 +101,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		v.cmd = nil
 		return nil, fmt.Errorf("vm %s: starting qemu: %v: %w", cfg.ID, err, errdefs.ErrUnavailable)
 	}
+	trace("qemu started")
 	go func() {
 		v.cmd.Wait()
 		v.state = v.cmd.ProcessState
@@ -119,6 +121,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	if err != nil {
 		return nil, v.startError(err)
 	}
+	trace("qmp connected")
 	go v.watchEvents()
 	if err := v.qmp.Cont(ctx); err != nil {
 		return nil, v.startError(err)
@@ -145,6 +148,9 @@ func check(cfg *Config) error {
 	if cfg.Accel == "" {
 		cfg.Accel = AccelTCG
 	}
+	if cfg.Firmware == "" {
+		cfg.Firmware = DefaultFirmware()
+	}
 	q, err := exec.LookPath(cfg.qemu())
 	if err != nil {
 		return fmt.Errorf("vm %s: %s not found (apt-get install qemu-system-x86): %w", cfg.ID, cfg.qemu(), errdefs.ErrUnavailable)
@@ -153,20 +159,40 @@ func check(cfg *Config) error {
 	return nil
 }
 
-// startError kills a QEMU that failed to come up and explains why, with
-// QEMU's last words and the guest console's.
+// startError explains why QEMU failed to come up, as one line, and makes
+// sure it is gone. A QEMU that dies while berth connects to it (killed,
+// or failing on its command line) breaks the QMP connection a moment
+// before it is reaped: that is waited for, briefly, so the error says how
+// QEMU ended (and QEMU's own last words) rather than how a socket failed.
 func (v *VM) startError(err error) error {
+	select {
+	case <-v.exited:
+	case <-time.After(qemuDying):
+	}
+	e := v.Exit()
 	v.cmd.Process.Kill()
 	<-v.exited
-	msg := lastLine(v.stderr.String())
-	if msg == "" {
-		msg = err.Error()
+	var msg string
+	switch {
+	case e.Signal != 0:
+		msg = fmt.Sprintf("qemu was killed by signal %d (%v) while starting", int(e.Signal), e.Signal)
+	case e.Code != 0:
+		msg = fmt.Sprintf("qemu exited with status %d while starting", e.Code)
+		if last := lastLine(v.stderr.String()); last != "" {
+			msg += ": " + last
+		}
+	default:
+		msg = "qemu: " + err.Error()
 	}
 	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		err = errdefs.ErrUnavailable
 	}
-	return fmt.Errorf("vm %s: qemu: %s: %w", v.cfg.ID, msg, err)
+	return fmt.Errorf("vm %s: %s: %w", v.cfg.ID, msg, err)
 }
+
+// qemuDying bounds the wait for a QEMU whose QMP connection failed to
+// exit by itself.
+const qemuDying = 2 * time.Second
 
 // watchEvents records the events that say how the VM ends and passes all
 // events on to Events.

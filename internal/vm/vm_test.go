@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -133,17 +134,17 @@ func TestCommandLine(t *testing.T) {
 		ID: "abc", Dir: "/run/b,x", Kernel: Kernel{Path: "/k/vmlinuz"}, Initramfs: "/k/init.cpio",
 		MemoryMiB: 512, CPUs: 2, Layers: []string{"/c/l0.erofs", "/c/l1.erofs"}, Scratch: "/run/b,x/scratch.img",
 		Shares: []Share{{Source: "/h", Tag: "vol0"}}, Accel: AccelTCG, Append: []string{"berth.debug=1"},
-		QEMU: "/usr/bin/qemu-system-x86_64",
+		QEMU: "/usr/bin/qemu-system-x86_64", Firmware: "/q/qboot.rom",
 	}
 	got := strings.Join(CommandLine(cfg), " ")
 	want := "/usr/bin/qemu-system-x86_64 -name berth-abc,process=berth-abc -M q35,accel=tcg -cpu max -smp 2 -m 512M" +
 		" -nodefaults -no-user-config -nographic -no-reboot -S" +
 		" -chardev file,id=console,path=/run/b,,x/console.log -serial chardev:console" +
 		" -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control" +
-		" -kernel /k/vmlinuz -append console=ttyS0 quiet panic=-1 berth.port=agent berth.debug=1 -initrd /k/init.cpio" +
+		" -kernel /k/vmlinuz -append console=ttyS0 quiet panic=-1 berth.port=agent berth.debug=1 -initrd /k/init.cpio -bios /q/qboot.rom" +
 		" -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem" +
-		" -device virtio-serial-pci,id=vser0 -chardev socket,id=agent,fd=4,server=on,wait=off" +
-		" -device virtserialport,bus=vser0.0,chardev=agent,name=agent -device virtio-rng-pci -device pvpanic-pci" +
+		" -device virtio-serial-pci,id=vser0,max_ports=2 -chardev socket,id=agent,fd=4,server=on,wait=off" +
+		" -device virtserialport,bus=vser0.0,chardev=agent,name=agent" +
 		" -drive file=/c/l0.erofs,if=none,id=layer0,format=raw,readonly=on -device virtio-blk-pci,drive=layer0,serial=layer0" +
 		" -drive file=/c/l1.erofs,if=none,id=layer1,format=raw,readonly=on -device virtio-blk-pci,drive=layer1,serial=layer1" +
 		" -drive file=/run/b,,x/scratch.img,if=none,id=scratch,format=raw,discard=unmap -device virtio-blk-pci,drive=scratch,serial=scratch" +
@@ -159,7 +160,7 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("KVM command line lacks %q: %s", want, got)
 		}
 	}
-	for _, not := range []string{"memory-backend", "-initrd", "virtio-blk", "vhost-user"} {
+	for _, not := range []string{"memory-backend", "-initrd", "virtio-blk", "vhost-user", "-bios"} {
 		if strings.Contains(got, not) {
 			t.Errorf("KVM command line has %q: %s", not, got)
 		}
@@ -308,4 +309,39 @@ func TestLongSocketPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+}
+
+// QEMU dying while berth connects to its QMP socket (killed from outside,
+// here by a stand-in that kills itself) ends Start with one line that
+// says so, and leaves nothing behind.
+func TestStartQEMUKilled(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	qemu := filepath.Join(dir, "keep-qemu")
+	if err := os.WriteFile(qemu, []byte("#!/bin/sh\nkill -KILL $$\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kernel := filepath.Join(dir, "keep-vmlinuz")
+	if err := os.WriteFile(kernel, []byte("not used"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	scratch := filepath.Join(dir, "scratch.img")
+	if err := os.WriteFile(scratch, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Start(context.Background(), Config{ID: "killed", Dir: dir, Kernel: Kernel{Path: kernel}, Scratch: scratch, QEMU: qemu})
+	if err == nil || !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("Start = %v", err)
+	}
+	msg := err.Error()
+	t.Logf("error: %s", msg)
+	if !strings.Contains(msg, "qemu was killed by signal 9 (killed) while starting") || strings.Contains(msg, "\n") {
+		t.Errorf("error %q: want one line saying QEMU was killed", msg)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Name() != "console.log" && !strings.HasPrefix(e.Name(), "keep-") {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
 }

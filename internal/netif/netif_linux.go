@@ -1,4 +1,6 @@
-package container
+// Package netif configures network interfaces with ioctls, for the few
+// things berth needs before a workload runs (no ip binary, no netlink).
+package netif
 
 import (
 	"fmt"
@@ -6,9 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// loopbackUp brings up "lo" in the init's new network namespace with the
-// SIOCSIFFLAGS ioctl (no ip binary needed).
-func loopbackUp() error {
+// LoopbackUp brings up "lo" in the calling thread's network namespace
+// (a container's new one, or a guest's) with SIOCSIFFLAGS.
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("loopback: socket: %w", err)
