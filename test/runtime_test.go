@@ -510,3 +510,60 @@ func TestRuntimeDeviceRules(t *testing.T) {
 		t.Fatalf("cpuset.cpus after update: %q", b)
 	}
 }
+
+// Block I/O throttling from the bundle lands in the container's blkio
+// cgroup; a weight the host's I/O schedulers cannot take is refused in
+// one line.
+func TestRuntimeBlockIO(t *testing.T) {
+	if _, err := os.Stat("/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device"); err != nil {
+		t.Skip("needs the cgroup v1 blkio controller with throttling")
+	}
+	var major, minor int
+	disks, _ := filepath.Glob("/sys/block/*/dev")
+	for _, d := range disks {
+		b, _ := os.ReadFile(d)
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &major, &minor); err == nil && major != 0 && !strings.Contains(d, "/loop") && !strings.Contains(d, "/zram") {
+			break
+		}
+		major = 0
+	}
+	if major == 0 {
+		t.Skip("no block device to throttle")
+	}
+	rt := berthRuntime(t)
+	root := runtimeRoot(t)
+	bundle := busyboxBundle(t, rt, func(spec map[string]any) {
+		spec["linux"].(map[string]any)["resources"] = map[string]any{"blockIO": map[string]any{
+			"throttleReadBpsDevice":   []any{map[string]any{"major": major, "minor": minor, "rate": 1048576}},
+			"throttleWriteIOPSDevice": []any{map[string]any{"major": major, "minor": minor, "rate": 100}},
+		}}
+	}, "true")
+	id := "blkio"
+	createQuiet(t, rt, root, bundle, id)
+	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
+	dev := fmt.Sprintf("%d:%d", major, minor)
+	dir := "/sys/fs/cgroup/blkio/berth-runtime/" + id
+	if b, _ := os.ReadFile(dir + "/blkio.throttle.read_bps_device"); string(b) != dev+" 1048576\n" {
+		t.Fatalf("read_bps_device: %q", b)
+	}
+	if b, _ := os.ReadFile(dir + "/blkio.throttle.write_iops_device"); string(b) != dev+" 100\n" {
+		t.Fatalf("write_iops_device: %q", b)
+	}
+	mustCmd(t, rt, "--root", root, "delete", "--force", id)
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatal("the blkio cgroup outlived delete")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/blkio/blkio.leaf_weight"); err == nil {
+		return // CFQ: leaf weights exist here
+	}
+	leaf := busyboxBundle(t, rt, func(spec map[string]any) {
+		spec["linux"].(map[string]any)["resources"] = map[string]any{"blockIO": map[string]any{"leafWeight": 300}}
+	}, "true")
+	r := runCmd(t, nil, rt, "--root", root, "create", "--bundle", leaf, "leaf")
+	if r.code == 0 || !strings.Contains(r.stderr, "blkio.leaf_weight") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("leaf weight without CFQ: exit %d, %q", r.code, r.stderr)
+	}
+	if out := mustCmd(t, rt, "--root", root, "list", "-q"); out != "" {
+		t.Fatalf("a refused create left %q", out)
+	}
+}

@@ -30,44 +30,42 @@ func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 	var w []cgWrite
 	if m := r.Memory; m != nil {
 		if m.Reservation != nil {
-			w = append(w, cgWrite{"memory", "memory.soft_limit_in_bytes", strconv.FormatInt(*m.Reservation, 10)})
+			w = append(w, cgWrite{"memory", "memory.soft_limit_in_bytes", strconv.FormatInt(*m.Reservation, 10), nil})
 		}
 		if m.Swappiness != nil {
 			if *m.Swappiness > 100 {
 				return fmt.Errorf("memory swappiness %d: want 0 to 100: %w", *m.Swappiness, errdefs.ErrInvalid)
 			}
-			w = append(w, cgWrite{"memory", "memory.swappiness", strconv.FormatUint(*m.Swappiness, 10)})
+			w = append(w, cgWrite{"memory", "memory.swappiness", strconv.FormatUint(*m.Swappiness, 10), nil})
 		}
 		if m.DisableOOMKiller != nil && *m.DisableOOMKiller {
-			w = append(w, cgWrite{"memory", "memory.oom_control", "1"})
+			w = append(w, cgWrite{"memory", "memory.oom_control", "1", nil})
 		}
 		// memory.kernel is ignored, as the runtime spec allows: kernel
 		// memory limits are gone since Linux 5.4 (writes are accepted and
 		// dropped) and do not exist on cgroup v2.
 		if m.KernelTCP != nil {
-			w = append(w, cgWrite{"memory", "memory.kmem.tcp.limit_in_bytes", strconv.FormatInt(*m.KernelTCP, 10)})
+			w = append(w, cgWrite{"memory", "memory.kmem.tcp.limit_in_bytes", strconv.FormatInt(*m.KernelTCP, 10), nil})
 		}
 	}
 	if c := r.CPU; c != nil {
 		if c.Cpus != "" {
-			w = append(w, cgWrite{"cpuset", "cpuset.cpus", c.Cpus})
+			w = append(w, cgWrite{"cpuset", "cpuset.cpus", c.Cpus, nil})
 		}
 		if c.Mems != "" {
-			w = append(w, cgWrite{"cpuset", "cpuset.mems", c.Mems})
+			w = append(w, cgWrite{"cpuset", "cpuset.mems", c.Mems, nil})
 		}
 		if c.RealtimePeriod != nil {
-			w = append(w, cgWrite{"cpu", "cpu.rt_period_us", strconv.FormatUint(*c.RealtimePeriod, 10)})
+			w = append(w, cgWrite{"cpu", "cpu.rt_period_us", strconv.FormatUint(*c.RealtimePeriod, 10), nil})
 		}
 		if c.RealtimeRuntime != nil {
-			w = append(w, cgWrite{"cpu", "cpu.rt_runtime_us", strconv.FormatInt(*c.RealtimeRuntime, 10)})
+			w = append(w, cgWrite{"cpu", "cpu.rt_runtime_us", strconv.FormatInt(*c.RealtimeRuntime, 10), nil})
 		}
 	}
 	// A weight of 0 is "not set" (v1 weights run from 10 to 1000): Docker
 	// always sends one.
-	if b := r.BlockIO; b != nil && (nonZero(b.Weight) || nonZero(b.LeafWeight) || len(b.WeightDevice) > 0 ||
-		len(b.ThrottleReadBpsDevice) > 0 || len(b.ThrottleWriteBpsDevice) > 0 ||
-		len(b.ThrottleReadIOPSDevice) > 0 || len(b.ThrottleWriteIOPSDevice) > 0) {
-		return fmt.Errorf("linux.resources.blockIO: block I/O limits are not supported yet: %w", errdefs.ErrNotSupported)
+	if b := r.BlockIO; b != nil {
+		w = append(w, blkioWrites(b)...)
 	}
 	if len(r.HugepageLimits) > 0 {
 		return fmt.Errorf("linux.resources.hugepageLimits: huge page limits are not supported yet: %w", errdefs.ErrNotSupported)
@@ -91,6 +89,17 @@ func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 		if !ok {
 			return fmt.Errorf("linux.resources: %s: the %s cgroup controller is not mounted: %w", x.file, x.controller, errdefs.ErrNotSupported)
 		}
+		if x.file == "" { // the first of alts that this kernel has
+			for _, f := range x.alts {
+				if _, err := os.Stat(filepath.Join(mnt, cgroup, f)); err == nil {
+					x.file = f
+					break
+				}
+			}
+			if x.file == "" {
+				return fmt.Errorf("linux.resources: %s %s: the kernel has no such control (no I/O scheduler with weights): %w", x.alts[0], x.value, errdefs.ErrNotSupported)
+			}
+		}
 		p := filepath.Join(mnt, cgroup, x.file)
 		if err := os.WriteFile(p, []byte(x.value), 0); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -102,8 +111,52 @@ func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 	return nil
 }
 
-// cgWrite is one value for one control file of a v1 controller.
-type cgWrite struct{ controller, file, value string }
+// cgWrite is one value for one control file of a v1 controller; with
+// file empty, the first of alts that exists.
+type cgWrite struct {
+	controller, file, value string
+	alts                    []string
+}
+
+// blkioWrites are the block I/O settings for cgroup v1's blkio
+// controller: proportional weights (CFQ's blkio.weight, or BFQ's
+// blkio.bfq.weight; 0 means unset, as Docker always sends one), CFQ's
+// leaf weights, and throttling per device (blkio.throttle.*), one line
+// "MAJOR:MINOR VALUE" per device.
+func blkioWrites(b *specs.LinuxBlockIO) []cgWrite {
+	var w []cgWrite
+	weight := func(v uint16, files ...string) {
+		w = append(w, cgWrite{controller: "blkio", value: strconv.FormatUint(uint64(v), 10), alts: files})
+	}
+	if nonZero(b.Weight) {
+		weight(*b.Weight, "blkio.weight", "blkio.bfq.weight")
+	}
+	if nonZero(b.LeafWeight) {
+		weight(*b.LeafWeight, "blkio.leaf_weight")
+	}
+	for _, d := range b.WeightDevice {
+		if d.Weight != nil {
+			w = append(w, cgWrite{controller: "blkio", value: fmt.Sprintf("%d:%d %d", d.Major, d.Minor, *d.Weight), alts: []string{"blkio.weight_device", "blkio.bfq.weight_device"}})
+		}
+		if d.LeafWeight != nil {
+			w = append(w, cgWrite{controller: "blkio", value: fmt.Sprintf("%d:%d %d", d.Major, d.Minor, *d.LeafWeight), alts: []string{"blkio.leaf_weight_device"}})
+		}
+	}
+	for _, t := range []struct {
+		file string
+		devs []specs.LinuxThrottleDevice
+	}{
+		{"blkio.throttle.read_bps_device", b.ThrottleReadBpsDevice},
+		{"blkio.throttle.write_bps_device", b.ThrottleWriteBpsDevice},
+		{"blkio.throttle.read_iops_device", b.ThrottleReadIOPSDevice},
+		{"blkio.throttle.write_iops_device", b.ThrottleWriteIOPSDevice},
+	} {
+		for _, d := range t.devs {
+			w = append(w, cgWrite{"blkio", t.file, fmt.Sprintf("%d:%d %d", d.Major, d.Minor, d.Rate), nil})
+		}
+	}
+	return w
+}
 
 // v1Mounts maps each mounted cgroup v1 controller to its mount point.
 func v1Mounts() (map[string]string, error) {
