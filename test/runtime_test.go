@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -566,4 +567,62 @@ func TestRuntimeBlockIO(t *testing.T) {
 	if out := mustCmd(t, rt, "--root", root, "list", "-q"); out != "" {
 		t.Fatalf("a refused create left %q", out)
 	}
+}
+
+// The hooks the runtime spec runs in the container's namespaces do:
+// createContainer after createRuntime, before pivot_root (a host path
+// runs, in the container's mount and UTS namespaces), startContainer in
+// the container just before the workload (a path of the container's
+// root); a failing startContainer hook fails start and stops the
+// container.
+func TestRuntimeHookNamespaces(t *testing.T) {
+	rt := berthRuntime(t)
+	root := runtimeRoot(t)
+	out := t.TempDir()
+	sh := func(script string) []any {
+		return []any{map[string]any{"path": "/bin/sh", "args": []string{"sh", "-c", script}}}
+	}
+	bundle := busyboxBundle(t, rt, func(spec map[string]any) {
+		spec["hostname"] = "hookbox"
+		spec["hooks"] = map[string]any{
+			"createRuntime": sh("readlink /proc/self/ns/mnt > " + out + "/cr"),
+			"createContainer": sh("test -f " + out + "/cr && echo after-createRuntime > " + out + "/cc; " +
+				"readlink /proc/self/ns/mnt /proc/self/ns/uts >> " + out + "/cc; hostname >> " + out + "/cc; cat > " + out + "/cc.state"),
+			"startContainer": sh("hostname > /dev/shm/started; cat > /dev/shm/started.state"),
+		}
+	}, "sleep", "1000")
+	id := "hookns"
+	createQuiet(t, rt, root, bundle, id)
+	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
+	pid := int(ociState(t, rt, root, id)["pid"].(float64))
+	ns := func(p, kind string) string {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%s/ns/%s", p, kind))
+		return l
+	}
+	self := strconv.Itoa(os.Getpid())
+	if b, _ := os.ReadFile(out + "/cr"); strings.TrimSpace(string(b)) != ns(self, "mnt") {
+		t.Fatalf("createRuntime ran in mount namespace %q, want the runtime's %q", b, ns(self, "mnt"))
+	}
+	want := fmt.Sprintf("after-createRuntime\n%s\n%s\nhookbox\n", ns(strconv.Itoa(pid), "mnt"), ns(strconv.Itoa(pid), "uts"))
+	if b, _ := os.ReadFile(out + "/cc"); string(b) != want {
+		t.Fatalf("createContainer hook saw:\n%s\nwant (the container's namespaces, after createRuntime):\n%s", b, want)
+	}
+	if b, _ := os.ReadFile(out + "/cc.state"); !strings.Contains(string(b), fmt.Sprintf(`"pid":%d`, pid)) || !strings.Contains(string(b), `"status":"creating"`) {
+		t.Fatalf("createContainer state: %s", b)
+	}
+	mustCmd(t, rt, "--root", root, "start", id)
+	if got := mustCmd(t, rt, "--root", root, "exec", id, "cat", "/dev/shm/started", "/dev/shm/started.state"); !strings.HasPrefix(got, "hookbox\n") || !strings.Contains(got, `"id":"hookns"`) || !strings.Contains(got, `"status":"created"`) {
+		t.Fatalf("startContainer hook (in the container): %q", got)
+	}
+
+	bad := busyboxBundle(t, rt, func(spec map[string]any) {
+		spec["hooks"] = map[string]any{"startContainer": sh("echo no luck; exit 3")}
+	}, "sleep", "1000")
+	createQuiet(t, rt, root, bad, "hookfail")
+	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", "hookfail")
+	r := runCmd(t, nil, rt, "--root", root, "start", "hookfail")
+	if r.code == 0 || !strings.Contains(r.stderr, "startContainer hook") || !strings.Contains(r.stderr, "no luck") {
+		t.Fatalf("start with a failing startContainer hook: exit %d, %q", r.code, r.stderr)
+	}
+	waitFor(t, "the container to stop", func() bool { return ociState(t, rt, root, "hookfail")["status"] == "stopped" })
 }

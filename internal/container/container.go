@@ -25,6 +25,14 @@ type Config struct {
 	Dir string
 	// CgroupPath is the cgroup relative to the hierarchy roots, e.g. "/berth/ID".
 	CgroupPath string
+	// CreateHooks, when set, is called during Create once the init (pid,
+	// in the host's pid namespace) has built the root file system and
+	// before it pivots into it: the caller runs the prestart and
+	// createRuntime hooks and returns the state JSON that the init then
+	// gives the spec's createContainer hooks, which it runs in the
+	// container's namespaces with the host's file system still in view
+	// (the OCI runtime spec's order). An error fails Create.
+	CreateHooks func(pid int) (state []byte, err error)
 }
 
 // Stdio is what the workload's fds 0, 1 and 2 become. A nil file means

@@ -242,6 +242,18 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 		}
 	})
 	m, err := recvConsole(ch, icfg.Console, &console)
+	if err == nil && m.Type == msgHooks && icfg.Hooks {
+		// The root is built, pivot_root is next: the caller's create
+		// hooks run now, then the init runs createContainer's.
+		state, herr := cfg.CreateHooks(cmd.Process.Pid)
+		if herr != nil {
+			return nil, herr
+		}
+		if err := ch.send(message{Type: msgHooksDone, State: state}); err != nil {
+			return nil, initGone(ctx, cmd, err)
+		}
+		m, err = recvConsole(ch, icfg.Console, &console)
+	}
 	if err != nil {
 		return nil, initGone(ctx, cmd, err)
 	}
@@ -346,6 +358,7 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 		Dir:        cfg.Dir,
 		CgroupPath: cfg.CgroupPath,
 		Console:    cfg.Spec.Process.Terminal,
+		Hooks:      cfg.CreateHooks != nil,
 	}
 	if len(cfg.Layers) == 0 {
 		if cfg.Spec.Root == nil || cfg.Spec.Root.Path == "" {

@@ -87,8 +87,11 @@ func (c *Container) kill() {
 // StartDetached starts the workload of a detached container whose start
 // listener is at addr (a unix socket path; see Detach). It returns once
 // the workload has been execve'd, or with the reason it could not be (an
-// *ExecError for 126/127); either way the listener is then gone.
-func StartDetached(addr string) error {
+// *ExecError for 126/127; a failed startContainer hook); either way the
+// listener is then gone. state is the container's OCI state JSON, given
+// to the spec's startContainer hooks, which the init runs in the
+// container just before the workload.
+func StartDetached(addr string, state []byte) error {
 	conn, err := net.DialTimeout("unix", addr, 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("start: the container is not waiting for start: %w", unwrapErrno(err))
@@ -100,7 +103,7 @@ func StartDetached(addr string) error {
 	}
 	ch := &channel{rc: rc}
 	defer ch.close()
-	if err := ch.send(message{Type: msgStart}); err != nil {
+	if err := ch.send(message{Type: msgStart, State: state}); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	var m message
@@ -169,6 +172,14 @@ func awaitStart(ch *channel, cfg *initConfig, w *workload, m *message, files []*
 			continue
 		}
 		unix.Close(lfd)
+		if h := cfg.Spec.Hooks; h != nil && len(h.StartContainer) > 0 {
+			// In the container, before the workload: paths resolve in
+			// its root.
+			if err := RunHooks("startContainer", h.StartContainer, req.State); err != nil {
+				conn.send(errorMessage(err))
+				os.Exit(1)
+			}
+		}
 		err = execWorkload(cfg, w, path)
 		sendExecError(conn, err)
 		os.Exit(1)

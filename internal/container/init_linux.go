@@ -48,7 +48,27 @@ func runInitStage() {
 	// workload runs.
 	sigs := catchSignals()
 
-	w, err := setupContainer(&cfg)
+	// With create hooks, the init stops before pivot_root for the
+	// parent's (prestart, createRuntime), then runs createContainer's
+	// itself: in the container's namespaces, the host's paths in view.
+	var atHooks func() error
+	if cfg.Hooks {
+		atHooks = func() error {
+			if err := ch.send(message{Type: msgHooks}); err != nil {
+				os.Exit(1)
+			}
+			var m message
+			if err := ch.recv(&m); err != nil || m.Type != msgHooksDone {
+				os.Exit(1) // the parent's hooks failed: it kills the init
+			}
+			var hooks []specs.Hook
+			if cfg.Spec.Hooks != nil {
+				hooks = cfg.Spec.Hooks.CreateContainer
+			}
+			return RunHooks("createContainer", hooks, m.State)
+		}
+	}
+	w, err := setupContainer(&cfg, atHooks)
 	if err != nil {
 		fail(err)
 	}
@@ -127,7 +147,7 @@ type workload struct {
 
 // setupContainer builds the container around the init: step 3 of the
 // design's start sequence.
-func setupContainer(cfg *initConfig) (*workload, error) {
+func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 	spec := cfg.Spec
 	unix.Umask(0)
 	rootProp, err := rootPropagation(spec.Linux.RootfsPropagation)
@@ -161,6 +181,11 @@ func setupContainer(cfg *initConfig) (*workload, error) {
 	}
 	if cfg.NewNet {
 		if err := netif.LoopbackUp(); err != nil {
+			return nil, err
+		}
+	}
+	if atHooks != nil {
+		if err := atHooks(); err != nil {
 			return nil, err
 		}
 	}

@@ -35,6 +35,8 @@ const (
 	msgError     = "error"      // stage -> parent: setup failed (Err, Class)
 	msgExecError = "exec-error" // stage -> parent: the command could not be started (Path, Errno, Code)
 	msgExit      = "exit"       // init -> parent: the workload ended (Status is its wait status)
+	msgHooks     = "hooks"      // init -> parent: the root is built, pivot_root is next: run the create hooks
+	msgHooksDone = "hooks-done" // parent -> init: they ran; State is the state JSON for createContainer
 )
 
 // message is one line on the sync socket.
@@ -50,6 +52,9 @@ type message struct {
 	// Filter is the seccomp program the parent compiled while the init
 	// set up the root file system (with msgStart).
 	Filter []byte `json:"filter,omitempty"`
+	// State is the container's OCI state JSON, for the hooks the init runs
+	// (with msgHooksDone and a detached start's msgStart).
+	State []byte `json:"state,omitempty"`
 }
 
 // encodeFilter packs a BPF program as the kernel lays it out (8 bytes an
@@ -96,6 +101,9 @@ type initConfig struct {
 	// Console: allocate a terminal in the container's devpts for the
 	// workload (Spec.Process.Terminal), its master sent with "console".
 	Console bool `json:"console"`
+	// Hooks: stop before pivot_root for the parent's create hooks
+	// (msgHooks), then run the spec's createContainer hooks.
+	Hooks bool `json:"hooks,omitempty"`
 }
 
 // execConfig is what the parent sends the exec stage.

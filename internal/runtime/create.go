@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -122,10 +123,11 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 	defer listener.Close()
 
 	c, err := container.Create(ctx, &container.Config{
-		ID:         o.ID,
-		Spec:       spec,
-		Dir:        dir,
-		CgroupPath: cgroup,
+		ID:          o.ID,
+		Spec:        spec,
+		Dir:         dir,
+		CgroupPath:  cgroup,
+		CreateHooks: createHooks(o.ID, bundle, spec),
 	}, o.Stdio)
 	if err != nil {
 		return nil, err
@@ -171,13 +173,6 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 	if err := st.Save(s); err != nil {
 		return nil, err
 	}
-	state := s.OCI()
-	state.Status = specs.StateCreating
-	for _, point := range []string{HookPrestart, HookCreateRuntime, HookCreateContainer} {
-		if err := runHooks(spec, point, state); err != nil {
-			return nil, err
-		}
-	}
 	if o.ConsoleSocket != "" && console != nil {
 		if err := SendConsole(o.ConsoleSocket, console); err != nil {
 			return nil, err
@@ -187,6 +182,27 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 		return nil, err
 	}
 	return &CreateResult{State: s, Console: console}, nil
+}
+
+// createHooks is the engine's callback for a spec with create hooks:
+// prestart and createRuntime run in the runtime's namespaces once the
+// init has built the root, before it pivots into it; then the init runs
+// createContainer's in the container's. nil without such hooks (no stop
+// on the way).
+func createHooks(id, bundle string, spec *specs.Spec) func(pid int) ([]byte, error) {
+	if len(hooksOf(spec, HookPrestart))+len(hooksOf(spec, HookCreateRuntime))+len(hooksOf(spec, HookCreateContainer)) == 0 {
+		return nil
+	}
+	return func(pid int) ([]byte, error) {
+		state := specs.State{Version: specs.Version, ID: id, Status: specs.StateCreating,
+			Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
+		for _, point := range []string{HookPrestart, HookCreateRuntime} {
+			if err := runHooks(spec, point, state); err != nil {
+				return nil, err
+			}
+		}
+		return json.Marshal(state)
+	}
 }
 
 // lockNew takes the lock of a container whose directory was just made.

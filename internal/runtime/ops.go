@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,7 +37,8 @@ func (st *Store) Start(id string) error {
 	if err != nil {
 		return err
 	}
-	if err := runHooks(spec, HookStartContainer, s.OCI()); err != nil {
+	state, err := json.Marshal(s.OCI()) // startContainer hooks run in the container
+	if err != nil {
 		return err
 	}
 	d, err := os.Open(st.Dir(id))
@@ -44,7 +46,7 @@ func (st *Store) Start(id string) error {
 		return fmt.Errorf("container %s: %w", id, unwrap(err))
 	}
 	defer d.Close()
-	if err := container.StartDetached(startAddr(int(d.Fd()))); err != nil {
+	if err := container.StartDetached(startAddr(int(d.Fd())), state); err != nil {
 		return err
 	}
 	os.Remove(filepath.Join(st.Dir(id), "start.sock"))
