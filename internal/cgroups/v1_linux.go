@@ -17,7 +17,7 @@ import (
 // v1Optional are joined when the host mounts them.
 var (
 	v1Required = []string{"memory", "cpu", "cpuacct", "pids"}
-	v1Optional = []string{"cpuset", "freezer", "devices", "blkio"}
+	v1Optional = []string{"cpuset", "freezer", "devices", "blkio", "hugetlb", "net_cls", "net_prio"}
 )
 
 // v1 is a cgroup spread over the v1 controller hierarchies.
@@ -36,8 +36,9 @@ type v1Hier struct {
 
 // NewV1 returns a Manager for the cgroup at path (e.g. "/berth/ID") in the
 // host's v1 hierarchies, found in /proc/self/mountinfo. The memory, cpu,
-// cpuacct and pids controllers must be mounted; cpuset, freezer, devices and blkio
-// are used when they are. It does not touch the file system; call Create.
+// cpuacct and pids controllers must be mounted; cpuset, freezer, devices,
+// blkio, hugetlb, net_cls and net_prio are used when they are. It does not
+// touch the file system; call Create.
 func NewV1(path string) (Manager, error) {
 	if err := checkPath(path); err != nil {
 		return nil, err

@@ -20,9 +20,11 @@ import (
 // quota and period, pids and the device rules) to the container's cgroup,
 // on cgroup v1 hosts: memory reservation, swappiness, OOM killer and
 // kernel TCP limit; cpuset cpus and mems; real-time cpu period and
-// runtime. Block I/O, huge pages and network classes, and any of these
-// fields on a cgroup v2 host, are refused rather than silently ignored:
-// the OCI runtime spec wants an error for a value that cannot be applied.
+// runtime; block I/O (blkioWrites); huge page limits; network classes
+// and priorities. A field whose controller or control file this host
+// lacks, and any of these on a cgroup v2 host, is refused rather than
+// silently ignored: the OCI runtime spec wants an error for a value that
+// cannot be applied.
 func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 	if r == nil {
 		return nil
@@ -67,11 +69,20 @@ func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 	if b := r.BlockIO; b != nil {
 		w = append(w, blkioWrites(b)...)
 	}
-	if len(r.HugepageLimits) > 0 {
-		return fmt.Errorf("linux.resources.hugepageLimits: huge page limits are not supported yet: %w", errdefs.ErrNotSupported)
+	for _, h := range r.HugepageLimits {
+		// hugetlb.2MB.limit_in_bytes: the page size as the kernel names it.
+		if h.Pagesize == "" || strings.ContainsAny(h.Pagesize, "/. ") {
+			return fmt.Errorf("linux.resources.hugepageLimits: page size %q: want e.g. 2MB or 1GB: %w", h.Pagesize, errdefs.ErrInvalid)
+		}
+		w = append(w, cgWrite{"hugetlb", "hugetlb." + h.Pagesize + ".limit_in_bytes", strconv.FormatUint(h.Limit, 10), nil})
 	}
-	if n := r.Network; n != nil && (n.ClassID != nil || len(n.Priorities) > 0) {
-		return fmt.Errorf("linux.resources.network: network classes and priorities are not supported yet: %w", errdefs.ErrNotSupported)
+	if n := r.Network; n != nil {
+		if n.ClassID != nil {
+			w = append(w, cgWrite{"net_cls", "net_cls.classid", strconv.FormatUint(uint64(*n.ClassID), 10), nil})
+		}
+		for _, p := range n.Priorities {
+			w = append(w, cgWrite{"net_prio", "net_prio.ifpriomap", fmt.Sprintf("%s %d", p.Name, p.Priority), nil})
+		}
 	}
 	mode := cgroups.DetectMode()
 	if len(w) == 0 {

@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -124,5 +125,30 @@ func TestMergeResourcesExtras(t *testing.T) {
 	}
 	if len(cur.Devices) != 1 {
 		t.Fatal("the current device rules were changed in place")
+	}
+}
+
+// Huge page and network class limits become v1 writes; a host without
+// the controller (this one has neither hugetlb nor net_cls) refuses them
+// in one line naming it.
+func TestHugepageAndNetworkLimits(t *testing.T) {
+	classID := uint32(0x100001)
+	r := &specs.LinuxResources{
+		HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 1 << 30}},
+		Network:        &specs.LinuxNetwork{ClassID: &classID, Priorities: []specs.LinuxInterfacePriority{{Name: "eth0", Priority: 5}}},
+	}
+	err := applyExtraResources("/berth-runtime-test/none", r)
+	mounts, merr := v1Mounts()
+	if merr != nil {
+		t.Skip(merr)
+	}
+	if _, ok := mounts["hugetlb"]; !ok {
+		if err == nil || !errors.Is(err, errdefs.ErrNotSupported) || !strings.Contains(err.Error(), "hugetlb.2MB.limit_in_bytes") || !strings.Contains(err.Error(), "hugetlb cgroup controller is not mounted") {
+			t.Fatalf("without hugetlb: %v", err)
+		}
+	}
+	bad := &specs.LinuxResources{HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "../x", Limit: 1}}}
+	if err := applyExtraResources("/x", bad); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("page size with a slash: %v", err)
 	}
 }
