@@ -17,7 +17,7 @@ import (
 
 // v2Controllers are the controllers berth enables for its cgroups, where the
 // parent offers them.
-var v2Controllers = []string{"cpu", "memory", "pids"}
+var v2Controllers = []string{"cpu", "memory", "pids", "cpuset", "io", "hugetlb"}
 
 // v2 is a cgroup in a unified (cgroup2) hierarchy.
 type v2 struct {

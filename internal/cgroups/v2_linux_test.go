@@ -61,7 +61,7 @@ func TestV2Files(t *testing.T) {
 	if err := m.Create(Resources{Memory: 64 << 20, CPUQuota: 50000, CPUShares: 1024, Pids: 10}); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	check("cgroup.subtree_control", "+cpu +memory +pids")
+	check("cgroup.subtree_control", "+cpu +memory +pids +cpuset +io")
 	check("berth/cgroup.subtree_control", "+cpu +pids") // memory already on
 	check("berth/x/memory.max", "67108864")
 	check("berth/x/memory.swap.max", "0")

@@ -21,13 +21,20 @@ import (
 // on cgroup v1 hosts: memory reservation, swappiness, OOM killer and
 // kernel TCP limit; cpuset cpus and mems; real-time cpu period and
 // runtime; block I/O (blkioWrites); huge page limits; network classes
-// and priorities. A field whose controller or control file this host
-// lacks, and any of these on a cgroup v2 host, is refused rather than
+// and priorities (on a cgroup v2 host: v2Writes). A field whose
+// controller or control file this host lacks is refused rather than
 // silently ignored: the OCI runtime spec wants an error for a value that
 // cannot be applied.
 func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 	if r == nil {
 		return nil
+	}
+	if cgroups.DetectMode() == cgroups.ModeV2 {
+		w, err := v2Writes(r)
+		if err != nil {
+			return err
+		}
+		return applyV2(cgroups.Root, cgroup, w)
 	}
 	var w []cgWrite
 	if m := r.Memory; m != nil {
@@ -89,7 +96,7 @@ func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 		return nil
 	}
 	if mode != cgroups.ModeV1 && mode != cgroups.ModeHybrid {
-		return fmt.Errorf("linux.resources: %s is not supported on a cgroup %s host yet: %w", w[0].file, mode, errdefs.ErrNotSupported)
+		return fmt.Errorf("linux.resources: %s needs cgroups, and this host has %s: %w", w[0].file, mode, errdefs.ErrNotSupported)
 	}
 	mounts, err := v1Mounts()
 	if err != nil {
@@ -112,7 +119,7 @@ func applyExtraResources(cgroup string, r *specs.LinuxResources) error {
 			}
 		}
 		p := filepath.Join(mnt, cgroup, x.file)
-		if err := os.WriteFile(p, []byte(x.value), 0); err != nil {
+		if err := writeControl(p, x.value); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("linux.resources: %s %s: the kernel has no such control: %w", x.file, x.value, errdefs.ErrNotSupported)
 			}
