@@ -58,6 +58,9 @@ func TestVMDetachedLifecycle(t *testing.T) {
 	if in["isolation"] != "vm" || (in["accel"] != "tcg" && in["accel"] != "kvm") {
 		t.Fatalf("inspect: isolation %v accel %v", in["isolation"], in["accel"])
 	}
+	if in["transport"] != "virtio-serial" && in["transport"] != "vsock" {
+		t.Fatalf("inspect: transport %v", in["transport"])
+	}
 	if ps := must(t, "ps"); !strings.Contains(ps, id[:12]) || !strings.Contains(ps, "vm") {
 		t.Fatalf("ps:\n%s", ps)
 	}

@@ -76,21 +76,25 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 		tracef("early mounts done")
 	}
 	ownNofile()
+	ch, err := parseChannel(string(cmdline))
+	if err != nil {
+		return nil, nil, err
+	}
 	mods, err := readModuleList(moduleList)
 	if err != nil {
 		return nil, nil, err
 	}
 	g := newGuest()
-	if g.modules, err = insertModules(mods, portModules); err != nil {
+	first, skip := ch.modules()
+	if g.modules, err = insertModules(selectModules(mods, skip), first); err != nil {
 		return nil, nil, err
 	}
 	go g.reaper.loop()
-	name := cmdlineValue(string(cmdline), "berth.port", "agent")
-	port, err := openPort(name)
+	port, err := ch.open()
 	if err != nil {
 		return nil, nil, err
 	}
-	tracef("agent port open")
+	tracef("agent channel open: " + ch.String())
 	go g.prepareCgroups()
 	return g, port, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -14,10 +15,6 @@ import (
 // that the agent does not link the initramfs builder and its ELF and
 // compression packages: every page of the binary costs at start-up.
 const moduleList = "/etc/berth/modules"
-
-// portModules drive the agent's own channel, a virtio-serial port on PCI:
-// boot waits for them; the others load while the host says hello.
-var portModules = []string{"virtio_pci", "virtio_console"}
 
 // module is one line of the initramfs's module list: the module's path
 // and the names of the modules it depends on.
@@ -42,6 +39,44 @@ func readModuleList(path string) ([]module, error) {
 		mods = append(mods, module{path: f[0], name: strings.TrimSuffix(filepath.Base(f[0]), ".ko"), deps: f[1:]})
 	}
 	return mods, nil
+}
+
+// selectModules leaves out of the list the modules named in skip (the
+// other channel's driver) and those only they depend on; the order is
+// kept.
+func selectModules(mods []module, skip []string) []module {
+	byName := map[string]module{}
+	needed := map[string]bool{} // depended on by another module of the list
+	for _, m := range mods {
+		byName[m.name] = m
+		for _, d := range m.deps {
+			needed[d] = true
+		}
+	}
+	keep := map[string]bool{}
+	var mark func(string)
+	mark = func(name string) {
+		m, ok := byName[name]
+		if !ok || keep[name] {
+			return
+		}
+		keep[name] = true
+		for _, d := range m.deps {
+			mark(d)
+		}
+	}
+	for _, m := range mods {
+		if !needed[m.name] && !slices.Contains(skip, m.name) {
+			mark(m.name) // a module of its own, not only a dependency
+		}
+	}
+	var out []module
+	for _, m := range mods {
+		if keep[m.name] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // moduleSet is the modules being inserted.

@@ -28,6 +28,8 @@ type hostInfo struct {
 	Peers      map[string]string `json:"peers"`
 	Accel      string            `json:"accelerator"`
 	AccelWhy   string            `json:"accelerator_reason"`
+	Transport  string            `json:"vm_transport"`
+	TransWhy   string            `json:"vm_transport_reason"`
 	Guest      string            `json:"guest_kernel"`
 }
 
@@ -54,6 +56,11 @@ func cmdInfo(g *globals, args []string) error {
 	}
 	accel, why := vm.DetectAccel()
 	info.Accel, info.AccelWhy = string(accel), why
+	if tr, why, err := vm.DetectTransport(); err != nil {
+		info.Transport, info.TransWhy = "none", oneLine(err)
+	} else {
+		info.Transport, info.TransWhy = string(tr), why
+	}
 	if k, err := findKernel(g, ""); err == nil {
 		info.Guest = k.Path
 	} else {
@@ -68,6 +75,7 @@ func cmdInfo(g *globals, args []string) error {
 	fmt.Printf("root:         %v\n", info.Root)
 	fmt.Printf("data root:    %s\n", info.DataRoot)
 	fmt.Printf("accelerator:  %s (%s)\n", info.Accel, info.AccelWhy)
+	fmt.Printf("vm transport: %s (%s)\n", info.Transport, info.TransWhy)
 	fmt.Printf("guest kernel: %s\n", info.Guest)
 	fmt.Printf("peers found:  %s\n", strings.Join(slices.Sorted(maps.Keys(info.Peers)), " "))
 	return nil

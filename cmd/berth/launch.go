@@ -49,6 +49,7 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio 
 		x.Started = time.Now().UTC()
 		if vw, ok := w.(*vmWorkload); ok {
 			x.Accel = string(vw.accel)
+			x.Transport = string(vw.m.Transport())
 		}
 		return nil
 	})

@@ -6,7 +6,9 @@
 //
 // Any reliable, ordered byte stream (an io.ReadWriteCloser): the guest opens
 // its virtio-serial port (/dev/vportNpM), the host connects to the unix
-// socket QEMU's `-chardev socket` listens on; vsock works the same way.
+// socket QEMU's `-chardev socket` listens on; or, over vsock, the guest
+// listens on an AF_VSOCK port and the host connects to the guest's CID.
+// The frames are the same on both.
 //
 // # Frames
 //

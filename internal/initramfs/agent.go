@@ -28,12 +28,13 @@ const ModulesDir = "/lib/modules"
 
 // DefaultModules are the modules a berth guest needs from Debian's cloud
 // kernel, which builds them as modules: virtio PCI transport, block disks
-// (image layers, scratch), the console (agent channel), the network card,
+// (image layers, scratch), both agent channels (the console's
+// virtio-serial ports, and vsock's virtio transport), the network card,
 // overlayfs, EROFS and virtio-fs. Their dependencies are added by
 // AgentImage.
 var DefaultModules = []string{
-	"virtio_pci", "virtio_blk", "virtio_console", "virtio_net",
-	"overlay", "erofs", "virtiofs",
+	"virtio_pci", "virtio_blk", "virtio_console", "vmw_vsock_virtio_transport",
+	"virtio_net", "overlay", "erofs", "virtiofs",
 }
 
 // AgentImage lists the files of a guest initramfs: agentBinary as /init,

@@ -172,6 +172,9 @@ func TestAgentImageModuleOrder(t *testing.T) {
 		{"virtio_ring", "virtio"}, {"virtio", "virtio_pci"}, {"virtio_pci_modern_dev", "virtio_pci"},
 		{"virtio_pci_legacy_dev", "virtio_pci"}, {"virtio", "virtio_blk"}, {"virtio", "virtio_console"},
 		{"fuse", "virtiofs"}, {"libcrc32c", "erofs"}, {"failover", "net_failover"}, {"net_failover", "virtio_net"},
+		// vsock: the core, its virtio common part, then the transport.
+		{"vsock", "vmw_vsock_virtio_transport_common"}, {"vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"},
+		{"vsock", "vmw_vsock_virtio_transport"}, {"virtio", "vmw_vsock_virtio_transport"}, {"virtio_ring", "vmw_vsock_virtio_transport"},
 	} {
 		if pos(dep[0]) > pos(dep[1]) {
 			t.Errorf("%s must load before %s: %v", dep[0], dep[1], order)

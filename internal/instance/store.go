@@ -51,9 +51,10 @@ type Instance struct {
 	AutoRemove  bool      `json:"auto_remove"`
 	Tty         bool      `json:"tty"`
 	Interactive bool      `json:"interactive"`
-	Cgroup      string    `json:"cgroup,omitempty"` // a container's host cgroup
-	Kernel      string    `json:"kernel,omitempty"` // a VM's --kernel; "" for berth's default
-	Accel       string    `json:"accel,omitempty"`  // a VM's accelerator: kvm or tcg
+	Cgroup      string    `json:"cgroup,omitempty"`    // a container's host cgroup
+	Kernel      string    `json:"kernel,omitempty"`    // a VM's --kernel; "" for berth's default
+	Accel       string    `json:"accel,omitempty"`     // a VM's accelerator: kvm or tcg
+	Transport   string    `json:"transport,omitempty"` // a VM's agent channel: vsock or virtio-serial
 	Created     time.Time `json:"created"`
 
 	Status     Status    `json:"status"`

@@ -39,6 +39,11 @@ type Config struct {
 	Scratch string
 	Shares  []Share
 	Accel   Accel
+	// Transport is the agent's channel; "" means virtio-serial.
+	Transport Transport
+	// GuestCID is the guest's vsock address with TransportVsock; Start
+	// chooses it (one the host's vhost-vsock does not know yet).
+	GuestCID uint32
 	// ConsoleLog receives the guest's serial console; "" means
 	// Dir/console.log.
 	ConsoleLog string
@@ -74,8 +79,10 @@ const AgentPort = "agent"
 
 // File descriptors QEMU inherits (exec.Cmd.ExtraFiles order).
 const (
-	fdQMP    = 3 // listening socket Dir/qmp.sock
-	fdAgent  = 4 // listening socket Dir/agent.sock
+	fdQMP = 3 // listening socket Dir/qmp.sock
+	// The agent's channel: the listening socket Dir/agent.sock
+	// (virtio-serial), or /dev/vhost-vsock with the guest's CID set (vsock).
+	fdAgent  = 4
 	fdShare0 = 5 // connected vhost-user socket of share 0, then 1, ...
 )
 
@@ -119,16 +126,23 @@ func (cfg Config) qemu() string {
 // escape doubles commas, QEMU's escape inside an option list value.
 func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
-// KernelCmdline is the guest kernel's command line for cfg.
+// KernelCmdline is the guest kernel's command line for cfg: it tells the
+// agent its channel, berth.port=NAME (virtio-serial) or berth.vsock=PORT.
 func KernelCmdline(cfg Config) string {
-	args := append([]string{"console=ttyS0", "quiet", "panic=-1", "berth.port=" + AgentPort}, cfg.Append...)
+	channel := "berth.port=" + AgentPort
+	if cfg.Transport == TransportVsock {
+		channel = "berth.vsock=" + strconv.Itoa(AgentVsockPort)
+	}
+	args := append([]string{"console=ttyS0", "quiet", "panic=-1", channel}, cfg.Append...)
 	return strings.Join(args, " ")
 }
 
 // CommandLine is QEMU's argv (argv[0] is the binary) for cfg. The guest is
 // created paused (-S); Start resumes it once QMP is connected. QEMU
-// inherits fd 3 (the QMP listening socket), fd 4 (the agent's), and from
-// fd 5 on one connected vhost-user socket per share.
+// inherits fd 3 (the QMP listening socket), fd 4 (the agent's listening
+// socket, or with vsock the /dev/vhost-vsock descriptor that holds the
+// guest's CID), and from fd 5 on one connected vhost-user socket per
+// share.
 func CommandLine(cfg Config) []string {
 	accel, cpu := "tcg", "max"
 	if cfg.Accel == AccelKVM {
@@ -165,13 +179,18 @@ func CommandLine(cfg Config) []string {
 			"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem),
 			"-numa", "node,memdev=mem")
 	}
-	// One serial port (number 1; QEMU keeps 0 for a console): the guest
-	// driver then sets up 6 virtqueues rather than the default 64.
-	a = append(a,
-		"-device", "virtio-serial-pci,id=vser0,max_ports=2",
-		"-chardev", "socket,id=agent,fd="+strconv.Itoa(fdAgent)+",server=on,wait=off",
-		"-device", "virtserialport,bus=vser0.0,chardev=agent,name="+AgentPort,
-	)
+	if cfg.Transport == TransportVsock {
+		a = append(a, "-device", "vhost-vsock-pci,id=vsock0,guest-cid="+strconv.FormatUint(uint64(cfg.GuestCID), 10)+",vhostfd="+strconv.Itoa(fdAgent))
+	} else {
+		// One serial port (number 1; QEMU keeps 0 for a console): the
+		// guest driver then sets up 6 virtqueues rather than the
+		// default 64.
+		a = append(a,
+			"-device", "virtio-serial-pci,id=vser0,max_ports=2",
+			"-chardev", "socket,id=agent,fd="+strconv.Itoa(fdAgent)+",server=on,wait=off",
+			"-device", "virtserialport,bus=vser0.0,chardev=agent,name="+AgentPort,
+		)
+	}
 	for i, l := range cfg.Layers {
 		id := "layer" + strconv.Itoa(i)
 		a = append(a,

@@ -63,7 +63,9 @@ func FindAgent() (string, error) {
 }
 
 // FindGuest locates everything a guest needs: QEMU, the kernel (see
-// FindGuestKernel), the agent (see FindAgent) and the accelerator. Its
+// FindGuestKernel), the agent (see FindAgent), the accelerator and the
+// agent's transport (DetectTransport; BERTH_VM_TRANSPORT=vsock on a host
+// without vhost-vsock is an error here, before anything is made). Its
 // caches live in dataRoot/vm.
 func FindGuest(kernel, dataRoot string) (Guest, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
@@ -77,6 +79,10 @@ func FindGuest(kernel, dataRoot string) (Guest, error) {
 	if err != nil {
 		return Guest{}, err
 	}
+	transport, _, err := DetectTransport()
+	if err != nil {
+		return Guest{}, err
+	}
 	accel, _ := DetectAccel()
-	return Guest{Kernel: k, Agent: agentBin, CacheDir: filepath.Join(dataRoot, "vm"), Accel: accel}, nil
+	return Guest{Kernel: k, Agent: agentBin, CacheDir: filepath.Join(dataRoot, "vm"), Accel: accel, Transport: transport}, nil
 }

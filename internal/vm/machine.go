@@ -74,7 +74,8 @@ type Guest struct {
 	Agent     string // the berth-agent binary
 	CacheDir  string // layer disks, initramfs and scratch template
 	Accel     Accel
-	Modules   []string // kernel modules for the initramfs; nil means initramfs.DefaultModules
+	Transport Transport // the agent's channel; "" means virtio-serial
+	Modules   []string  // kernel modules for the initramfs; nil: Boot picks what the guest uses
 	QEMU      string
 	Virtiofsd string
 }
@@ -157,12 +158,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	}
 	guest := rc.Guest
 	if guest.Modules == nil {
-		// Each module costs guest kernel time, which software emulation
-		// makes dear: only what this guest uses (no network card yet).
-		guest.Modules = []string{"virtio_pci", "virtio_blk", "virtio_console", "overlay", "erofs"}
-		if len(shares) > 0 {
-			guest.Modules = append(guest.Modules, "virtiofs")
-		}
+		guest.Modules = guestModules(guest.Transport, len(shares) > 0)
 	}
 	trace("boot")
 	initrd, err := Initramfs(guest)
@@ -207,6 +203,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		Scratch:   scratch,
 		Shares:    shares,
 		Accel:     rc.Guest.Accel,
+		Transport: rc.Guest.Transport,
 		QEMU:      rc.Guest.QEMU,
 		Virtiofsd: rc.Guest.Virtiofsd,
 		Append:    appendArgs,
@@ -238,6 +235,19 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	return m, nil
 }
 
+// guestModules are the kernel modules a guest's initramfs carries (with
+// what they depend on). Each costs guest kernel time, which software
+// emulation makes dear: only what the guest uses (no network card yet),
+// and of the agent's channels only the one in use.
+func guestModules(t Transport, shares bool) []string {
+	mods := append([]string{"virtio_pci", "virtio_blk"}, TransportModules(t)...)
+	mods = append(mods, "overlay", "erofs")
+	if shares {
+		mods = append(mods, "virtiofs")
+	}
+	return mods
+}
+
 // StartError is a workload the guest could not start: Code is 127 (not
 // found), 126 (not executable) or 125.
 type StartError struct {
@@ -259,7 +269,7 @@ func (m *Machine) connect(ctx context.Context) error {
 	}
 	ch := make(chan dialed, 1)
 	go func() {
-		conn, err := m.vm.AgentConn()
+		conn, err := m.vm.DialAgent(ctx)
 		if err != nil {
 			ch <- dialed{err: err}
 			return
@@ -377,6 +387,9 @@ func ProcessOf(sp *specs.Process) *agent.Process {
 	}
 	return p
 }
+
+// Transport is the channel to the guest agent.
+func (m *Machine) Transport() Transport { return m.vm.Transport() }
 
 // Pid is QEMU's pid: the host process whose life is the instance's.
 func (m *Machine) Pid() int { return m.vm.Pid() }

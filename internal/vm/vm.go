@@ -76,13 +76,25 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 			f.Close()
 		}
 	}()
-	for _, p := range []string{qmpSocket(cfg.Dir), agentSocket(cfg.Dir)} {
+	socks := []string{qmpSocket(cfg.Dir), agentSocket(cfg.Dir)}
+	if cfg.Transport == TransportVsock {
+		socks = socks[:1]
+	}
+	for _, p := range socks {
 		f, err := listenFile(p)
 		v.sockets = append(v.sockets, p)
 		if err != nil {
 			return nil, fmt.Errorf("vm %s: %w", cfg.ID, err)
 		}
 		files = append(files, f)
+	}
+	if cfg.Transport == TransportVsock {
+		f, cid, err := reserveCID()
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: %w", cfg.ID, err)
+		}
+		files = append(files, f)
+		v.cfg.GuestCID = cid
 	}
 	for i, s := range cfg.Shares {
 		f, err := v.startVirtiofsd(i, s)
@@ -92,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		files = append(files, f)
 	}
 
-	argv := CommandLine(cfg)
+	argv := CommandLine(v.cfg)
 	v.cmd = exec.Command(argv[0], argv[1:]...)
 	v.cmd.ExtraFiles = files
 	v.cmd.Stdout, v.cmd.Stderr = v.stderr, v.stderr
@@ -232,12 +244,36 @@ func (v *VM) Config() Config { return v.cfg }
 
 // AgentConn connects to the guest agent's virtio-serial port. One
 // connection at a time is served; another may follow when it is closed.
+// With vsock use DialAgent.
 func (v *VM) AgentConn() (net.Conn, error) {
 	c, err := dialUnix(agentSocket(v.cfg.Dir))
 	if err != nil {
 		return nil, fmt.Errorf("vm %s: agent socket: %v: %w", v.cfg.ID, err, errdefs.ErrUnavailable)
 	}
 	return c, nil
+}
+
+// DialAgent connects to the guest agent over the VM's transport. Over
+// virtio-serial it connects at once (QEMU's chardev accepts before the
+// guest is up); over vsock it retries until the agent listens or ctx
+// ends. The agent serves one connection: its end powers the guest off.
+func (v *VM) DialAgent(ctx context.Context) (io.ReadWriteCloser, error) {
+	if v.cfg.Transport != TransportVsock {
+		return v.AgentConn()
+	}
+	f, err := dialVsock(ctx, v.cfg.GuestCID, AgentVsockPort)
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: agent: %w", v.cfg.ID, err)
+	}
+	return f, nil
+}
+
+// Transport is the agent's channel.
+func (v *VM) Transport() Transport {
+	if v.cfg.Transport == "" {
+		return TransportSerial
+	}
+	return v.cfg.Transport
 }
 
 // Exited is closed when QEMU has exited.
