@@ -93,26 +93,16 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 	}
 	spec.Root.Path = rootfs
 
-	dir := st.Dir(o.ID)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("container %s already exists: %w", o.ID, errdefs.ErrConflict)
-		}
-		return nil, fmt.Errorf("container %s: %w", o.ID, unwrap(err))
+	dir, lk, err := st.newDir(o.ID, spec)
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			os.RemoveAll(dir)
 		}
 	}()
-	lk, err := st.lockNew(o.ID)
-	if err != nil {
-		return nil, err
-	}
 	defer lk.Unlock()
-	if err := writeJSON(filepath.Join(dir, "config.json"), spec); err != nil {
-		return nil, err
-	}
 
 	// The listener is bound through the directory's fd: state roots are
 	// often deeper than a socket path may be long.
@@ -173,12 +163,18 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 	if err := st.Save(s); err != nil {
 		return nil, err
 	}
+	return finishCreate(o, s, console)
+}
+
+// finishCreate is create's last step for both isolations: the terminal's
+// master to --console-socket, the pid to --pid-file.
+func finishCreate(o CreateOptions, s *State, console *os.File) (*CreateResult, error) {
 	if o.ConsoleSocket != "" && console != nil {
 		if err := SendConsole(o.ConsoleSocket, console); err != nil {
 			return nil, err
 		}
 	}
-	if err := WritePidFile(o.PidFile, pid); err != nil {
+	if err := WritePidFile(o.PidFile, s.Pid); err != nil {
 		return nil, err
 	}
 	return &CreateResult{State: s, Console: console}, nil
@@ -203,6 +199,29 @@ func createHooks(id, bundle string, spec *specs.Spec) func(pid int) ([]byte, err
 		}
 		return json.Marshal(state)
 	}
+}
+
+// newDir makes the state directory of a new container, locked, with the
+// bundle's config.json in it; a clash is ErrConflict. On failure nothing
+// of it is left.
+func (st *Store) newDir(id string, spec *specs.Spec) (dir string, lk *Lock, err error) {
+	dir = st.Dir(id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return "", nil, fmt.Errorf("container %s already exists: %w", id, errdefs.ErrConflict)
+		}
+		return "", nil, fmt.Errorf("container %s: %w", id, unwrap(err))
+	}
+	if lk, err = st.lockNew(id); err == nil {
+		if err = writeJSON(filepath.Join(dir, "config.json"), spec); err != nil {
+			lk.Unlock()
+		}
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return dir, lk, nil
 }
 
 // lockNew takes the lock of a container whose directory was just made.

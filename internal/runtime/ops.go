@@ -91,24 +91,35 @@ func (st *Store) Kill(id string, sig syscall.Signal, all bool) error {
 	return nil
 }
 
+// lockForDelete locks and loads container id for Delete and DeleteVM;
+// with force a container that does not exist is no error (a nil lock).
+func (st *Store) lockForDelete(id string, force bool) (*Lock, *State, error) {
+	l, err := st.lock(id)
+	if err != nil {
+		if force && errorsIsNotFound(err) {
+			return nil, nil, nil
+		}
+		return nil, nil, err
+	}
+	s, err := st.Load(id)
+	if err != nil {
+		l.Unlock()
+		return nil, nil, err
+	}
+	return l, s, nil
+}
+
 // Delete removes a container (the OCI "delete" operation). A running or
 // paused one is refused unless force is set, in which case it is killed
 // first; a created one is killed (runc does the same). Poststop hooks run
 // after everything is gone. With force a missing container is not an
 // error.
 func (st *Store) Delete(id string, force bool) error {
-	l, err := st.lock(id)
-	if err != nil {
-		if force && errorsIsNotFound(err) {
-			return nil
-		}
+	l, s, err := st.lockForDelete(id, force)
+	if err != nil || l == nil {
 		return err
 	}
 	defer l.Unlock()
-	s, err := st.Load(id)
-	if err != nil {
-		return err
-	}
 	status := s.Status()
 	if (status == Running || status == Paused) && !force {
 		return fmt.Errorf("container %s is %s: stop it first or use --force: %w", id, status, errdefs.ErrConflict)

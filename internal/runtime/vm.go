@@ -28,7 +28,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -144,26 +143,16 @@ func (st *Store) createVM(o CreateOptions, bundle string, spec *specs.Spec) (_ *
 		return nil, fmt.Errorf("mkfs.erofs not found (apt-get install erofs-utils): the guest's root disk is made with it: %w", errdefs.ErrUnavailable)
 	}
 
-	dir := st.Dir(o.ID)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("container %s already exists: %w", o.ID, errdefs.ErrConflict)
-		}
-		return nil, fmt.Errorf("container %s: %w", o.ID, unwrap(err))
+	dir, lk, err := st.newDir(o.ID, spec)
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			os.RemoveAll(dir)
 		}
 	}()
-	lk, err := st.lockNew(o.ID)
-	if err != nil {
-		return nil, err
-	}
 	defer lk.Unlock()
-	if err := writeJSON(filepath.Join(dir, "config.json"), spec); err != nil {
-		return nil, err
-	}
 	runs := filepath.Join(droot, "vm", "runtime")
 	if err := os.MkdirAll(runs, 0o700); err != nil {
 		return nil, fmt.Errorf("VM work directory: %w", unwrap(err))
@@ -262,15 +251,7 @@ func (st *Store) createVM(o CreateOptions, bundle string, spec *specs.Spec) (_ *
 			return nil, err
 		}
 	}
-	if o.ConsoleSocket != "" && console != nil {
-		if err := SendConsole(o.ConsoleSocket, console); err != nil {
-			return nil, err
-		}
-	}
-	if err := WritePidFile(o.PidFile, pid); err != nil {
-		return nil, err
-	}
-	return &CreateResult{State: s, Console: console}, nil
+	return finishCreate(o, s, console)
 }
 
 // hostTerminal opens a host pty for a VM workload's terminal. The guest

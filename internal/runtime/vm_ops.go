@@ -140,18 +140,11 @@ func (st *Store) KillVM(id string, sig syscall.Signal) error {
 // with force. It kills the owner and QEMU, waits until both are gone,
 // runs the poststop hooks and removes the state and work directories.
 func (st *Store) DeleteVM(id string, force bool) error {
-	l, err := st.lock(id)
-	if err != nil {
-		if force && errorsIsNotFound(err) {
-			return nil
-		}
+	l, s, err := st.lockForDelete(id, force)
+	if err != nil || l == nil {
 		return err
 	}
 	defer l.Unlock()
-	s, err := st.Load(id)
-	if err != nil {
-		return err
-	}
 	dir := st.Dir(id)
 	if status := st.vmStatus(s); (status == Running || status == Paused) && !force {
 		return fmt.Errorf("container %s is %s: stop it first or use --force: %w", id, status, errdefs.ErrConflict)
