@@ -31,6 +31,7 @@ build:
 install: deps build
 	install -m 0755 $(BIN)/berth $(PREFIX)/bin/berth
 	install -m 0755 $(BIN)/berth-runtime $(PREFIX)/bin/berth-runtime
+	ln -sf berth-runtime $(PREFIX)/bin/berth-runtime-vm
 	install -D -m 0755 $(BIN)/berth-agent $(PREFIX)/lib/berth/berth-agent
 
 deps:

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/container"
@@ -90,7 +91,7 @@ func realMain(args []string) int {
 	fs.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&g.debug, "debug", false, "debug logging")
 	fs.BoolVar(&g.systemdCgroup, "systemd-cgroup", false, "use systemd cgroups (not supported)")
-	fs.StringVar(&g.isolation, "isolation", "", "isolation level: container (default) or vm")
+	fs.StringVar(&g.isolation, "isolation", defaultIsolation(os.Args[0]), "isolation level: container (default) or vm")
 	showVersion := fs.Bool("version", false, "print the version")
 	fs.BoolVar(showVersion, "v", false, "print the version")
 	fs.Bool("rootless", false, "ignored")
@@ -140,6 +141,20 @@ func realMain(args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "berth-runtime: unknown command %q (see berth-runtime help)\n", rest[0])
 	return 1
+}
+
+// vmName is the name under which berth-runtime runs every bundle as a VM
+// (a symlink made by make install), for engines that take a runtime's
+// binary but no arguments for it: containerd's CRI BinaryName, a
+// Kubernetes RuntimeClass for VMs.
+const vmName = "berth-runtime-vm"
+
+// defaultIsolation is --isolation's default: vm when called as vmName.
+func defaultIsolation(arg0 string) string {
+	if filepath.Base(arg0) == vmName {
+		return "vm"
+	}
+	return ""
 }
 
 // check refuses global settings berth-runtime does not support.
