@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -16,8 +15,6 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 )
 
-var digestRE = regexp.MustCompile(`^([a-z0-9]+):([a-f0-9]{32,128})$`)
-
 // LayerDisk returns the path of the read-only EROFS disk image of a layer
 // snapshot directory (an unpacked layer in overlayfs form: whiteouts as 0/0
 // character devices, opaque directories by xattr), building it on first use
@@ -25,11 +22,11 @@ var digestRE = regexp.MustCompile(`^([a-z0-9]+):([a-f0-9]{32,128})$`)
 // renamed into place, under a per-layer flock so concurrent callers build it
 // once; every image sharing the layer reuses it.
 func LayerDisk(cacheDir, snapshotDir, layerDigest string) (string, error) {
-	m := digestRE.FindStringSubmatch(layerDigest)
-	if m == nil {
+	algo, hex, valid := splitDigest(layerDigest)
+	if !valid {
 		return "", fmt.Errorf("layer disk: digest %q: %w", layerDigest, errdefs.ErrInvalid)
 	}
-	name := m[1] + "-" + m[2] + ".erofs"
+	name := algo + "-" + hex + ".erofs"
 	final := filepath.Join(cacheDir, name)
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
@@ -234,4 +231,26 @@ func oneLine(b []byte) string {
 		s = s[:300] + "..."
 	}
 	return s
+}
+
+// splitDigest splits "ALGO:HEX": ALGO of a-z and 0-9, HEX of 32 to 128
+// lowercase hex digits, so that both are safe in a file name. (A parser
+// rather than a regular expression: compiling one at start-up costs every
+// berth process, the container init included, a third of a millisecond.)
+func splitDigest(d string) (algo, hex string, ok bool) {
+	algo, hex, found := strings.Cut(d, ":")
+	if !found || algo == "" || len(hex) < 32 || len(hex) > 128 {
+		return "", "", false
+	}
+	for _, c := range algo {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return "", "", false
+		}
+	}
+	for _, c := range hex {
+		if !('a' <= c && c <= 'f' || '0' <= c && c <= '9') {
+			return "", "", false
+		}
+	}
+	return algo, hex, true
 }

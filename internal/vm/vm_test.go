@@ -345,3 +345,23 @@ func TestStartQEMUKilled(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitDigest(t *testing.T) {
+	hex64 := strings.Repeat("ab12", 16)
+	for d, want := range map[string]bool{
+		"sha256:" + hex64:                    true,
+		"sha512:" + hex64 + hex64:            true,
+		"sha256:" + hex64[:31]:               false, // too short
+		"sha256:" + strings.Repeat("a", 129): false,
+		"SHA256:" + hex64:                    false,
+		"sha256:" + strings.ToUpper(hex64):   false,
+		"sha/256:" + hex64:                   false,
+		":" + hex64:                          false,
+		"sha256" + hex64:                     false,
+		"sha256:../" + hex64:                 false,
+	} {
+		if _, _, ok := splitDigest(d); ok != want {
+			t.Errorf("splitDigest(%q) ok = %v, want %v", d, ok, want)
+		}
+	}
+}
