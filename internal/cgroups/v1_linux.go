@@ -367,6 +367,9 @@ func (m *v1) Destroy() error {
 		for _, dir := range present {
 			p, err := treeProcs(m.path, dir)
 			if err != nil {
+				if !exists(dir) {
+					continue // removed meanwhile by another berth process
+				}
 				return err
 			}
 			pids = append(pids, p...)
@@ -378,8 +381,10 @@ func (m *v1) Destroy() error {
 			return err
 		}
 		if frozen {
-			// Frozen tasks only act on SIGKILL once thawed.
-			if err := m.Thaw(); err != nil {
+			// Frozen tasks only act on SIGKILL once thawed. A freezer
+			// cgroup another process (the instance's owner) removed
+			// meanwhile reads ENODEV: nothing is left to thaw.
+			if err := m.Thaw(); err != nil && exists(m.dirs["freezer"]) {
 				return err
 			}
 			frozen = false

@@ -240,3 +240,42 @@ func testPidsLimit(t *testing.T, m Manager) {
 		t.Fatalf("Destroy: %v", err)
 	}
 }
+
+// Two berth processes may destroy the same cgroup at once (rm -f and the
+// instance's owner): both succeed, whichever removes the directories.
+func TestV1ConcurrentDestroy(t *testing.T) {
+	m := newTestV1(t, Resources{})
+	for round := 0; round < 100; round++ {
+		if err := m.Create(Resources{}); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sleep", "100")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Add(cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 2)
+		for i := 0; i < 2; i++ {
+			go func() {
+				other, err := NewV1(m.path)
+				if err == nil {
+					err = other.Destroy()
+				}
+				errs <- err
+			}()
+		}
+		for i := 0; i < 2; i++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: concurrent Destroy: %v", round, err)
+			}
+		}
+		cmd.Wait()
+		for _, h := range m.hier {
+			if exists(h.dir) {
+				t.Fatalf("round %d: %s left", round, h.dir)
+			}
+		}
+	}
+}
