@@ -49,6 +49,12 @@ func vmLeftovers(id, stateDir string) []string {
 	var left []string
 	dirs, _ := filepath.Glob(work + "*")
 	left = append(left, dirs...)
+	// Its cgroup, wherever the spec put it (/berth-runtime/ID, a
+	// containerd namespace, /docker/ID), in every hierarchy.
+	for _, pattern := range []string{"/sys/fs/cgroup/*/*/" + id, "/sys/fs/cgroup/*/" + id} {
+		cgs, _ := filepath.Glob(pattern)
+		left = append(left, cgs...)
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)

@@ -73,7 +73,8 @@ type vmRecord struct {
 	Work   string      `json:"work"` // disks, QEMU's sockets and console
 	Guest  vm.Guest    `json:"guest"`
 	Layers []vm.Layer  `json:"layers"`
-	Spec   *specs.Spec `json:"spec"` // the guest's: mounts reduced to what a guest can take
+	Spec   *specs.Spec `json:"spec"`             // the guest's: mounts reduced to what a guest can take
+	Cgroup string      `json:"cgroup,omitempty"` // the owner's (and QEMU's) cgroup on the host
 }
 
 // procRef names one process: a pid and its start time.
@@ -170,6 +171,7 @@ func (st *Store) createVM(o CreateOptions, bundle string, spec *specs.Spec) (_ *
 	if err != nil {
 		return nil, err
 	}
+	rec.Cgroup = cgroup
 	if err := writeJSON(filepath.Join(dir, vmRecordFile), rec); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	gopath "path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/tty"
 	"github.com/berth-dev/berth/internal/vm"
@@ -73,9 +75,12 @@ func RunVMOwner(args []string) int {
 	// Whatever way the owner ends, the guest's disks and sockets go with
 	// it (delete removes them too, for an owner killed by SIGKILL).
 	defer os.RemoveAll(rec.Work)
-	conn, sig := awaitStart(l, sigs, filepath.Join(dir, vmRecordFile))
+	conn, sig, orphaned := awaitStart(l, sigs, filepath.Join(dir, vmRecordFile))
 	l.Close()
 	if conn == nil {
+		if orphaned {
+			dropCgroup(rec.Cgroup)
+		}
 		return 128 + int(sig)
 	}
 	defer conn.Close()
@@ -147,7 +152,7 @@ func RunVMOwner(args []string) int {
 // the process by default ends the wait instead (conn nil), and so does
 // the removal of the state directory (record is its vm.json): nobody
 // can start the VM any more, and the owner must not wait forever.
-func awaitStart(l net.Listener, sigs <-chan os.Signal, record string) (net.Conn, syscall.Signal) {
+func awaitStart(l net.Listener, sigs <-chan os.Signal, record string) (_ net.Conn, _ syscall.Signal, orphaned bool) {
 	conns := make(chan net.Conn, 1)
 	go func() {
 		c, err := l.Accept()
@@ -160,18 +165,36 @@ func awaitStart(l net.Listener, sigs <-chan os.Signal, record string) (net.Conn,
 	for {
 		select {
 		case c := <-conns:
-			return c, 0
+			return c, 0, false
 		case <-tick.C:
 			if _, err := os.Stat(record); errors.Is(err, fs.ErrNotExist) {
-				return nil, syscall.SIGKILL
+				return nil, syscall.SIGKILL, true
 			}
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
 				continue
 			}
-			return nil, s.(syscall.Signal)
+			return nil, s.(syscall.Signal), false
 		}
+	}
+}
+
+// dropCgroup removes the cgroup of an owner whose state directory went
+// away before start: nobody else knows of it any more. The owner moves
+// into the parent cgroup first (a cgroup with a member cannot be
+// removed); where that fails (the hierarchy's root, or a cgroup v2
+// parent with controllers on) the cgroup stays.
+func dropCgroup(path string) {
+	if path == "" {
+		return
+	}
+	parent, err := cgroups.New(gopath.Dir(path))
+	if err != nil || parent.Add(os.Getpid()) != nil {
+		return
+	}
+	if cg, err := cgroups.New(path); err == nil {
+		cg.Destroy()
 	}
 }
 
