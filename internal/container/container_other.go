@@ -48,7 +48,7 @@ func (p *Process) Wait() (Exit, error)         { return Exit{}, errNotLinux }
 func (p *Process) Signal(syscall.Signal) error { return errNotLinux }
 
 func (c *Container) Detach(*os.File) error { return errNotLinux }
-func StartDetached(string) error           { return errNotLinux }
+func StartDetached(string, []byte) error   { return errNotLinux }
 
 // ResourcesOf converts OCI resources to the cgroup managers' limits.
 func ResourcesOf(*specs.LinuxResources, []specs.LinuxDevice) cgroups.Resources {
