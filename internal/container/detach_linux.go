@@ -161,17 +161,20 @@ func awaitStart(ch *channel, cfg *initConfig, w *workload, m *message, files []*
 		if err != nil {
 			os.Exit(1)
 		}
-		conn, err := newChannel(os.NewFile(uintptr(nfd), "start"))
+		// The File owns the fd: closed through it only (a raw close
+		// would leave its finalizer a number to close a second time).
+		f := os.NewFile(uintptr(nfd), "start")
+		conn, err := newChannel(f)
 		if err != nil {
-			unix.Close(nfd)
+			f.Close()
 			continue
 		}
 		var req message
 		if err := conn.recv(&req); err != nil || req.Type != msgStart {
-			unix.Close(nfd)
+			f.Close()
 			continue
 		}
-		unix.Close(lfd)
+		files[0].Close() // the listener (lfd)
 		if h := cfg.Spec.Hooks; h != nil && len(h.StartContainer) > 0 {
 			// In the container, before the workload: paths resolve in
 			// its root.

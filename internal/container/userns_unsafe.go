@@ -112,13 +112,19 @@ func startJoinedUser(cmd *exec.Cmd, joins []nsJoin, cloneFlags uintptr) error {
 	if err := unix.Pipe2(report[:], unix.O_CLOEXEC); err != nil {
 		return fmt.Errorf("pipe: %w", err)
 	}
-	defer unix.Close(report[0])
+	// The read ends are owned by *os.File values (closed once, by them):
+	// a raw close plus a File's finalizer would close the fd number twice,
+	// the second time when it may already be someone else's (the stage's
+	// pidfd, as it happened).
+	reportR := os.NewFile(uintptr(report[0]), "report")
+	defer reportR.Close()
 	var execErr [2]int // the stage's execve error; end of file: it ran
 	if err := unix.Pipe2(execErr[:], unix.O_CLOEXEC); err != nil {
 		unix.Close(report[1])
 		return fmt.Errorf("pipe: %w", err)
 	}
-	defer unix.Close(execErr[0])
+	execErrR := os.NewFile(uintptr(execErr[0]), "exec-error")
+	defer execErrR.Close()
 
 	mid, err := forkJoined(argv0, argv, envv, fds, nsfds, nsflags, joinedUser, setsid, cloneFlags, report[1], execErr[1])
 	unix.Close(report[1])
@@ -128,7 +134,7 @@ func startJoinedUser(cmd *exec.Cmd, joins []nsJoin, cloneFlags uintptr) error {
 	}
 	var rep forkReport
 	buf := (*[unsafe.Sizeof(rep)]byte)(unsafe.Pointer(&rep))[:]
-	_, rerr := io.ReadFull(os.NewFile(uintptr(report[0]), "report"), buf)
+	_, rerr := io.ReadFull(reportR, buf)
 	for {
 		if _, err := unix.Wait4(mid, nil, 0, nil); err != unix.EINTR {
 			break
@@ -142,7 +148,7 @@ func startJoinedUser(cmd *exec.Cmd, joins []nsJoin, cloneFlags uintptr) error {
 	}
 	pid := int(rep.pid)
 	var errno int32
-	n, _ := io.ReadFull(os.NewFile(uintptr(execErr[0]), "exec-error"), (*[4]byte)(unsafe.Pointer(&errno))[:])
+	n, _ := io.ReadFull(execErrR, (*[4]byte)(unsafe.Pointer(&errno))[:])
 	if n > 0 {
 		for {
 			if _, err := unix.Wait4(pid, nil, 0, nil); err != unix.EINTR {
