@@ -151,17 +151,14 @@ func onPty(t *testing.T, name string, args ...string) (string, int) {
 	return strings.ReplaceAll(out.String(), "\r\n", "\n"), cmd.ProcessState.ExitCode()
 }
 
-// TestContainerdWithBerthRuntime: containerd's runc shim drives
-// berth-runtime (ctr run --runc-binary): output, exit codes, task exec,
-// ps, pause/resume, kill and a terminal.
-func TestContainerdWithBerthRuntime(t *testing.T) {
-	testutil.NeedRoot(t, "containerd and containers need root")
-	containerd := testutil.NeedTool(t, "containerd")
-	ctr := testutil.NeedTool(t, "ctr")
-	rt := berthRuntime(t)
-	archive := rtArchive(t)
-
-	dir := daemonDir(t, "ctd-", "berthtest")
+// startContainerd starts a containerd of the test's own (root, state and
+// sockets in a fresh directory, namespace ns, cgroups under ns) with the
+// test image imported. It returns ctr's global flags for it prepended to
+// a command, and the daemon's directory (state/ is its state root). When the test ends, whatever tasks and containers are left
+// are removed before the daemon stops.
+func startContainerd(t *testing.T, containerd, ctr, prefix, ns, archive string) (func(args ...string) []string, string) {
+	t.Helper()
+	dir := daemonDir(t, prefix, ns)
 	sock := filepath.Join(dir, "c.sock")
 	config := fmt.Sprintf(`version = 2
 root = %q
@@ -177,13 +174,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ns := "berthtest"
 	c := func(args ...string) []string { return append([]string{"-a", sock, "-n", ns}, args...) }
 	d := startDaemon(t, dir, containerd, func() bool {
 		return exec.Command(ctr, c("version")...).Run() == nil
 	}, "--config", filepath.Join(dir, "config.toml"))
-	// Whatever a failed step left must go before the daemon stops.
-	defer func() {
+	// Registered after the daemon's stop, so it runs first.
+	t.Cleanup(func() {
 		out, _ := exec.Command(ctr, c("task", "ls", "-q")...).Output()
 		for _, id := range strings.Fields(string(out)) {
 			exec.Command(ctr, c("task", "kill", "-s", "KILL", id)...).Run()
@@ -196,8 +192,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		if t.Failed() {
 			t.Logf("containerd log:\n%s", d.tail())
 		}
-	}()
+	})
 	mustCmd(t, ctr, c("image", "import", archive)...)
+	return c, dir
+}
+
+// TestContainerdWithBerthRuntime: containerd's runc shim drives
+// berth-runtime (ctr run --runc-binary): output, exit codes, task exec,
+// ps, pause/resume, kill and a terminal.
+func TestContainerdWithBerthRuntime(t *testing.T) {
+	testutil.NeedRoot(t, "containerd and containers need root")
+	containerd := testutil.NeedTool(t, "containerd")
+	ctr := testutil.NeedTool(t, "ctr")
+	rt := berthRuntime(t)
+	archive := rtArchive(t)
+
+	ns := "berthtest"
+	c, dir := startContainerd(t, containerd, ctr, "ctd-", ns, archive)
 	run := func(id string, args ...string) result {
 		return runCmd(t, nil, ctr, c(append([]string{"run", "--rm", "--runc-binary", rt, rtImage, id}, args...)...)...)
 	}

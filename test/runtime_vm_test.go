@@ -353,42 +353,8 @@ func TestContainerdVM(t *testing.T) {
 	rt := berthRuntime(t)
 	archive := rtArchive(t)
 
-	dir := daemonDir(t, "ctv-", "berthvmtest")
-	sock := filepath.Join(dir, "c.sock")
-	config := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc", filepath.Join(dir, "debug.sock"))
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ns := "berthvmtest"
-	c := func(args ...string) []string { return append([]string{"-a", sock, "-n", ns}, args...) }
-	d := startDaemon(t, dir, containerd, func() bool {
-		return exec.Command(ctr, c("version")...).Run() == nil
-	}, "--config", filepath.Join(dir, "config.toml"))
-	defer func() {
-		out, _ := exec.Command(ctr, c("task", "ls", "-q")...).Output()
-		for _, id := range strings.Fields(string(out)) {
-			exec.Command(ctr, c("task", "kill", "-s", "KILL", id)...).Run()
-			exec.Command(ctr, c("task", "rm", "-f", id)...).Run()
-		}
-		out, _ = exec.Command(ctr, c("container", "ls", "-q")...).Output()
-		for _, id := range strings.Fields(string(out)) {
-			exec.Command(ctr, c("container", "rm", id)...).Run()
-		}
-		if t.Failed() {
-			t.Logf("containerd log:\n%s", d.tail())
-		}
-	}()
-	mustCmd(t, ctr, c("image", "import", archive)...)
+	c, dir := startContainerd(t, containerd, ctr, "ctv-", ns, archive)
 	pfx := fmt.Sprintf("ctrvm%d", os.Getpid())
 	run := func(id string, args ...string) result {
 		return runCmd(t, nil, ctr, c(append([]string{"run", "--rm", "--annotation", "io.berth.isolation=vm", "--runc-binary", rt, rtImage, pfx + id}, args...)...)...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -515,27 +514,6 @@ func (m *Machine) Signal(sig syscall.Signal) error { return m.proc.Signal(sig) }
 
 // Resize changes the workload's terminal size.
 func (m *Machine) Resize(rows, cols uint16) error { return m.proc.Resize(rows, cols) }
-
-// Exec runs p in the guest beside the workload and returns its exit
-// status. resize, if not nil, delivers terminal size changes.
-func (m *Machine) Exec(ctx context.Context, sp *specs.Process, stdin io.Reader, stdout, stderr io.Writer, resize <-chan specs.Box) (agent.ExitStatus, error) {
-	proc, err := m.client.Exec(ctx, *ProcessOf(sp), agent.Stdio{Stdin: stdin, Stdout: stdout, Stderr: stderr})
-	if err != nil {
-		var se *agent.StartError
-		if errors.As(err, &se) {
-			return agent.ExitStatus{Code: se.Code}, &StartError{Code: se.Code, Msg: se.Msg}
-		}
-		return agent.ExitStatus{Code: 125}, err
-	}
-	if resize != nil {
-		go func() {
-			for b := range resize {
-				proc.Resize(uint16(b.Height), uint16(b.Width))
-			}
-		}()
-	}
-	return proc.Wait()
-}
 
 // Destroy kills whatever is left of the guest and removes its sockets and
 // scratch disk. It is idempotent.
