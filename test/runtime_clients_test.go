@@ -259,6 +259,39 @@ func TestContainerdWithBerthRuntime(t *testing.T) {
 	}
 }
 
+// startDockerd starts a dockerd of the test's own (data root, exec root,
+// socket and pid file in a fresh directory; no bridge, no iptables) with
+// daemonJSON as its configuration and the test image loaded. It returns
+// docker's global flags for it prepended to a command, and the daemon's
+// directory. When the test
+// ends, whatever containers are left are removed before the daemon stops.
+func startDockerd(t *testing.T, dockerd, docker, prefix, daemonJSON, archive string) (func(args ...string) []string, string) {
+	t.Helper()
+	dir := daemonDir(t, prefix, "docker")
+	sock := "unix://" + filepath.Join(dir, "d.sock")
+	cfg := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(cfg, []byte(daemonJSON), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dk := func(args ...string) []string { return append([]string{"-H", sock}, args...) }
+	d := startDaemon(t, dir, dockerd, func() bool {
+		return exec.Command(docker, dk("version")...).Run() == nil
+	}, "--config-file", cfg, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
+		"-H", sock, "--pidfile", filepath.Join(dir, "d.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false")
+	// Registered after the daemon's stop, so it runs first.
+	t.Cleanup(func() {
+		out, _ := exec.Command(docker, dk("ps", "-aq", "--no-trunc")...).Output()
+		for _, id := range strings.Fields(string(out)) {
+			exec.Command(docker, dk("rm", "-f", id)...).Run()
+		}
+		if t.Failed() {
+			t.Logf("dockerd log:\n%s", d.tail())
+		}
+	})
+	mustCmd(t, docker, dk("load", "-i", archive)...)
+	return dk, dir
+}
+
 // TestDockerWithBerthRuntime: dockerd (with its own containerd) runs
 // containers through berth-runtime registered as a runtime: output, exit
 // codes, run -d + exec + logs + stop + rm, a memory limit in the cgroup.
@@ -272,27 +305,7 @@ func TestDockerWithBerthRuntime(t *testing.T) {
 	rt := berthRuntime(t)
 	archive := rtArchive(t)
 
-	dir := daemonDir(t, "dk-", "docker")
-	sock := "unix://" + filepath.Join(dir, "d.sock")
-	cfg := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`{"runtimes": {"berth": {"path": %q}}}`, rt)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dk := func(args ...string) []string { return append([]string{"-H", sock}, args...) }
-	d := startDaemon(t, dir, dockerd, func() bool {
-		return exec.Command(docker, dk("version")...).Run() == nil
-	}, "--config-file", cfg, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
-		"-H", sock, "--pidfile", filepath.Join(dir, "d.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false")
-	defer func() {
-		out, _ := exec.Command(docker, dk("ps", "-aq")...).Output()
-		for _, id := range strings.Fields(string(out)) {
-			exec.Command(docker, dk("rm", "-f", id)...).Run()
-		}
-		if t.Failed() {
-			t.Logf("dockerd log:\n%s", d.tail())
-		}
-	}()
-	mustCmd(t, docker, dk("load", "-i", archive)...)
+	dk, _ := startDockerd(t, dockerd, docker, "dk-", fmt.Sprintf(`{"runtimes": {"berth": {"path": %q}}}`, rt), archive)
 	run := func(args ...string) result {
 		return runCmd(t, nil, docker, dk(append([]string{"run", "--rm", "--runtime", "berth", rtImage}, args...)...)...)
 	}

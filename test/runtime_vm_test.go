@@ -412,29 +412,9 @@ func TestDockerVM(t *testing.T) {
 	rt := berthRuntime(t)
 	archive := rtArchive(t)
 
-	dir := daemonDir(t, "dkv-", "docker")
-	sock := "unix://" + filepath.Join(dir, "d.sock")
-	cfg := filepath.Join(dir, "daemon.json")
 	runtimes := fmt.Sprintf(`{"runtimes": {"berth": {"path": %q}, "berth-vm": {"path": %q, "runtimeArgs": ["--isolation=vm"]}}}`, rt, rt)
-	if err := os.WriteFile(cfg, []byte(runtimes), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dk := func(args ...string) []string { return append([]string{"-H", sock}, args...) }
-	d := startDaemon(t, dir, dockerd, func() bool {
-		return exec.Command(docker, dk("version")...).Run() == nil
-	}, "--config-file", cfg, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
-		"-H", sock, "--pidfile", filepath.Join(dir, "d.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false")
+	dk, dir := startDockerd(t, dockerd, docker, "dkv-", runtimes, archive)
 	var ids []string
-	defer func() {
-		out, _ := exec.Command(docker, dk("ps", "-aq", "--no-trunc")...).Output()
-		for _, id := range strings.Fields(string(out)) {
-			exec.Command(docker, dk("rm", "-f", id)...).Run()
-		}
-		if t.Failed() {
-			t.Logf("dockerd log:\n%s", d.tail())
-		}
-	}()
-	mustCmd(t, docker, dk("load", "-i", archive)...)
 	// run runs docker run --rm with flags (before the image) and args.
 	run := func(flags []string, args ...string) result {
 		name := fmt.Sprintf("dkvm%d-%d", os.Getpid(), len(ids))
