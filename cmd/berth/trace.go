@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/berth-dev/berth/internal/container"
 )
 
 // processStart is when this process's main began; BERTH_TRACE=1 makes
@@ -16,5 +18,11 @@ var (
 func trace(step string) {
 	if tracing {
 		fmt.Fprintf(os.Stderr, "berth trace: %7.2f ms  %s\n", float64(time.Since(processStart).Microseconds())/1000, step)
+	}
+}
+
+func init() {
+	if tracing {
+		container.Trace = func(step string) { trace("engine: " + step) }
 	}
 }

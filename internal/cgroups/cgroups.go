@@ -5,6 +5,7 @@ package cgroups
 
 import (
 	"fmt"
+	"os"
 	gopath "path"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -50,7 +51,12 @@ type Manager interface {
 	// Creating an existing cgroup is not an error (it is reused and r re-applied).
 	Create(r Resources) error
 	// Add moves pid (a process, all of its threads) into the cgroup.
+	// On v1 this waits for an RCU grace period, several milliseconds.
 	Add(pid int) error
+	// ThreadFiles opens the files through which one thread moves alone
+	// into the cgroup and back out (v1's tasks files): see ThreadFiles.
+	// On v2 it fails: a domain cgroup takes whole processes (see FD).
+	ThreadFiles() (*ThreadFiles, error)
 	// Update changes the limits of an existing cgroup. r replaces every
 	// limit: a zero field removes that limit.
 	Update(r Resources) error
@@ -71,6 +77,59 @@ type Manager interface {
 	// (syscall.SysProcAttr.UseCgroupFD). ok is false on v1, where the caller
 	// must Add the pid instead. The caller closes the returned fd.
 	FD() (fd int, ok bool, err error)
+}
+
+// ThreadFiles move the thread that writes "0" to them, and only it: Join
+// into a v1 cgroup, Leave back into the cgroups of the thread that opened
+// them. Moving one thread of one's own is the case the kernel does
+// without the threadgroup lock, whose write side waits for an RCU grace
+// period (7 to 20 ms measured here) on every cgroup.procs write (Add);
+// what the thread forks or execs while in the cgroup is born there, as
+// with clone3's CLONE_INTO_CGROUP on v2. The files act with the opener's
+// credentials, so a process that could not open them (in a user
+// namespace) can be given them. The pids controller comes last in Join
+// and first in Leave, so that the thread counts against a pids limit for
+// as short a time as can be.
+type ThreadFiles struct {
+	Join, Leave []*os.File
+}
+
+// Close closes the files.
+func (t *ThreadFiles) Close() {
+	for _, f := range append(t.Join, t.Leave...) {
+		f.Close()
+	}
+}
+
+// Move writes "0" to each file: the calling thread moves to its cgroup.
+// The caller keeps its goroutine locked to the thread
+// (runtime.LockOSThread) while the thread is out of its own cgroups.
+func Move(files []*os.File) error {
+	for _, f := range files {
+		if _, err := f.WriteString("0"); err != nil {
+			return fmt.Errorf("move thread to another cgroup: %w", err)
+		}
+	}
+	return nil
+}
+
+// EnterThread moves the calling thread alone into m's cgroup (v1) and
+// returns how to move it back. The thread must not stay there: Destroy
+// could never remove a cgroup holding a thread of a live process.
+func EnterThread(m Manager) (leave func() error, err error) {
+	t, err := m.ThreadFiles()
+	if err != nil {
+		return nil, err
+	}
+	if err := Move(t.Join); err != nil {
+		Move(t.Leave)
+		t.Close()
+		return nil, err
+	}
+	return func() error {
+		defer t.Close()
+		return Move(t.Leave)
+	}, nil
 }
 
 // DefaultCPUPeriod is the CFS period, in microseconds, used when

@@ -3,6 +3,7 @@ package cgroups
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,7 +32,9 @@ type v1 struct {
 // v1Hier is one mounted v1 hierarchy and this cgroup's directory in it.
 type v1Hier struct {
 	mount, dir string
-	cpuset     bool // the hierarchy carries cpuset, whose new cgroups start empty
+	ctrl       string // one controller of the hierarchy, naming it in /proc/*/cgroup
+	cpuset     bool   // the hierarchy carries cpuset, whose new cgroups start empty
+	pids       bool   // the hierarchy carries pids
 }
 
 // NewV1 returns a Manager for the cgroup at path (e.g. "/berth/ID") in the
@@ -60,13 +63,12 @@ func newV1(path string, mounts map[string]string) (*v1, error) {
 		m.dirs[c] = dir
 		if !seen[mnt] {
 			seen[mnt] = true
-			m.hier = append(m.hier, v1Hier{mount: mnt, dir: dir})
+			m.hier = append(m.hier, v1Hier{mount: mnt, dir: dir, ctrl: c})
 		}
-		if c == "cpuset" {
-			for i := range m.hier {
-				if m.hier[i].mount == mnt {
-					m.hier[i].cpuset = true
-				}
+		for i := range m.hier {
+			if m.hier[i].mount == mnt {
+				m.hier[i].cpuset = m.hier[i].cpuset || c == "cpuset"
+				m.hier[i].pids = m.hier[i].pids || c == "pids"
 			}
 		}
 	}
@@ -267,6 +269,72 @@ func (m *v1) Add(pid int) error {
 		}
 	}
 	return nil
+}
+
+// ThreadFiles implements Manager.
+func (m *v1) ThreadFiles() (_ *ThreadFiles, err error) {
+	own, err := threadCgroups()
+	if err != nil {
+		return nil, fsError(m.path, "read", "/proc/thread-self/cgroup", err)
+	}
+	// pids last in Join, first in Leave.
+	hier := make([]v1Hier, 0, len(m.hier))
+	for _, pids := range []bool{false, true} {
+		for _, h := range m.hier {
+			if h.pids == pids {
+				hier = append(hier, h)
+			}
+		}
+	}
+	t := &ThreadFiles{}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	for _, h := range hier {
+		p, ok := own[h.ctrl]
+		if !ok {
+			return nil, fmt.Errorf("cgroup %s: the calling thread is in no %s cgroup: %w", m.path, h.ctrl, errdefs.ErrUnavailable)
+		}
+		join, err := os.OpenFile(filepath.Join(h.dir, "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			return nil, fsError(m.path, "open", filepath.Join(h.dir, "tasks"), err)
+		}
+		t.Join = append(t.Join, join)
+		back := filepath.Join(h.mount, p, "tasks")
+		leave, err := os.OpenFile(back, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, fsError(m.path, "open", back, err)
+		}
+		t.Leave = append([]*os.File{leave}, t.Leave...)
+	}
+	return t, nil
+}
+
+// threadCgroups maps each v1 controller to the calling thread's cgroup
+// path in its hierarchy, from /proc/thread-self/cgroup.
+func threadCgroups() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/thread-self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID:CONTROLLERS:PATH
+		_, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		ctrls, path, ok := strings.Cut(rest, ":")
+		if !ok || ctrls == "" {
+			continue
+		}
+		for _, c := range strings.Split(ctrls, ",") {
+			out[c] = path
+		}
+	}
+	return out, nil
 }
 
 // Pids implements Manager, reading the pids controller's cgroup.procs.

@@ -2,9 +2,11 @@ package cgroups
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -277,5 +279,78 @@ func TestV1ConcurrentDestroy(t *testing.T) {
 				t.Fatalf("round %d: %s left", round, h.dir)
 			}
 		}
+	}
+}
+
+// A thread that joins the cgroup alone forks its child into it; the rest
+// of the process, and the thread once it has left, stay where they were.
+func TestV1ThreadJoin(t *testing.T) {
+	m := newTestV1(t, Resources{})
+	before := readFile(t, "/proc/self/cgroup")
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		leave, err := EnterThread(m)
+		if err != nil {
+			done <- err
+			return
+		}
+		cmd := exec.Command("/bin/sleep", "5")
+		err = cmd.Start()
+		if lerr := leave(); lerr != nil {
+			done <- lerr
+			return
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		pids, err := m.Pids()
+		if err == nil && !slices.Contains(pids, cmd.Process.Pid) {
+			err = fmt.Errorf("child %d not in the cgroup: %v", cmd.Process.Pid, pids)
+		}
+		if err == nil && slices.Contains(pids, os.Getpid()) {
+			err = fmt.Errorf("the test process is in the cgroup: %v", pids)
+		}
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if after := readFile(t, "/proc/self/cgroup"); after != before {
+		t.Errorf("process cgroups changed:\n%s\nwant\n%s", after, before)
+	}
+
+	// The same through ThreadFiles, as a process without access to the
+	// cgroup file system would use them.
+	files, err := m.ThreadFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	go func() {
+		runtime.LockOSThread()
+		before, _ := os.ReadFile("/proc/thread-self/cgroup")
+		if err := Move(files.Join); err != nil {
+			done <- err
+			return
+		}
+		in, err := os.ReadFile("/proc/thread-self/cgroup")
+		if err == nil && !strings.Contains(string(in), ":memory:"+m.path+"\n") {
+			err = fmt.Errorf("thread not in %s:\n%s", m.path, in)
+		}
+		if err == nil {
+			err = Move(files.Leave)
+		}
+		if out, _ := os.ReadFile("/proc/thread-self/cgroup"); err == nil && string(out) != string(before) {
+			err = fmt.Errorf("thread did not leave:\n%s", out)
+		}
+		runtime.UnlockOSThread()
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

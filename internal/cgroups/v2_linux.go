@@ -190,6 +190,12 @@ func (m *v2) Add(pid int) error {
 	return writeFile(m.path, m.dir, "cgroup.procs", strconv.Itoa(pid))
 }
 
+// ThreadFiles implements Manager: v2 moves threads only inside threaded
+// subtrees; a process is cloned into the cgroup instead (FD).
+func (m *v2) ThreadFiles() (*ThreadFiles, error) {
+	return nil, fmt.Errorf("cgroup %s: a thread cannot join a v2 domain cgroup alone; clone into it: %w", m.path, errdefs.ErrNotSupported)
+}
+
 // Pids implements Manager.
 func (m *v2) Pids() ([]int, error) {
 	return readProcs(m.path, m.dir)

@@ -35,6 +35,16 @@ type Config struct {
 	CreateHooks func(pid int) (state []byte, err error)
 }
 
+// Trace, when set, is called with the name of each step of Create and
+// Start as it is reached, for profiling a start (berth's BERTH_TRACE).
+var Trace func(step string)
+
+func trace(step string) {
+	if Trace != nil {
+		Trace(step)
+	}
+}
+
 // Stdio is what the workload's fds 0, 1 and 2 become. A nil file means
 // /dev/null. With Process.Terminal set it is not used: the engine
 // allocates a terminal inside the container for all three (the

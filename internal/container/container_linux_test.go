@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/cgroups"
+
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -261,6 +263,24 @@ func TestLimits(t *testing.T) {
 	r = run(t, cfg)
 	if !strings.Contains(r.stdout+r.stderr, "fork") {
 		t.Errorf("pids limit: got %q %q", r.stdout, r.stderr)
+	}
+}
+
+// On v1 the init stays out of the container's cgroup, so a pids limit
+// counts the workload's processes, not the init's threads (five or more,
+// which used to leave a shell under a limit of 4 unable to fork, or the
+// init unable to start). The init's thread that forks the workload
+// counts for the instant it takes to leave the cgroup again.
+func TestPidsLimitCountsWorkloadOnly(t *testing.T) {
+	if cgroups.DetectMode() == cgroups.ModeV2 {
+		t.Skip("on a cgroup v2 host the init is cloned into the container's cgroup")
+	}
+	pids := int64(4)
+	cfg := sh(t, "sleep 0.05; true & true & wait && echo forked")
+	cfg.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &pids}}
+	r := run(t, cfg)
+	if r.exit.Code != 0 || r.stdout != "forked\n" {
+		t.Fatalf("pids limit %d: exit %+v, stdout %q, stderr %q", pids, r.exit, r.stdout, r.stderr)
 	}
 }
 

@@ -136,14 +136,12 @@ func awaitStart(ch *channel, cfg *initConfig, w *workload, m *message, files []*
 		sendExecError(ch, err)
 		os.Exit(1)
 	}
-	if newCgroupNS(cfg) {
-		// Now, not at start: the container's namespaces are all there
-		// once create returns (the init is in its cgroup since Detach).
-		// The main thread is the one that execve's the workload.
-		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-			ch.send(errorMessage(fmt.Errorf("cgroup namespace: %w", err)))
-			os.Exit(1)
-		}
+	// Now, not at start: the container's namespaces are all there once
+	// create returns. The main thread is the one that execve's the
+	// workload, and so the one in the cgroup.
+	if err := enterCgroup(cfg, w); err != nil {
+		ch.send(errorMessage(err))
+		os.Exit(1)
 	}
 	lfd := int(files[0].Fd()) // Fd puts it in blocking mode
 	// Until the workload runs, the init dies of the signals that would

@@ -165,11 +165,18 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	if v2 {
 		defer unix.Close(cgfd)
 	}
-	if v2 && sameUser {
+	// Born in the cgroup, when the fork is os/exec's: by clone3 on v2,
+	// from a thread that joined it alone on v1. A hand-made fork (a user
+	// namespace to join) is added after.
+	var bornIn cgroups.Manager
+	switch {
+	case v2 && sameUser:
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cgfd
+	case sameUser:
+		bornIn = cg
 	}
-	if err := startIn(cmd, joins); err != nil {
+	if err := startIn(cmd, joins, bornIn); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 	child.Close()
@@ -182,7 +189,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}()
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
-	if !v2 || !sameUser {
+	if !sameUser {
 		if err := cg.Add(cmd.Process.Pid); err != nil {
 			return nil, fmt.Errorf("add exec process: %w", err)
 		}
@@ -244,18 +251,27 @@ func execJoins(initPid int) ([]nsJoin, error) {
 	return joins, nil
 }
 
-// firstChild is the oldest child of pid, 0 when it has none.
+// firstChild is the oldest child of pid, 0 when it has none. Children
+// are listed per thread: the workload is the child of the init's thread
+// that forked it until that thread has ended.
 func firstChild(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		return 0
+	tids := []string{strconv.Itoa(pid)}
+	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); err == nil {
+		for _, e := range ents {
+			tids = append(tids, e.Name())
+		}
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
+	for _, tid := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, tid))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			c, _ := strconv.Atoi(f[0])
+			return c
+		}
 	}
-	c, _ := strconv.Atoi(f[0])
-	return c
+	return 0
 }
 
 func sameFile(a, b string) (bool, error) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/netif"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -36,8 +37,15 @@ func runInitStage() {
 	closeExtraFDs()
 
 	var cfg initConfig
-	if err := ch.recv(&cfg); err != nil {
+	moves, err := ch.recvFiles(&cfg)
+	if err != nil {
 		os.Exit(1) // the parent is gone before sending anything
+	}
+	var cgroupMoves *cgroups.ThreadFiles
+	if cfg.JoinCgroup && cfg.CgroupJoins <= len(moves) {
+		cgroupMoves = &cgroups.ThreadFiles{Join: moves[:cfg.CgroupJoins], Leave: moves[cfg.CgroupJoins:]}
+	} else {
+		closeFiles(moves)
 	}
 	fail := func(err error) {
 		ch.send(errorMessage(err))
@@ -72,6 +80,7 @@ func runInitStage() {
 	if err != nil {
 		fail(err)
 	}
+	w.cgroupMoves = cgroupMoves
 	if w.console != nil {
 		// The parent gets the master; the slave stays for the workload.
 		if err := ch.send(message{Type: msgConsole}, w.console.master); err != nil {
@@ -143,6 +152,9 @@ type workload struct {
 	filter  []unix.SockFilter // the seccomp program compiled by the parent
 	console *console          // the terminal, with Process.Terminal
 	tree    int               // the root's detached copy, with HostMount (hostmnt_linux.go)
+	// cgroupMoves move a thread of the init into the container's cgroup
+	// and back (initConfig.JoinCgroup); nil when the init is in it.
+	cgroupMoves *cgroups.ThreadFiles
 }
 
 // setupContainer builds the container around the init: step 3 of the

@@ -104,6 +104,12 @@ type initConfig struct {
 	// Hooks: stop before pivot_root for the parent's create hooks
 	// (msgHooks), then run the spec's createContainer hooks.
 	Hooks bool `json:"hooks,omitempty"`
+	// JoinCgroup: the init is not in the container's cgroup (v1); the
+	// configuration comes with cgroups.ThreadFiles, CgroupJoins files of
+	// Join then those of Leave, through which the thread that forks or
+	// execs the workload joins the cgroup first (and, forking, leaves).
+	JoinCgroup  bool `json:"joinCgroup,omitempty"`
+	CgroupJoins int  `json:"cgroupJoins,omitempty"`
 }
 
 // execConfig is what the parent sends the exec stage.
@@ -203,7 +209,7 @@ type fdSet struct {
 }
 
 // maxFDs is the most fds one message may carry.
-const maxFDs = 4
+const maxFDs = 32 // a v1 cgroup's ThreadFiles (initConfig.JoinCgroup) are the most
 
 func newChannel(f *os.File) (*channel, error) {
 	rc, err := f.SyscallConn()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,9 +31,9 @@ func catchSignals() chan os.Signal {
 }
 
 // startWorkload starts the workload (step 5) from a thread of its own: the
-// thread unshares the cgroup namespace (the init is already in the
-// container's cgroup), drops capabilities, sets no_new_privs and loads
-// seccomp, then forks the command. The thread is never unlocked, so it
+// thread joins the container's cgroup (unless the init is in it already)
+// and unshares the cgroup namespace, drops capabilities, sets
+// no_new_privs and loads seccomp, then forks the command. The thread is never unlocked, so it
 // ends with its goroutine and the init's other threads keep their
 // capabilities (to signal the workload whatever its user).
 func startWorkload(cfg *initConfig, w *workload) (int, error) {
@@ -59,10 +60,8 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 			return 0, err
 		}
 	}
-	if newCgroupNS(cfg) {
-		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-			return 0, fmt.Errorf("cgroup namespace: %w", err)
-		}
+	if err := enterCgroup(cfg, w); err != nil {
+		return 0, err
 	}
 	path, err := lookPath(p.Args[0], envPath(w.env), p.Cwd)
 	if err != nil {
@@ -98,10 +97,47 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 			Ctty:    0,
 		},
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	leaveCgroup(w)
+	if err != nil {
 		return 0, execError(p.Args[0], err)
 	}
 	return cmd.Process.Pid, nil
+}
+
+// enterCgroup puts the calling thread in the container's cgroup, when
+// the init is not (v1: the thread alone), and then in a cgroup namespace
+// of its own when the spec asks for a new one: its root is that cgroup.
+func enterCgroup(cfg *initConfig, w *workload) error {
+	if w.cgroupMoves != nil {
+		if err := cgroups.Move(w.cgroupMoves.Join); err != nil {
+			return err
+		}
+	}
+	if newCgroupNS(cfg) {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return fmt.Errorf("cgroup namespace: %w", err)
+		}
+	}
+	return nil
+}
+
+// leaveCgroup takes the thread that forked the workload back out of the
+// container's cgroup, where it would count against a pids limit until
+// it ends.
+func leaveCgroup(w *workload) {
+	if w.cgroupMoves != nil {
+		cgroups.Move(w.cgroupMoves.Leave)
+		w.cgroupMoves.Close()
+		w.cgroupMoves = nil
+	}
+}
+
+// closeFiles closes every file of files.
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 func newCgroupNS(cfg *initConfig) bool {
