@@ -27,12 +27,14 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./cmd/berth
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-runtime ./cmd/berth-runtime
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-agent ./cmd/berth-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-init ./cmd/berth-init
 
 install: deps build
 	install -m 0755 $(BIN)/berth $(PREFIX)/bin/berth
 	install -m 0755 $(BIN)/berth-runtime $(PREFIX)/bin/berth-runtime
 	ln -sf berth-runtime $(PREFIX)/bin/berth-runtime-vm
 	install -D -m 0755 $(BIN)/berth-agent $(PREFIX)/lib/berth/berth-agent
+	install -D -m 0755 $(BIN)/berth-init $(PREFIX)/lib/berth/berth-init
 
 deps:
 	@command -v umoci >/dev/null && command -v busybox >/dev/null && command -v skopeo >/dev/null || \

@@ -33,19 +33,16 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	berthBin = filepath.Join(dir, "berth")
-	// The guest agent is found next to berth.
-	agentBuild := exec.Command("go", "build", "-o", filepath.Join(dir, "berth-agent"), "../cmd/berth-agent")
-	agentBuild.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := agentBuild.CombinedOutput(); err != nil {
-		fmt.Printf("build berth-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
 	berthRoot = filepath.Join(dir, "root")
-	build := exec.Command("go", "build", "-o", berthBin, "../cmd/berth")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Printf("build berth: %v\n%s", err, out)
-		os.Exit(1)
+	// The guest agent and the container stage binary are found next to
+	// berth (and berth-runtime, built there too).
+	for _, cmd := range []string{"berth-agent", "berth-init", "berth"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Printf("build %s: %v\n%s", cmd, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	// Whatever a failed test left running must not outlive the suite.

@@ -16,10 +16,11 @@ import (
 )
 
 // startInstance runs the bundle of a created instance, as a container or
-// a VM, and records it as running, owned by this process. On failure
-// nothing of the instance's processes, cgroup or guest is left; the
-// record is the caller's to remove.
-func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio container.Stdio) (workload, error) {
+// a VM, and records it as running, owned by this process. A container
+// takes pre, an init prestarted for it, when not nil. On failure nothing
+// of the instance's processes, cgroup or guest is left; the record is
+// the caller's to remove.
+func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio container.Stdio, pre *container.Init) (workload, error) {
 	b, err := st.LoadBundle(in.ID)
 	if err != nil {
 		return nil, err
@@ -34,6 +35,7 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio 
 			Layers:     b.Layers,
 			Dir:        st.Dir(in.ID),
 			CgroupPath: in.Cgroup,
+			Init:       pre,
 		}, stdio)
 	}
 	if err != nil {
@@ -70,12 +72,26 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio 
 func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain func()) (container.Exit, error) {
 	exit, waitErr := c.Wait()
 	trace("workload exited")
+	// A container run with --rm in the foreground is removed while its
+	// init exits and its cgroup goes (its directory holds nothing the
+	// exit needs; a VM's holds the sockets QEMU is stopped through).
+	var removed chan error
+	if _, ok := c.(*container.Container); ok && in.AutoRemove && drain == nil && waitErr == nil {
+		removed = make(chan error, 1)
+		go func() { removed <- st.Remove(in.ID) }()
+	}
 	destroyErr := c.Destroy()
 	trace("container destroyed")
 	if drain != nil {
 		drain()
 	}
 	endErr := errors.Join(waitErr, destroyErr)
+	if removed != nil && <-removed == nil {
+		return exit, endErr // nothing left to record the end in
+	}
+	if in.AutoRemove && endErr == nil && removed == nil && st.Remove(in.ID) == nil {
+		return exit, nil
+	}
 	_, recErr := st.Update(in.ID, func(x *instance.Instance) error {
 		x.Status = instance.Stopped
 		code := exit.Code

@@ -63,6 +63,7 @@ func runDetached(g *globals, st *instance.Store, in *instance.Instance) error {
 // cmdMonitor is the monitor process of one detached instance: it owns the
 // workload's stdio, writes its output to the log and records its end.
 func cmdMonitor(g *globals, args []string) error {
+	container.Prewarm()
 	report := os.NewFile(3, "report")
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
 	debug.SetGCPercent(20)
@@ -97,7 +98,7 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return failMonitor(st, in, report, err)
 	}
-	c, err := startInstance(g, st, in, stdio)
+	c, err := startInstance(g, st, in, stdio, nil)
 	drain := copiers.Wait
 	if in.Isolation == instance.IsolationVM {
 		// The monitor itself writes the guest's output into the pipes:

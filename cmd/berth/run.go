@@ -105,12 +105,23 @@ func parseRun(args []string) (*runFlags, string, error) {
 }
 
 func cmdRun(g *globals, args []string) error {
+	container.Prewarm()
 	f, ref, err := parseRun(args)
 	if err != nil {
 		return err
 	}
 	if f.vm && f.opts.NetworkHost {
 		return fmt.Errorf("--network host: a VM has its own kernel and network stack: %w", errdefs.ErrInvalid)
+	}
+	// A container run here starts its init now, so that the init's
+	// process starts while the image is resolved and the records are
+	// written (container.Prestart).
+	var pre *container.Init
+	if !f.vm && !f.detach {
+		skeleton := baseSpec("", &f.opts)
+		skeleton.Process.Terminal = f.opts.Tty
+		pre = container.Prestart(skeleton, foregroundStdio(&f.opts))
+		defer pre.Close()
 	}
 	st, in, err := createInstance(g, ref, f)
 	if err != nil {
@@ -119,7 +130,7 @@ func cmdRun(g *globals, args []string) error {
 	if f.detach {
 		return runDetached(g, st, in)
 	}
-	return runForeground(g, st, in, &f.opts)
+	return runForeground(g, st, in, &f.opts, pre)
 }
 
 // createInstance resolves the image, builds the spec and writes the
@@ -205,7 +216,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 
 // buildSpec turns the image config and run options into an OCI spec.
 func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOptions, layers []string) (*specs.Spec, error) {
-	spec := container.DefaultSpec(id)
+	spec := baseSpec(id, o)
 	spec.Hostname = hostname
 	if err := instance.ApplyProcess(spec.Process, cfg, o, hostname, instance.LayerReader(layers)); err != nil {
 		return nil, err
@@ -217,6 +228,13 @@ func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOpti
 	spec.Mounts = append(spec.Mounts, mounts...)
 	spec.Root.Readonly = o.ReadOnly
 	spec.Linux.Resources = instance.Resources(o.Limits)
+	return spec, nil
+}
+
+// baseSpec is berth's default spec with the namespaces the run options
+// ask for.
+func baseSpec(id string, o *instance.RunOptions) *specs.Spec {
+	spec := container.DefaultSpec(id)
 	if o.NetworkHost {
 		var ns []specs.LinuxNamespace
 		for _, n := range spec.Linux.Namespaces {
@@ -226,16 +244,23 @@ func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOpti
 		}
 		spec.Linux.Namespaces = ns
 	}
-	return spec, nil
+	return spec
 }
 
-// runForeground runs the instance attached to this terminal; the CLI is
-// its owner and records its end.
-func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *instance.RunOptions) error {
+// foregroundStdio is a foreground container's stdio: the CLI's own,
+// stdin only with -i.
+func foregroundStdio(o *instance.RunOptions) container.Stdio {
 	stdio := container.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
 	if o.Interactive {
 		stdio.Stdin = os.Stdin
 	}
+	return stdio
+}
+
+// runForeground runs the instance attached to this terminal; the CLI is
+// its owner and records its end.
+func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *instance.RunOptions, pre *container.Init) error {
+	stdio := foregroundStdio(o)
 	trace("bundle saved")
 	// With -t the engine allocates the terminal inside the instance and
 	// stdio is not used; c.Console() is its master.
@@ -243,7 +268,7 @@ func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *ins
 		// A guest's terminal streams through stdio.
 		stdio.Stdin = os.Stdin
 	}
-	c, err := startInstance(g, st, in, stdio)
+	c, err := startInstance(g, st, in, stdio, pre)
 	trace("workload started")
 	if err != nil {
 		_ = st.Remove(in.ID)

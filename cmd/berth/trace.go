@@ -15,14 +15,16 @@ var (
 	tracing      = os.Getenv("BERTH_TRACE") != ""
 )
 
-func trace(step string) {
+func trace(step string) { traceAt(step, time.Now()) }
+
+func traceAt(step string, at time.Time) {
 	if tracing {
-		fmt.Fprintf(os.Stderr, "berth trace: %7.2f ms  %s\n", float64(time.Since(processStart).Microseconds())/1000, step)
+		fmt.Fprintf(os.Stderr, "berth trace: %7.2f ms  %s\n", float64(at.Sub(processStart).Microseconds())/1000, step)
 	}
 }
 
 func init() {
 	if tracing {
-		container.Trace = func(step string) { trace("engine: " + step) }
+		container.Trace = func(step string, at time.Time) { traceAt("engine: "+step, at) }
 	}
 }

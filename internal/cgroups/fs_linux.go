@@ -54,16 +54,25 @@ func fsError(cg, op, name string, err error) error {
 // writeFile writes val to an existing cgroup interface file in one write
 // system call, as the kernel expects. It never creates the file.
 func writeFile(cg, dir, name, val string) error {
+	return writeLines(cg, dir, name, []string{val})
+}
+
+// writeLines writes each of vals to an existing cgroup interface file in
+// a write system call of its own, through one open. It never creates the
+// file.
+func writeLines(cg, dir, name string, vals []string) error {
 	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return fsError(cg, "write", name, err)
 	}
-	_, err = f.WriteString(val)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	defer f.Close()
+	for _, val := range vals {
+		if _, err := f.WriteString(val); err != nil {
+			return fsError(cg, fmt.Sprintf("write %q to", val), name, err)
+		}
 	}
-	if err != nil {
-		return fsError(cg, fmt.Sprintf("write %q to", val), name, err)
+	if err := f.Close(); err != nil {
+		return fsError(cg, "write", name, err)
 	}
 	return nil
 }
@@ -197,6 +206,10 @@ func killAll(cg string, pids []int) error {
 // them). A cgroup the kernel still counts as busy for a moment after its last
 // task exited is retried until settleTimeout.
 func removeTree(cg, dir string) error {
+	// A leaf with no task left, the usual case, goes at once.
+	if err := unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	deadline := time.Now().Add(settleTimeout)
 	for {
 		dirs, err := subdirs(dir)

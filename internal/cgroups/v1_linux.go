@@ -96,6 +96,8 @@ func (m *v1) FD() (int, bool, error) { return -1, false, nil }
 // parent, in every hierarchy, seeding cpuset.cpus and cpuset.mems from the
 // parent (a new cpuset cgroup starts empty and no task could join it), then
 // applies r. Directories this call made are removed again if it fails.
+// A cgroup made anew starts at the kernel's defaults, so only the limits
+// r sets are written to it (a container start pays for each write).
 func (m *v1) Create(r Resources) (err error) {
 	if err := checkResources(m.path, r); err != nil {
 		return err
@@ -108,28 +110,58 @@ func (m *v1) Create(r Resources) (err error) {
 			}
 		}
 	}()
-	parts := strings.Split(strings.TrimPrefix(m.path, "/"), "/")
+	fresh := true
 	for _, h := range m.hier {
-		cur := h.mount
-		for _, p := range parts {
-			parent := cur
-			cur = filepath.Join(cur, p)
-			err := unix.Mkdir(cur, 0o755)
-			switch {
-			case err == nil:
-				made = append(made, cur)
-			case errors.Is(err, unix.EEXIST):
-			default:
-				return fsError(m.path, "create", cur, err)
+		// The parents exist but on first use: one mkdir, usually.
+		err := unix.Mkdir(h.dir, 0o755)
+		switch {
+		case err == nil:
+			made = append(made, h.dir)
+		case errors.Is(err, unix.EEXIST):
+			fresh = false
+		case errors.Is(err, unix.ENOENT):
+			if made, err = m.makeParents(h, made); err != nil {
+				return err
 			}
-			if h.cpuset {
-				if err := m.seedCpuset(parent, cur); err != nil {
-					return err
-				}
+			if err := unix.Mkdir(h.dir, 0o755); err != nil {
+				return fsError(m.path, "create", h.dir, err)
+			}
+			made = append(made, h.dir)
+		default:
+			return fsError(m.path, "create", h.dir, err)
+		}
+		if h.cpuset {
+			if err := m.seedCpuset(filepath.Dir(h.dir), h.dir); err != nil {
+				return err
 			}
 		}
 	}
-	return m.Update(r)
+	return m.apply(r, fresh)
+}
+
+// makeParents makes the missing parents of h's cgroup directory, top
+// down, seeding the cpuset ones, and adds them to made.
+func (m *v1) makeParents(h v1Hier, made []string) ([]string, error) {
+	parts := strings.Split(strings.TrimPrefix(m.path, "/"), "/")
+	cur := h.mount
+	for _, p := range parts[:len(parts)-1] {
+		parent := cur
+		cur = filepath.Join(cur, p)
+		err := unix.Mkdir(cur, 0o755)
+		switch {
+		case err == nil:
+			made = append(made, cur)
+		case errors.Is(err, unix.EEXIST):
+		default:
+			return made, fsError(m.path, "create", cur, err)
+		}
+		if h.cpuset {
+			if err := m.seedCpuset(parent, cur); err != nil {
+				return made, err
+			}
+		}
+	}
+	return made, nil
 }
 
 // seedCpuset copies cpuset.cpus and cpuset.mems from parent into dir where
@@ -161,8 +193,16 @@ func (m *v1) Update(r Resources) error {
 	if err := checkResources(m.path, r); err != nil {
 		return err
 	}
-	if err := m.setMemory(r); err != nil {
-		return err
+	return m.apply(r, false)
+}
+
+// apply writes r; fresh skips the limits r leaves unset, which a new
+// cgroup has already.
+func (m *v1) apply(r Resources, fresh bool) error {
+	if !fresh || r.Memory > 0 {
+		if err := m.setMemory(r); err != nil {
+			return err
+		}
 	}
 	cpu := m.dirs["cpu"]
 	period := r.CPUPeriod
@@ -178,29 +218,32 @@ func (m *v1) Update(r Resources) error {
 	if r.CPUQuota > 0 {
 		quota = r.CPUQuota
 	}
-	if err := writeFile(m.path, cpu, "cpu.cfs_quota_us", strconv.FormatInt(quota, 10)); err != nil {
-		return err
+	if !fresh || r.CPUQuota > 0 {
+		if err := writeFile(m.path, cpu, "cpu.cfs_quota_us", strconv.FormatInt(quota, 10)); err != nil {
+			return err
+		}
 	}
 	shares := uint64(1024)
 	if r.CPUShares > 0 {
 		shares = r.CPUShares
 	}
-	if err := writeFile(m.path, cpu, "cpu.shares", strconv.FormatUint(shares, 10)); err != nil {
-		return err
+	if !fresh || r.CPUShares > 0 {
+		if err := writeFile(m.path, cpu, "cpu.shares", strconv.FormatUint(shares, 10)); err != nil {
+			return err
+		}
 	}
 	pids := "max"
 	if r.Pids > 0 {
 		pids = strconv.FormatInt(r.Pids, 10)
 	}
-	if err := writeFile(m.path, m.dirs["pids"], "pids.max", pids); err != nil {
-		return err
+	if !fresh || r.Pids > 0 {
+		if err := writeFile(m.path, m.dirs["pids"], "pids.max", pids); err != nil {
+			return err
+		}
 	}
 	return m.setDevices(r.Devices)
 }
 
-// setDevices writes the rules, in order, to devices.deny and
-// devices.allow (the kernel keeps the exceptions in the order they came,
-// and a later rule may undo an earlier one).
 func (m *v1) setDevices(rules []DeviceRule) error {
 	if rules == nil {
 		return nil
@@ -209,14 +252,25 @@ func (m *v1) setDevices(rules []DeviceRule) error {
 	if !ok {
 		return fmt.Errorf("cgroup %s: device rules need the devices controller, which is not mounted: %w", m.path, errdefs.ErrUnavailable)
 	}
-	for _, d := range rules {
+	// One open per run of rules for the same file; one write per rule,
+	// which is what the kernel parses.
+	for i := 0; i < len(rules); {
+		j := i + 1
+		for j < len(rules) && rules[j].Allow == rules[i].Allow {
+			j++
+		}
 		file := "devices.deny"
-		if d.Allow {
+		if rules[i].Allow {
 			file = "devices.allow"
 		}
-		if err := writeFile(m.path, dir, file, d.String()); err != nil {
+		vals := make([]string, 0, j-i)
+		for _, d := range rules[i:j] {
+			vals = append(vals, d.String())
+		}
+		if err := writeLines(m.path, dir, file, vals); err != nil {
 			return err
 		}
+		i = j
 	}
 	return nil
 }
@@ -342,6 +396,23 @@ func (m *v1) Pids() ([]int, error) {
 	return readProcs(m.path, m.dirs["pids"])
 }
 
+// presentProcs lists the processes in the cgroup trees at dirs, skipping
+// those another berth process removed meanwhile.
+func (m *v1) presentProcs(dirs []string) ([]int, error) {
+	var pids []int
+	for _, dir := range dirs {
+		p, err := treeProcs(m.path, dir)
+		if err != nil {
+			if !exists(dir) {
+				continue
+			}
+			return nil, err
+		}
+		pids = append(pids, p...)
+	}
+	return pids, nil
+}
+
 // Stats implements Manager. OOMKills is the oom_kill counter of
 // memory.oom_control (kernels before 4.13 lack it and report 0).
 func (m *v1) Stats() (Stats, error) {
@@ -419,32 +490,15 @@ func (m *v1) Destroy() error {
 		return nil
 	}
 	// The usual case, a container whose init has been reaped, has nothing
-	// left to kill: skip the freezer round trips.
-	empty := true
-	for _, dir := range present {
-		if p, err := treeProcs(m.path, dir); err != nil || len(p) > 0 {
-			empty = false
-			break
-		}
+	// left to kill: no freezer round trips, no second look.
+	pids, err := m.presentProcs(present)
+	if err != nil {
+		return err
 	}
 	_, hasFreezer := m.dirs["freezer"]
-	frozen := !empty && hasFreezer && exists(m.dirs["freezer"]) && m.Freeze() == nil
+	frozen := len(pids) > 0 && hasFreezer && exists(m.dirs["freezer"]) && m.Freeze() == nil
 	deadline := time.Now().Add(settleTimeout)
-	for {
-		var pids []int
-		for _, dir := range present {
-			p, err := treeProcs(m.path, dir)
-			if err != nil {
-				if !exists(dir) {
-					continue // removed meanwhile by another berth process
-				}
-				return err
-			}
-			pids = append(pids, p...)
-		}
-		if len(pids) == 0 {
-			break
-		}
+	for len(pids) > 0 {
 		if err := killAll(m.path, pids); err != nil {
 			return err
 		}
@@ -461,6 +515,9 @@ func (m *v1) Destroy() error {
 			return fmt.Errorf("cgroup %s: %d processes still present %v after SIGKILL: %w", m.path, len(pids), settleTimeout, errdefs.ErrConflict)
 		}
 		time.Sleep(pollInterval)
+		if pids, err = m.presentProcs(present); err != nil {
+			return err
+		}
 	}
 	if frozen {
 		_ = m.Thaw()

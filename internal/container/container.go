@@ -7,6 +7,7 @@ package container
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -33,16 +34,34 @@ type Config struct {
 	// container's namespaces with the host's file system still in view
 	// (the OCI runtime spec's order). An error fails Create.
 	CreateHooks func(pid int) (state []byte, err error)
+	// Init, when set, is an init Prestart started for this container;
+	// Create takes it (or, when it does not fit, closes it and starts one).
+	Init *Init
 }
 
 // Trace, when set, is called with the name of each step of Create and
-// Start as it is reached, for profiling a start (berth's BERTH_TRACE).
-var Trace func(step string)
+// Start and when it was reached, for profiling a start (berth's
+// BERTH_TRACE). The init's own steps come too, once the init reports
+// them, so calls are not in time order.
+var Trace func(step string, at time.Time)
 
 func trace(step string) {
 	if Trace != nil {
-		Trace(step)
+		Trace(step, time.Now())
 	}
+}
+
+// Prewarm makes, in the background, the one-time check os/exec runs
+// before a process's first child: on Linux a clone(CLONE_PIDFD) of a
+// child that exits at once, up to a millisecond here. A process that is
+// about to create a container calls it first thing, so that the check
+// is not on the start's critical path.
+func Prewarm() {
+	go func() {
+		if p, err := os.FindProcess(os.Getpid()); err == nil {
+			p.Release()
+		}
+	}()
 }
 
 // Stdio is what the workload's fds 0, 1 and 2 become. A nil file means

@@ -585,9 +585,11 @@ func TestManyLayers(t *testing.T) {
 // through it (CVE-2019-5736).
 func TestInitBinaryIsReadOnly(t *testing.T) {
 	c := runUntilUp(t, sh(t, "echo up; exec sleep 1000"))
-	if readOnlySelf() == nil {
+	v := readOnlyView(stageBinary())
+	if v == nil {
 		t.Skip("needs open_tree and mount_setattr (Linux 5.12)")
 	}
+	v.Close()
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/exe", c.Pid()), unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,12 @@ type Container struct{}
 // Process is a process started by Exec (Linux only).
 type Process struct{}
 
+// Init is a prestarted init (Linux only).
+type Init struct{}
+
+func Prestart(*specs.Spec, Stdio) *Init { return nil }
+func (in *Init) Close()                 {}
+
 func Create(context.Context, *Config, Stdio) (*Container, error) { return nil, errNotLinux }
 func Run(context.Context, *Config, Stdio) (*Container, error)    { return nil, errNotLinux }
 func (c *Container) Start() error                                { return errNotLinux }

@@ -18,9 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reexecPath is the binary a stage is started from. The running binary is
-// always the right one (berth itself, or a test binary whose TestMain calls
-// RunStage), so the magic link is used rather than a path on disk.
+// reexecPath is the binary a stage is started from when there is no
+// berth-init (binary_linux.go): the running binary (berth itself, or a
+// test binary whose TestMain calls RunStage), through the magic link
+// rather than a path on disk.
 var reexecPath = "/proc/self/exe"
 
 // stageEnv is the environment of the init stage (the workload's own comes
@@ -47,7 +48,8 @@ type Container struct {
 	console *os.File      // the terminal's master, with Process.Terminal
 
 	waitOnce sync.Once
-	done     chan struct{}
+	ended    chan struct{} // closed once exit and waitErr are known
+	done     chan struct{} // closed once the init is reaped
 	exit     Exit
 	waitErr  error
 }
@@ -125,82 +127,41 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	}
 	defer waitCgroup() // never leave the goroutine racing a Destroy
 
-	parent, child, err := socketPair("init")
-	if err != nil {
-		return nil, err
-	}
-	undo.add(func() { parent.Close() })
-	defer child.Close()
-
-	cmd := &exec.Cmd{
-		Path:       reexecPath,
-		Args:       []string{"berth-init", verbInit},
-		Env:        stageEnv,
-		ExtraFiles: []*os.File{child},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			Setsid:     true,
-		},
-	}
-	if !cfg.Spec.Process.Terminal {
-		setStdio(cmd, stdio)
-	}
-	if l := cfg.Spec.Linux; len(l.UIDMappings) > 0 {
-		// The init is cloned into the new user namespace with the other
-		// new ones (so they belong to it); os/exec writes uid_map and
-		// gid_map from here before the child goes on. setgroups stays
-		// allowed: the mappings are written by a privileged parent.
-		cmd.SysProcAttr.UidMappings = idMappings(l.UIDMappings)
-		cmd.SysProcAttr.GidMappings = idMappings(l.GIDMappings)
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
-		// The init keeps the host's uid (unmapped in the namespace) until
-		// it changes it; it must be the namespace's root when it execve's
-		// itself, or it loses every capability there.
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
-	}
-	if icfg.HostMount {
-		hostns, err := os.Open("/proc/thread-self/ns/mnt")
-		if err != nil {
-			return nil, fmt.Errorf("host mount namespace: %w", unwrapErrno(err))
-		}
-		defer hostns.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, hostns) // hostMountNSFD
-	}
-	if self := execFromReadOnlySelf(cmd); self != nil {
-		defer self.Close()
-	}
 	// Where the init is. v2: born in the cgroup (clone3's
 	// CLONE_INTO_CGROUP), or, for a hand-made fork (a user namespace to
 	// join), added after. v1: never in it. The thread of the init that
 	// forks or execs the workload joins the cgroup alone, through the
 	// tasks files sent with the configuration, just before (and leaves
-	// it again just after forking): moving one
-	// thread of one's own spares the RCU grace period (7 to 20 ms here)
-	// that moving a whole process waits for, the cgroup is made while
-	// the init starts, and the init's threads never count against the
-	// container's pids limit.
+	// it again just after forking): moving one thread of one's own
+	// spares the RCU grace period (7 to 20 ms here) that moving a whole
+	// process waits for, the cgroup is made while the init starts (or,
+	// prestarted, while the caller did its own work), and the init's
+	// threads never count against the container's pids limit.
 	rawFork := len(joins) > 0 && joins[0].flag == unix.CLONE_NEWUSER
-	if v2 && !rawFork {
-		if err := waitCgroup(); err != nil {
+	cmd, parent, ok := cfg.Init.take(icfg, joins, flags, cfg.Spec, v2)
+	if ok {
+		trace("prestarted init taken")
+	} else {
+		cgfd := -1
+		if v2 && !rawFork {
+			if err := waitCgroup(); err != nil {
+				return nil, err
+			}
+			if cgfd, _, err = cg.FD(); err != nil {
+				return nil, err
+			}
+			defer unix.Close(cgfd)
+		}
+		if cmd, parent, err = launchInit(icfg.HostMount, joins, flags, cfg.Spec, stdio, cgfd); err != nil {
 			return nil, err
 		}
-		cgfd, _, err := cg.FD()
-		if err != nil {
-			return nil, err
-		}
-		defer unix.Close(cgfd)
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = cgfd
 	}
-	if err := startIn(cmd, joins, nil); err != nil {
-		return nil, fmt.Errorf("start container init: %w", err)
-	}
+	undo.add(func() { parent.Close() })
 	trace("init started")
 	undo.add(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	child.Close()
 	// Whatever happens below, a cancelled context kills the init, which
 	// ends any read on the socket.
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
@@ -277,6 +238,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	if m.Type != msgReady {
 		return nil, errorFromMessage(m)
 	}
+	traceStamps("init", m.Trace)
 	trace("init ready")
 	if icfg.Console && console == nil {
 		return nil, fmt.Errorf("container init: ready without a terminal")
@@ -285,7 +247,60 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 		return nil, err
 	}
 	undo.release()
-	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, done: make(chan struct{})}, nil
+	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, ended: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// launchInit starts a container's init: cloned with flags into new
+// namespaces after joining joins, with stdio (unless spec has a
+// terminal), spec's user mappings, the host's mount namespace as fd 4
+// with hostMount, and into the v2 cgroup open at cgfd unless it is -1. It
+// returns the init and the parent's end of its sync socket.
+func launchInit(hostMount bool, joins []nsJoin, flags uintptr, spec *specs.Spec, stdio Stdio, cgfd int) (*exec.Cmd, *os.File, error) {
+	parent, child, err := socketPair("init")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer child.Close()
+	var extra []*os.File
+	if hostMount {
+		hostns, err := os.Open("/proc/thread-self/ns/mnt")
+		if err != nil {
+			parent.Close()
+			return nil, nil, fmt.Errorf("host mount namespace: %w", unwrapErrno(err))
+		}
+		defer hostns.Close()
+		extra = append(extra, hostns) // hostMountNSFD
+	}
+	cmd, view := stageCmd(verbInit, child, extra...)
+	if view != nil {
+		defer view.Close()
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Setsid: true}
+	if !spec.Process.Terminal {
+		setStdio(cmd, stdio)
+	}
+	if l := spec.Linux; len(l.UIDMappings) > 0 {
+		// The init is cloned into the new user namespace with the other
+		// new ones (so they belong to it); os/exec writes uid_map and
+		// gid_map from here before the child goes on. setgroups stays
+		// allowed: the mappings are written by a privileged parent.
+		cmd.SysProcAttr.UidMappings = idMappings(l.UIDMappings)
+		cmd.SysProcAttr.GidMappings = idMappings(l.GIDMappings)
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		// The init keeps the host's uid (unmapped in the namespace) until
+		// it changes it; it must be the namespace's root when it execve's
+		// itself, or it loses every capability there.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	if cgfd >= 0 {
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = cgfd
+	}
+	if err := startIn(cmd, joins, nil); err != nil {
+		parent.Close()
+		return nil, nil, fmt.Errorf("start container init: %w", err)
+	}
+	return cmd, parent, nil
 }
 
 // recvConsole reads a stage's next message, taking the terminal's master
@@ -348,9 +363,18 @@ func initGone(ctx context.Context, cmd *exec.Cmd, err error) error {
 	cmd.Process.Kill()
 	werr := cmd.Wait()
 	if werr != nil {
-		return fmt.Errorf("container init died during setup: %v", werr)
+		return fmt.Errorf("container init died during setup: %v", stageExit(werr))
 	}
 	return fmt.Errorf("container init died during setup: %v", err)
+}
+
+// stageExit explains a stage's exit: one of another build says so.
+func stageExit(err error) error {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == exitStageMismatch {
+		return fmt.Errorf("%s is from another build of berth (protocol %s expected): reinstall berth: %w", stageBinary(), stageProtocol, errdefs.ErrUnavailable)
+	}
+	return err
 }
 
 // prepare validates cfg and derives the init's configuration, the
@@ -388,17 +412,28 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 		}
 		icfg.RootPath = p
 	}
-	var flags uintptr
-	var joins []nsJoin
+	joins, flags, hostMount, newNet, err := namespacePlan(cfg.Spec)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	icfg.HostMount, icfg.NewNet = hostMount, newNet
+	return icfg, joins, flags, nil
+}
+
+// namespacePlan derives from spec the namespaces to join before the init
+// starts (in order), the clone flags of the new ones, whether the
+// container shares the host's mount namespace, and whether it has a
+// network namespace of its own.
+func namespacePlan(spec *specs.Spec) (joins []nsJoin, flags uintptr, hostMount, newNet bool, err error) {
 	haveMount, newUser, joinedUser := false, false, false
-	for _, ns := range cfg.Spec.Linux.Namespaces {
+	for _, ns := range spec.Linux.Namespaces {
 		var flag uintptr
 		switch ns.Type {
 		case specs.PIDNamespace:
 			flag = unix.CLONE_NEWPID
 		case specs.NetworkNamespace:
 			flag = unix.CLONE_NEWNET
-			icfg.NewNet = ns.Path == ""
+			newNet = ns.Path == ""
 		case specs.MountNamespace:
 			haveMount = true
 			flag = unix.CLONE_NEWNS
@@ -422,7 +457,7 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 				flag = unix.CLONE_NEWCGROUP
 			}
 		default:
-			return nil, nil, 0, fmt.Errorf("namespace %s: %w", ns.Type, errdefs.ErrNotSupported)
+			return nil, 0, false, false, fmt.Errorf("namespace %s: %w", ns.Type, errdefs.ErrNotSupported)
 		}
 		if ns.Path != "" {
 			joins = append(joins, nsJoin{flag: int(flag), path: ns.Path})
@@ -440,11 +475,11 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 		}
 		return cmpBool(a.flag == unix.CLONE_NEWNS, b.flag == unix.CLONE_NEWNS)
 	})
-	if (len(cfg.Spec.Linux.UIDMappings) > 0 || len(cfg.Spec.Linux.GIDMappings) > 0) && !newUser {
-		return nil, nil, 0, fmt.Errorf("container config: uid/gid mappings without a new user namespace: %w", errdefs.ErrInvalid)
+	if (len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0) && !newUser {
+		return nil, 0, false, false, fmt.Errorf("container config: uid/gid mappings without a new user namespace: %w", errdefs.ErrInvalid)
 	}
-	if newUser && (len(cfg.Spec.Linux.UIDMappings) == 0 || len(cfg.Spec.Linux.GIDMappings) == 0) {
-		return nil, nil, 0, fmt.Errorf("container config: a new user namespace needs uidMappings and gidMappings: %w", errdefs.ErrInvalid)
+	if newUser && (len(spec.Linux.UIDMappings) == 0 || len(spec.Linux.GIDMappings) == 0) {
+		return nil, 0, false, false, fmt.Errorf("container config: a new user namespace needs uidMappings and gidMappings: %w", errdefs.ErrInvalid)
 	}
 	if !haveMount {
 		// The container shares the host's mount namespace. Nothing is
@@ -452,12 +487,12 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 		// namespace of its own, then moves back into the host's with a
 		// detached copy of that tree as its root (hostmnt_linux.go).
 		if newUser || joinedUser {
-			return nil, nil, 0, fmt.Errorf("container config: a container with a user namespace of its own needs a mount namespace: %w", errdefs.ErrInvalid)
+			return nil, 0, false, false, fmt.Errorf("container config: a container with a user namespace of its own needs a mount namespace: %w", errdefs.ErrInvalid)
 		}
-		icfg.HostMount = true
+		hostMount = true
 		flags |= unix.CLONE_NEWNS
 	}
-	return icfg, joins, flags, nil
+	return joins, flags, hostMount, newNet, nil
 }
 
 // initSpec is the spec as the init needs it: the seccomp profile's
@@ -555,18 +590,21 @@ func (c *Container) Start() error {
 	if err := c.ch.recv(&m); err != nil {
 		return fmt.Errorf("container %s: init died before starting the workload", c.cfg.ID)
 	}
+	traceStamps("init", m.Trace)
 	if m.Type != msgStarted {
 		return errorFromMessage(&m)
 	}
 	return nil
 }
 
-// Wait waits for the init to exit and reports how the workload ended:
-// its exit status, 128+N for signal N, and whether the cgroup's OOM killer
-// fired. When the init itself was killed, its own status is reported.
+// Wait waits for the workload to end and reports how: its exit status,
+// 128+N for signal N, and whether the cgroup's OOM killer fired. It
+// returns as soon as the init reports the end (the init then exits, and
+// Destroy reaps it); when the init itself was killed, its own status is
+// reported.
 func (c *Container) Wait() (Exit, error) {
 	c.startWaiting()
-	<-c.done
+	<-c.ended
 	return c.exit, c.waitErr
 }
 
@@ -583,37 +621,40 @@ func (c *Container) startWaiting() {
 // reaps the init.
 func (c *Container) waitLoop() {
 	defer close(c.done)
-	var status *syscall.WaitStatus
+	ended := false
+	end := func(ws syscall.WaitStatus) {
+		c.exit = exitOf(ws)
+		if st, err := c.cg.Stats(); err == nil && st.OOMKills > 0 {
+			c.exit.OOMKilled = true
+		}
+		ended = true
+		close(c.ended)
+	}
 	for {
 		var m message
 		if err := c.ch.recv(&m); err != nil {
 			break
 		}
-		if m.Type == msgExit {
-			ws := syscall.WaitStatus(m.Status)
-			status = &ws
+		if m.Type == msgExit && !ended {
+			traceStamps("init", m.Trace)
+			end(syscall.WaitStatus(m.Status))
 		}
 	}
 	err := c.cmd.Wait()
 	c.ch.close()
 	c.sock.Close()
-	if status == nil {
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			ws := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
-			status = &ws
-		case errors.As(err, &ee):
-			ws := ee.Sys().(syscall.WaitStatus)
-			status = &ws
-		default:
-			c.waitErr = fmt.Errorf("container %s: wait: %w", c.cfg.ID, err)
-			return
-		}
+	if ended {
+		return
 	}
-	c.exit = exitOf(*status)
-	if st, err := c.cg.Stats(); err == nil && st.OOMKills > 0 {
-		c.exit.OOMKilled = true
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		end(c.cmd.ProcessState.Sys().(syscall.WaitStatus))
+	case errors.As(err, &ee):
+		end(ee.Sys().(syscall.WaitStatus))
+	default:
+		c.waitErr = fmt.Errorf("container %s: wait: %w", c.cfg.ID, err)
+		close(c.ended)
 	}
 }
 
@@ -649,10 +690,13 @@ func (c *Container) Destroy() error {
 	c.destroyed = true
 	c.mu.Unlock()
 
+	// The cgroup goes while the init exits (its mount namespace's
+	// teardown takes a while); what is left in it is killed.
 	c.cmd.Process.Kill()
 	c.startWaiting()
+	err := c.cg.Destroy()
 	<-c.done
-	if err := c.cg.Destroy(); err != nil {
+	if err != nil {
 		return fmt.Errorf("container %s: %w", c.cfg.ID, err)
 	}
 	return nil

@@ -145,18 +145,13 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}
 	defer parent.Close()
 	defer child.Close()
-	cmd := &exec.Cmd{
-		Path:        reexecPath,
-		Args:        []string{"berth-exec", verbExec},
-		Env:         []string{},
-		ExtraFiles:  []*os.File{child, mntns},
-		SysProcAttr: &syscall.SysProcAttr{},
+	cmd, view := stageCmd(verbExec, child, mntns)
+	if view != nil {
+		defer view.Close()
 	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if !p.Terminal {
 		setStdio(cmd, stdio)
-	}
-	if self := execFromReadOnlySelf(cmd); self != nil {
-		defer self.Close()
 	}
 	cgfd, v2, err := cg.FD()
 	if err != nil {
@@ -200,6 +195,10 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}
 	defer ch.close()
 	if err := ch.send(execConfig{Process: p, Seccomp: filter, Console: p.Terminal, Chroot: chroot}); err != nil {
+		cmd.Process.Kill()
+		if werr := cmd.Wait(); werr != nil {
+			err = stageExit(werr)
+		}
 		return nil, fmt.Errorf("exec: the exec stage died: %w", err)
 	}
 	// The socket is close-on-exec in the stage: end of file without a

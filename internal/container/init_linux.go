@@ -28,6 +28,8 @@ func runInitStage() {
 	// The main goroutine keeps the process's first thread for all of the
 	// setup, so every step sees the same thread state.
 	runtime.LockOSThread()
+	note("main")
+	Prewarm() // while the root is built, not when the workload forks
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	setProcessName("berth-init")
 	ch, err := newChannel(os.NewFile(stageSocketFD, "sync"))
@@ -41,6 +43,7 @@ func runInitStage() {
 	if err != nil {
 		os.Exit(1) // the parent is gone before sending anything
 	}
+	note("configuration received")
 	var cgroupMoves *cgroups.ThreadFiles
 	if cfg.JoinCgroup && cfg.CgroupJoins <= len(moves) {
 		cgroupMoves = &cgroups.ThreadFiles{Join: moves[:cfg.CgroupJoins], Leave: moves[cfg.CgroupJoins:]}
@@ -89,7 +92,8 @@ func runInitStage() {
 		w.console.master.Close()
 		w.console.master = nil
 	}
-	if err := ch.send(message{Type: msgReady}); err != nil {
+	note("ready")
+	if err := ch.send(message{Type: msgReady, Trace: takeStamps()}); err != nil {
 		os.Exit(1)
 	}
 	var m message
@@ -103,12 +107,14 @@ func runInitStage() {
 	if err != nil || m.Type != msgStart {
 		os.Exit(1) // the parent went away or destroyed the container
 	}
+	note("start received")
 	prog, err := decodeFilter(m.Filter)
 	if err != nil {
 		fail(err)
 	}
 	w.filter = prog
 	pid, err := startWorkload(&cfg, w)
+	note("workload forked")
 	// The workload holds the slave now: the master reads end of file (EIO)
 	// once the workload and its children have closed theirs.
 	w.console.close()
@@ -120,13 +126,14 @@ func runInitStage() {
 		}
 		fail(err)
 	}
-	ch.send(message{Type: msgStarted, Pid: pid})
+	ch.send(message{Type: msgStarted, Pid: pid, Trace: takeStamps()})
 	// Setup is over: give the heap it needed back to the kernel, since the
 	// init idles for the rest of the container's life. Not at once: a
 	// short workload would wait for the collection to be reaped.
 	time.AfterFunc(time.Second, debug.FreeOSMemory)
 	status := supervise(pid, sigs)
-	ch.send(message{Type: msgExit, Status: int(status)})
+	note("workload reaped")
+	ch.send(message{Type: msgExit, Status: int(status), Trace: takeStamps()})
 	os.Exit(0)
 }
 
@@ -180,6 +187,7 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 	if err != nil {
 		return nil, err
 	}
+	note("root mounted")
 	if err := mountSpecMounts(cfg, root); err != nil {
 		return nil, err
 	}
@@ -201,9 +209,11 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 			return nil, err
 		}
 	}
+	note("mounts done")
 	if err := pivotRoot(root); err != nil {
 		return nil, err
 	}
+	note("pivoted")
 	if rootProp != 0 {
 		// On the container's own root, now that it is /: shared makes a
 		// peer group of the container's own.

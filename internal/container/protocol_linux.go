@@ -55,6 +55,9 @@ type message struct {
 	// State is the container's OCI state JSON, for the hooks the init runs
 	// (with msgHooksDone and a detached start's msgStart).
 	State []byte `json:"state,omitempty"`
+	// Trace is the steps the stage reached since its last message, when
+	// the parent traces (stagetrace_linux.go).
+	Trace []stamp `json:"trace,omitempty"`
 }
 
 // encodeFilter packs a BPF program as the kernel lays it out (8 bytes an

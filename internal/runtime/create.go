@@ -55,6 +55,7 @@ type CreateResult struct {
 // a child of the caller that outlives it; once started it is the workload
 // itself. On failure nothing is left: no process, cgroup or state.
 func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, err error) {
+	container.Prewarm()
 	if err := CheckID(o.ID); err != nil {
 		return nil, err
 	}

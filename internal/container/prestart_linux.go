@@ -1,0 +1,99 @@
+package container
+
+import (
+	"os"
+	"os/exec"
+	"sync"
+
+	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Init is a container's init started ahead of the container's
+// configuration (Prestart), for a caller with work of its own to do
+// first: berth run starts it, then resolves the image and writes its
+// records while the init process starts (about 2 ms here: the clone into
+// new namespaces, the exec, the Go runtime). Create takes it through
+// Config.Init when the container it creates has the namespaces and
+// terminal setting the init was started with; otherwise Create starts an
+// init of its own. Close ends an init Create did not take.
+type Init struct {
+	flags    uintptr
+	terminal bool
+	done     chan struct{} // closed once the start has ended
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	parent *os.File
+	taken  bool // by Create or Close
+}
+
+// Prestart starts, in the background, the init of a container whose
+// namespaces and terminal setting are spec's (nothing else of spec is
+// used) and whose stdio is stdio. It starts nothing where the init could
+// not be taken (on a cgroup v2 host, where the init is cloned into its
+// cgroup; with user namespaces, joined namespaces or no mount
+// namespace). A failed start is not reported: Create starts an init of
+// its own and reports what fails.
+func Prestart(spec *specs.Spec, stdio Stdio) *Init {
+	in := &Init{done: make(chan struct{})}
+	joins, flags, hostMount, _, err := namespacePlan(spec)
+	if err != nil || len(joins) > 0 || hostMount || len(spec.Linux.UIDMappings) > 0 || cgroups.DetectMode() == cgroups.ModeV2 {
+		close(in.done)
+		return in
+	}
+	in.flags, in.terminal = flags, spec.Process.Terminal
+	go func() {
+		defer close(in.done)
+		cmd, parent, err := launchInit(false, nil, flags, spec, stdio, -1)
+		if err != nil {
+			return
+		}
+		in.mu.Lock()
+		in.cmd, in.parent = cmd, parent
+		in.mu.Unlock()
+	}()
+	return in
+}
+
+// take hands the init to Create when it was started as the container
+// icfg describes needs; ok is false when Create must start one.
+func (in *Init) take(icfg *initConfig, joins []nsJoin, flags uintptr, spec *specs.Spec, v2 bool) (cmd *exec.Cmd, parent *os.File, ok bool) {
+	if in == nil {
+		return nil, nil, false
+	}
+	<-in.done
+	fits := in.flags == flags && len(joins) == 0 && !icfg.HostMount && !v2 &&
+		in.terminal == spec.Process.Terminal && len(spec.Linux.UIDMappings) == 0
+	if !fits {
+		in.Close()
+		return nil, nil, false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.taken || in.cmd == nil {
+		return nil, nil, false
+	}
+	in.taken = true
+	return in.cmd, in.parent, true
+}
+
+// Close ends the init unless Create took it: it is killed and reaped.
+// Close is idempotent and safe on a nil Init.
+func (in *Init) Close() {
+	if in == nil {
+		return
+	}
+	<-in.done
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.taken {
+		return
+	}
+	in.taken = true
+	if in.cmd != nil {
+		in.cmd.Process.Kill()
+		in.cmd.Wait()
+		in.parent.Close()
+	}
+}
