@@ -4,6 +4,7 @@
 package cgroups
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	gopath "path"
@@ -107,7 +108,11 @@ func (t *ThreadFiles) Close() {
 func Move(files []*os.File) error {
 	for _, f := range files {
 		if _, err := f.WriteString("0"); err != nil {
-			return fmt.Errorf("move thread to another cgroup: %w", err)
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return fmt.Errorf("move a thread to another cgroup: %w", err)
 		}
 	}
 	return nil

@@ -45,6 +45,7 @@ type Container struct {
 	destroyed bool
 
 	filter  chan compiled // the workload's seccomp program, compiled during Create
+	atOnce  bool          // the init starts the workload without "start" (Run)
 	console *os.File      // the terminal's master, with Process.Terminal
 
 	waitOnce sync.Once
@@ -58,7 +59,7 @@ type Container struct {
 // fails the container is destroyed (and its terminal closed) before Run
 // returns.
 func Run(ctx context.Context, cfg *Config, stdio Stdio) (*Container, error) {
-	c, err := Create(ctx, cfg, stdio)
+	c, err := create(ctx, cfg, stdio, true)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +91,16 @@ func (c *Container) Console() *os.File { return c.console }
 // container (stdio is not used): see Console.
 // When Create fails it has undone everything: no cgroup, no process and no
 // mount is left, and the error is one line naming what was wrong.
-func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err error) {
+func Create(ctx context.Context, cfg *Config, stdio Stdio) (*Container, error) {
+	return create(ctx, cfg, stdio, false)
+}
+
+// create is Create; with run, when nothing needs the parent between the
+// init's setup and the workload's start (no create hooks, the init born
+// in its cgroup or joining it itself) and the seccomp program is ready
+// when the configuration is sent, the init starts the workload as soon
+// as it is ready, sparing a round trip; Start then only waits for it.
+func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Container, err error) {
 	icfg, joins, flags, err := prepare(cfg)
 	if err != nil {
 		return nil, err
@@ -102,7 +112,10 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 		}
 	}()
 	trace("create")
-	filter := compileAsync(cfg.Spec.Linux.Seccomp)
+	filter := cfg.Init.filterFor(cfg.Spec.Linux.Seccomp)
+	if filter == nil {
+		filter = compileAsync(cfg.Spec.Linux.Seccomp)
+	}
 
 	cg, err := cgroups.New(cfg.CgroupPath)
 	if err != nil {
@@ -199,6 +212,17 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 	}
 	undo.add(ch.close)
 	var moves []*os.File
+	if run && cfg.CreateHooks == nil && !(v2 && rawFork) {
+		select {
+		case f := <-filter:
+			if f.err == nil {
+				icfg.StartAtOnce, icfg.StartFilter = true, f.prog
+			}
+			filter = make(chan compiled, 1)
+			filter <- f
+		default:
+		}
+	}
 	if !v2 {
 		icfg.JoinCgroup = true
 		t, err := cg.ThreadFiles()
@@ -247,7 +271,7 @@ func Create(ctx context.Context, cfg *Config, stdio Stdio) (_ *Container, err er
 		return nil, err
 	}
 	undo.release()
-	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, ended: make(chan struct{}), done: make(chan struct{})}, nil
+	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, atOnce: icfg.StartAtOnce, ended: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // launchInit starts a container's init: cloned with flags into new
@@ -583,8 +607,10 @@ func (c *Container) Start() error {
 		return err
 	}
 	trace("seccomp program ready")
-	if err := c.ch.send(message{Type: msgStart, Filter: prog}); err != nil {
-		return fmt.Errorf("container %s: start: %w", c.cfg.ID, err)
+	if !c.atOnce {
+		if err := c.ch.send(message{Type: msgStart, Filter: prog}); err != nil {
+			return fmt.Errorf("container %s: start: %w", c.cfg.ID, err)
+		}
 	}
 	var m message
 	if err := c.ch.recv(&m); err != nil {

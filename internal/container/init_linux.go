@@ -29,7 +29,6 @@ func runInitStage() {
 	// setup, so every step sees the same thread state.
 	runtime.LockOSThread()
 	note("main")
-	Prewarm() // while the root is built, not when the workload forks
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	setProcessName("berth-init")
 	ch, err := newChannel(os.NewFile(stageSocketFD, "sync"))
@@ -38,6 +37,14 @@ func runInitStage() {
 	}
 	closeExtraFDs()
 
+	// Signals are caught from the start so that none (SIGTERM, SIGCHLD)
+	// takes its default action on the init; they are forwarded once the
+	// workload runs. The Go runtime enables them one by one, each a round
+	// trip to a thread of its own (a millisecond or more in all on the
+	// init's one P): that happens while the init waits for its
+	// configuration and builds the root.
+	caught := make(chan chan os.Signal, 1)
+	go func() { caught <- catchSignals() }()
 	var cfg initConfig
 	moves, err := ch.recvFiles(&cfg)
 	if err != nil {
@@ -54,10 +61,6 @@ func runInitStage() {
 		ch.send(errorMessage(err))
 		os.Exit(1)
 	}
-	// Signals are caught from the start so that none (SIGTERM, SIGCHLD)
-	// takes its default action on the init; they are forwarded once the
-	// workload runs.
-	sigs := catchSignals()
 
 	// With create hooks, the init stops before pivot_root for the
 	// parent's (prestart, createRuntime), then runs createContainer's
@@ -96,16 +99,20 @@ func runInitStage() {
 	if err := ch.send(message{Type: msgReady, Trace: takeStamps()}); err != nil {
 		os.Exit(1)
 	}
-	var m message
-	files, err := ch.recvFiles(&m)
-	if err == nil && m.Type == msgAwaitStart {
-		awaitStart(ch, &cfg, w, &m, files) // detached (berth-runtime): never returns
-	}
-	for _, f := range files {
-		f.Close()
-	}
-	if err != nil || m.Type != msgStart {
-		os.Exit(1) // the parent went away or destroyed the container
+	// Run's containers start at once, with the program that came with
+	// the configuration; Create's wait for "start".
+	m := message{Type: msgStart, Filter: cfg.StartFilter}
+	if !cfg.StartAtOnce {
+		m = message{}
+		files, err := ch.recvFiles(&m)
+		if err == nil && m.Type == msgAwaitStart {
+			<-caught // awaitStart resets them
+			awaitStart(ch, &cfg, w, &m, files) // detached (berth-runtime): never returns
+		}
+		closeFiles(files)
+		if err != nil || m.Type != msgStart {
+			os.Exit(1) // the parent went away or destroyed the container
+		}
 	}
 	note("start received")
 	prog, err := decodeFilter(m.Filter)
@@ -113,6 +120,7 @@ func runInitStage() {
 		fail(err)
 	}
 	w.filter = prog
+	sigs := <-caught
 	pid, err := startWorkload(&cfg, w)
 	note("workload forked")
 	// The workload holds the slave now: the master reads end of file (EIO)
@@ -183,6 +191,7 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 	if err := unix.Mount("", "/", "", first, ""); err != nil {
 		return nil, fmt.Errorf("make / private: %w", err)
 	}
+
 	root, err := mountRoot(cfg)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package container
 import (
 	"os"
 	"os/exec"
+	"reflect"
 	"sync"
 
 	"github.com/berth-dev/berth/internal/cgroups"
@@ -21,6 +22,8 @@ type Init struct {
 	flags    uintptr
 	terminal bool
 	done     chan struct{} // closed once the start has ended
+	seccomp  *specs.LinuxSeccomp
+	filter   chan compiled // seccomp compiled, from Prestart on
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -29,8 +32,8 @@ type Init struct {
 }
 
 // Prestart starts, in the background, the init of a container whose
-// namespaces and terminal setting are spec's (nothing else of spec is
-// used) and whose stdio is stdio. It starts nothing where the init could
+// namespaces and terminal setting are spec's and whose stdio is stdio,
+// and compiles spec's seccomp profile (nothing else of spec is used). It starts nothing where the init could
 // not be taken (on a cgroup v2 host, where the init is cloned into its
 // cgroup; with user namespaces, joined namespaces or no mount
 // namespace). A failed start is not reported: Create starts an init of
@@ -43,6 +46,7 @@ func Prestart(spec *specs.Spec, stdio Stdio) *Init {
 		return in
 	}
 	in.flags, in.terminal = flags, spec.Process.Terminal
+	in.seccomp, in.filter = spec.Linux.Seccomp, compileAsync(spec.Linux.Seccomp)
 	go func() {
 		defer close(in.done)
 		cmd, parent, err := launchInit(false, nil, flags, spec, stdio, -1)
@@ -54,6 +58,15 @@ func Prestart(spec *specs.Spec, stdio Stdio) *Init {
 		in.mu.Unlock()
 	}()
 	return in
+}
+
+// filterFor is the seccomp program compiled from Prestart on when p is
+// the profile Prestart was given, nil otherwise.
+func (in *Init) filterFor(p *specs.LinuxSeccomp) chan compiled {
+	if in == nil || in.filter == nil || !reflect.DeepEqual(p, in.seccomp) {
+		return nil
+	}
+	return in.filter
 }
 
 // take hands the init to Create when it was started as the container

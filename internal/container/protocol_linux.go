@@ -113,6 +113,10 @@ type initConfig struct {
 	// execs the workload joins the cgroup first (and, forking, leaves).
 	JoinCgroup  bool `json:"joinCgroup,omitempty"`
 	CgroupJoins int  `json:"cgroupJoins,omitempty"`
+	// StartAtOnce: start the workload once ready, with StartFilter as
+	// the seccomp program, without waiting for "start" (Run).
+	StartAtOnce bool   `json:"startAtOnce,omitempty"`
+	StartFilter []byte `json:"startFilter,omitempty"`
 }
 
 // execConfig is what the parent sends the exec stage.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -81,28 +80,26 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 	if w.console != nil {
 		stdio = [3]*os.File{w.console.slave, w.console.slave, w.console.slave}
 	}
-	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   p.Args,
-		Env:    w.env,
-		Dir:    p.Cwd,
-		Stdin:  stdio[0],
-		Stdout: stdio[1],
-		Stderr: stdio[2],
-		SysProcAttr: &syscall.SysProcAttr{
+	// syscall.ForkExec, not os/exec: the init needs no Process (it reaps
+	// with wait4), and os/exec's first start probes pidfd support with a
+	// clone of its own, which on the init's one P blocks everything else.
+	pid, err := syscall.ForkExec(path, p.Args, &syscall.ProcAttr{
+		Dir:   p.Cwd,
+		Env:   w.env,
+		Files: []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd()},
+		Sys: &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: w.cred.UID, Gid: w.cred.GID, Groups: groups, NoSetGroups: w.cred.NoSetGroups},
 			Setsid:     true,
 			// Ctty is the terminal's fd in the child: its stdin.
 			Setctty: w.console != nil,
 			Ctty:    0,
 		},
-	}
-	err = cmd.Start()
+	})
 	leaveCgroup(w)
 	if err != nil {
 		return 0, execError(p.Args[0], err)
 	}
-	return cmd.Process.Pid, nil
+	return pid, nil
 }
 
 // enterCgroup puts the calling thread in the container's cgroup, when
@@ -111,7 +108,7 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 func enterCgroup(cfg *initConfig, w *workload) error {
 	if w.cgroupMoves != nil {
 		if err := cgroups.Move(w.cgroupMoves.Join); err != nil {
-			return err
+			return fmt.Errorf("join the container's cgroup: %w", err)
 		}
 	}
 	if newCgroupNS(cfg) {
