@@ -120,22 +120,30 @@ var relayed = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, sysca
 var earlySignals chan os.Signal
 
 // catchEarlySignals makes `berth run` catch the signals it relays from
-// its first instruction: one that came while the instance was being
+// before it creates anything: one that came while the instance was being
 // created and started would otherwise kill the CLI and leave the
 // workload running without an owner. forwardSignals delivers them to
 // the workload once it runs; a run that fails before that exits as it
-// would have.
+// would have. The handlers are set up in the background (the Go runtime
+// enables each signal through a round trip to a thread of its own);
+// awaitEarlySignals waits for them, before the first record is written.
 //
 // A start that hangs must still yield to the user: the third SIGINT or
 // SIGTERM before the instance runs ends berth at once, as the signal
 // would have; the next berth command reconciles what it leaves.
 func catchEarlySignals() {
 	earlySignals = make(chan os.Signal, 8)
-	signal.Notify(earlySignals, relayed...)
 	impatient := make(chan os.Signal, 8)
-	signal.Notify(impatient, syscall.SIGINT, syscall.SIGTERM)
-	stopImpatience = func() { signal.Stop(impatient) }
+	caught := make(chan struct{})
+	earlyCaught = caught
+	stopImpatience = func() {
+		<-caught
+		signal.Stop(impatient)
+	}
 	go func() {
+		signal.Notify(earlySignals, relayed...)
+		signal.Notify(impatient, syscall.SIGINT, syscall.SIGTERM)
+		close(caught)
 		for n := 1; ; n++ {
 			s := (<-impatient).(syscall.Signal)
 			if n == 3 {
@@ -146,6 +154,17 @@ func catchEarlySignals() {
 	}()
 }
 
+// earlyCaught is closed once catchEarlySignals' handlers are in place.
+var earlyCaught chan struct{}
+
+// awaitEarlySignals returns once catchEarlySignals' handlers are in
+// place (at once without them).
+func awaitEarlySignals() {
+	if earlyCaught != nil {
+		<-earlyCaught
+	}
+}
+
 // stopImpatience ends catchEarlySignals' count once the instance runs.
 var stopImpatience = func() {}
 
@@ -153,6 +172,7 @@ var stopImpatience = func() {}
 // instance, as `docker run` does, until stop is called. Signals caught
 // before it was called are relayed first.
 func forwardSignals(c workload) (stop func()) {
+	awaitEarlySignals()
 	stopImpatience()
 	ch := earlySignals
 	if ch == nil {

@@ -105,7 +105,6 @@ func parseRun(args []string) (*runFlags, string, error) {
 }
 
 func cmdRun(g *globals, args []string) error {
-	container.Prewarm()
 	f, ref, err := parseRun(args)
 	if err != nil {
 		return err
@@ -122,7 +121,10 @@ func cmdRun(g *globals, args []string) error {
 		skeleton.Process.Terminal = f.opts.Tty
 		pre = container.Prestart(skeleton, foregroundStdio(&f.opts))
 		defer pre.Close()
+	} else {
+		container.Prewarm()
 	}
+	awaitEarlySignals()
 	st, in, err := createInstance(g, ref, f)
 	if err != nil {
 		return err

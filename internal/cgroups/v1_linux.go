@@ -480,17 +480,18 @@ func (m *v1) setFreezer(state string) error {
 // (bounded) until every hierarchy's cgroup.procs is empty, then removes the
 // directories bottom-up. Parents such as /berth are left in place.
 func (m *v1) Destroy() error {
+	// The usual case, a container whose processes are all gone, has
+	// nothing to kill: each leaf goes with one rmdir. What is left (busy:
+	// processes, or cgroups below) is dealt with below.
 	var present []string
 	for _, h := range m.hier {
-		if exists(h.dir) {
+		if err := unix.Rmdir(h.dir); err != nil && !errors.Is(err, unix.ENOENT) {
 			present = append(present, h.dir)
 		}
 	}
 	if len(present) == 0 {
 		return nil
 	}
-	// The usual case, a container whose init has been reaped, has nothing
-	// left to kill: no freezer round trips, no second look.
 	pids, err := m.presentProcs(present)
 	if err != nil {
 		return err

@@ -106,7 +106,7 @@ func runInitStage() {
 		m = message{}
 		files, err := ch.recvFiles(&m)
 		if err == nil && m.Type == msgAwaitStart {
-			<-caught // awaitStart resets them
+			<-caught                           // awaitStart resets them
 			awaitStart(ch, &cfg, w, &m, files) // detached (berth-runtime): never returns
 		}
 		closeFiles(files)

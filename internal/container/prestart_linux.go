@@ -31,9 +31,11 @@ type Init struct {
 	taken  bool // by Create or Close
 }
 
-// Prestart starts, in the background, the init of a container whose
-// namespaces and terminal setting are spec's and whose stdio is stdio,
-// and compiles spec's seccomp profile (nothing else of spec is used). It starts nothing where the init could
+// Prestart starts the init of a container whose namespaces and terminal
+// setting are spec's and whose stdio is stdio, and compiles spec's
+// seccomp profile in the background (nothing else of spec is used). It
+// returns once the init is exec'd; its start-up then runs beside the
+// caller's work. It starts nothing where the init could
 // not be taken (on a cgroup v2 host, where the init is cloned into its
 // cgroup; with user namespaces, joined namespaces or no mount
 // namespace). A failed start is not reported: Create starts an init of
@@ -47,16 +49,14 @@ func Prestart(spec *specs.Spec, stdio Stdio) *Init {
 	}
 	in.flags, in.terminal = flags, spec.Process.Terminal
 	in.seccomp, in.filter = spec.Linux.Seccomp, compileAsync(spec.Linux.Seccomp)
-	go func() {
-		defer close(in.done)
-		cmd, parent, err := launchInit(false, nil, flags, spec, stdio, -1)
-		if err != nil {
-			return
-		}
-		in.mu.Lock()
+	// Here, not on a goroutine: the clone and exec take a fraction of a
+	// millisecond, after which the init's start (the exec'd binary, the
+	// Go runtime) runs beside the caller. A new goroutine could wait for
+	// a thread longer than that at a process's start.
+	defer close(in.done)
+	if cmd, parent, err := launchInit(false, nil, flags, spec, stdio, -1); err == nil {
 		in.cmd, in.parent = cmd, parent
-		in.mu.Unlock()
-	}()
+	}
 	return in
 }
 

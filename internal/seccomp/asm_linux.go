@@ -87,10 +87,13 @@ func (a *assembler) ret(k uint32) {
 	a.code = append(a.code, insn{code: unix.BPF_RET | unix.BPF_K, k: k})
 }
 
-// positions maps every placed label to the index of the instruction that
-// follows it.
-func (a *assembler) positions() map[label]int {
-	pos := make(map[label]int, a.labels)
+// positions gives, by label, the index of the instruction that follows
+// where the label was placed, or -1 where it was not.
+func (a *assembler) positions() []int {
+	pos := make([]int, a.labels+1)
+	for i := range pos {
+		pos[i] = -1
+	}
 	n := 0
 	for _, in := range a.code {
 		if in.mark {
@@ -113,7 +116,7 @@ func (a *assembler) positions() map[label]int {
 func (a *assembler) assemble() ([]unix.SockFilter, error) {
 	for {
 		pos := a.positions()
-		var out []insn
+		out := make([]insn, 0, len(a.code)+len(a.code)/8)
 		changed := false
 		n := 0
 		for _, in := range a.code {
@@ -177,9 +180,12 @@ func (a *assembler) assemble() ([]unix.SockFilter, error) {
 
 // forward returns the offset from the instruction at n to label l, which
 // must be placed after it. A failure here is a bug in the compiler.
-func forward(pos map[label]int, l label, n int) (int, error) {
-	p, ok := pos[l]
-	if !ok || p <= n {
+func forward(pos []int, l label, n int) (int, error) {
+	p := -1
+	if int(l) < len(pos) {
+		p = pos[l]
+	}
+	if p < 0 || p <= n {
 		return 0, fmt.Errorf("seccomp: internal error: jump from instruction %d to unplaced or earlier label %d", n, l)
 	}
 	return p - n - 1, nil

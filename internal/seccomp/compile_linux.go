@@ -3,7 +3,7 @@ package seccomp
 import (
 	"fmt"
 	"sort"
-	"strings"
+	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -308,15 +308,20 @@ func (s *section) cond(a *assembler, c cond, match, fail label) {
 // rulesKey identifies a list of rules, so syscalls with the same rules can
 // share their code.
 func rulesKey(rules []rule) string {
-	var b strings.Builder
+	b := make([]byte, 0, 16*len(rules))
 	for _, r := range rules {
-		fmt.Fprintf(&b, "%x", r.ret)
+		b = strconv.AppendUint(b, uint64(r.ret), 16)
 		for _, c := range r.conds {
-			fmt.Fprintf(&b, ",%d%s%x/%x", c.index, c.op, c.value, c.two)
+			b = append(b, ',')
+			b = strconv.AppendUint(b, uint64(c.index), 10)
+			b = append(b, c.op...)
+			b = strconv.AppendUint(b, c.value, 16)
+			b = append(b, '/')
+			b = strconv.AppendUint(b, c.two, 16)
 		}
-		b.WriteByte(';')
+		b = append(b, ';')
 	}
-	return b.String()
+	return string(b)
 }
 
 // parseRules validates one syscalls[] entry and returns its rules: one, or
