@@ -139,7 +139,7 @@ func awaitStart(ch *channel, cfg *initConfig, w *workload, m *message, files []*
 	// Now, not at start: the container's namespaces are all there once
 	// create returns. The main thread is the one that execve's the
 	// workload, and so the one in the cgroup.
-	if err := enterCgroup(cfg, w); err != nil {
+	if err := enterCgroup(cfg, w.cgroupMoves); err != nil {
 		ch.send(errorMessage(err))
 		os.Exit(1)
 	}
@@ -240,7 +240,7 @@ func execWorkload(cfg *initConfig, w *workload, path string) error {
 	}
 	pp := *p
 	pp.Capabilities = nil
-	if err := applySecurity(&pp, filter, w.filter); err != nil {
+	if err := applySecurity(&pp, filter, w.filter, false); err != nil {
 		return err
 	}
 	err := syscall.Exec(path, p.Args, w.env)

@@ -130,7 +130,7 @@ func execCommand(ch *channel, cfg *execConfig) error {
 	}
 	pp := *p
 	pp.Capabilities = nil
-	if err := applySecurity(&pp, filter, nil); err != nil {
+	if err := applySecurity(&pp, filter, nil, false); err != nil {
 		return err
 	}
 	err = syscall.Exec(path, p.Args, env)

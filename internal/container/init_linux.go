@@ -61,6 +61,18 @@ func runInitStage() {
 		ch.send(errorMessage(err))
 		os.Exit(1)
 	}
+	// Starting at once with the program at hand, the thread that forks
+	// the workload gets ready while the root is built.
+	var sp *spawner
+	if cfg.StartAtOnce && !cfg.HostMount {
+		prog, err := decodeFilter(cfg.StartFilter)
+		if err != nil {
+			fail(err)
+		}
+		if cfg.Spec.Linux.Seccomp == nil || len(prog) > 0 {
+			sp = newSpawner(&cfg, cgroupMoves, true, prog)
+		}
+	}
 
 	// With create hooks, the init stops before pivot_root for the
 	// parent's (prestart, createRuntime), then runs createContainer's
@@ -115,13 +127,15 @@ func runInitStage() {
 		}
 	}
 	note("start received")
-	prog, err := decodeFilter(m.Filter)
-	if err != nil {
-		fail(err)
+	if sp == nil {
+		prog, err := decodeFilter(m.Filter)
+		if err != nil {
+			fail(err)
+		}
+		w.filter = prog
 	}
-	w.filter = prog
 	sigs := <-caught
-	pid, err := startWorkload(&cfg, w)
+	pid, err := startWorkload(&cfg, w, sp)
 	note("workload forked")
 	// The workload holds the slave now: the master reads end of file (EIO)
 	// once the workload and its children have closed theirs.

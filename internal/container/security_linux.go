@@ -52,8 +52,10 @@ func setRlimits(rls []specs.POSIXRlimit) error {
 // locked and never unlocked), sets no_new_privs and loads the seccomp
 // filter, in that order: seccomp comes last so the filter does not have
 // to allow what the steps before it need. prog, when not empty, is filter
-// compiled ahead of time.
-func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp, prog []unix.SockFilter) error {
+// compiled ahead of time. With forking, the filter binds the calling
+// thread alone, and what it forks: the init's other threads go on
+// unfiltered; otherwise every thread (the caller is about to execve).
+func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp, prog []unix.SockFilter, forking bool) error {
 	if p.Capabilities != nil {
 		if err := applyCaps(p.Capabilities); err != nil {
 			return err
@@ -66,7 +68,11 @@ func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp, prog []unix.Soc
 	}
 	switch {
 	case filter != nil && len(prog) > 0:
-		if err := seccomp.Install(prog, filter); err != nil {
+		install := seccomp.Install
+		if forking {
+			install = seccomp.InstallThread
+		}
+		if err := install(prog, filter); err != nil {
 			return fmt.Errorf("seccomp: %w", err)
 		}
 	case filter != nil:

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,21 +33,81 @@ func catchSignals() chan os.Signal {
 // startWorkload starts the workload (step 5) from a thread of its own: the
 // thread joins the container's cgroup (unless the init is in it already)
 // and unshares the cgroup namespace, drops capabilities, sets
-// no_new_privs and loads seccomp, then forks the command. The thread is never unlocked, so it
-// ends with its goroutine and the init's other threads keep their
-// capabilities (to signal the workload whatever its user).
-func startWorkload(cfg *initConfig, w *workload) (int, error) {
-	type result struct {
-		pid int
-		err error
+// no_new_privs and loads seccomp, then forks the command. The thread is
+// never unlocked, so it ends with its goroutine and the init's other
+// threads keep their capabilities (to signal the workload whatever its
+// user). With sp, a spawner made ready during setup, only the fork is
+// left to do.
+func startWorkload(cfg *initConfig, w *workload, sp *spawner) (int, error) {
+	if sp == nil {
+		sp = newSpawner(cfg, w.cgroupMoves, false, nil)
 	}
-	res := make(chan result, 1)
+	return sp.spawn(cfg, w)
+}
+
+// spawner is the init's thread that forks the workload. Made early, with
+// the seccomp program (nil: none), it enters the cgroup and applies the
+// workload's security at once, while the main thread builds the root; the command
+// is resolved (on the main thread, with the init's capabilities: the
+// threads share root and working directory) when the fork is asked for.
+type spawner struct {
+	early bool // the thread is in the cgroup, with the workload's security
+	fork  chan spawnRequest
+}
+
+type spawnRequest struct {
+	w    *workload
+	path string // resolved by the caller when the spawner is early
+	res  chan spawnResult
+}
+
+type spawnResult struct {
+	pid int
+	err error
+}
+
+func newSpawner(cfg *initConfig, moves *cgroups.ThreadFiles, early bool, prog []unix.SockFilter) *spawner {
+	sp := &spawner{early: early, fork: make(chan spawnRequest)}
 	go func() {
 		runtime.LockOSThread()
-		pid, err := spawn(cfg, w)
-		res <- result{pid, err}
+		var err error
+		if early {
+			if err = enterCgroup(cfg, moves); err == nil {
+				err = applySecurity(cfg.Spec.Process, cfg.Spec.Linux.Seccomp, prog, true)
+			}
+		}
+		req := <-sp.fork
+		if err == nil {
+			var pid int
+			if early {
+				pid, err = forkWorkload(cfg, req.w, req.path)
+			} else {
+				pid, err = spawn(cfg, req.w)
+			}
+			req.res <- spawnResult{pid, err}
+			return
+		}
+		req.res <- spawnResult{0, err}
 	}()
-	r := <-res
+	return sp
+}
+
+// spawn asks the spawner's thread for the fork and returns the pid.
+func (sp *spawner) spawn(cfg *initConfig, w *workload) (int, error) {
+	req := spawnRequest{w: w, res: make(chan spawnResult, 1)}
+	if sp.early {
+		p := cfg.Spec.Process
+		path, err := lookPath(p.Args[0], envPath(w.env), p.Cwd)
+		if err != nil {
+			sp.fork <- req // lets the thread end
+			<-req.res
+			return 0, err
+		}
+		setUmask(p)
+		req.path = path
+	}
+	sp.fork <- req
+	r := <-req.res
 	return r.pid, r.err
 }
 
@@ -59,21 +120,33 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 			return 0, err
 		}
 	}
-	if err := enterCgroup(cfg, w); err != nil {
+	if err := enterCgroup(cfg, w.cgroupMoves); err != nil {
 		return 0, err
 	}
 	path, err := lookPath(p.Args[0], envPath(w.env), p.Cwd)
 	if err != nil {
 		return 0, err
 	}
+	setUmask(p)
+	if err := applySecurity(p, spec.Linux.Seccomp, w.filter, true); err != nil {
+		return 0, err
+	}
+	return forkWorkload(cfg, w, path)
+}
+
+// setUmask sets the workload's umask (022 unless the spec says).
+func setUmask(p *specs.Process) {
 	umask := 0o022
 	if p.User.Umask != nil {
 		umask = int(*p.User.Umask)
 	}
 	unix.Umask(umask)
-	if err := applySecurity(p, spec.Linux.Seccomp, w.filter); err != nil {
-		return 0, err
-	}
+}
+
+// forkWorkload forks and execs the workload at path from the calling
+// thread, then takes the thread out of the container's cgroup.
+func forkWorkload(cfg *initConfig, w *workload, path string) (int, error) {
+	p := cfg.Spec.Process
 	groups := make([]uint32, len(w.cred.Groups))
 	copy(groups, w.cred.Groups)
 	stdio := [3]*os.File{os.Stdin, os.Stdout, os.Stderr}
@@ -105,9 +178,9 @@ func spawn(cfg *initConfig, w *workload) (int, error) {
 // enterCgroup puts the calling thread in the container's cgroup, when
 // the init is not (v1: the thread alone), and then in a cgroup namespace
 // of its own when the spec asks for a new one: its root is that cgroup.
-func enterCgroup(cfg *initConfig, w *workload) error {
-	if w.cgroupMoves != nil {
-		if err := cgroups.Move(w.cgroupMoves.Join); err != nil {
+func enterCgroup(cfg *initConfig, moves *cgroups.ThreadFiles) error {
+	if moves != nil {
+		if err := cgroups.Move(moves.Join); err != nil {
 			return fmt.Errorf("join the container's cgroup: %w", err)
 		}
 	}

@@ -33,15 +33,30 @@ func Load(p *specs.LinuxSeccomp) error {
 }
 
 // Install installs prog, compiled from p beforehand (by Compile, possibly
-// in another process), the way Load does. Compiling ahead lets a caller
-// take the compile off a latency-critical path.
+// in another process), the way Load does, on every thread of the process
+// (SECCOMP_FILTER_FLAG_TSYNC). Compiling ahead lets a caller take the
+// compile off a latency-critical path.
 func Install(prog []unix.SockFilter, p *specs.LinuxSeccomp) error {
+	return install(prog, p, true)
+}
+
+// InstallThread is Install for the calling thread alone, and whatever it
+// forks: the process's other threads stay unfiltered. The caller keeps
+// its goroutine locked to the thread (runtime.LockOSThread).
+func InstallThread(prog []unix.SockFilter, p *specs.LinuxSeccomp) error {
+	return install(prog, p, false)
+}
+
+func install(prog []unix.SockFilter, p *specs.LinuxSeccomp, allThreads bool) error {
 	if len(prog) == 0 || len(prog) > maxInsns {
 		return fmt.Errorf("seccomp: program of %d instructions: %w", len(prog), errdefs.ErrInvalid)
 	}
 	flags, err := filterFlags(p)
 	if err != nil {
 		return err
+	}
+	if !allThreads {
+		flags &^= unix.SECCOMP_FILTER_FLAG_TSYNC
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
