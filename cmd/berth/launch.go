@@ -15,15 +15,17 @@ import (
 	"github.com/berth-dev/berth/internal/instance"
 )
 
-// startInstance runs the bundle of a created instance, as a container or
-// a VM, and records it as running, owned by this process. A container
-// takes pre, an init prestarted for it, when not nil. On failure nothing
-// of the instance's processes, cgroup or guest is left; the record is
-// the caller's to remove.
-func startInstance(g *globals, st *instance.Store, in *instance.Instance, stdio container.Stdio, pre *container.Init) (workload, error) {
-	b, err := st.LoadBundle(in.ID)
-	if err != nil {
-		return nil, err
+// startInstance runs the bundle of a created instance (b, or the one on
+// disk when nil), as a container or a VM, and records it as running,
+// owned by this process. A container takes pre, an init prestarted for
+// it, when not nil. On failure nothing of the instance's processes,
+// cgroup or guest is left; the record is the caller's to remove.
+func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, stdio container.Stdio, pre *container.Init) (workload, error) {
+	var err error
+	if b == nil {
+		if b, err = st.LoadBundle(in.ID); err != nil {
+			return nil, err
+		}
 	}
 	var w workload
 	if in.Isolation == instance.IsolationVM {

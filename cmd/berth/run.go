@@ -125,35 +125,36 @@ func cmdRun(g *globals, args []string) error {
 		container.Prewarm()
 	}
 	awaitEarlySignals()
-	st, in, err := createInstance(g, ref, f)
+	st, in, b, err := createInstance(g, ref, f)
 	if err != nil {
 		return err
 	}
 	if f.detach {
 		return runDetached(g, st, in)
 	}
-	return runForeground(g, st, in, &f.opts, pre)
+	return runForeground(g, st, in, b, &f.opts, pre)
 }
 
 // createInstance resolves the image, builds the spec and writes the
-// instance's record and bundle. On failure nothing is left.
-func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, err error) {
+// instance's record and bundle, which it returns. On failure nothing is
+// left.
+func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, b *instance.Bundle, err error) {
 	images, err := g.imageStore()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	trace("image store open")
 	img, err := images.Resolve(ref)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	trace("image resolved")
 	if err := holdImage(images, img); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	layers, err := images.Layers(context.Background(), img)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	trace("image leased, layers ready")
 	o := &f.opts
@@ -164,7 +165,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	}
 	spec, err := buildSpec(id, hostname, img.Config.Config, o, layers)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if f.bootTime > 0 {
 		if spec.Annotations == nil {
@@ -179,7 +180,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	}
 	st, err = g.instanceStore()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	in = &instance.Instance{
 		ID:          id,
@@ -206,14 +207,15 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	}
 	trace("spec built")
 	if err := st.Create(in); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	trace("record created")
-	if err := st.SaveBundle(id, &instance.Bundle{Spec: spec, Layers: layers}); err != nil {
+	b = &instance.Bundle{Spec: spec, Layers: layers}
+	if err := st.SaveBundle(id, b); err != nil {
 		_ = st.Remove(id)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return st, in, nil
+	return st, in, b, nil
 }
 
 // buildSpec turns the image config and run options into an OCI spec.
@@ -261,7 +263,7 @@ func foregroundStdio(o *instance.RunOptions) container.Stdio {
 
 // runForeground runs the instance attached to this terminal; the CLI is
 // its owner and records its end.
-func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *instance.RunOptions, pre *container.Init) error {
+func runForeground(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, o *instance.RunOptions, pre *container.Init) error {
 	stdio := foregroundStdio(o)
 	trace("bundle saved")
 	// With -t the engine allocates the terminal inside the instance and
@@ -270,7 +272,7 @@ func runForeground(g *globals, st *instance.Store, in *instance.Instance, o *ins
 		// A guest's terminal streams through stdio.
 		stdio.Stdin = os.Stdin
 	}
-	c, err := startInstance(g, st, in, stdio, pre)
+	c, err := startInstance(g, st, in, b, stdio, pre)
 	trace("workload started")
 	if err != nil {
 		_ = st.Remove(in.ID)

@@ -149,10 +149,13 @@ func runInitStage() {
 		fail(err)
 	}
 	ch.send(message{Type: msgStarted, Pid: pid, Trace: takeStamps()})
-	// Setup is over: give the heap it needed back to the kernel, since the
-	// init idles for the rest of the container's life. Not at once: a
-	// short workload would wait for the collection to be reaped.
-	time.AfterFunc(time.Second, debug.FreeOSMemory)
+	// Setup is over: one P, and the heap it needed back to the kernel,
+	// since the init idles for the rest of the container's life. Not at
+	// once: a short workload would wait for the collection to be reaped.
+	time.AfterFunc(time.Second, func() {
+		runtime.GOMAXPROCS(1)
+		debug.FreeOSMemory()
+	})
 	status := supervise(pid, sigs)
 	note("workload reaped")
 	ch.send(message{Type: msgExit, Status: int(status), Trace: takeStamps()})

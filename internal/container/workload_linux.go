@@ -26,7 +26,7 @@ var forwarded = []os.Signal{
 
 func catchSignals() chan os.Signal {
 	sigs := make(chan os.Signal, 64)
-	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
+	signal.Notify(sigs, forwarded...)
 	return sigs
 }
 
@@ -293,15 +293,40 @@ func executable(p string) error {
 // supervise is the init's life as PID 1 once the workload runs: it
 // forwards signals to the workload, reaps every child (orphans included)
 // and, when the workload has exited, kills whatever is left in the
-// container and returns the workload's wait status.
+// container and returns the workload's wait status. The main thread waits
+// in wait4 itself, so the workload's end wakes it directly; a goroutine
+// forwards the signals.
 func supervise(pid int, sigs chan os.Signal) syscall.WaitStatus {
+	stop := make(chan struct{})
+	forwarding := make(chan struct{})
+	go func() {
+		defer close(forwarding)
+		for {
+			select {
+			case sig := <-sigs:
+				unix.Kill(pid, sig.(syscall.Signal))
+			case <-stop:
+				return
+			}
+		}
+	}()
 	var status syscall.WaitStatus
-	for done := reap(pid, &status); !done; done = reap(pid, &status) {
-		sig := <-sigs
-		if sig != unix.SIGCHLD {
-			unix.Kill(pid, sig.(syscall.Signal))
+	for {
+		var ws unix.WaitStatus
+		p, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			break // no child left: the workload was reaped already
+		}
+		if p == pid {
+			status = syscall.WaitStatus(ws)
+			break
 		}
 	}
+	close(stop)
+	<-forwarding
 	signal.Stop(sigs)
 	if os.Getpid() == 1 {
 		// Everything else in the pid namespace: background jobs, exec'd
@@ -314,24 +339,4 @@ func supervise(pid int, sigs chan os.Signal) syscall.WaitStatus {
 		}
 	}
 	return status
-}
-
-// reap collects every exited child without blocking; it reports whether
-// the workload (pid) was among them.
-func reap(pid int, status *syscall.WaitStatus) bool {
-	found := false
-	for {
-		var ws unix.WaitStatus
-		p, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || p <= 0 {
-			return found
-		}
-		if p == pid {
-			*status = syscall.WaitStatus(ws)
-			found = true
-		}
-	}
 }
