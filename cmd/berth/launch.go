@@ -18,10 +18,21 @@ import (
 // startInstance runs the bundle of a created instance (b, or the one on
 // disk when nil), as a container or a VM, and records it as running,
 // owned by this process. A container takes pre, an init prestarted for
-// it, when not nil. On failure nothing of the instance's processes,
-// cgroup or guest is left; the record is the caller's to remove.
-func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, stdio container.Stdio, pre *container.Init) (workload, error) {
+// it, when not nil. saved, when not nil, reports the bundle's write
+// going on meanwhile; the instance is recorded as running only once it
+// is done. On failure nothing of the instance's processes, cgroup or
+// guest is left; the record is the caller's to remove.
+func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, stdio container.Stdio, pre *container.Init) (workload, error) {
 	var err error
+	waitSaved := func() error {
+		if saved == nil {
+			return nil
+		}
+		ch := saved
+		saved = nil
+		return <-ch
+	}
+	defer waitSaved() // never leave the write racing the caller's removal
 	if b == nil {
 		if b, err = st.LoadBundle(in.ID); err != nil {
 			return nil, err
@@ -44,6 +55,11 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *ins
 		return nil, err
 	}
 	trace("workload running")
+	if err := waitSaved(); err != nil {
+		_ = w.Signal(syscall.SIGKILL)
+		_ = w.Destroy()
+		return nil, err
+	}
 	_, err = st.Update(in.ID, func(x *instance.Instance) error {
 		x.Status = instance.Running
 		x.Pid = w.Pid()

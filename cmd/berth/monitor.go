@@ -98,7 +98,7 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return failMonitor(st, in, report, err)
 	}
-	c, err := startInstance(g, st, in, nil, stdio, nil)
+	c, err := startInstance(g, st, in, nil, nil, stdio, nil)
 	drain := copiers.Wait
 	if in.Isolation == instance.IsolationVM {
 		// The monitor itself writes the guest's output into the pipes:

@@ -130,14 +130,23 @@ func cmdRun(g *globals, args []string) error {
 		return err
 	}
 	if f.detach {
+		// The monitor reads the bundle.
+		if err := st.SaveBundle(in.ID, b); err != nil {
+			_ = st.Remove(in.ID)
+			return err
+		}
 		return runDetached(g, st, in)
 	}
-	return runForeground(g, st, in, b, &f.opts, pre)
+	// The bundle is written while the container starts; it is on disk
+	// before the instance is recorded as running (berth exec reads it).
+	saved := make(chan error, 1)
+	go func() { saved <- st.SaveBundle(in.ID, b) }()
+	return runForeground(g, st, in, b, saved, &f.opts, pre)
 }
 
 // createInstance resolves the image, builds the spec and writes the
-// instance's record and bundle, which it returns. On failure nothing is
-// left.
+// instance's record; it returns the bundle, for the caller to save. On
+// failure nothing is left.
 func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, b *instance.Bundle, err error) {
 	images, err := g.imageStore()
 	if err != nil {
@@ -210,12 +219,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 		return nil, nil, nil, err
 	}
 	trace("record created")
-	b = &instance.Bundle{Spec: spec, Layers: layers}
-	if err := st.SaveBundle(id, b); err != nil {
-		_ = st.Remove(id)
-		return nil, nil, nil, err
-	}
-	return st, in, b, nil
+	return st, in, &instance.Bundle{Spec: spec, Layers: layers}, nil
 }
 
 // buildSpec turns the image config and run options into an OCI spec.
@@ -263,16 +267,16 @@ func foregroundStdio(o *instance.RunOptions) container.Stdio {
 
 // runForeground runs the instance attached to this terminal; the CLI is
 // its owner and records its end.
-func runForeground(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, o *instance.RunOptions, pre *container.Init) error {
+func runForeground(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, o *instance.RunOptions, pre *container.Init) error {
 	stdio := foregroundStdio(o)
-	trace("bundle saved")
+	trace("record and bundle made")
 	// With -t the engine allocates the terminal inside the instance and
 	// stdio is not used; c.Console() is its master.
 	if in.Tty && in.Isolation == instance.IsolationVM {
 		// A guest's terminal streams through stdio.
 		stdio.Stdin = os.Stdin
 	}
-	c, err := startInstance(g, st, in, b, stdio, pre)
+	c, err := startInstance(g, st, in, b, saved, stdio, pre)
 	trace("workload started")
 	if err != nil {
 		_ = st.Remove(in.ID)
