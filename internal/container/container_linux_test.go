@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -621,4 +623,87 @@ func runUntilUp(t *testing.T, cfg *Config) *Container {
 		t.Fatalf("workload did not start: %q %v", line, err)
 	}
 	return c
+}
+
+// A prestarted init is taken by the container it fits, and an init that
+// does not fit (other namespaces) is killed and reaped while Create
+// starts one of its own.
+func TestPrestartedInit(t *testing.T) {
+	cfg := sh(t, "echo prestarted; cat /proc/1/comm")
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	stdio := Stdio{Stdout: outW, Stderr: outW}
+	pre := Prestart(cfg.Spec, stdio)
+	defer pre.Close()
+	if pre.cmd == nil {
+		t.Skip("no init was prestarted (a cgroup v2 host)")
+	}
+	cfg.Init = pre
+	c, err := Run(context.Background(), cfg, stdio)
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destroy()
+	out, _ := io.ReadAll(outR)
+	if exit, err := c.Wait(); err != nil || exit.Code != 0 || string(out) != "prestarted\nberth-init\n" {
+		t.Fatalf("exit %+v %v, output %q", exit, err, out)
+	}
+	if c.cmd != pre.cmd {
+		t.Error("Create started an init of its own instead of the prestarted one")
+	}
+
+	// Prestarted for the host's network, created with a network
+	// namespace of its own: not taken.
+	cfg = sh(t, "echo own")
+	hostNet := DefaultSpec(cfg.ID)
+	hostNet.Linux.Namespaces = slices.DeleteFunc(hostNet.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+		return ns.Type == specs.NetworkNamespace
+	})
+	other := Prestart(hostNet, Stdio{})
+	defer other.Close()
+	cfg.Init = other
+	r := run(t, cfg)
+	if r.stdout != "own\n" || r.exit.Code != 0 {
+		t.Fatalf("with an init that does not fit: %+v", r)
+	}
+	if other.cmd != nil && other.cmd.ProcessState == nil {
+		t.Error("the prestarted init that did not fit was not reaped")
+	}
+}
+
+// A stage started with another version of the protocol (a berth-init
+// left from another build) says so on its socket and exits.
+func TestStageProtocolMismatch(t *testing.T) {
+	parent, child, err := socketPair("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Args = []string{"berth-init", verbInit, "berth-stage-0"}
+	cmd.ExtraFiles = []*os.File{child}
+	runErr := cmd.Run()
+	child.Close()
+	var ee *exec.ExitError
+	if !errors.As(runErr, &ee) || ee.ExitCode() != exitStageMismatch {
+		t.Fatalf("stage exit: %v, want status %d", runErr, exitStageMismatch)
+	}
+	ch, err := newChannel(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m message
+	if err := ch.recv(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != msgError || !strings.Contains(m.Err, "reinstall berth") || !strings.Contains(m.Err, "berth-stage-0") {
+		t.Fatalf("message %+v", m)
+	}
+	if got := stageExit(runErr).Error(); !strings.Contains(got, "another build of berth") {
+		t.Errorf("stageExit: %s", got)
+	}
 }
