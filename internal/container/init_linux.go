@@ -45,6 +45,7 @@ func runInitStage() {
 	// configuration and builds the root.
 	caught := make(chan chan os.Signal, 1)
 	go func() { caught <- catchSignals() }()
+	go warmDecoder()
 	var cfg initConfig
 	moves, err := ch.recvFiles(&cfg)
 	if err != nil {

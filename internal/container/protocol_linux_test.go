@@ -1,6 +1,7 @@
 package container
 
 import (
+	"encoding/json"
 	"io"
 	"os"
 	"strings"
@@ -84,5 +85,18 @@ func TestChannelTruncated(t *testing.T) {
 	var m message
 	if err := b.recv(&m); err != io.ErrUnexpectedEOF {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// warmConfig must stay a valid configuration, or it warms nothing.
+func TestWarmConfigDecodes(t *testing.T) {
+	var c initConfig
+	dec := json.NewDecoder(strings.NewReader(warmConfig))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Spec == nil || c.Spec.Process == nil || c.Spec.Linux == nil || c.Spec.Linux.Seccomp == nil || len(c.Spec.Mounts) != 1 {
+		t.Fatalf("decoded %+v", c)
 	}
 }
