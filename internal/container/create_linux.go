@@ -120,15 +120,40 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 		filter = compileAsync(cfg.Spec.Linux.Seccomp)
 	}
 
+	// Where the init is. v2: born in the cgroup (clone3's
+	// CLONE_INTO_CGROUP), or, for a hand-made fork (a user namespace to
+	// join), added after. v1: never in it. The thread of the init that
+	// forks or execs the workload joins the cgroup alone, through the
+	// tasks files sent with the configuration, just before (and leaves
+	// it again just after forking): moving one thread of one's own
+	// spares the RCU grace period (7 to 20 ms here) that moving a whole
+	// process waits for, the cgroup is made while the init starts (or,
+	// prestarted, while the caller did its own work), and the init's
+	// threads never count against the container's pids limit.
+	v2 := cgroups.DetectMode() == cgroups.ModeV2
+	rawFork := len(joins) > 0 && joins[0].flag == unix.CLONE_NEWUSER
+	cmd, parent, prestarted := cfg.Init.take(icfg, joins, flags, cfg.Spec, v2)
+	if prestarted {
+		trace("prestarted init taken")
+		undo.add(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			parent.Close()
+		})
+	}
+
 	cg, err := cgroups.New(cfg.CgroupPath)
 	if err != nil {
 		return nil, err
 	}
-	// The cgroup is made, with its limits, while the init's command is
-	// put together; the init is born in it (below).
-	v2 := cgroups.DetectMode() == cgroups.ModeV2
+	// The cgroup is made, with its limits, while the init starts; with a
+	// prestarted init there is nothing to wait for meanwhile.
 	cgMade := make(chan error, 1)
-	go func() { cgMade <- cg.Create(resourcesOf(cfg.Spec)) }()
+	if prestarted {
+		cgMade <- cg.Create(resourcesOf(cfg.Spec))
+	} else {
+		go func() { cgMade <- cg.Create(resourcesOf(cfg.Spec)) }()
+	}
 	undo.add(func() { cg.Destroy() })
 	waitCgroup := func() error {
 		if cgMade == nil {
@@ -143,21 +168,7 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	}
 	defer waitCgroup() // never leave the goroutine racing a Destroy
 
-	// Where the init is. v2: born in the cgroup (clone3's
-	// CLONE_INTO_CGROUP), or, for a hand-made fork (a user namespace to
-	// join), added after. v1: never in it. The thread of the init that
-	// forks or execs the workload joins the cgroup alone, through the
-	// tasks files sent with the configuration, just before (and leaves
-	// it again just after forking): moving one thread of one's own
-	// spares the RCU grace period (7 to 20 ms here) that moving a whole
-	// process waits for, the cgroup is made while the init starts (or,
-	// prestarted, while the caller did its own work), and the init's
-	// threads never count against the container's pids limit.
-	rawFork := len(joins) > 0 && joins[0].flag == unix.CLONE_NEWUSER
-	cmd, parent, ok := cfg.Init.take(icfg, joins, flags, cfg.Spec, v2)
-	if ok {
-		trace("prestarted init taken")
-	} else {
+	if !prestarted {
 		cgfd := -1
 		if v2 && !rawFork {
 			if err := waitCgroup(); err != nil {
@@ -171,13 +182,13 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 		if cmd, parent, err = launchInit(icfg.HostMount, joins, flags, cfg.Spec, stdio, cgfd); err != nil {
 			return nil, err
 		}
+		undo.add(func() { parent.Close() })
+		undo.add(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
 	}
-	undo.add(func() { parent.Close() })
 	trace("init started")
-	undo.add(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
 	// Whatever happens below, a cancelled context kills the init, which
 	// ends any read on the socket.
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
