@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,11 +43,26 @@ func snapshotHost(t *testing.T) hostState {
 	}
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
-		if _, err := strconv.Atoi(p.Name()); err == nil {
+		if _, err := strconv.Atoi(p.Name()); err == nil && !orphanZombie(p.Name()) {
 			s.procs++
 		}
 	}
 	return s
+}
+
+// orphanZombie says whether process pid has exited and waits for the
+// system's init (PID 1) to reap it. A detached instance's monitor ends
+// so, its parent (the berth that started it) long gone; some inits (this
+// sandbox's) reap such orphans seconds later. It is no process berth left
+// running, nor one it could reap.
+func orphanZombie(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 1 && f[0] == "Z" && f[1] == "1"
 }
 
 // A failed start says why in one line and leaves nothing behind.
