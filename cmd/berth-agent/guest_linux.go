@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/netif"
 	"github.com/berth-dev/berth/internal/tty"
 )
 
@@ -26,10 +28,12 @@ type guest struct {
 	reaper  *reaper
 	modules *moduleSet // being inserted since boot
 
-	// The workload cgroup is made at boot, while the host says hello;
-	// cgReady is closed once cg, sp and cgErr are set.
+	// The workload cgroup is made, and the loopback brought up, at
+	// boot while the host says hello; cgReady is closed once cg, sp,
+	// cgErr and loErr are set.
 	cgReady chan struct{}
 	cgErr   error
+	loErr   error
 
 	mu      sync.Mutex
 	ran     bool // Run was asked for (once per guest)
@@ -69,9 +73,12 @@ func (g *guest) Start(kind agent.Kind, p *agent.Process) (agent.Task, error) {
 
 // prepareCgroups mounts the guest's cgroup2 file system and makes the
 // workload cgroup, without limits yet, and the spawner's. /sys, and the
-// cgroup2 mount on it, later move into the workload's root.
+// cgroup2 mount on it, later move into the workload's root. It also
+// brings the guest's loopback up (as a container's: up, and nothing
+// else), which has nothing to wait for either.
 func (g *guest) prepareCgroups() {
 	defer close(g.cgReady)
+	defer func() { g.loErr = netif.LoopbackUp() }()
 	const mount = "/sys/fs/cgroup"
 	if err := unix.Mount("cgroup2", mount, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		g.cgErr = fmt.Errorf("mount cgroup2 on %s: %w", mount, err)
@@ -91,17 +98,29 @@ func (g *guest) prepareCgroups() {
 
 // prepare sets up the root and the workload cgroup's limits for Run.
 func (g *guest) prepare(p *agent.Process) error {
-	if err := g.modules.Wait(); err != nil {
-		return err
-	}
-	tracef("modules in")
-	if err := setupRoot(p); err != nil {
+	// The scratch disk needs only virtio_blk (ext4 is built in): it is
+	// mounted while the other modules go in, which is where the
+	// guest's CPU has time while the disk is read.
+	scratch := make(chan error, 1)
+	go func() {
+		if p.Root != nil && p.Root.Scratch != "" {
+			if err := g.modules.WaitFor("virtio_blk"); err != nil {
+				scratch <- err
+				return
+			}
+		}
+		scratch <- mountScratch(p.Root)
+	}()
+	if err := setupRoot(p, g.modules, scratch); err != nil {
 		return err
 	}
 	tracef("root ready")
 	<-g.cgReady
 	if g.cgErr != nil {
 		return g.cgErr
+	}
+	if g.loErr != nil {
+		return g.loErr
 	}
 	var r cgroups.Resources
 	if p.Resources != nil {
@@ -172,8 +191,8 @@ func (g *guest) spawn(kind agent.Kind, p *agent.Process, cg cgroups.Manager, sp 
 		child = []*os.File{inR, outW, errW}
 	}
 	if cg != nil && kind != agent.KindRun { // none before the workload
-		if st, err := cg.Stats(); err == nil {
-			t.oomBefore = st.OOMKills
+		if n, err := oomKills(); err == nil {
+			t.oomBefore = n
 		}
 	}
 	env := p.Env
@@ -241,6 +260,22 @@ func syncShares() {
 	}
 }
 
+// oomKills is the workload cgroup's count of OOM kills (memory.events'
+// oom_kill): the one figure of cgroups.Manager.Stats the agent needs,
+// read alone because each file read costs the guest time.
+func oomKills() (uint64, error) {
+	b, err := os.ReadFile("/sys/fs/cgroup" + workloadCgroup + "/memory.events")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, nil
+}
+
 // killCgroup kills every process left in the workload cgroup.
 func killCgroup() {
 	_ = os.WriteFile("/sys/fs/cgroup"+workloadCgroup+"/cgroup.kill", []byte("1"), 0)
@@ -288,7 +323,7 @@ func (t *task) Wait() (agent.ExitStatus, error) {
 	t.g.mu.Unlock()
 	st := agent.ExitStatusOf(ws)
 	if t.cg != nil {
-		if s, err := t.cg.Stats(); err == nil && s.OOMKills > t.oomBefore {
+		if n, err := oomKills(); err == nil && n > t.oomBefore {
 			st.OOMKilled = true
 		}
 		if t.kind == agent.KindRun {

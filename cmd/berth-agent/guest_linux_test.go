@@ -288,6 +288,11 @@ func TestGuestRunAndExec(t *testing.T) {
 		{name: "exit code", p: agent.Process{Args: []string{"sh", "-c", "exit 7"}}, code: 7},
 		{name: "rlimit", p: agent.Process{Args: []string{"sh", "-c", "ulimit -n"},
 			Rlimits: []agent.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 123, Hard: 456}}}, out: "123\n"},
+		// Above the agent's own limit: the child inherits it, no staging.
+		{name: "high nofile", p: agent.Process{Args: []string{"sh", "-c", "ulimit -Sn; ulimit -Hn; cat /proc/self/cgroup"},
+			Rlimits: []agent.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 20000, Hard: 30000}}}, out: "20000\n30000\n0::/berth\n"},
+		{name: "default rlimits", p: agent.Process{Args: []string{"sh", "-c", "ulimit -Sn; ulimit -Hn"}}, out: "1024\n4096\n"},
+		{name: "agent's nofile", p: agent.Process{Args: []string{"cat", "/proc/1/limits"}}, has: []string{"Max open files            4095                 4096"}},
 		{name: "overlay is writable", p: agent.Process{Args: []string{"sh", "-c", "echo x > /new && cat /new"}}, out: "x\n"},
 		{name: "terminal", p: agent.Process{Args: []string{"sh", "-c", "[ -t 1 ] && echo tty"}, Terminal: true, Rows: 24, Cols: 80}, out: "tty\r\n"},
 		{name: "cgroup limits", p: agent.Process{Args: []string{"sh", "-c",

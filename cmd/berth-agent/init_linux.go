@@ -61,7 +61,7 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 	if err := mountEarly(); err != nil {
 		return nil, nil, err
 	}
-	ignoreUncaught() // reads /proc
+	ignoreUncaught()
 	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
 		console = c
 	}

@@ -81,7 +81,8 @@ func selectModules(mods []module, skip []string) []module {
 
 // moduleSet is the modules being inserted.
 type moduleSet struct {
-	done chan struct{} // closed once all are in, or one failed
+	done chan struct{}            // closed once all are in, or one failed
+	each map[string]chan struct{} // closed once that module is in
 	err  error
 }
 
@@ -123,13 +124,17 @@ func insertModules(mods []module, first []string) (*moduleSet, error) {
 			return nil, err
 		}
 	}
-	s := &moduleSet{done: make(chan struct{})}
+	s := &moduleSet{done: make(chan struct{}), each: map[string]chan struct{}{}}
+	for _, m := range rest {
+		s.each[m.name] = make(chan struct{})
+	}
 	go func() {
 		defer close(s.done)
 		for _, m := range rest {
 			if s.err = insertModule(m.path); s.err != nil {
 				return
 			}
+			close(s.each[m.name])
 		}
 	}()
 	return s, nil
@@ -139,6 +144,27 @@ func insertModules(mods []module, first []string) (*moduleSet, error) {
 func (s *moduleSet) Wait() error {
 	<-s.done
 	return s.err
+}
+
+// WaitFor waits until the module called name is in (at once for one
+// inserted before boot went on, built in, or not in the list) and
+// returns the failure that stopped the insertions before it, if any.
+func (s *moduleSet) WaitFor(name string) error {
+	ch, ok := s.each[name]
+	if !ok {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-s.done:
+		select {
+		case <-ch:
+			return nil
+		default:
+			return s.err
+		}
+	}
 }
 
 // insertModule inserts one module file; one already present (built in

@@ -14,7 +14,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/netif"
 )
 
 // Where the workload's root is assembled on the initramfs before the agent
@@ -26,16 +25,46 @@ const (
 	newRoot    = stageDir + "/root"
 )
 
-// setupRoot assembles the workload's root from the request's disks, makes
-// its mounts, and moves the agent into it: the initramfs is the kernel's
-// rootfs, which pivot_root refuses, so like switch_root it moves the new
-// root over "/" (MS_MOVE) and chroots into it. /dev, /proc and /sys move
-// along (and with /sys the cgroup2 file system the agent mounted at boot);
-// /dev/pts and /dev/shm are mounted fresh.
-func setupRoot(p *agent.Process) error {
+// mountScratch mounts the root's scratch disk (or a tmpfs when it names
+// none) for the overlay's upper and work directories; nothing for a
+// request without a root, which setupRoot refuses.
+func mountScratch(r *agent.Root) error {
+	if r == nil {
+		return nil
+	}
+	if err := os.MkdirAll(scratchDir, 0o755); err != nil {
+		return err
+	}
+	if r.Scratch != "" {
+		dev, err := resolveDisk(r.Scratch)
+		if err != nil {
+			return fmt.Errorf("scratch disk: %w", err)
+		}
+		if err := unix.Mount(dev, scratchDir, "ext4", unix.MS_NOATIME, "noinit_itable"); err != nil {
+			return fmt.Errorf("mount scratch disk %s (ext4): %w", dev, err)
+		}
+	} else if err := unix.Mount("tmpfs", scratchDir, "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("mount scratch tmpfs: %w", err)
+	}
+	tracef("scratch mounted")
+	return nil
+}
+
+// setupRoot assembles the workload's root from the request's disks (the
+// scratch disk is mounted by mountScratch, whose result scratch gives),
+// each step as soon as the modules it needs are in (mods), makes its
+// mounts, and moves the agent into it: the initramfs is the
+// kernel's rootfs, which pivot_root refuses, so like switch_root it moves
+// the new root over "/" (MS_MOVE) and chroots into it. /dev, /proc and
+// /sys move along (and with /sys the cgroup2 file system the agent
+// mounted at boot); /dev/pts and /dev/shm are mounted fresh.
+func setupRoot(p *agent.Process, mods *moduleSet, scratch <-chan error) error {
 	r := p.Root
 	if r == nil || len(r.Layers) == 0 {
 		return fmt.Errorf("run request names no root layer disks: %w", errdefs.ErrInvalid)
+	}
+	if err := mods.WaitFor("erofs"); err != nil {
+		return err
 	}
 	var lowers []string
 	for i, l := range r.Layers {
@@ -54,21 +83,12 @@ func setupRoot(p *agent.Process) error {
 	}
 	tracef("layers mounted")
 	slices.Reverse(lowers) // overlayfs lists the top layer first
-	if err := os.MkdirAll(scratchDir, 0o755); err != nil {
+	if err := <-scratch; err != nil {
 		return err
 	}
-	if r.Scratch != "" {
-		dev, err := resolveDisk(r.Scratch)
-		if err != nil {
-			return fmt.Errorf("scratch disk: %w", err)
-		}
-		if err := unix.Mount(dev, scratchDir, "ext4", unix.MS_NOATIME, "noinit_itable"); err != nil {
-			return fmt.Errorf("mount scratch disk %s (ext4): %w", dev, err)
-		}
-	} else if err := unix.Mount("tmpfs", scratchDir, "tmpfs", 0, "mode=0755"); err != nil {
-		return fmt.Errorf("mount scratch tmpfs: %w", err)
+	if err := mods.WaitFor("overlay"); err != nil {
+		return err
 	}
-	tracef("scratch mounted")
 	upper, work := filepath.Join(scratchDir, "upper"), filepath.Join(scratchDir, "work")
 	for _, d := range []string{upper, work, newRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -80,6 +100,10 @@ func setupRoot(p *agent.Process) error {
 		return fmt.Errorf("mount overlay root: %w", err)
 	}
 	tracef("overlay mounted")
+	if err := mods.Wait(); err != nil { // virtiofs, for shares
+		return err
+	}
+	tracef("modules in")
 	for _, m := range p.Mounts {
 		if err := userMount(m); err != nil {
 			return err
@@ -106,6 +130,7 @@ func setupRoot(p *agent.Process) error {
 	if err := unix.Chdir("/"); err != nil {
 		return err
 	}
+	prefetch(p)
 	for _, m := range []struct {
 		src, dst, typ string
 		flags         uintptr
@@ -126,8 +151,40 @@ func setupRoot(p *agent.Process) error {
 			return fmt.Errorf("set hostname %q: %w", p.Hostname, err)
 		}
 	}
-	// The guest's loopback, as a container's: up, and nothing else.
-	return netif.LoopbackUp()
+	return nil
+}
+
+// prefetchMax bounds how much of the command prefetch reads ahead.
+const prefetchMax = 8 << 20
+
+// prefetch has the kernel start reading the command p will run (up to
+// prefetchMax bytes) from its disk, so that the reading goes on while
+// the agent finishes the root, the limits and the fork, and the exec
+// finds the pages in memory. Failures are ignored: the start itself
+// reports them.
+func prefetch(p *agent.Process) {
+	if len(p.Args) == 0 {
+		return
+	}
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	path, _, err := lookPath(p.Args[0], p.Env, cwd, credOf(p))
+	var st unix.Stat_t
+	if err != nil || unix.Stat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return
+	}
+	go func() {
+		defer unix.Close(fd)
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			_ = unix.Fadvise(fd, 0, min(st.Size, prefetchMax), unix.FADV_WILLNEED)
+		}
+	}()
 }
 
 // userMount makes one mount of the request inside the new root (not yet

@@ -43,6 +43,15 @@ import (
 // collection may start while a child waits: it would stop the world and
 // wait forever for the blocked P.
 
+// The usual request needs none of that: it sets RLIMIT_NOFILE only, to
+// at least the agent's own (berth's specs ask for 1048576 or the host's
+// limit). The agent then raises its own limit to that, clones the child
+// straight into its cgroup, where it inherits the limit and runs at
+// once, and puts its own back: two system calls instead of a freeze, a
+// wait for the child to show up and a thaw (about 25 ms less under
+// software emulation). Lowering the agent's limit for a child, or any
+// other rlimit, could hurt the agent itself, so those go the long way.
+
 // startCgroup is where new processes wait for their rlimits.
 const startCgroup = workloadCgroup + "/.start"
 
@@ -65,7 +74,8 @@ var rlimitTypes = map[string]int{
 
 // ownNofile makes the agent's raised RLIMIT_NOFILE its own setting, so
 // that os.StartProcess never puts back Go's start-up value in a child
-// over the limit the agent gave it.
+// over the limit the agent gave it (it would, were that limit the
+// agent's own).
 func ownNofile() {
 	var rl unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
@@ -78,32 +88,44 @@ type spawner struct {
 	mu         sync.Mutex
 	reaper     *reaper
 	stage      string // the staging cgroup's directory
-	stageFD    int    // open on it, for UseCgroupFD
+	stageFD    int    // open on it, for UseCgroupFD; -1 until made (staging)
 	workload   string // the workload cgroup's directory
 	workloadFD int
 }
 
-// newSpawner makes the frozen staging cgroup below the workload cgroup
-// (a directory of cgroup2 mounted at mount).
+// newSpawner returns the spawner of the workload cgroup (a directory of
+// cgroup2 mounted at mount).
 func newSpawner(r *reaper, mount string) (*spawner, error) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		runtime.GOMAXPROCS(2)
 	}
-	s := &spawner{reaper: r, stage: filepath.Join(mount, startCgroup), workload: filepath.Join(mount, workloadCgroup)}
-	if err := os.Mkdir(s.stage, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("staging cgroup: %w", err)
-	}
-	if err := freeze(s.stage, true); err != nil {
-		return nil, err
-	}
+	s := &spawner{reaper: r, stage: filepath.Join(mount, startCgroup), workload: filepath.Join(mount, workloadCgroup), stageFD: -1}
 	var err error
-	if s.stageFD, err = unix.Open(s.stage, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
-		return nil, fmt.Errorf("staging cgroup: %w", err)
-	}
 	if s.workloadFD, err = unix.Open(s.workload, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("workload cgroup: %w", err)
 	}
 	return s, nil
+}
+
+// staging makes the frozen staging cgroup below the workload cgroup on
+// first use (most processes never need it) and returns a descriptor of
+// it. The caller holds s.mu.
+func (s *spawner) staging() (int, error) {
+	if s.stageFD >= 0 {
+		return s.stageFD, nil
+	}
+	if err := os.Mkdir(s.stage, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return -1, fmt.Errorf("staging cgroup: %w", err)
+	}
+	if err := freeze(s.stage, true); err != nil {
+		return -1, err
+	}
+	fd, err := unix.Open(s.stage, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("staging cgroup: %w", err)
+	}
+	s.stageFD = fd
+	return fd, nil
 }
 
 // freeze freezes or thaws the cgroup at dir.
@@ -156,11 +178,26 @@ func (s *spawner) start(path string, p *agent.Process, empty bool, attr *os.Proc
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	stage, fd := s.stage, s.stageFD
+	var own unix.Rlimit
+	if len(res) > 0 && res[len(res)-1] == unix.RLIMIT_NOFILE && unix.Getrlimit(unix.RLIMIT_NOFILE, &own) == nil {
+		want := lims[len(lims)-1]
+		only := true
+		for _, r := range res {
+			only = only && r == unix.RLIMIT_NOFILE
+		}
+		if only && want.Cur >= own.Cur {
+			return s.startDirect(path, p, attr, &want, &own)
+		}
+	}
+	stage, fd := s.stage, -1
 	release := func(pid int) error { // thaws the child
 		return os.WriteFile(filepath.Join(s.workload, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
 	}
-	if empty {
+	if !empty {
+		if fd, err = s.staging(); err != nil {
+			return nil, nil, &agent.StartError{Code: 125, Msg: err.Error()}
+		}
+	} else {
 		if err := freeze(s.workload, true); err != nil {
 			return nil, nil, &agent.StartError{Code: 125, Msg: err.Error()}
 		}
@@ -207,6 +244,28 @@ func (s *spawner) start(path string, p *agent.Process, empty bool, attr *os.Proc
 		return nil, nil, startError(p, attr, r.err)
 	}
 	return r.proc, r.ch, nil
+}
+
+// startDirect starts a process straight in the workload cgroup with the
+// agent's RLIMIT_NOFILE set to nofile meanwhile (own is the agent's).
+func (s *spawner) startDirect(path string, p *agent.Process, attr *os.ProcAttr, nofile, own *unix.Rlimit) (*os.Process, chan syscall.WaitStatus, error) {
+	if err := unix.Prlimit(0, unix.RLIMIT_NOFILE, nofile, nil); err != nil {
+		return nil, nil, &agent.StartError{Code: 125, Msg: fmt.Sprintf("start %q: set RLIMIT_NOFILE: %v", p.Args[0], err)}
+	}
+	defer unix.Prlimit(0, unix.RLIMIT_NOFILE, own, nil)
+	defer defaultUncaught()()
+	sys := *attr.Sys
+	sys.UseCgroupFD, sys.CgroupFD = true, s.workloadFD
+	a := *attr
+	a.Sys = &sys
+	proc, ch, err := s.reaper.start(path, p.Args, &a)
+	if errors.Is(err, syscall.EAGAIN) { // the fork refused (pids.max), as in start
+		return nil, nil, &agent.StartError{Code: 125, Msg: fmt.Sprintf("start %q: %v", p.Args[0], err)}
+	}
+	if err != nil {
+		return nil, nil, startError(p, attr, err)
+	}
+	return proc, ch, nil
 }
 
 // stageWait bounds the wait for a new child to show up in the staging

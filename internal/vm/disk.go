@@ -74,8 +74,17 @@ func LayerDisk(cacheDir, snapshotDir, layerDigest string) (string, error) {
 	return final, nil
 }
 
-// ScratchDisk creates path as a sparse file of size bytes holding an empty
-// ext4 file system (the guest's writable layer). It fails if path exists.
+// ScratchDisk creates path as a sparse file of size bytes holding an
+// ext4 file system for the guest's writable layer: its root holds the
+// overlay's empty "upper" and "work" directories. It fails if path
+// exists.
+//
+// The file system has no journal: the disk lives and dies with one
+// guest, so there is nothing to recover after a crash, and without one
+// the guest mounts it and makes its first changes sooner (about 20 ms
+// under software emulation, with the directories made here rather than
+// by the guest). Nor has it blocks reserved for growing it (resize_inode),
+// which leaves 200 KiB of data to copy per instance instead of 4 MiB.
 func ScratchDisk(path string, size int64) error {
 	if size <= 0 {
 		return fmt.Errorf("scratch disk: size %d: %w", size, errdefs.ErrInvalid)
@@ -90,11 +99,24 @@ func ScratchDisk(path string, size int64) error {
 	}
 	err = f.Truncate(size)
 	f.Close()
+	var content string
+	if err == nil {
+		content, err = os.MkdirTemp(filepath.Dir(path), ".scratch-root-")
+	}
+	if err == nil {
+		defer os.RemoveAll(content)
+		err = os.Chmod(content, 0o755) // the file system root's mode
+		for _, d := range []string{"upper", "work"} {
+			if err == nil {
+				err = os.Mkdir(filepath.Join(content, d), 0o755)
+			}
+		}
+	}
 	if err == nil {
 		var out []byte
 		// Lazy init: nothing but metadata is written, the file stays sparse.
-		out, err = exec.Command(mkfs, "-q", "-F", "-m", "0",
-			"-E", "lazy_itable_init=1,lazy_journal_init=1", path).CombinedOutput()
+		out, err = exec.Command(mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal,^resize_inode",
+			"-E", "lazy_itable_init=1", "-d", content, path).CombinedOutput()
 		if err != nil {
 			err = fmt.Errorf("mkfs.ext4: %v: %s", err, oneLine(out))
 		}
@@ -114,7 +136,9 @@ func ScratchDiskCached(cacheDir, path string, size int64) error {
 	if size <= 0 {
 		return fmt.Errorf("scratch disk: size %d: %w", size, errdefs.ErrInvalid)
 	}
-	tmpl := filepath.Join(cacheDir, "scratch-"+strconv.FormatInt(size, 10)+".ext4")
+	// v2: no journal, no resize_inode, upper and work made
+	// (scratch-SIZE.ext4 had a journal).
+	tmpl := filepath.Join(cacheDir, "scratch-v2-"+strconv.FormatInt(size, 10)+".ext4")
 	if _, err := os.Stat(tmpl); err != nil {
 		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 			return fmt.Errorf("scratch disk: %w", err)

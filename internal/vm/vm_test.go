@@ -289,6 +289,16 @@ func checkExt4(t *testing.T, p string, size int64) {
 	if out, err := exec.Command("e2fsck", "-n", "-f", p).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck %s: %v\n%s", p, err, out)
 	}
+	// No journal; the overlay's directories are there.
+	if out, err := exec.Command("dumpe2fs", "-h", p).CombinedOutput(); err != nil || strings.Contains(string(out), "has_journal") {
+		t.Errorf("dumpe2fs %s: %v (want no has_journal)\n%s", p, err, out)
+	}
+	out, err := exec.Command("debugfs", "-R", "ls -l /", p).CombinedOutput()
+	for _, d := range []string{" upper", " work"} {
+		if err != nil || !strings.Contains(string(out), "40755") || !strings.Contains(string(out), d) {
+			t.Errorf("debugfs %s: %v: no directory%s\n%s", p, err, d, out)
+		}
+	}
 }
 
 func TestLongSocketPath(t *testing.T) {
