@@ -63,6 +63,9 @@ type Manager interface {
 	Update(r Resources) error
 	// Stats reads usage counters.
 	Stats() (Stats, error)
+	// OOMKills reads the number of OOM kills in the cgroup alone (one
+	// file, where Stats reads five).
+	OOMKills() (uint64, error)
 	// Pids lists the processes in the cgroup itself (not in cgroups below it).
 	Pids() ([]int, error)
 	// Freeze and Thaw pause and resume every process in the cgroup.

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -17,8 +19,13 @@ const Root = "/sys/fs/cgroup"
 
 // DetectMode reports the host's cgroup layout by looking at the file system
 // type of /sys/fs/cgroup, of /sys/fs/cgroup/unified, and at the v1
-// hierarchies in /proc/self/mountinfo.
-func DetectMode() Mode {
+// hierarchies in /proc/self/mountinfo. The answer is worked out once per
+// process (a container start asks several times; each look costs a few
+// hundred microseconds) and then kept: a host does not change its
+// cgroup layout under running programs.
+func DetectMode() Mode { return detectedMode() }
+
+var detectedMode = sync.OnceValue(func() Mode {
 	var st unix.Statfs_t
 	if err := unix.Statfs(Root, &st); err != nil {
 		return ModeNone
@@ -34,7 +41,7 @@ func DetectMode() Mode {
 		return ModeHybrid
 	}
 	return ModeV1
-}
+})
 
 // New returns the Manager for the cgroup at path (relative to each
 // hierarchy's root, e.g. "/berth/ID") using the host's cgroup layout: v1
@@ -59,13 +66,22 @@ func New(path string) (Manager, error) {
 // the same directory. Named hierarchies (name=systemd) are left out; the
 // first mount of a controller wins.
 func v1Mounts() (map[string]string, error) {
+	m, err := v1MountsOnce()
+	if err != nil {
+		return nil, err
+	}
+	return maps.Clone(m), nil
+}
+
+// v1MountsOnce reads the v1 hierarchies once per process (see DetectMode).
+var v1MountsOnce = sync.OnceValues(func() (map[string]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	defer f.Close()
 	return parseV1Mounts(f)
-}
+})
 
 // parseV1Mounts does v1Mounts' work on a mountinfo text.
 func parseV1Mounts(r io.Reader) (map[string]string, error) {

@@ -439,6 +439,12 @@ func (m *v1) Stats() (Stats, error) {
 	return s, nil
 }
 
+// OOMKills implements Manager: memory.oom_control's oom_kill.
+func (m *v1) OOMKills() (uint64, error) {
+	n, _, err := readKey(m.path, m.dirs["memory"], "memory.oom_control", "oom_kill")
+	return n, err
+}
+
 // Freeze implements Manager with the freezer controller, waiting until the
 // kernel reports FROZEN. If that does not happen within settleTimeout the
 // cgroup is thawed again and an error returned.

@@ -242,6 +242,16 @@ func (m *v2) Stats() (Stats, error) {
 	return s, nil
 }
 
+// OOMKills implements Manager: memory.events' oom_kill (0 without the
+// memory controller).
+func (m *v2) OOMKills() (uint64, error) {
+	if !exists(filepath.Join(m.dir, "memory.events")) {
+		return 0, nil
+	}
+	n, _, err := readKey(m.path, m.dir, "memory.events", "oom_kill")
+	return n, err
+}
+
 // Freeze implements Manager with cgroup.freeze, waiting until cgroup.events
 // reports "frozen 1". If that does not happen within settleTimeout the cgroup
 // is thawed again and an error returned.

@@ -664,7 +664,7 @@ func (c *Container) waitLoop() {
 	ended := false
 	end := func(ws syscall.WaitStatus) {
 		c.exit = exitOf(ws)
-		if st, err := c.cg.Stats(); err == nil && st.OOMKills > 0 {
+		if n, err := c.cg.OOMKills(); err == nil && n > 0 {
 			c.exit.OOMKilled = true
 		}
 		ended = true

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"reflect"
@@ -49,6 +50,9 @@ func Prestart(spec *specs.Spec, stdio Stdio) *Init {
 	}
 	in.flags, in.terminal = flags, spec.Process.Terminal
 	in.seccomp, in.filter = spec.Linux.Seccomp, compileAsync(spec.Linux.Seccomp)
+	// The configuration's encoder is built in the meantime too (see
+	// warmConfig for the decoder's side).
+	go json.Marshal(&initConfig{Spec: initSpec(spec), StartFilter: []byte{0}})
 	// Here, not on a goroutine: the clone and exec take a fraction of a
 	// millisecond, after which the init's start (the exec'd binary, the
 	// Go runtime) runs beside the caller. A new goroutine could wait for
