@@ -51,6 +51,19 @@ func fsError(cg, op, name string, err error) error {
 	return fmt.Errorf("cgroup %s: %s %s: %w", cg, op, name, err)
 }
 
+// mkdirOnce makes dir, adding it to made; one that exists is fine (and
+// not added).
+func mkdirOnce(cg, dir string, made []string) ([]string, error) {
+	err := unix.Mkdir(dir, 0o755)
+	switch {
+	case err == nil:
+		return append(made, dir), nil
+	case errors.Is(err, unix.EEXIST):
+		return made, nil
+	}
+	return made, fsError(cg, "create", dir, err)
+}
+
 // writeFile writes val to an existing cgroup interface file in one write
 // system call, as the kernel expects. It never creates the file.
 func writeFile(cg, dir, name, val string) error {

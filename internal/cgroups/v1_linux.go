@@ -147,13 +147,9 @@ func (m *v1) makeParents(h v1Hier, made []string) ([]string, error) {
 	for _, p := range parts[:len(parts)-1] {
 		parent := cur
 		cur = filepath.Join(cur, p)
-		err := unix.Mkdir(cur, 0o755)
-		switch {
-		case err == nil:
-			made = append(made, cur)
-		case errors.Is(err, unix.EEXIST):
-		default:
-			return made, fsError(m.path, "create", cur, err)
+		var err error
+		if made, err = mkdirOnce(m.path, cur, made); err != nil {
+			return made, err
 		}
 		if h.cpuset {
 			if err := m.seedCpuset(parent, cur); err != nil {

@@ -1,7 +1,6 @@
 package cgroups
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -75,13 +74,8 @@ func (m *v2) Create(r Resources) (err error) {
 			return err
 		}
 		cur = filepath.Join(cur, p)
-		err := unix.Mkdir(cur, 0o755)
-		switch {
-		case err == nil:
-			made = append(made, cur)
-		case errors.Is(err, unix.EEXIST):
-		default:
-			return fsError(m.path, "create", cur, err)
+		if made, err = mkdirOnce(m.path, cur, made); err != nil {
+			return err
 		}
 	}
 	return m.Update(r)
