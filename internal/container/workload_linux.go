@@ -298,9 +298,7 @@ func executable(p string) error {
 // forwards the signals.
 func supervise(pid int, sigs chan os.Signal) syscall.WaitStatus {
 	stop := make(chan struct{})
-	forwarding := make(chan struct{})
 	go func() {
-		defer close(forwarding)
 		for {
 			select {
 			case sig := <-sigs:
@@ -325,9 +323,10 @@ func supervise(pid int, sigs chan os.Signal) syscall.WaitStatus {
 			break
 		}
 	}
+	// No signal.Stop: the init exits next, and the runtime would undo
+	// each of its handlers through a round trip to its signal thread
+	// (most of a millisecond in all).
 	close(stop)
-	<-forwarding
-	signal.Stop(sigs)
 	if os.Getpid() == 1 {
 		// Everything else in the pid namespace: background jobs, exec'd
 		// processes. As PID 1, kill(-1) spares only the init itself.
