@@ -188,7 +188,8 @@ var stopImpatience = func() {}
 
 // forwardSignals relays the signals a user sends to the CLI to the
 // instance, as `docker run` does, until stop is called. Signals caught
-// before it was called are relayed first.
+// before it was called are relayed first. Call it only for an instance
+// whose end berth then waits for and exits after.
 func forwardSignals(c workload) (stop func()) {
 	awaitEarlySignals()
 	stopImpatience()
@@ -208,10 +209,11 @@ func forwardSignals(c workload) (stop func()) {
 			}
 		}
 	}()
-	return func() {
-		signal.Stop(ch)
-		close(done)
-	}
+	// Stopping leaves the handlers in place: berth exits once the
+	// instance has ended, and undoing them costs a round trip to the
+	// runtime's signal thread each. A signal that comes meanwhile is
+	// swallowed; the exit status stays the workload's.
+	return func() { close(done) }
 }
 
 // reconcile repairs the record of an instance whose owner (the foreground
