@@ -148,6 +148,9 @@ func mountCgroups(dest, cgPath string, o mountOpts) error {
 	if err := unix.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755"); err != nil {
 		return err
 	}
+	// The binds are made read-only all at once at the end when the
+	// kernel can (mount_setattr), one at a time otherwise.
+	var binds []string
 	for _, m := range mounts {
 		if filepath.Dir(m.point) != "/sys/fs/cgroup" || m.root != "/" {
 			continue
@@ -156,9 +159,14 @@ func mountCgroups(dest, cgPath string, o mountOpts) error {
 		if _, err := os.Stat(src); err != nil {
 			continue // a hierarchy the container is not placed in (name=systemd, ...)
 		}
-		if err := mountBind(src, filepath.Join(dest, filepath.Base(m.point)), ro); err != nil {
+		target := filepath.Join(dest, filepath.Base(m.point))
+		if err := os.Mkdir(target, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
+		if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+			return err
+		}
+		binds = append(binds, target)
 	}
 	if ents, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
 		for _, e := range ents {
@@ -168,6 +176,18 @@ func mountCgroups(dest, cgPath string, o mountOpts) error {
 			if target, err := os.Readlink(filepath.Join("/sys/fs/cgroup", e.Name())); err == nil && !strings.Contains(target, "/") {
 				os.Symlink(target, filepath.Join(dest, e.Name()))
 			}
+		}
+	}
+	if o.flags&remountable&^ro.flags == 0 {
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
+		err := unix.MountSetattr(unix.AT_FDCWD, dest, unix.AT_RECURSIVE, &attr)
+		if !errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+	}
+	for _, b := range binds {
+		if err := remountBind(b, ro.flags, false); err != nil {
+			return err
 		}
 	}
 	return unix.Mount("", dest, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|o.flags&remountable, "mode=755")
