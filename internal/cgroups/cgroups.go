@@ -93,7 +93,7 @@ type Manager interface {
 // credentials, so a process that could not open them (in a user
 // namespace) can be given them. The pids controller comes last in Join
 // and first in Leave, so that the thread counts against a pids limit for
-// as short a time as can be.
+// no longer than it must.
 type ThreadFiles struct {
 	Join, Leave []*os.File
 }
@@ -119,25 +119,6 @@ func Move(files []*os.File) error {
 		}
 	}
 	return nil
-}
-
-// EnterThread moves the calling thread alone into m's cgroup (v1) and
-// returns how to move it back. The thread must not stay there: Destroy
-// could never remove a cgroup holding a thread of a live process.
-func EnterThread(m Manager) (leave func() error, err error) {
-	t, err := m.ThreadFiles()
-	if err != nil {
-		return nil, err
-	}
-	if err := Move(t.Join); err != nil {
-		Move(t.Leave)
-		t.Close()
-		return nil, err
-	}
-	return func() error {
-		defer t.Close()
-		return Move(t.Leave)
-	}, nil
 }
 
 // DefaultCPUPeriod is the CFS period, in microseconds, used when

@@ -198,15 +198,9 @@ func treeProcs(cg, dir string) ([]int, error) {
 	return all, nil
 }
 
-// killAll sends SIGKILL to every pid, ignoring those already gone. It
-// never signals berth's own process, which a thread of its own puts in a
-// cgroup for a moment (EnterThread).
+// killAll sends SIGKILL to every pid, ignoring those already gone.
 func killAll(cg string, pids []int) error {
-	self := os.Getpid()
 	for _, pid := range pids {
-		if pid == self {
-			continue
-		}
 		if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("cgroup %s: kill pid %d: %w", cg, pid, err)
 		}

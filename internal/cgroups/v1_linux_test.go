@@ -287,19 +287,32 @@ func TestV1ConcurrentDestroy(t *testing.T) {
 func TestV1ThreadJoin(t *testing.T) {
 	m := newTestV1(t, Resources{})
 	before := readFile(t, "/proc/self/cgroup")
+	files, err := m.ThreadFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		leave, err := EnterThread(m)
-		if err != nil {
+		own, _ := os.ReadFile("/proc/thread-self/cgroup")
+		if err := Move(files.Join); err != nil {
 			done <- err
 			return
 		}
+		in, err := os.ReadFile("/proc/thread-self/cgroup")
+		if err == nil && !strings.Contains(string(in), ":memory:"+m.path+"\n") {
+			err = fmt.Errorf("thread not in %s:\n%s", m.path, in)
+		}
 		cmd := exec.Command("/bin/sleep", "5")
-		err = cmd.Start()
-		if lerr := leave(); lerr != nil {
-			done <- lerr
-			return
+		if err == nil {
+			err = cmd.Start()
+		}
+		if lerr := Move(files.Leave); lerr != nil && err == nil {
+			err = lerr
+		}
+		if out, _ := os.ReadFile("/proc/thread-self/cgroup"); err == nil && string(out) != string(own) {
+			err = fmt.Errorf("thread did not leave:\n%s", out)
 		}
 		runtime.UnlockOSThread()
 		if err != nil {
@@ -321,36 +334,5 @@ func TestV1ThreadJoin(t *testing.T) {
 	}
 	if after := readFile(t, "/proc/self/cgroup"); after != before {
 		t.Errorf("process cgroups changed:\n%s\nwant\n%s", after, before)
-	}
-
-	// The same through ThreadFiles, as a process without access to the
-	// cgroup file system would use them.
-	files, err := m.ThreadFiles()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer files.Close()
-	go func() {
-		runtime.LockOSThread()
-		before, _ := os.ReadFile("/proc/thread-self/cgroup")
-		if err := Move(files.Join); err != nil {
-			done <- err
-			return
-		}
-		in, err := os.ReadFile("/proc/thread-self/cgroup")
-		if err == nil && !strings.Contains(string(in), ":memory:"+m.path+"\n") {
-			err = fmt.Errorf("thread not in %s:\n%s", m.path, in)
-		}
-		if err == nil {
-			err = Move(files.Leave)
-		}
-		if out, _ := os.ReadFile("/proc/thread-self/cgroup"); err == nil && string(out) != string(before) {
-			err = fmt.Errorf("thread did not leave:\n%s", out)
-		}
-		runtime.UnlockOSThread()
-		done <- err
-	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 }

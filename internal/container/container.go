@@ -36,6 +36,8 @@ type Config struct {
 	CreateHooks func(pid int) (state []byte, err error)
 	// Init, when set, is an init Prestart started for this container;
 	// Create takes it (or, when it does not fit, closes it and starts one).
+	// A taken init keeps the stdio Prestart gave it: Create's must be the
+	// same.
 	Init *Init
 }
 

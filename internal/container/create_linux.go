@@ -334,7 +334,7 @@ func launchInit(hostMount bool, joins []nsJoin, flags uintptr, spec *specs.Spec,
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cgfd
 	}
-	if err := startIn(cmd, joins, nil); err != nil {
+	if err := startIn(cmd, joins); err != nil {
 		parent.Close()
 		return nil, nil, fmt.Errorf("start container init: %w", err)
 	}
@@ -730,10 +730,14 @@ func (c *Container) Destroy() error {
 	c.destroyed = true
 	c.mu.Unlock()
 
-	// The cgroup goes while the init exits (its mount namespace's
-	// teardown takes a while); what is left in it is killed.
+	// On v1, where the init is not in the cgroup, the cgroup goes while
+	// the init exits (its mount namespace's teardown takes a while); on
+	// v2 the init leaves it only when it is reaped.
 	c.cmd.Process.Kill()
 	c.startWaiting()
+	if cgroups.DetectMode() == cgroups.ModeV2 {
+		<-c.done
+	}
 	err := c.cg.Destroy()
 	<-c.done
 	if err != nil {

@@ -160,18 +160,16 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	if v2 {
 		defer unix.Close(cgfd)
 	}
-	// Born in the cgroup, when the fork is os/exec's: by clone3 on v2,
-	// from a thread that joined it alone on v1. A hand-made fork (a user
-	// namespace to join) is added after.
-	var bornIn cgroups.Manager
-	switch {
-	case v2 && sameUser:
+	// Born in the cgroup on v2 (clone3), when the fork is os/exec's; on
+	// v1, and for a hand-made fork (a user namespace to join), added
+	// after. Not forked from a thread that joined the cgroup alone, as the
+	// workload is: the fork would fail at a full pids limit, and the
+	// thread would freeze with a paused container.
+	if v2 && sameUser {
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cgfd
-	case sameUser:
-		bornIn = cg
 	}
-	if err := startIn(cmd, joins, bornIn); err != nil {
+	if err := startIn(cmd, joins); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 	child.Close()
@@ -184,7 +182,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}()
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
-	if !sameUser {
+	if !v2 || !sameUser {
 		if err := cg.Add(cmd.Process.Pid); err != nil {
 			return nil, fmt.Errorf("add exec process: %w", err)
 		}

@@ -37,12 +37,11 @@ func runInitStage() {
 	}
 	closeExtraFDs()
 
-	// Signals are caught from the start so that none (SIGTERM, SIGCHLD)
-	// takes its default action on the init; they are forwarded once the
-	// workload runs. The Go runtime enables them one by one, each a round
-	// trip to a thread of its own (a millisecond or more in all on the
-	// init's one P): that happens while the init waits for its
-	// configuration and builds the root.
+	// Signals are caught from the start so that none (SIGTERM) takes its
+	// default action on the init; they are forwarded once the workload
+	// runs. The Go runtime enables them one by one, each a round trip to
+	// a thread of its own (a millisecond or more in all): that happens
+	// while the init waits for its configuration and builds the root.
 	caught := make(chan chan os.Signal, 1)
 	go func() { caught <- catchSignals() }()
 	go warmDecoder()
@@ -70,9 +69,10 @@ func runInitStage() {
 		if err != nil {
 			fail(err)
 		}
-		if cfg.Spec.Linux.Seccomp == nil || len(prog) > 0 {
-			sp = newSpawner(&cfg, cgroupMoves, true, prog)
+		if cfg.Spec.Linux.Seccomp != nil && len(prog) == 0 {
+			fail(fmt.Errorf("seccomp: no program came with the configuration: %w", errdefs.ErrInvalid))
 		}
+		sp = newSpawner(&cfg, cgroupMoves, true, prog)
 	}
 
 	// With create hooks, the init stops before pivot_root for the
@@ -132,6 +132,11 @@ func runInitStage() {
 		prog, err := decodeFilter(m.Filter)
 		if err != nil {
 			fail(err)
+		}
+		// The configuration carries the profile without its rules: only
+		// the program the parent compiled can filter the workload.
+		if cfg.Spec.Linux.Seccomp != nil && len(prog) == 0 {
+			fail(fmt.Errorf("seccomp: no program came with the start: %w", errdefs.ErrInvalid))
 		}
 		w.filter = prog
 	}

@@ -180,10 +180,11 @@ func mountCgroups(dest, cgPath string, o mountOpts) error {
 	}
 	if o.flags&remountable&^ro.flags == 0 {
 		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
-		err := unix.MountSetattr(unix.AT_FDCWD, dest, unix.AT_RECURSIVE, &attr)
-		if !errors.Is(err, unix.ENOSYS) {
-			return err
+		if unix.MountSetattr(unix.AT_FDCWD, dest, unix.AT_RECURSIVE, &attr) == nil {
+			return nil
 		}
+		// Before Linux 5.12, or refused (an outer seccomp profile): one
+		// at a time, as before.
 	}
 	for _, b := range binds {
 		if err := remountBind(b, ro.flags, false); err != nil {

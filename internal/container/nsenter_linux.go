@@ -6,8 +6,6 @@ import (
 	"os/exec"
 	"runtime"
 
-	"github.com/berth-dev/berth/internal/cgroups"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -19,40 +17,24 @@ type nsJoin struct {
 
 // startIn starts cmd from a thread that has first entered the namespaces
 // in joins (in order; a mount namespace must come last; a user namespace,
-// first, makes it a hand-made fork: see startJoinedUser) and, with cg,
-// the cgroup (v1: see cgroups.ThreadFiles). The child is forked
-// from that thread and so is born in them. The thread then goes back to
-// its own namespaces and cgroup and is never unlocked: it ends with its
+// first, makes it a hand-made fork: see startJoinedUser). The child is
+// forked from that thread and so is born in them. The thread then goes
+// back to its own namespaces and is never unlocked: it ends with its
 // goroutine. Going back matters when the thread is the process's main
 // one, which Go never ends (it parks it): /proc/self names that thread,
 // so the process's own /proc/self/mountinfo and /proc/self/ns/* would
-// otherwise describe the container's namespaces, and the container's
-// cgroup could never be removed.
-func startIn(cmd *exec.Cmd, joins []nsJoin, cg cgroups.Manager) error {
-	if len(joins) == 0 && cg == nil {
+// otherwise describe the container's namespaces.
+func startIn(cmd *exec.Cmd, joins []nsJoin) error {
+	if len(joins) == 0 {
 		return cmd.Start()
 	}
-	if len(joins) > 0 && joins[0].flag == unix.CLONE_NEWUSER {
+	if joins[0].flag == unix.CLONE_NEWUSER {
 		return startJoinedUser(cmd, joins, cmd.SysProcAttr.Cloneflags)
 	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if cg == nil {
-			errc <- joinAndStart(cmd, joins)
-			return
-		}
-		leave, err := cgroups.EnterThread(cg)
-		if err != nil {
-			errc <- err
-			return
-		}
-		err = joinAndStart(cmd, joins)
-		if lerr := leave(); lerr != nil && err == nil {
-			// The init runs; the caller's undo kills it.
-			err = fmt.Errorf("leave the container's cgroup: %w", lerr)
-		}
-		errc <- err
+		errc <- joinAndStart(cmd, joins)
 	}()
 	return <-errc
 }

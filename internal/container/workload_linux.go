@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -56,9 +57,10 @@ type spawner struct {
 }
 
 type spawnRequest struct {
-	w    *workload
-	path string // resolved by the caller when the spawner is early
-	res  chan spawnResult
+	w      *workload
+	path   string // resolved by the caller when the spawner is early
+	cancel bool   // nothing to fork (the command was not found): end
+	res    chan spawnResult
 }
 
 type spawnResult struct {
@@ -77,19 +79,38 @@ func newSpawner(cfg *initConfig, moves *cgroups.ThreadFiles, early bool, prog []
 			}
 		}
 		req := <-sp.fork
-		if err == nil {
-			var pid int
-			if early {
-				pid, err = forkWorkload(cfg, req.w, req.path)
-			} else {
-				pid, err = spawn(cfg, req.w)
-			}
-			req.res <- spawnResult{pid, err}
+		if req.cancel {
+			req.res <- spawnResult{}
 			return
 		}
-		req.res <- spawnResult{0, err}
+		var pid int
+		switch {
+		case err != nil:
+		case early:
+			pid, err = forkWorkload(cfg, req.w, req.path)
+		default:
+			pid, err = spawn(cfg, req.w)
+		}
+		req.res <- spawnResult{pid, err}
+		if err == nil {
+			if !early {
+				prog = req.w.filter
+			}
+			filterInit(cfg, prog)
+		}
 	}()
 	return sp
+}
+
+// filterInit puts the workload's seccomp filter on every thread of the
+// init, once the workload runs: a workload allowed to ptrace its PID 1
+// (CAP_SYS_PTRACE) must not find there a process without its filter.
+// This thread's filter is in place, so the kernel can synchronise the
+// others (SECCOMP_FILTER_FLAG_TSYNC) to a copy stacked on it.
+func filterInit(cfg *initConfig, prog []unix.SockFilter) {
+	if p := cfg.Spec.Linux.Seccomp; p != nil && len(prog) > 0 {
+		_ = seccomp.Install(prog, p)
+	}
 }
 
 // spawn asks the spawner's thread for the fork and returns the pid.
@@ -99,6 +120,7 @@ func (sp *spawner) spawn(cfg *initConfig, w *workload) (int, error) {
 		p := cfg.Spec.Process
 		path, err := lookPath(p.Args[0], envPath(w.env), p.Cwd)
 		if err != nil {
+			req.cancel = true
 			sp.fork <- req // lets the thread end
 			<-req.res
 			return 0, err
@@ -155,7 +177,7 @@ func forkWorkload(cfg *initConfig, w *workload, path string) (int, error) {
 	}
 	// syscall.ForkExec, not os/exec: the init needs no Process (it reaps
 	// with wait4), and os/exec's first start probes pidfd support with a
-	// clone of its own, which on the init's one P blocks everything else.
+	// clone of its own, which holds the caller's P meanwhile.
 	pid, err := syscall.ForkExec(path, p.Args, &syscall.ProcAttr{
 		Dir:   p.Cwd,
 		Env:   w.env,
