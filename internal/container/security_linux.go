@@ -53,8 +53,9 @@ func setRlimits(rls []specs.POSIXRlimit) error {
 // filter, in that order: seccomp comes last so the filter does not have
 // to allow what the steps before it need. prog, when not empty, is filter
 // compiled ahead of time. With forking, the filter binds the calling
-// thread alone, and what it forks: the init's other threads go on
-// unfiltered; otherwise every thread (the caller is about to execve).
+// thread alone, and what it forks (the init's other threads are filtered
+// once the workload runs: filterInit); otherwise every thread (the
+// caller is about to execve).
 func applySecurity(p *specs.Process, filter *specs.LinuxSeccomp, prog []unix.SockFilter, forking bool) error {
 	if p.Capabilities != nil {
 		if err := applyCaps(p.Capabilities); err != nil {
