@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -34,6 +36,7 @@ func Initramfs(g Guest) (string, error) {
 	dir := filepath.Join(g.CacheDir, "initramfs")
 	path := filepath.Join(dir, key+".cpio")
 	if _, err := os.Stat(path); err == nil {
+		markUsed(path)
 		return path, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -69,7 +72,45 @@ func Initramfs(g Guest) (string, error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return "", err
 	}
+	pruneInitramfs(dir, keptInitramfs)
 	return path, nil
+}
+
+// keptInitramfs is how many initramfs builds the cache keeps: each new
+// agent binary or kernel makes one (3 to 5 MB), and nothing else would
+// ever remove the old ones.
+const keptInitramfs = 4
+
+// markUsed makes a cached build the most recently used (its mtime), so
+// that pruning keeps the builds in use.
+func markUsed(path string) {
+	now := time.Now()
+	_ = os.Chtimes(path, now, now)
+}
+
+// pruneInitramfs removes all but the keep most recently used builds in
+// dir, with their lock files. A build in use by a starting VM was used
+// just now, so it stays unless keep others were made or used since.
+func pruneInitramfs(dir string, keep int) {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.cpio"))
+	type build struct {
+		path string
+		used time.Time
+	}
+	var builds []build
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			builds = append(builds, build{p, fi.ModTime()})
+		}
+	}
+	if len(builds) <= keep {
+		return
+	}
+	slices.SortFunc(builds, func(a, b build) int { return b.used.Compare(a.used) })
+	for _, b := range builds[keep:] {
+		os.Remove(b.path)
+		os.Remove(b.path + ".lock")
+	}
 }
 
 // initramfsKey hashes the agent binary, the kernel's version and modules

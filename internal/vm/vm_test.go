@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/sockpath"
@@ -372,6 +373,33 @@ func TestSplitDigest(t *testing.T) {
 	} {
 		if _, _, ok := splitDigest(d); ok != want {
 			t.Errorf("splitDigest(%q) ok = %v, want %v", d, ok, want)
+		}
+	}
+}
+
+// The initramfs cache keeps the most recently used builds only.
+func TestPruneInitramfs(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Now().Add(-time.Hour)
+	for i := 0; i < 6; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("build%d.cpio", i))
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(p+".lock", nil, 0o600)
+		at := base.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	markUsed(filepath.Join(dir, "build0.cpio")) // the oldest, used now
+	pruneInitramfs(dir, 4)
+	for i, want := range []bool{true, false, false, true, true, true} {
+		p := filepath.Join(dir, fmt.Sprintf("build%d.cpio", i))
+		_, err := os.Stat(p)
+		_, lerr := os.Stat(p + ".lock")
+		if (err == nil) != want || (lerr == nil) != want {
+			t.Errorf("build%d: kept %v (lock %v), want %v", i, err == nil, lerr == nil, want)
 		}
 	}
 }
