@@ -159,6 +159,11 @@ func ScratchDiskCached(cacheDir, path string, size int64) error {
 				unlock()
 				return fmt.Errorf("scratch disk: %w", err)
 			}
+			// The first version's template of this size, if any, is
+			// never used again.
+			old := filepath.Join(cacheDir, "scratch-"+strconv.FormatInt(size, 10)+".ext4")
+			os.Remove(old)
+			os.Remove(old + ".lock")
 		}
 		unlock()
 	}
