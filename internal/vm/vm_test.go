@@ -265,12 +265,20 @@ func TestScratchDisk(t *testing.T) {
 	}
 
 	cache := filepath.Join(d, "cache")
+	// A first-version template of the same size goes when the new one
+	// is made.
+	os.MkdirAll(cache, 0o700)
+	old := filepath.Join(cache, "scratch-1073741824.ext4")
+	os.WriteFile(old, nil, 0o600)
 	for i := range 2 {
 		q := filepath.Join(d, fmt.Sprintf("cached%d.img", i))
 		if err := ScratchDiskCached(cache, q, 1<<30); err != nil {
 			t.Fatal(err)
 		}
 		checkExt4(t, q, 1<<30)
+	}
+	if _, err := os.Stat(old); err == nil {
+		t.Errorf("%s left", old)
 	}
 }
 
