@@ -69,7 +69,16 @@ func berth(t testing.TB, args ...string) result {
 
 func berthIn(t testing.TB, stdin []byte, args ...string) result {
 	t.Helper()
+	return berthEnvIn(t, nil, stdin, args...)
+}
+
+// berthEnvIn is berthIn with env added to the environment.
+func berthEnvIn(t testing.TB, env []string, stdin []byte, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(berthBin, append([]string{"--root", berthRoot}, args...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {

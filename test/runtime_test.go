@@ -141,35 +141,7 @@ func TestRuntimeLifecycle(t *testing.T) {
 	id := "lifecycle"
 	pidFile := filepath.Join(t.TempDir(), "pid")
 
-	// The workload's stdio is create's: a pipe the test holds.
-	stdinR, stdinW, _ := os.Pipe()
-	outR, outW, _ := os.Pipe()
-	create := exec.Command(rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidFile, id)
-	create.Stdin, create.Stdout = stdinR, outW
-	// A file, not a buffer: the workload inherits create's stderr, and
-	// os/exec would wait for a pipe to close.
-	errf, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errf.Close()
-	create.Stderr = errf
-	if err := create.Run(); err != nil {
-		b, _ := os.ReadFile(errf.Name())
-		t.Fatalf("create: %v: %s", err, b)
-	}
-	stdinR.Close()
-	outW.Close()
-	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
-
-	st := ociState(t, rt, root, id)
-	if st["status"] != "created" {
-		t.Fatalf("after create: status %v", st["status"])
-	}
-	b, _ := os.ReadFile(pidFile)
-	if fmt.Sprint(st["pid"]) != strings.TrimSpace(string(b)) {
-		t.Fatalf("state pid %v, pid file %q", st["pid"], b)
-	}
+	stdinW, outR, pid := createPiped(t, rt, root, bundle, id, pidFile)
 	mustCmd(t, rt, "--root", root, "start", id)
 	if s := ociState(t, rt, root, id)["status"]; s != "running" {
 		t.Fatalf("after start: status %v", s)
@@ -205,7 +177,6 @@ func TestRuntimeLifecycle(t *testing.T) {
 	}
 
 	// The workload reads its stdin and exits 7; the pid is its own.
-	pid := int(st["pid"].(float64))
 	stdinW.Write([]byte("ping\n"))
 	stdinW.Close()
 	out, _ := readAll(outR)
@@ -304,6 +275,43 @@ func searchableBundle(t *testing.T, bundle string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// createPiped runs `create` with a pid file and the workload's stdin and
+// stdout on pipes the test holds, checks the container is created with
+// the pid the file names, and deletes it when the test ends. It returns
+// the pipes' ends and the pid.
+func createPiped(t *testing.T, rt, root, bundle, id, pidFile string) (stdin, stdout *os.File, pid int) {
+	t.Helper()
+	stdinR, stdinW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	create := exec.Command(rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidFile, id)
+	create.Stdin, create.Stdout = stdinR, outW
+	// A file, not a buffer: the workload inherits create's stderr, and
+	// os/exec would wait for a pipe to close.
+	errf, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	create.Stderr = errf
+	err = create.Run()
+	stdinR.Close()
+	outW.Close()
+	if err != nil {
+		b, _ := os.ReadFile(errf.Name())
+		t.Fatalf("create: %v: %s", err, b)
+	}
+	t.Cleanup(func() { runCmd(t, nil, rt, "--root", root, "delete", "--force", id) })
+	st := ociState(t, rt, root, id)
+	if st["status"] != "created" {
+		t.Fatalf("after create: status %v", st["status"])
+	}
+	b, _ := os.ReadFile(pidFile)
+	if fmt.Sprint(st["pid"]) != strings.TrimSpace(string(b)) {
+		t.Fatalf("state pid %v, pid file %q", st["pid"], b)
+	}
+	return stdinW, outR, int(st["pid"].(float64))
 }
 
 // createQuiet runs `create` with the workload's stdio on /dev/null (a

@@ -81,23 +81,6 @@ func checkNoVMLeftovers(t *testing.T, id, stateDir string) {
 	}
 }
 
-// createVM runs create with /dev/null as the workload's stdio (the owner
-// keeps create's stdio: a pipe would never reach end of file).
-func createVM(t *testing.T, rt, root, bundle, id string) {
-	t.Helper()
-	errf, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errf.Close()
-	cmd := exec.Command(rt, "--root", root, "create", "--bundle", bundle, id)
-	cmd.Stderr = errf
-	if err := cmd.Run(); err != nil {
-		b, _ := os.ReadFile(errf.Name())
-		t.Fatalf("create %s: %v: %s", id, err, b)
-	}
-}
-
 func vmBundle(t *testing.T, rt string, edit func(spec map[string]any), args ...string) string {
 	return busyboxBundle(t, rt, func(spec map[string]any) {
 		spec["annotations"] = map[string]string{"io.berth.isolation": "vm"}
@@ -124,33 +107,7 @@ func TestRuntimeVMLifecycle(t *testing.T) {
 	id := fmt.Sprintf("vmlife%d", os.Getpid())
 	pidFile := filepath.Join(t.TempDir(), "pid")
 
-	stdinR, stdinW, _ := os.Pipe()
-	outR, outW, _ := os.Pipe()
-	create := exec.Command(rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidFile, id)
-	create.Stdin, create.Stdout = stdinR, outW
-	errf, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errf.Close()
-	create.Stderr = errf
-	if err := create.Run(); err != nil {
-		b, _ := os.ReadFile(errf.Name())
-		t.Fatalf("create: %v: %s", err, b)
-	}
-	stdinR.Close()
-	outW.Close()
-	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
-
-	st := ociState(t, rt, root, id)
-	if st["status"] != "created" {
-		t.Fatalf("after create: status %v", st["status"])
-	}
-	b, _ := os.ReadFile(pidFile)
-	if fmt.Sprint(st["pid"]) != strings.TrimSpace(string(b)) {
-		t.Fatalf("state pid %v, pid file %q", st["pid"], b)
-	}
-	pid := int(st["pid"].(float64))
+	stdinW, outR, pid := createPiped(t, rt, root, bundle, id, pidFile)
 	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); !bytes.Contains(cmdline, []byte("__vm-owner")) {
 		t.Fatalf("pid %d is not the VM owner: %q", pid, cmdline)
 	}
@@ -191,7 +148,7 @@ func TestRuntimeVMLifecycle(t *testing.T) {
 	if err := relay.Run(); err != nil {
 		t.Fatalf("exec --detach sleep: %v", err)
 	}
-	b, _ = os.ReadFile(execPid)
+	b, _ := os.ReadFile(execPid)
 	relayPid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	sleeping := func() bool {
 		out := mustCmd(t, rt, "--root", root, "exec", id, "ps", "-o", "args")
@@ -300,7 +257,7 @@ func TestRuntimeVMRunAndFaults(t *testing.T) {
 	// kill relays SIGTERM to the workload, which traps it.
 	trap := vmBundle(t, rt, nil, "sh", "-c", "trap 'exit 9' TERM; echo up; while :; do sleep 0.2; done")
 	id := pfx + "d"
-	createVM(t, rt, root, trap, id)
+	createQuiet(t, rt, root, trap, id)
 	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
 	mustCmd(t, rt, "--root", root, "start", id)
 	pid := int(ociState(t, rt, root, id)["pid"].(float64))
@@ -312,7 +269,7 @@ func TestRuntimeVMRunAndFaults(t *testing.T) {
 	// An owner waiting for start whose state directory is removed
 	// (its --root wiped) ends and takes its disks with it.
 	id = pfx + "f"
-	createVM(t, rt, root, trap, id)
+	createQuiet(t, rt, root, trap, id)
 	pid = int(ociState(t, rt, root, id)["pid"].(float64))
 	if err := os.RemoveAll(filepath.Join(root, id)); err != nil {
 		t.Fatal(err)
@@ -323,7 +280,7 @@ func TestRuntimeVMRunAndFaults(t *testing.T) {
 	// A SIGKILLed owner: QEMU dies with it, the VM is stopped, delete
 	// removes the rest.
 	id = pfx + "e"
-	createVM(t, rt, root, trap, id)
+	createQuiet(t, rt, root, trap, id)
 	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)
 	mustCmd(t, rt, "--root", root, "start", id)
 	pid = int(ociState(t, rt, root, id)["pid"].(float64))

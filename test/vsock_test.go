@@ -1,36 +1,18 @@
 package test
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // berthEnv runs berth as berth() does, with env added to its environment.
 func berthEnv(t *testing.T, env []string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(berthBin, append([]string{"--root", berthRoot}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start berth: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("berth %s: still running after two minutes", strings.Join(args, " "))
-	}
-	return result{stdout: out.String(), stderr: errb.String(), code: cmd.ProcessState.ExitCode()}
+	return berthEnvIn(t, env, nil, args...)
 }
 
 func hasVhostVsock() bool {

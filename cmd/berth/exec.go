@@ -69,15 +69,10 @@ func cmdExec(g *globals, args []string) error {
 		p.User.UID, p.User.GID, p.User.AdditionalGids = u.UID, u.GID, u.Groups
 	}
 	if in.Isolation == instance.IsolationVM {
-		var resize chan specs.Box
+		var resize <-chan specs.Box
 		if p.Terminal {
-			resize = make(chan specs.Box, 4)
-			restore := tty.AttachFunc(os.Stdin, func(b specs.Box) {
-				select {
-				case resize <- b:
-				default:
-				}
-			})
+			var restore func()
+			resize, restore = tty.AttachSizes(os.Stdin)
 			defer restore()
 		}
 		return execVM(st, in, &p, *interactive || p.Terminal, resize)

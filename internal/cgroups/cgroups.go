@@ -100,8 +100,10 @@ type ThreadFiles struct {
 
 // Close closes the files.
 func (t *ThreadFiles) Close() {
-	for _, f := range append(t.Join, t.Leave...) {
-		f.Close()
+	for _, files := range [][]*os.File{t.Join, t.Leave} {
+		for _, f := range files {
+			f.Close()
+		}
 	}
 }
 

@@ -238,7 +238,6 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 		}
 	}
 	if !v2 {
-		icfg.JoinCgroup = true
 		t, err := cg.ThreadFiles()
 		if err != nil {
 			return nil, err
@@ -352,15 +351,11 @@ func recvConsole(ch *channel, terminal bool, console **os.File) (*message, error
 			return nil, err
 		}
 		if m.Type != msgConsole {
-			for _, f := range files {
-				f.Close()
-			}
+			closeFiles(files)
 			return &m, nil
 		}
 		if !terminal || *console != nil || len(files) != 1 {
-			for _, f := range files {
-				f.Close()
-			}
+			closeFiles(files)
 			return nil, fmt.Errorf("unexpected terminal message with %d files", len(files))
 		}
 		*console = files[0]

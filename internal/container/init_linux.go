@@ -52,7 +52,7 @@ func runInitStage() {
 	}
 	note("configuration received")
 	var cgroupMoves *cgroups.ThreadFiles
-	if cfg.JoinCgroup && cfg.CgroupJoins <= len(moves) {
+	if cfg.CgroupJoins > 0 && cfg.CgroupJoins <= len(moves) {
 		cgroupMoves = &cgroups.ThreadFiles{Join: moves[:cfg.CgroupJoins], Leave: moves[cfg.CgroupJoins:]}
 	} else {
 		closeFiles(moves)
@@ -191,7 +191,7 @@ type workload struct {
 	console *console          // the terminal, with Process.Terminal
 	tree    int               // the root's detached copy, with HostMount (hostmnt_linux.go)
 	// cgroupMoves move a thread of the init into the container's cgroup
-	// and back (initConfig.JoinCgroup); nil when the init is in it.
+	// and back (initConfig.CgroupJoins); nil when the init is in it.
 	cgroupMoves *cgroups.ThreadFiles
 }
 

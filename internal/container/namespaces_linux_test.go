@@ -150,18 +150,8 @@ func TestNoMountNamespace(t *testing.T) {
 		t.Fatal("the container's mounts are in the host's mount table")
 	}
 	// exec runs in the container's root, not the host's.
-	p := DefaultSpec(cfg.ID).Process
-	p.Args = []string{"cat", "/etc/busybox-marker"}
-	er, ew, _ := os.Pipe()
-	defer er.Close()
-	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: ew, Stderr: ew})
-	ew.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(er)
-	if exit, err := proc.Wait(); err != nil || exit.Code != 0 || string(got) != "in the rootfs\n" {
-		t.Fatalf("exec: %q %+v %v", got, exit, err)
+	if got := execOutput(t, c, cfg, "cat", "/etc/busybox-marker"); got != "in the rootfs\n" {
+		t.Fatalf("exec: %q", got)
 	}
 	c.Signal(syscall.SIGKILL)
 	c.Wait()
@@ -214,19 +204,7 @@ func TestUserNamespaceHostUID(t *testing.T) {
 	}
 	// exec joins the container's user namespace: it is its root, not
 	// the host's.
-	p := DefaultSpec(cfg.ID).Process
-	p.Args = []string{"sh", "-c", "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/user; readlink /proc/self/ns/pid"}
-	er, ew, _ := os.Pipe()
-	defer er.Close()
-	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: ew, Stderr: ew})
-	ew.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _ := io.ReadAll(er)
-	if exit, err := proc.Wait(); err != nil || exit.Code != 0 {
-		t.Fatalf("exec: %+v %v %q", exit, err, out)
-	}
+	out := execOutput(t, c, cfg, "sh", "-c", "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/user; readlink /proc/self/ns/pid")
 	init := fmt.Sprint(c.Pid())
 	want := "0 100000 65536 " + nsLink(t, init, "user") + " " + nsLink(t, init, "pid")
 	if got := strings.Join(strings.Fields(string(out)), " "); got != "0 "+want {
@@ -335,4 +313,24 @@ func TestRootfsPropagation(t *testing.T) {
 			t.Errorf("%s: the container's mount reached the host", prop)
 		}
 	}
+}
+
+// execOutput runs args in the running container c (made from cfg) and
+// returns what it printed; anything but a clean exit fails the test.
+func execOutput(t *testing.T, c *Container, cfg *Config, args ...string) string {
+	t.Helper()
+	p := DefaultSpec(cfg.ID).Process
+	p.Args = args
+	er, ew, _ := os.Pipe()
+	defer er.Close()
+	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: ew, Stderr: ew})
+	ew.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(er)
+	if exit, err := proc.Wait(); err != nil || exit.Code != 0 {
+		t.Fatalf("exec %q: %+v %v %q", args, exit, err, out)
+	}
+	return string(out)
 }

@@ -44,9 +44,7 @@ func joinAndStart(cmd *exec.Cmd, joins []nsJoin) error {
 	// would resolve in the container.
 	files := make([]*os.File, 0, len(joins))
 	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
+		closeFiles(files)
 	}()
 	for _, j := range joins {
 		f, err := os.Open(j.path)

@@ -22,7 +22,6 @@ import (
 type Init struct {
 	flags    uintptr
 	terminal bool
-	done     chan struct{} // closed once the start has ended
 	seccomp  *specs.LinuxSeccomp
 	filter   chan compiled // seccomp compiled, from Prestart on
 
@@ -42,10 +41,9 @@ type Init struct {
 // namespace). A failed start is not reported: Create starts an init of
 // its own and reports what fails.
 func Prestart(spec *specs.Spec, stdio Stdio) *Init {
-	in := &Init{done: make(chan struct{})}
+	in := &Init{}
 	joins, flags, hostMount, _, err := namespacePlan(spec)
 	if err != nil || len(joins) > 0 || hostMount || len(spec.Linux.UIDMappings) > 0 || cgroups.DetectMode() == cgroups.ModeV2 {
-		close(in.done)
 		return in
 	}
 	in.flags, in.terminal = flags, spec.Process.Terminal
@@ -57,7 +55,6 @@ func Prestart(spec *specs.Spec, stdio Stdio) *Init {
 	// millisecond, after which the init's start (the exec'd binary, the
 	// Go runtime) runs beside the caller. A new goroutine could wait for
 	// a thread longer than that at a process's start.
-	defer close(in.done)
 	if cmd, parent, err := launchInit(false, nil, flags, spec, stdio, -1); err == nil {
 		in.cmd, in.parent = cmd, parent
 	}
@@ -79,7 +76,6 @@ func (in *Init) take(icfg *initConfig, joins []nsJoin, flags uintptr, spec *spec
 	if in == nil {
 		return nil, nil, false
 	}
-	<-in.done
 	fits := in.flags == flags && len(joins) == 0 && !icfg.HostMount && !v2 &&
 		in.terminal == spec.Process.Terminal && len(spec.Linux.UIDMappings) == 0
 	if !fits {
@@ -101,7 +97,6 @@ func (in *Init) Close() {
 	if in == nil {
 		return
 	}
-	<-in.done
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.taken {

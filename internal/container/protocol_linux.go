@@ -130,12 +130,12 @@ type initConfig struct {
 	// Hooks: stop before pivot_root for the parent's create hooks
 	// (msgHooks), then run the spec's createContainer hooks.
 	Hooks bool `json:"hooks,omitempty"`
-	// JoinCgroup: the init is not in the container's cgroup (v1); the
-	// configuration comes with cgroups.ThreadFiles, CgroupJoins files of
-	// Join then those of Leave, through which the thread that forks or
-	// execs the workload joins the cgroup first (and, forking, leaves).
-	JoinCgroup  bool `json:"joinCgroup,omitempty"`
-	CgroupJoins int  `json:"cgroupJoins,omitempty"`
+	// CgroupJoins, when not 0: the init is not in the container's cgroup
+	// (v1); the configuration comes with cgroups.ThreadFiles, this many
+	// files of Join then those of Leave, through which the thread that
+	// forks or execs the workload joins the cgroup first (and, forking,
+	// leaves).
+	CgroupJoins int `json:"cgroupJoins,omitempty"`
 	// StartAtOnce: start the workload once ready, with StartFilter as
 	// the seccomp program, without waiting for "start" (Run).
 	StartAtOnce bool   `json:"startAtOnce,omitempty"`
@@ -239,7 +239,7 @@ type fdSet struct {
 }
 
 // maxFDs is the most fds one message may carry.
-const maxFDs = 32 // a v1 cgroup's ThreadFiles (initConfig.JoinCgroup) are the most
+const maxFDs = 32 // a v1 cgroup's ThreadFiles (initConfig.CgroupJoins) are the most
 
 func newChannel(f *os.File) (*channel, error) {
 	rc, err := f.SyscallConn()
@@ -294,9 +294,7 @@ func (c *channel) send(v any, files ...*os.File) error {
 // use recvFiles where a message may carry some.
 func (c *channel) recv(v any) error {
 	files, err := c.recvFiles(v)
-	for _, f := range files {
-		f.Close()
-	}
+	closeFiles(files)
 	return err
 }
 
@@ -317,9 +315,7 @@ func (c *channel) recvFiles(v any) ([]*os.File, error) {
 			line := c.buf[:i]
 			c.buf, c.off = c.buf[i+1:], end+1
 			if err := json.Unmarshal(line, v); err != nil {
-				for _, f := range files {
-					f.Close()
-				}
+				closeFiles(files)
 				return nil, fmt.Errorf("sync socket: %w", err)
 			}
 			return files, nil
@@ -396,4 +392,11 @@ func (c *channel) close() {
 		}
 	}
 	c.fds = nil
+}
+
+// closeFiles closes every file of files.
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

@@ -225,13 +225,6 @@ func leaveCgroup(w *workload) {
 	}
 }
 
-// closeFiles closes every file of files.
-func closeFiles(files []*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
-}
-
 func newCgroupNS(cfg *initConfig) bool {
 	for _, ns := range cfg.Spec.Linux.Namespaces {
 		if ns.Type == "cgroup" && ns.Path == "" {

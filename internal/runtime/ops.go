@@ -21,18 +21,11 @@ import (
 // execve's the workload, then poststart hooks. A poststart failure is
 // returned but the workload keeps running, as the runtime spec says.
 func (st *Store) Start(id string) error {
-	l, err := st.lock(id)
+	s, l, err := st.loadCreated(id, (*State).Status)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
-	s, err := st.Load(id)
-	if err != nil {
-		return err
-	}
-	if status := s.Status(); status != Created {
-		return fmt.Errorf("container %s is %s: only a created container can be started: %w", id, status, errdefs.ErrConflict)
-	}
 	spec, err := st.Spec(id)
 	if err != nil {
 		return err

@@ -231,17 +231,42 @@ func (st *Store) List() ([]*State, error) {
 	return out, nil
 }
 
+// loadLocked takes a container's lock and loads its record; the caller
+// unlocks.
+func (st *Store) loadLocked(id string) (*State, *Lock, error) {
+	l, err := st.lock(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := st.Load(id)
+	if err != nil {
+		l.Unlock()
+		return nil, nil, err
+	}
+	return s, l, nil
+}
+
+// loadCreated is loadLocked for a container that must be created (and
+// not yet started): status is its status as the caller sees it.
+func (st *Store) loadCreated(id string, status func(*State) string) (*State, *Lock, error) {
+	s, l, err := st.loadLocked(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if now := status(s); now != Created {
+		l.Unlock()
+		return nil, nil, fmt.Errorf("container %s is %s: only a created container can be started: %w", id, now, errdefs.ErrConflict)
+	}
+	return s, l, nil
+}
+
 // update changes a container's record under its lock.
 func (st *Store) update(id string, fn func(s *State) error) (*State, error) {
-	l, err := st.lock(id)
+	s, l, err := st.loadLocked(id)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Unlock()
-	s, err := st.Load(id)
-	if err != nil {
-		return nil, err
-	}
 	if err := fn(s); err != nil {
 		return nil, err
 	}

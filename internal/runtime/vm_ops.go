@@ -65,18 +65,11 @@ func (st *Store) StateOf(s *State) specs.State {
 // why it could not. A workload that cannot be started (127: not found,
 // 126: not executable) fails start with the guest's message.
 func (st *Store) StartVM(id string) error {
-	l, err := st.lock(id)
+	s, l, err := st.loadCreated(id, st.vmStatus)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
-	s, err := st.Load(id)
-	if err != nil {
-		return err
-	}
-	if status := st.vmStatus(s); status != Created {
-		return fmt.Errorf("container %s is %s: only a created container can be started: %w", id, status, errdefs.ErrConflict)
-	}
 	spec, err := st.Spec(id)
 	if err != nil {
 		return err

@@ -220,20 +220,15 @@ func RunExecRelay(args []string) int {
 		return 125
 	}
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	var resize chan specs.Box
+	var resize <-chan specs.Box
 	if p.Terminal {
 		if b := tty.Size(os.Stdin); b != nil {
 			p.ConsoleSize = b
 		}
 		// The guest has the process's pty and line discipline: a local
 		// terminal is made raw, and its size changes are passed on.
-		resize = make(chan specs.Box, 4)
-		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) {
-			select {
-			case resize <- b:
-			default:
-			}
-		})
+		var restore func()
+		resize, restore = tty.AttachSizes(os.Stdin)
 		defer restore()
 	}
 	// Signals sent to the relay (ctr task kill --exec-id, the shim's

@@ -66,6 +66,20 @@ func Attach(in, master *os.File) (restore func()) {
 	return AttachFunc(in, func(specs.Box) { CopySize(in, master) })
 }
 
+// AttachSizes is AttachFunc delivering the sizes on a channel, for a
+// reader that may be late: a size that finds the channel full is
+// dropped (a later one follows).
+func AttachSizes(in *os.File) (sizes <-chan specs.Box, restore func()) {
+	ch := make(chan specs.Box, 4)
+	restore = AttachFunc(in, func(b specs.Box) {
+		select {
+		case ch <- b:
+		default:
+		}
+	})
+	return ch, restore
+}
+
 // AttachFunc is Attach for a terminal that is not a local pty (a VM
 // guest's): resize is called with the user's terminal size at once and
 // on every change.
