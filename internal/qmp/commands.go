@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sort"
 )
 
 // Status is the reply of query-status.
@@ -64,4 +65,65 @@ func (e Event) Shutdown() (info ShutdownInfo, ok bool) {
 		return ShutdownInfo{}, false
 	}
 	return info, true
+}
+
+// SerialPortChange is the data of a VSERPORT_CHANGE event.
+type SerialPortChange struct {
+	// ID is the virtserialport device's id.
+	ID string `json:"id"`
+	// Open is true when the guest opened the port, false when it closed it.
+	Open bool `json:"open"`
+}
+
+// SerialPort decodes the data of a VSERPORT_CHANGE event; ok is false for
+// other events or undecodable data.
+func (e Event) SerialPort() (ch SerialPortChange, ok bool) {
+	if e.Name != EventSerialPort || json.Unmarshal(e.Data, &ch) != nil {
+		return SerialPortChange{}, false
+	}
+	return ch, true
+}
+
+// Migration is the reply of query-migrate, as far as berth reads it.
+type Migration struct {
+	// Status is "none", "setup", "active", "completed", "failed",
+	// "cancelled", ...
+	Status string `json:"status"`
+	// ErrorDesc says why a failed migration failed.
+	ErrorDesc string `json:"error-desc"`
+}
+
+// SetMigrationCapabilities turns migration capabilities on or off, such as
+// "x-ignore-shared" (RAM that is a shared file is left out of the stream:
+// the file itself is the saved RAM).
+func (c *Client) SetMigrationCapabilities(ctx context.Context, caps map[string]bool) error {
+	type capability struct {
+		Capability string `json:"capability"`
+		State      bool   `json:"state"`
+	}
+	var list []capability
+	for name, on := range caps {
+		list = append(list, capability{name, on})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Capability < list[j].Capability })
+	return c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": list}, nil)
+}
+
+// Migrate starts saving the VM to uri ("fd:N" for a descriptor QEMU
+// holds, "exec:CMD", ...); QueryMigrate says when it is done.
+func (c *Client) Migrate(ctx context.Context, uri string) error {
+	return c.Execute(ctx, "migrate", map[string]string{"uri": uri}, nil)
+}
+
+// MigrateIncoming starts loading a saved VM from uri into a QEMU started
+// with -incoming defer; QueryMigrate says when it is done.
+func (c *Client) MigrateIncoming(ctx context.Context, uri string) error {
+	return c.Execute(ctx, "migrate-incoming", map[string]string{"uri": uri}, nil)
+}
+
+// QueryMigrate returns the state of the current (or last) migration.
+func (c *Client) QueryMigrate(ctx context.Context) (Migration, error) {
+	var m Migration
+	err := c.Execute(ctx, "query-migrate", nil, &m)
+	return m, err
 }

@@ -64,6 +64,9 @@ const (
 	EventStop          = "STOP"
 	EventResume        = "RESUME"
 	EventGuestPanicked = "GUEST_PANICKED"
+	// EventSerialPort says the guest opened or closed a virtio-serial
+	// port (VSERPORT_CHANGE).
+	EventSerialPort = "VSERPORT_CHANGE"
 )
 
 // Error is a QMP "error" reply.

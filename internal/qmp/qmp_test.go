@@ -343,3 +343,50 @@ func TestCloseWithUnreadEvents(t *testing.T) {
 	}
 	cl.Close() // idempotent
 }
+
+func TestMigrationCommands(t *testing.T) {
+	cl, p := dialPeer(t)
+	go func() {
+		c := p.recv()
+		want := `{"capabilities":[{"capability":"events","state":false},{"capability":"x-ignore-shared","state":true}]}`
+		if c.Execute != "migrate-set-capabilities" || string(c.Arguments) != want {
+			t.Errorf("peer got %s %s, want migrate-set-capabilities %s", c.Execute, c.Arguments, want)
+		}
+		p.reply(c, "{}")
+		c = p.recv()
+		if c.Execute != "migrate" || string(c.Arguments) != `{"uri":"fd:7"}` {
+			t.Errorf("peer got %s %s", c.Execute, c.Arguments)
+		}
+		p.reply(c, "{}")
+		c = p.recv()
+		if c.Execute != "migrate-incoming" || string(c.Arguments) != `{"uri":"fd:5"}` {
+			t.Errorf("peer got %s %s", c.Execute, c.Arguments)
+		}
+		p.reply(c, "{}")
+		c = p.recv()
+		p.send(`{"event": "VSERPORT_CHANGE", "data": {"id": "agentport", "open": true}, "timestamp": {"seconds": 1, "microseconds": 0}}`)
+		p.reply(c, `{"status": "failed", "error-desc": "load of migration failed: Invalid argument"}`)
+	}()
+	ctx := context.Background()
+	if err := cl.SetMigrationCapabilities(ctx, map[string]bool{"x-ignore-shared": true, "events": false}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Migrate(ctx, "fd:7"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.MigrateIncoming(ctx, "fd:5"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := cl.QueryMigrate(ctx)
+	if err != nil || m.Status != "failed" || m.ErrorDesc != "load of migration failed: Invalid argument" {
+		t.Fatalf("QueryMigrate = %+v, %v", m, err)
+	}
+	ev := <-cl.Events()
+	ch, ok := ev.SerialPort()
+	if !ok || ch.ID != "agentport" || !ch.Open {
+		t.Errorf("SerialPort() of %s %s = %+v, %v", ev.Name, ev.Data, ch, ok)
+	}
+	if _, ok := (Event{Name: EventShutdown, Data: ev.Data}).SerialPort(); ok {
+		t.Error("SerialPort() decoded a SHUTDOWN event")
+	}
+}
