@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,11 +124,12 @@ type vm struct {
 	console string
 	client  *agent.Client
 	exited  chan error
+	dialed  time.Time // just before agent.Dial, which sends the host's time
 }
 
-// bootGuest starts QEMU with one layer disk and a scratch disk and
-// connects to the agent.
-func bootGuest(t *testing.T) *vm {
+// bootGuest starts QEMU with one layer disk and a scratch disk, and
+// qemuExtra, and connects to the agent.
+func bootGuest(t *testing.T, qemuExtra ...string) *vm {
 	vmlinuz, _, initrd, layer := guestInputs(t)
 	dir := t.TempDir()
 	scratch := filepath.Join(dir, "scratch.ext4")
@@ -148,7 +150,7 @@ func bootGuest(t *testing.T) *vm {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	sock := filepath.Join(sockDir, "a.sock")
 	v := &vm{t: t, console: filepath.Join(dir, "console.log"), exited: make(chan error, 1)}
-	v.cmd = exec.Command("qemu-system-x86_64", qemuArgs(vmlinuz, initrd, layer, scratch, sock, v.console)...)
+	v.cmd = exec.Command("qemu-system-x86_64", append(qemuArgs(vmlinuz, initrd, layer, scratch, sock, v.console), qemuExtra...)...)
 	var qerr bytes.Buffer
 	v.cmd.Stderr = &qerr
 	if err := v.cmd.Start(); err != nil {
@@ -177,6 +179,7 @@ func bootGuest(t *testing.T) *vm {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	v.dialed = time.Now()
 	v.client, err = agent.Dial(ctx, conn)
 	if err != nil {
 		t.Fatalf("agent handshake: %v\nconsole:\n%s", err, v.consoleTail())
@@ -379,6 +382,38 @@ func TestGuestOOM(t *testing.T) {
 	var se *agent.StartError
 	if _, err := v.client.Run(context.Background(), agent.Process{Args: []string{"true"}, Root: rootSpec()}, agent.Stdio{}); !errors.As(err, &se) || se.Code != 125 {
 		t.Errorf("second run: %v", err)
+	}
+	v.shutdown()
+}
+
+// The guest's clock is the one the host sent in its hello, not the RTC's
+// (set here to 2001, as stale as a restored template's clock).
+func TestGuestClock(t *testing.T) {
+	t.Parallel()
+	v := bootGuest(t, "-rtc", "base=2001-01-01T00:00:00")
+	var out, errb bytes.Buffer
+	p, err := v.client.Run(context.Background(), agent.Process{
+		Args: []string{"date", "+%s"},
+		Env:  busyboxEnv,
+		Root: rootSpec(),
+	}, agent.Stdio{Stdout: &out, Stderr: &errb})
+	if err != nil {
+		t.Fatalf("run: %v\nconsole:\n%s", err, v.consoleTail())
+	}
+	if st, err := p.Wait(); err != nil || st.Code != 0 {
+		t.Fatalf("date: %+v %v (stderr %q)", st, err, errb.String())
+	}
+	now := time.Now()
+	sec, err := strconv.ParseInt(strings.TrimSpace(out.String()), 10, 64)
+	if err != nil {
+		t.Fatalf("date: %q", out.String())
+	}
+	// The host's time was read after v.dialed and the guest's clock has
+	// run on from it since; date prints whole seconds.
+	guest := time.Unix(sec, 0)
+	t.Logf("guest clock %v; host sent its time after %v, now %v", guest.UTC(), v.dialed.UTC(), now.UTC())
+	if guest.Before(v.dialed.Add(-2*time.Second)) || guest.After(now.Add(2*time.Second)) {
+		t.Errorf("guest clock %v, want from %v (the host's time at hello) to %v", guest.UTC(), v.dialed.UTC(), now.UTC())
 	}
 	v.shutdown()
 }

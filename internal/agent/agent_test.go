@@ -353,32 +353,46 @@ func TestHostGoneKillsProcesses(t *testing.T) {
 }
 
 func TestVersionMismatch(t *testing.T) {
-	// A guest of version 2 against this host.
-	hc, gc := net.Pipe()
-	go func() {
-		if _, err := readFrame(gc); err == nil {
-			gc.Write(encodeFrameVersion(2, msgHello, 0, mustJSON(helloMsg{Version: 2})))
+	// Guests of an older and a newer version against this host. A
+	// version 1 agent would ignore the clock and entropy of the hello.
+	for _, guest := range []int{1, Version + 1} {
+		hc, gc := net.Pipe()
+		go func() {
+			if _, err := readFrame(gc); err == nil {
+				gc.Write(encodeFrameVersion(uint8(guest), msgHello, 0, mustJSON(helloMsg{Version: guest})))
+			}
+			io.Copy(io.Discard, gc)
+		}()
+		_, err := Dial(context.Background(), hc)
+		want := fmt.Sprintf("host speaks version %d, guest agent speaks version %d", Version, guest)
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, errdefs.ErrNotSupported) {
+			t.Errorf("host side, guest version %d: %v", guest, err)
 		}
-		io.Copy(io.Discard, gc)
-	}()
-	_, err := Dial(context.Background(), hc)
-	if err == nil || !strings.Contains(err.Error(), "host speaks version 1, guest agent speaks version 2") {
-		t.Errorf("host side: %v", err)
+		gc.Close()
 	}
-	// A host of version 3 against this guest.
-	hc2, gc2 := net.Pipe()
-	served := make(chan error, 1)
-	go func() { served <- Serve(gc2, &hostHandler{}) }()
-	go hc2.Write(encodeFrameVersion(3, msgHello, 0, mustJSON(helloMsg{Version: 3})))
-	f, err := readFrame(hc2)
-	if err != nil || f.typ != msgHello || f.version != Version {
-		t.Errorf("guest's answer: %+v %v", f, err)
+	// Hosts of an older and a newer version against this guest: it answers
+	// with its version, fails, and is not seeded from a hello it may not
+	// understand (version 1's has no entropy).
+	for _, host := range []int{1, Version + 1} {
+		hc, gc := net.Pipe()
+		h := &seedHandler{seeds: make(chan seedCall, 1)}
+		served := make(chan error, 1)
+		go func() { served <- Serve(gc, h) }()
+		go hc.Write(encodeFrameVersion(uint8(host), msgHello, 0, mustJSON(helloMsg{Version: host})))
+		f, err := readFrame(hc)
+		if err != nil || f.typ != msgHello || f.version != Version {
+			t.Errorf("guest's answer to version %d: %+v %v", host, f, err)
+		}
+		err = <-served
+		want := fmt.Sprintf("host speaks version %d, guest agent speaks version %d", host, Version)
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, errdefs.ErrNotSupported) {
+			t.Errorf("guest side, host version %d: %v", host, err)
+		}
+		if len(h.seeds) != 0 {
+			t.Errorf("host version %d: guest seeded from a hello of another version", host)
+		}
+		hc.Close()
 	}
-	err = <-served
-	if err == nil || !strings.Contains(err.Error(), "host speaks version 3, guest agent speaks version 1") {
-		t.Errorf("guest side: %v", err)
-	}
-	hc2.Close()
 }
 
 func TestGarbage(t *testing.T) {

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 )
@@ -37,9 +39,11 @@ type Client struct {
 }
 
 // Dial performs the handshake on conn (the host end of the guest's agent
-// channel) and returns a Client that owns conn. The handshake fails with
-// both versions named when the guest speaks another protocol version, and
-// with ctx's error (closing conn) when ctx ends first.
+// channel) and returns a Client that owns conn. The hello gives the guest
+// the host's wall clock and fresh entropy, which the guest applies before
+// answering. The handshake fails with both versions named when the guest
+// speaks another protocol version, with the guest's reason when it could
+// not apply them, and with ctx's error (closing conn) when ctx ends first.
 func Dial(ctx context.Context, conn io.ReadWriteCloser) (*Client, error) {
 	c := &Client{
 		conn:         conn,
@@ -66,7 +70,10 @@ func Dial(ctx context.Context, conn io.ReadWriteCloser) (*Client, error) {
 }
 
 func (c *Client) handshake() error {
-	if err := c.wire.sendJSON(msgHello, 0, helloMsg{Version: Version, Agent: "berth"}); err != nil {
+	hello := helloMsg{Version: Version, Agent: "berth", Entropy: make([]byte, SeedSize)}
+	_, _ = rand.Read(hello.Entropy) // never fails (crypto/rand)
+	hello.UnixNano = time.Now().UnixNano()
+	if err := c.wire.sendJSON(msgHello, 0, hello); err != nil {
 		return fmt.Errorf("agent handshake: %w", err)
 	}
 	f, err := readFrame(c.conn)

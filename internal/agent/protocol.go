@@ -30,8 +30,9 @@
 // # Conversation
 //
 //	host                              guest
-//	Hello{version}            ->
+//	Hello{version,time,entropy} ->
 //	                          <-      Hello{version}  (mismatch: both sides fail)
+//	                          <-      or Error{msg} (stream 0): seeding failed
 //	Run/Exec{Process} (stream n) ->
 //	                          <-      Started{pid}  or  Error{code,msg}
 //	Stdin/StdinClose (n)      ->
@@ -41,6 +42,15 @@
 //	                          <-      Exit{code,signal,oomKilled} (n)
 //	Shutdown (0)              ->
 //	                          <-      ShutdownDone (0), then the guest powers off
+//
+// The host's hello carries its wall clock (unixNano) and 32 bytes of
+// fresh entropy. Before answering, the guest sets its clock and seeds its
+// kernel RNG with them (Seeder), so nothing the host starts sees the clock
+// or RNG state of a restored snapshot; if that fails it answers with an
+// Error frame instead and the handshake fails. The time is when the host
+// sent the hello: over virtio-serial a host that connects before the
+// guest is up has its hello read only once the agent runs, a whole boot
+// later, so berth-agent only ever moves its clock forward.
 //
 // The host picks stream numbers (1, 2, ...); Run starts the guest's main
 // workload (once per guest), Exec another process next to it.
@@ -69,8 +79,12 @@ import (
 )
 
 // Version is the protocol version this package speaks. Peers with a
-// different version refuse each other at the handshake.
-const Version = 1
+// different version refuse each other at the handshake. Version 2 added
+// the clock and entropy to the host's hello.
+const Version = 2
+
+// SeedSize is how many bytes of entropy the host's hello carries.
+const SeedSize = 32
 
 // Magic starts every frame.
 const Magic uint32 = 0x42525448 // "BRTH"
@@ -237,6 +251,10 @@ func (e *StartError) Unwrap() error {
 type helloMsg struct {
 	Version int    `json:"version"`
 	Agent   string `json:"agent,omitempty"`
+	// UnixNano is the host's wall clock when it sent the hello, and
+	// Entropy SeedSize bytes from crypto/rand (host to guest only).
+	UnixNano int64  `json:"unixNano,omitempty"`
+	Entropy  []byte `json:"entropy,omitempty"`
 }
 
 type startedMsg struct {

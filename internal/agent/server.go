@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 )
@@ -39,6 +40,18 @@ type Handler interface {
 	// (sync, unmount). Serve acknowledges it to the host afterwards and
 	// returns nil; the caller then powers off.
 	Shutdown() error
+}
+
+// Seeder is an optional interface of a Handler. Serve calls Seed once,
+// during the handshake and before it answers the host's hello, with the
+// host's wall clock (zero if the host sent none) and its SeedSize bytes of
+// entropy: the guest sets its clock and seeds its kernel RNG, so a guest
+// restored from a snapshot does not go on with the snapshot's. An error
+// fails the handshake; the host is told why. It is a separate interface,
+// checked with a type assertion, so handlers with nothing to set (tests
+// on the host) need not implement it.
+type Seeder interface {
+	Seed(hostTime time.Time, entropy []byte) error
 }
 
 // Task is a process a Handler started.
@@ -140,11 +153,44 @@ func (s *server) handshake() error {
 	if f.typ != msgHello {
 		return fmt.Errorf("agent handshake: expected hello, got %v frame: %w", f.typ, errdefs.ErrInvalid)
 	}
-	// Answer with our version even on a mismatch, so the host can name both.
+	if err := checkVersion(int(f.version), false); err != nil {
+		// Answer with our version anyway, so the host can name both; the
+		// rest of another version's hello may not be understood.
+		_ = s.wire.sendJSON(msgHello, 0, helloMsg{Version: Version, Agent: "berth-agent"})
+		return err
+	}
+	var m helloMsg
+	err = decode(f, &m)
+	if err == nil {
+		err = s.seed(m)
+	}
+	if err != nil {
+		_ = s.wire.sendJSON(msgError, 0, StartError{Code: 125, Msg: err.Error()})
+		return fmt.Errorf("agent handshake: %w", err)
+	}
 	if err := s.wire.sendJSON(msgHello, 0, helloMsg{Version: Version, Agent: "berth-agent"}); err != nil {
 		return fmt.Errorf("agent handshake: %w", err)
 	}
-	return checkVersion(int(f.version), false)
+	return nil
+}
+
+// seed hands the clock and entropy of the host's hello to the handler.
+func (s *server) seed(m helloMsg) error {
+	if len(m.Entropy) != SeedSize {
+		return fmt.Errorf("host's hello carries %d bytes of entropy, want %d: %w", len(m.Entropy), SeedSize, errdefs.ErrInvalid)
+	}
+	sd, ok := s.h.(Seeder)
+	if !ok {
+		return nil
+	}
+	var now time.Time
+	if m.UnixNano != 0 {
+		now = time.Unix(0, m.UnixNano)
+	}
+	if err := sd.Seed(now, m.Entropy); err != nil {
+		return fmt.Errorf("set the guest's clock and seed its RNG: %w", err)
+	}
+	return nil
 }
 
 func hostErr(err error) error {
