@@ -90,12 +90,26 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 		return nil, nil, err
 	}
 	go g.reaper.loop()
+	template := cmdlineValue(string(cmdline), "berth.template", "") != ""
+	if template {
+		// A template's guest is saved as soon as the port opens: all
+		// the work that does not depend on the workload is done first,
+		// so that no clone does it again.
+		go g.prepareCgroups()
+		if err := g.modules.Wait(); err != nil {
+			return nil, nil, err
+		}
+		<-g.cgReady
+		tracef("ready to be saved as a template")
+	}
 	port, err := ch.open()
 	if err != nil {
 		return nil, nil, err
 	}
 	tracef("agent channel open: " + ch.String())
-	go g.prepareCgroups()
+	if !template {
+		go g.prepareCgroups()
+	}
 	return g, port, nil
 }
 
@@ -174,6 +188,10 @@ func openPort(name string) (io.ReadWriteCloser, error) {
 	}
 }
 
+// portPoll is how often portConn reads the port again while no host is
+// connected.
+const portPoll = 2 * time.Millisecond
+
 // portConn is a virtio-serial port as a connection. Until the host has
 // sent its first byte a read of the port returns EOF whenever no host is
 // connected to the chardev; portConn waits for the host instead.
@@ -195,7 +213,10 @@ func (p *portConn) Read(b []byte) (int, error) {
 		if n > 0 || !waiting || !errors.Is(err, io.EOF) {
 			return n, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		// The host's hello waits out this sleep: after a restore the
+		// guest is already here when the host connects. It spins only
+		// while no host is connected, before the host's first byte.
+		time.Sleep(portPoll)
 	}
 }
 

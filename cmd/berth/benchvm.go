@@ -47,15 +47,26 @@ func benchVMStart(g *globals, ref string, n int) (bench.Result, error) {
 	if err != nil {
 		return bench.Result{}, err
 	}
-	r, err := bench.Compare("vm start: run --vm --rm of /bin/true",
-		bench.Subject{Name: "berth run --vm --rm", Argv: []string{self, "--root", g.root, "run", "--vm", "--rm", ref, "/bin/true"}},
-		bench.Subject{Name: "plain QEMU boot+poweroff", Argv: plain},
-		n)
+	run := []string{self, "--root", g.root, "run", "--vm", "--rm", ref, "/bin/true"}
+	subjects := []bench.Subject{
+		{Name: "berth run --vm --rm", Argv: run, Env: []string{"BERTH_VM_TEMPLATE=on"}},
+		{Name: "plain QEMU boot+poweroff", Argv: plain},
+		{Name: "berth, cold boot (no template)", Argv: run, Env: []string{"BERTH_VM_TEMPLATE=off"}},
+	}
+	if !vm.TemplatesEnabled() {
+		subjects = subjects[:2]
+		subjects[0].Env = nil
+	}
+	r, err := bench.Compare("vm start: run --vm --rm of /bin/true", subjects[0], subjects[1], n, subjects[2:]...)
 	firmware := "QEMU's default firmware"
 	if fw != "" {
 		firmware = "firmware " + filepath.Base(fw)
 	}
-	r.Note = fmt.Sprintf("accelerator %s; same kernel, q35, 256 MiB, %s; goal: ratio <= 1.10", guest.Accel, firmware)
+	how := "berth restores a saved booted guest (its template, made by the warm-up run); BERTH_VM_TEMPLATE=off boots cold"
+	if !vm.TemplatesEnabled() {
+		how = "templates off (BERTH_VM_TEMPLATE): berth boots the kernel every time"
+	}
+	r.Note = fmt.Sprintf("accelerator %s; same kernel, q35, 256 MiB, %s; %s; goal: ratio <= 1.10", guest.Accel, firmware, how)
 	return r, err
 }
 

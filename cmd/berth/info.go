@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -31,6 +32,7 @@ type hostInfo struct {
 	Transport  string            `json:"vm_transport"`
 	TransWhy   string            `json:"vm_transport_reason"`
 	Guest      string            `json:"guest_kernel"`
+	Templates  string            `json:"vm_templates"`
 }
 
 func cmdInfo(g *globals, args []string) error {
@@ -66,6 +68,12 @@ func cmdInfo(g *globals, args []string) error {
 	} else {
 		info.Guest = "none: " + oneLine(err)
 	}
+	if vm.TemplatesEnabled() {
+		n, bytes := vm.TemplateUsage(filepath.Join(g.root, "vm"))
+		info.Templates = fmt.Sprintf("on: %d saved, %d MiB (BERTH_VM_TEMPLATE=off boots every VM cold)", n, bytes>>20)
+	} else {
+		info.Templates = "off (BERTH_VM_TEMPLATE): every VM boots its kernel"
+	}
 	if *format == "json" {
 		return printJSON(info)
 	}
@@ -77,6 +85,7 @@ func cmdInfo(g *globals, args []string) error {
 	fmt.Printf("accelerator:  %s (%s)\n", info.Accel, info.AccelWhy)
 	fmt.Printf("vm transport: %s (%s)\n", info.Transport, info.TransWhy)
 	fmt.Printf("guest kernel: %s\n", info.Guest)
+	fmt.Printf("vm templates: %s\n", info.Templates)
 	fmt.Printf("peers found:  %s\n", strings.Join(slices.Sorted(maps.Keys(info.Peers)), " "))
 	return nil
 }

@@ -70,6 +70,10 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *ins
 		if vw, ok := w.(*vmWorkload); ok {
 			x.Accel = string(vw.accel)
 			x.Transport = string(vw.m.Transport())
+			x.VMStart = "boot"
+			if vw.m.Restored() {
+				x.VMStart = "template"
+			}
 		}
 		return nil
 	})

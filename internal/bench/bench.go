@@ -18,12 +18,16 @@ import (
 type Subject struct {
 	Name string
 	Argv []string
+	Env  []string // added to berth's environment
 }
 
 // Sample times one run of s. A run that fails is an error: a benchmark of
 // failing commands measures nothing.
 func Sample(s Subject) (time.Duration, error) {
 	cmd := exec.Command(s.Argv[0], s.Argv[1:]...)
+	if len(s.Env) > 0 {
+		cmd.Env = append(os.Environ(), s.Env...)
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()
@@ -41,28 +45,31 @@ type Result struct {
 	Runs     int             `json:"runs"`
 	Medians  map[string]Msec `json:"median_ms"`
 	Ratio    float64         `json:"ratio"` // first subject's median over the second's
-	Subjects []string        `json:"subjects"`
-	Note     string          `json:"note,omitempty"`
+	// Ratios has every subject's median but the second's over the
+	// second's, when there are more than two.
+	Ratios   map[string]float64 `json:"ratios,omitempty"`
+	Subjects []string           `json:"subjects"`
+	Note     string             `json:"note,omitempty"`
 }
 
 // Msec is a duration printed in milliseconds.
 type Msec float64
 
-// Compare runs a and b alternately n times each, after one warm-up run
-// of each, and returns the medians and a's median over b's.
-func Compare(scenario string, a, b Subject, n int) (Result, error) {
-	for _, s := range []Subject{a, b} {
+// Compare runs a and b (and any more subjects) alternately n times
+// each, after one warm-up run of each, and returns the medians and a's
+// median over b's (and each other's over b's). The order rotates from one
+// round to the next, so that no subject always follows the same one.
+func Compare(scenario string, a, b Subject, n int, more ...Subject) (Result, error) {
+	subjects := append([]Subject{a, b}, more...)
+	for _, s := range subjects {
 		if _, err := Sample(s); err != nil {
 			return Result{}, err
 		}
 	}
 	times := map[string][]time.Duration{}
 	for i := 0; i < n; i++ {
-		order := []Subject{a, b}
-		if i%2 == 1 {
-			order = []Subject{b, a}
-		}
-		for _, s := range order {
+		for j := range subjects {
+			s := subjects[(i+j)%len(subjects)]
 			d, err := Sample(s)
 			if err != nil {
 				return Result{}, err
@@ -70,14 +77,22 @@ func Compare(scenario string, a, b Subject, n int) (Result, error) {
 			times[s.Name] = append(times[s.Name], d)
 		}
 	}
-	ma, mb := Median(times[a.Name]), Median(times[b.Name])
-	return Result{
-		Scenario: scenario,
-		Runs:     n,
-		Subjects: []string{a.Name, b.Name},
-		Medians:  map[string]Msec{a.Name: ms(ma), b.Name: ms(mb)},
-		Ratio:    float64(ma) / float64(mb),
-	}, nil
+	r := Result{Scenario: scenario, Runs: n, Medians: map[string]Msec{}}
+	for _, s := range subjects {
+		r.Subjects = append(r.Subjects, s.Name)
+		r.Medians[s.Name] = ms(Median(times[s.Name]))
+	}
+	base := float64(Median(times[b.Name]))
+	r.Ratio = float64(Median(times[a.Name])) / base
+	if len(more) > 0 {
+		r.Ratios = map[string]float64{}
+		for _, s := range subjects {
+			if s.Name != b.Name {
+				r.Ratios[s.Name] = float64(Median(times[s.Name])) / base
+			}
+		}
+	}
+	return r, nil
 }
 
 func ms(d time.Duration) Msec { return Msec(float64(d.Microseconds()) / 1000) }
@@ -97,11 +112,15 @@ func Median(ds []time.Duration) time.Duration {
 
 // Print writes r as a few human-readable lines.
 func (r Result) Print(w io.Writer) {
-	a, b := r.Subjects[0], r.Subjects[1]
 	fmt.Fprintf(w, "%s (%d alternating runs each)\n", r.Scenario, r.Runs)
-	fmt.Fprintf(w, "  %-28s median %8.1f ms\n", a, float64(r.Medians[a]))
-	fmt.Fprintf(w, "  %-28s median %8.1f ms\n", b, float64(r.Medians[b]))
-	fmt.Fprintf(w, "  ratio %s / %s = %.2f\n", a, b, r.Ratio)
+	for _, s := range r.Subjects {
+		fmt.Fprintf(w, "  %-36s median %8.1f ms\n", s, float64(r.Medians[s]))
+	}
+	b := r.Subjects[1]
+	fmt.Fprintf(w, "  ratio %s / %s = %.2f\n", r.Subjects[0], b, r.Ratio)
+	for _, s := range r.Subjects[2:] {
+		fmt.Fprintf(w, "  ratio %s / %s = %.2f\n", s, b, r.Ratios[s])
+	}
 	if r.Note != "" {
 		fmt.Fprintf(w, "  %s\n", r.Note)
 	}

@@ -24,15 +24,31 @@ func TestMedian(t *testing.T) {
 }
 
 func TestCompareAndPSS(t *testing.T) {
-	r, err := Compare("true vs true", Subject{"a", []string{"/bin/true"}}, Subject{"b", []string{"/bin/true"}}, 3)
+	r, err := Compare("true vs true", Subject{Name: "a", Argv: []string{"/bin/true"}}, Subject{Name: "b", Argv: []string{"/bin/true"}}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Runs != 3 || r.Medians["a"] <= 0 || r.Ratio <= 0 {
 		t.Fatalf("result %+v", r)
 	}
-	if _, err := Compare("fails", Subject{"a", []string{"/bin/false"}}, Subject{"b", []string{"/bin/true"}}, 1); err == nil {
+	if r.Ratios != nil {
+		t.Errorf("two subjects got Ratios %v", r.Ratios)
+	}
+	if _, err := Compare("fails", Subject{Name: "a", Argv: []string{"/bin/false"}}, Subject{Name: "b", Argv: []string{"/bin/true"}}, 1); err == nil {
 		t.Fatal("a failing subject was measured")
+	}
+	// A third subject runs in the same rotation, with its environment.
+	withEnv := Subject{Name: "c", Argv: []string{"/bin/sh", "-c", `test "$BENCH_X" = 1`}, Env: []string{"BENCH_X=1"}}
+	r, err = Compare("three", Subject{Name: "a", Argv: []string{"/bin/true"}}, Subject{Name: "b", Argv: []string{"/bin/true"}}, 2, withEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Subjects) != 3 || r.Medians["c"] <= 0 || r.Ratios["a"] != r.Ratio || r.Ratios["c"] <= 0 {
+		t.Fatalf("result %+v", r)
+	}
+	withEnv.Env = nil
+	if _, err := Compare("no env", Subject{Name: "a", Argv: []string{"/bin/true"}}, Subject{Name: "b", Argv: []string{"/bin/true"}}, 1, withEnv); err == nil {
+		t.Fatal("a subject's environment was not its own")
 	}
 	pss, err := PSS(os.Getpid())
 	if err != nil || pss <= 0 {

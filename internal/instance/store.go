@@ -55,6 +55,7 @@ type Instance struct {
 	Kernel      string    `json:"kernel,omitempty"`    // a VM's --kernel; "" for berth's default
 	Accel       string    `json:"accel,omitempty"`     // a VM's accelerator: kvm or tcg
 	Transport   string    `json:"transport,omitempty"` // a VM's agent channel: vsock or virtio-serial
+	VMStart     string    `json:"vm_start,omitempty"`  // how a VM started: "template" (restored) or "boot"
 	Created     time.Time `json:"created"`
 
 	Status     Status    `json:"status"`

@@ -56,6 +56,17 @@ type Config struct {
 	// Firmware is the BIOS image (QEMU's -bios); "" means QEMU's default
 	// (SeaBIOS). Start fills in DefaultFirmware.
 	Firmware string
+
+	// RAMFile backs guest RAM with a file rather than anonymous memory:
+	// mapped shared while a template is made (the guest's memory is then
+	// in the file), copy-on-write with RAMPrivate for a clone of one.
+	RAMFile    string
+	RAMPrivate bool
+	// SaveTo is where SaveState writes a template's device state.
+	SaveTo string
+	// RestoreFrom is a template's saved device state: QEMU starts with
+	// -incoming defer, and Start loads the state before resuming the guest.
+	RestoreFrom string
 }
 
 // Qboot is where Debian's qemu-system-data installs qboot, a minimal
@@ -73,6 +84,10 @@ func DefaultFirmware() string {
 	return ""
 }
 
+// agentPortID is the QEMU id of the agent's virtio-serial port, which
+// its VSERPORT_CHANGE events name.
+const agentPortID = "agentport"
+
 // AgentPort is the virtio-serial port name the guest agent serves on; the
 // kernel command line carries it as berth.port=AgentPort.
 const AgentPort = "agent"
@@ -84,6 +99,9 @@ const (
 	// (virtio-serial), or /dev/vhost-vsock with the guest's CID set (vsock).
 	fdAgent  = 4
 	fdShare0 = 5 // connected vhost-user socket of share 0, then 1, ...
+	// A template's device state to restore (RestoreFrom) is fd 5: a VM
+	// with a template has no shares.
+	fdState = 5
 )
 
 const defaultMemoryMiB = 256
@@ -173,7 +191,16 @@ func CommandLine(cfg Config) []string {
 	if cfg.Firmware != "" {
 		a = append(a, "-bios", cfg.Firmware)
 	}
-	if len(cfg.Shares) > 0 {
+	switch {
+	case cfg.RAMFile != "":
+		share := "on"
+		if cfg.RAMPrivate {
+			share = "off"
+		}
+		a = append(a,
+			"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", mem, escape(cfg.RAMFile), share),
+			"-machine", "memory-backend=mem")
+	case len(cfg.Shares) > 0:
 		// vhost-user needs guest RAM that virtiofsd can map.
 		a = append(a,
 			"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem),
@@ -188,7 +215,7 @@ func CommandLine(cfg Config) []string {
 		a = append(a,
 			"-device", "virtio-serial-pci,id=vser0,max_ports=2",
 			"-chardev", "socket,id=agent,fd="+strconv.Itoa(fdAgent)+",server=on,wait=off",
-			"-device", "virtserialport,bus=vser0.0,chardev=agent,name="+AgentPort,
+			"-device", "virtserialport,bus=vser0.0,chardev=agent,id="+agentPortID+",name="+AgentPort,
 		)
 	}
 	for i, l := range cfg.Layers {
@@ -201,6 +228,9 @@ func CommandLine(cfg Config) []string {
 		a = append(a,
 			"-drive", "file="+escape(cfg.Scratch)+",if=none,id=scratch,format=raw,discard=unmap",
 			"-device", "virtio-blk-pci,drive=scratch,serial=scratch")
+	}
+	if cfg.RestoreFrom != "" {
+		a = append(a, "-incoming", "defer")
 	}
 	for i, s := range cfg.Shares {
 		id := "fs" + strconv.Itoa(i)

@@ -85,6 +85,8 @@ type Machine struct {
 	client *agent.Client
 	proc   *agent.Proc
 	cfg    RunConfig
+	// restored is true for a clone of a template, false for a cold boot.
+	restored bool
 }
 
 // BERTH_TRACE=1 makes Boot and Wait print how long each step took, in
@@ -174,11 +176,6 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		disks = append(disks, d)
 	}
 	trace("layer disks ready")
-	scratch := filepath.Join(rc.Dir, "scratch.img")
-	if err := ScratchDiskCached(rc.Guest.CacheDir, scratch, 8<<30); err != nil {
-		return nil, err
-	}
-	trace("scratch disk ready")
 	var appendArgs []string
 	if tracing {
 		appendArgs = append(appendArgs, "berth.trace=1")
@@ -191,7 +188,10 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	if rc.Spec.Linux != nil {
 		res = rc.Spec.Linux.Resources
 	}
-	v, err := Start(ctx, Config{
+	makeScratch := func(path string) error {
+		return ScratchDiskCached(rc.Guest.CacheDir, path, 8<<30)
+	}
+	v, restored, err := startFromTemplate(ctx, Config{
 		ID:        rc.ID,
 		Dir:       rc.Dir,
 		Kernel:    rc.Guest.Kernel,
@@ -199,19 +199,18 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		MemoryMiB: guestMemoryMiB(limit),
 		CPUs:      vcpus(res),
 		Layers:    disks,
-		Scratch:   scratch,
+		Scratch:   filepath.Join(rc.Dir, "scratch.img"),
 		Shares:    shares,
 		Accel:     rc.Guest.Accel,
 		Transport: rc.Guest.Transport,
 		QEMU:      rc.Guest.QEMU,
 		Virtiofsd: rc.Guest.Virtiofsd,
 		Append:    appendArgs,
-	})
+	}, rc.Guest.CacheDir, rc.BootTimeout, makeScratch)
 	if err != nil {
-		os.Remove(scratch)
 		return nil, err
 	}
-	m := &Machine{vm: v, cfg: rc}
+	m := &Machine{vm: v, cfg: rc, restored: restored}
 	defer func() {
 		if err != nil {
 			m.Destroy()
@@ -227,6 +226,13 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		var se *agent.StartError
 		if errors.As(err, &se) {
 			return nil, &StartError{Code: se.Code, Msg: se.Msg}
+		}
+		// A QEMU that died breaks the connection a moment before it
+		// is reaped: say how it ended rather than how a read failed.
+		select {
+		case <-m.vm.Exited():
+			return nil, guestError(m.vm, m.vm.endedEarly("the workload started"))
+		case <-time.After(qemuDying):
 		}
 		return nil, fmt.Errorf("vm %s: start the workload: %w", rc.ID, err)
 	}
@@ -290,31 +296,15 @@ func (m *Machine) connect(ctx context.Context) error {
 		// failed.
 		select {
 		case <-m.vm.Exited():
-			return m.bootError(m.stopped())
+			return guestError(m.vm, m.vm.endedEarly("its agent answered"))
 		case <-time.After(5 * time.Second):
 		}
-		return m.bootError(d.err)
+		return guestError(m.vm, d.err)
 	case <-m.vm.Exited():
-		return m.bootError(m.stopped())
+		return guestError(m.vm, m.vm.endedEarly("its agent answered"))
 	case <-ctx.Done():
-		return m.bootError(fmt.Errorf("no answer from the guest agent within %v", timeout))
+		return guestError(m.vm, fmt.Errorf("no answer from the guest agent within %v", timeout))
 	}
-}
-
-// stopped says how a QEMU that exited before the agent answered ended.
-func (m *Machine) stopped() error {
-	if e := m.vm.Exit(); e.Signal != 0 {
-		return fmt.Errorf("qemu was killed by signal %d (%v) before the guest agent answered", int(e.Signal), e.Signal)
-	}
-	return errors.New("the guest stopped before its agent answered")
-}
-
-func (m *Machine) bootError(err error) error {
-	tail := lastLines(m.vm.ConsoleTail(20), 3)
-	if tail == "" {
-		tail = "(console empty)"
-	}
-	return fmt.Errorf("vm %s: %v; console: %s: %w", m.cfg.ID, err, tail, errdefs.ErrUnavailable)
 }
 
 // layerSerials are the disk serials the layers get, in order (see
@@ -389,6 +379,10 @@ func ProcessOf(sp *specs.Process) *agent.Process {
 
 // Transport is the channel to the guest agent.
 func (m *Machine) Transport() Transport { return m.vm.Transport() }
+
+// Restored says whether the VM started from a template rather than a
+// kernel boot.
+func (m *Machine) Restored() bool { return m.restored }
 
 // Pid is QEMU's pid: the host process whose life is the instance's.
 func (m *Machine) Pid() int { return m.vm.Pid() }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,6 +97,13 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		files = append(files, f)
 		v.cfg.GuestCID = cid
 	}
+	if cfg.RestoreFrom != "" {
+		f, err := os.Open(cfg.RestoreFrom)
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: template state: %w", cfg.ID, err)
+		}
+		files = append(files, f)
+	}
 	for i, s := range cfg.Shares {
 		f, err := v.startVirtiofsd(i, s)
 		if err != nil {
@@ -135,6 +143,12 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	}
 	trace("qmp connected")
 	go v.watchEvents()
+	if cfg.RestoreFrom != "" {
+		if err := v.restore(ctx); err != nil {
+			return nil, &RestoreError{v.startError(err)}
+		}
+		trace("template restored")
+	}
 	if err := v.qmp.Cont(ctx); err != nil {
 		return nil, v.startError(err)
 	}
@@ -156,6 +170,9 @@ func check(cfg *Config) error {
 		if _, err := os.Stat(f); err != nil {
 			return fmt.Errorf("vm %s: %s: %w", cfg.ID, f, errdefs.ErrNotFound)
 		}
+	}
+	if (cfg.SaveTo != "" || cfg.RestoreFrom != "") && (len(cfg.Shares) > 0 || cfg.Transport == TransportVsock || cfg.RAMFile == "") {
+		return fmt.Errorf("vm %s: a template needs its RAM in a file, no shares and the virtio-serial channel: %w", cfg.ID, errdefs.ErrInvalid)
 	}
 	if cfg.Accel == "" {
 		cfg.Accel = AccelTCG
@@ -200,6 +217,89 @@ func (v *VM) startError(err error) error {
 		err = errdefs.ErrUnavailable
 	}
 	return fmt.Errorf("vm %s: %s: %w", v.cfg.ID, msg, err)
+}
+
+// RestoreError is a VM that could not be restored from its template
+// (a damaged or stale one); the template should go.
+type RestoreError struct{ Err error }
+
+func (e *RestoreError) Error() string { return e.Err.Error() }
+func (e *RestoreError) Unwrap() error { return e.Err }
+
+// migrationCaps are the migration capabilities of a template's save and
+// restore: guest RAM is a file of its own, so the stream carries only the
+// device state (and the firmware's small RAM regions).
+var migrationCaps = map[string]bool{"x-ignore-shared": true}
+
+// restore loads cfg.RestoreFrom into a QEMU waiting with -incoming defer.
+func (v *VM) restore(ctx context.Context) error {
+	if err := v.qmp.SetMigrationCapabilities(ctx, migrationCaps); err != nil {
+		return fmt.Errorf("restore template: %w", err)
+	}
+	if err := v.qmp.MigrateIncoming(ctx, "fd:"+strconv.Itoa(fdState)); err != nil {
+		return fmt.Errorf("restore template: %w", err)
+	}
+	if err := v.waitMigration(ctx); err != nil {
+		return fmt.Errorf("restore template: %w", err)
+	}
+	return nil
+}
+
+// SaveState pauses the guest and saves its device state to cfg.SaveTo;
+// its RAM is the shared cfg.RAMFile, complete once the guest is paused.
+// QEMU is left paused; Quit it next.
+func (v *VM) SaveState(ctx context.Context) error {
+	if v.cfg.SaveTo == "" {
+		return fmt.Errorf("vm %s: save state: no file to save to: %w", v.cfg.ID, errdefs.ErrInvalid)
+	}
+	err := v.qmp.Stop(ctx)
+	if err == nil {
+		err = v.qmp.SetMigrationCapabilities(ctx, migrationCaps)
+	}
+	if err == nil {
+		// QEMU 7.2 saves to a descriptor only if it was passed over
+		// QMP (getfd), and to a file only through a command.
+		err = v.qmp.Migrate(ctx, "exec:cat > "+shellQuote(v.cfg.SaveTo))
+	}
+	if err == nil {
+		err = v.waitMigration(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("vm %s: save state: %w", v.cfg.ID, err)
+	}
+	return nil
+}
+
+// shellQuote quotes s for /bin/sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// waitMigration polls QEMU until the current migration completed or failed.
+// The state is small (the RAM is left out): a few milliseconds.
+func (v *VM) waitMigration(ctx context.Context) error {
+	for {
+		m, err := v.qmp.QueryMigrate(ctx)
+		if err != nil {
+			return err
+		}
+		switch m.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			if m.ErrorDesc == "" {
+				m.ErrorDesc = "migration " + m.Status
+			}
+			return errors.New(m.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-v.exited:
+			return errors.New("qemu exited")
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // qemuDying bounds the wait for a QEMU whose QMP connection failed to

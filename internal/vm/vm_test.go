@@ -145,7 +145,7 @@ func TestCommandLine(t *testing.T) {
 		" -kernel /k/vmlinuz -append console=ttyS0 quiet panic=-1 berth.port=agent berth.debug=1 -initrd /k/init.cpio -bios /q/qboot.rom" +
 		" -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem" +
 		" -device virtio-serial-pci,id=vser0,max_ports=2 -chardev socket,id=agent,fd=4,server=on,wait=off" +
-		" -device virtserialport,bus=vser0.0,chardev=agent,name=agent" +
+		" -device virtserialport,bus=vser0.0,chardev=agent,id=agentport,name=agent" +
 		" -drive file=/c/l0.erofs,if=none,id=layer0,format=raw,readonly=on -device virtio-blk-pci,drive=layer0,serial=layer0" +
 		" -drive file=/c/l1.erofs,if=none,id=layer1,format=raw,readonly=on -device virtio-blk-pci,drive=layer1,serial=layer1" +
 		" -drive file=/run/b,,x/scratch.img,if=none,id=scratch,format=raw,discard=unmap -device virtio-blk-pci,drive=scratch,serial=scratch" +
@@ -161,9 +161,24 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("KVM command line lacks %q: %s", want, got)
 		}
 	}
-	for _, not := range []string{"memory-backend", "-initrd", "virtio-blk", "vhost-user", "-bios"} {
+	for _, not := range []string{"memory-backend", "-initrd", "virtio-blk", "vhost-user", "-bios", "-incoming"} {
 		if strings.Contains(got, not) {
 			t.Errorf("KVM command line has %q: %s", not, got)
+		}
+	}
+
+	// A template being made: RAM in a shared file. A clone: the same
+	// file copy-on-write, and the saved state to load.
+	tmpl := Config{Dir: "/d", Kernel: Kernel{Path: "/k"}, RAMFile: "/t,1/ram", SaveTo: "/t,1/state"}
+	got = strings.Join(CommandLine(tmpl), " ")
+	if want := " -object memory-backend-file,id=mem,size=256M,mem-path=/t,,1/ram,share=on -machine memory-backend=mem "; !strings.Contains(got, want) || strings.Contains(got, "-incoming") {
+		t.Errorf("template command line lacks %q or has -incoming: %s", want, got)
+	}
+	tmpl.RAMPrivate, tmpl.SaveTo, tmpl.RestoreFrom = true, "", "/t,1/state"
+	got = strings.Join(CommandLine(tmpl), " ")
+	for _, want := range []string{",share=off -machine memory-backend=mem ", " -incoming defer"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("clone command line lacks %q: %s", want, got)
 		}
 	}
 }

@@ -1,0 +1,406 @@
+package vm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// A template is a guest booted up to the moment its agent waits for the
+// host, then saved: its RAM as a file (ram), its device state (state) and
+// its scratch disk as it left it (scratch). A clone is a QEMU with the same
+// devices that maps ram copy-on-write, loads state and gets its own copy of
+// scratch: its guest goes on from where the template stopped, without a
+// kernel boot, and the clones share the template's RAM pages until they
+// write to them. The host's first message gives each clone the wall clock
+// and fresh entropy (the agent reseeds the kernel's RNG), since all clones
+// start with the template's.
+//
+// Everything a saved guest depends on names its template: QEMU, kernel,
+// initramfs and firmware (path and file identity), layer disks (ditto),
+// and QEMU's command line (RAM, vCPUs, accelerator, devices, kernel
+// arguments). A VM with shares or the vsock channel boots cold.
+const (
+	templateFormat = "berth-template-1"
+	templatesDir   = "templates"
+	// keepTemplates is how many templates the cache keeps (most recently
+	// used first); each holds the RAM the guest touched while booting,
+	// about 120 MB under software emulation.
+	keepTemplates = 4
+)
+
+// Files of a template's directory.
+const (
+	templateRAM     = "ram"
+	templateState   = "state"
+	templateScratch = "scratch"
+)
+
+// TemplatesEnabled says whether VMs start from templates:
+// BERTH_VM_TEMPLATE=off (or 0, false, no) makes every VM boot cold.
+func TemplatesEnabled() bool {
+	switch strings.ToLower(os.Getenv("BERTH_VM_TEMPLATE")) {
+	case "off", "0", "false", "no":
+		return false
+	}
+	return true
+}
+
+// templateable says whether cfg can start from a template.
+func templateable(cfg Config) bool {
+	return len(cfg.Shares) == 0 && cfg.Transport != TransportVsock && TemplatesEnabled()
+}
+
+// templateKey names cfg's template (cfg as Start's check completed it).
+func templateKey(cfg Config) (string, error) {
+	n := cfg
+	n.ID, n.Dir, n.ConsoleLog = "template", "/template", "/template/console"
+	if n.Scratch != "" {
+		n.Scratch = "/template/scratch"
+	}
+	n.RAMFile, n.RAMPrivate, n.SaveTo, n.RestoreFrom = "", false, "", ""
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%q\n", templateFormat, CommandLine(n))
+	// Files are known by path, size, inode and modification time (a
+	// rebuilt file is a new one, written aside and renamed), except the
+	// initramfs: it is named by its content and built reproducibly, and
+	// its cache marks it used by its time.
+	files := append([]string{cfg.QEMU, cfg.Kernel.Path, cfg.Firmware, cfg.Initramfs}, cfg.Layers...)
+	for i, p := range files {
+		if p == "" {
+			continue
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			return "", err
+		}
+		var ino uint64
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			ino = sys.Ino
+		}
+		fmt.Fprintf(h, "%s %d", p, st.Size())
+		if i != 3 {
+			fmt.Fprintf(h, " %d %d", ino, st.ModTime().UnixNano())
+		}
+		fmt.Fprintln(h)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// templateFor returns the directory of cfg's template in cacheDir, making
+// it first when there is none (once, whoever asks at the same time), and
+// a release of the shared lock that keeps it from being pruned until the
+// clone's QEMU has it open. wait bounds the template guest's boot;
+// makeScratch makes a fresh scratch disk at a path.
+func templateFor(ctx context.Context, cfg Config, cacheDir string, wait time.Duration, makeScratch func(string) error) (string, func(), error) {
+	scratch := cfg.Scratch
+	cfg.Scratch = "" // not made yet
+	if err := check(&cfg); err != nil {
+		return "", nil, err
+	}
+	cfg.Scratch = scratch
+	key, err := templateKey(cfg)
+	if err != nil {
+		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	root := filepath.Join(cacheDir, templatesDir)
+	dir := filepath.Join(root, key)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	lock, err := os.OpenFile(dir+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	release := func() { lock.Close() }
+	if err := flock(lock, unix.LOCK_SH); err != nil {
+		release()
+		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	if used(dir) {
+		return dir, release, nil
+	}
+	if err := flock(lock, unix.LOCK_EX); err != nil {
+		release()
+		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	if !used(dir) { // else made while this waited for the lock
+		if err := makeTemplate(ctx, cfg, root, key, wait, makeScratch); err != nil {
+			release()
+			return "", nil, err
+		}
+		pruneTemplates(root, keepTemplates, key)
+	}
+	if err := flock(lock, unix.LOCK_SH); err != nil {
+		release()
+		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	return dir, release, nil
+}
+
+// flock is flock(2), retried when interrupted.
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// makeTemplate boots and saves cfg's template as root/key, by way of a
+// directory of its own that is renamed into place once complete.
+func makeTemplate(ctx context.Context, cfg Config, root, key string, wait time.Duration, makeScratch func(string) error) error {
+	trace("making template " + key)
+	tmp := filepath.Join(root, ".tmp-"+key)
+	os.RemoveAll(tmp) // a build that was killed
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	if err := saveTemplate(ctx, cfg, tmp, wait, makeScratch); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(root, key)); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+	}
+	syncFile(root)
+	trace("template made")
+	return nil
+}
+
+// used says whether dir is a complete template, and marks it used now for
+// pruneTemplates.
+func used(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, templateState)); err != nil {
+		return false
+	}
+	now := time.Now()
+	os.Chtimes(dir, now, now)
+	return true
+}
+
+// saveTemplate boots cfg's guest in dir until its agent opens its port,
+// and saves it there.
+func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duration, makeScratch func(string) error) error {
+	t := cfg // named as the instance it is made for: errors and ps name it
+	t.Dir = dir
+	t.ConsoleLog = filepath.Join(dir, "console.log")
+	t.RAMFile, t.RAMPrivate = filepath.Join(dir, templateRAM), false
+	t.SaveTo, t.RestoreFrom = filepath.Join(dir, templateState), ""
+	// The agent opens its port once its modules and cgroups are ready.
+	t.Append = append(append([]string{}, cfg.Append...), "berth.template=1")
+	if t.Scratch != "" {
+		t.Scratch = filepath.Join(dir, "scratch.img")
+		if err := makeScratch(t.Scratch); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	v, err := Start(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer v.Cleanup()
+	if err := v.waitAgentPort(ctx, wait); err != nil {
+		return guestError(v, err)
+	}
+	if err := v.SaveState(ctx); err != nil {
+		return err
+	}
+	v.qmp.Quit(ctx)
+	select {
+	case <-v.exited:
+	case <-time.After(qemuDying):
+		return fmt.Errorf("vm %s: template: qemu did not quit after saving the guest: %w", t.ID, errdefs.ErrUnavailable)
+	}
+	if e := v.Exit(); e.Code != 0 || e.Signal != 0 {
+		return fmt.Errorf("vm %s: template: qemu failed after saving the guest (status %d, signal %d): %w", t.ID, e.Code, int(e.Signal), errdefs.ErrUnavailable)
+	}
+	if t.Scratch != "" {
+		if err := os.Rename(t.Scratch, filepath.Join(dir, templateScratch)); err != nil {
+			return fmt.Errorf("vm %s: template: %w", t.ID, err)
+		}
+	}
+	// A template torn by a crash would be restored into a broken guest.
+	for _, f := range []string{templateRAM, templateState, templateScratch} {
+		if err := syncFile(filepath.Join(dir, f)); err != nil && !(f == templateScratch && t.Scratch == "") {
+			return fmt.Errorf("vm %s: template: %w", t.ID, err)
+		}
+	}
+	return nil
+}
+
+// waitAgentPort waits until the guest opens the agent's port: its agent
+// then waits for the host, which is the moment a template is saved at.
+func (v *VM) waitAgentPort(ctx context.Context, wait time.Duration) error {
+	for {
+		select {
+		case ev, ok := <-v.events:
+			if !ok {
+				<-v.exited
+				return v.endedEarly("its agent answered")
+			}
+			if ch, ok := ev.SerialPort(); ok && ch.ID == agentPortID && ch.Open {
+				return nil
+			}
+		case <-v.exited:
+			return v.endedEarly("its agent answered")
+		case <-ctx.Done():
+			return fmt.Errorf("no answer from the guest agent within %v", wait)
+		}
+	}
+}
+
+// endedEarly says how a QEMU that exited before something happened
+// ("the guest agent answered") ended.
+func (v *VM) endedEarly(before string) error {
+	if e := v.Exit(); e.Signal != 0 {
+		return fmt.Errorf("qemu was killed by signal %d (%v) before %s", int(e.Signal), e.Signal, before)
+	}
+	return fmt.Errorf("the guest stopped before %s", before)
+}
+
+// guestError is err about a guest that failed to come up, with the last
+// lines of its console.
+func guestError(v *VM, err error) error {
+	tail := lastLines(v.ConsoleTail(20), 3)
+	if tail == "" {
+		tail = "(console empty)"
+	}
+	return fmt.Errorf("vm %s: %v; console: %s: %w", v.cfg.ID, err, tail, errdefs.ErrUnavailable)
+}
+
+// pruneTemplates keeps the keep most recently used templates in root
+// besides current, and removes what killed builds left, leaving alone
+// anything whose lock someone holds (while a template is made, or a clone
+// of it; a clone that runs keeps its RAM mapped after the file is gone).
+func pruneTemplates(root string, keep int, current string) {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	type tmpl struct {
+		key  string
+		used time.Time
+	}
+	var list []tmpl
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case !e.IsDir():
+		case strings.HasPrefix(name, ".tmp-"):
+			removeUnlocked(root, strings.TrimPrefix(name, ".tmp-"), name)
+		case name == current:
+		default:
+			if info, err := e.Info(); err == nil {
+				list = append(list, tmpl{name, info.ModTime()})
+			}
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].used.After(list[j].used) })
+	for i := keep - 1; i < len(list); i++ {
+		removeUnlocked(root, list[i].key, list[i].key)
+	}
+}
+
+// removeUnlocked removes root/name and key's lock file if nobody holds
+// that lock.
+func removeUnlocked(root, key, name string) {
+	lock := filepath.Join(root, key+".lock")
+	f, err := os.OpenFile(lock, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			os.RemoveAll(filepath.Join(root, name))
+		}
+		return
+	}
+	defer f.Close()
+	if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return
+	}
+	os.RemoveAll(filepath.Join(root, name))
+	os.Remove(lock)
+}
+
+// cloneConfig is cfg started from the template in dir; its scratch disk
+// becomes a copy of the template's.
+func cloneConfig(cfg Config, dir string) (Config, error) {
+	if cfg.Scratch != "" {
+		if err := copySparse(filepath.Join(dir, templateScratch), cfg.Scratch); err != nil {
+			return cfg, fmt.Errorf("vm %s: scratch disk from template: %w", cfg.ID, err)
+		}
+	}
+	cfg.RAMFile, cfg.RAMPrivate = filepath.Join(dir, templateRAM), true
+	cfg.RestoreFrom = filepath.Join(dir, templateState)
+	return cfg, nil
+}
+
+// startFromTemplate starts cfg as a clone of its template (made first if
+// needed) when it can have one, else boots it cold; makeScratch makes a
+// fresh scratch disk at a path (cfg.Scratch does not exist yet). A
+// template that fails to restore is removed and the VM boots cold.
+func startFromTemplate(ctx context.Context, cfg Config, cacheDir string, wait time.Duration, makeScratch func(string) error) (v *VM, restored bool, err error) {
+	if templateable(cfg) {
+		dir, release, err := templateFor(ctx, cfg, cacheDir, wait, makeScratch)
+		if err != nil {
+			return nil, false, err
+		}
+		clone, err := cloneConfig(cfg, dir)
+		if err != nil {
+			release()
+			return nil, false, err
+		}
+		v, err := Start(ctx, clone)
+		release()
+		var re *RestoreError
+		if !errors.As(err, &re) {
+			return v, err == nil, err
+		}
+		trace("template unusable, removed: " + err.Error())
+		removeUnlocked(filepath.Dir(dir), filepath.Base(dir), filepath.Base(dir))
+	}
+	if cfg.Scratch != "" {
+		if err := makeScratch(cfg.Scratch); err != nil {
+			return nil, false, err
+		}
+	}
+	v, err = Start(ctx, cfg)
+	return v, false, err
+}
+
+// TemplateUsage counts the templates kept in cacheDir and the disk space
+// their files take.
+func TemplateUsage(cacheDir string) (n int, bytes int64) {
+	root := filepath.Join(cacheDir, templatesDir)
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		n++
+		files, _ := os.ReadDir(filepath.Join(root, e.Name()))
+		for _, f := range files {
+			if info, err := f.Info(); err == nil {
+				if st, ok := info.Sys().(*syscall.Stat_t); ok {
+					bytes += st.Blocks * 512
+				}
+			}
+		}
+	}
+	return n, bytes
+}
