@@ -1,6 +1,7 @@
 package test
 
 import (
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -8,19 +9,6 @@ import (
 	"testing"
 	"time"
 )
-
-// templates lists the saved guests in the shared root.
-func templates(t *testing.T) map[string]bool {
-	t.Helper()
-	ents, _ := os.ReadDir(filepath.Join(berthRoot, "vm", "templates"))
-	m := map[string]bool{}
-	for _, e := range ents {
-		if e.IsDir() {
-			m[e.Name()] = true
-		}
-	}
-	return m
-}
 
 // A VM starts from a saved guest of its configuration once there is one:
 // same output, its own clock, its own randomness; a damaged template is
@@ -33,10 +21,10 @@ func TestVMTemplate(t *testing.T) {
 	// 128 MiB, at least 256 MiB): this test's own template.
 	args := []string{"--vm", "--memory", "201m", img, "sh", "-c",
 		"echo out; echo err >&2; date +%s; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' '; exit 3"}
-	run := func(name string, env ...string) (guestTime int64, random string) {
+	run := func(name string, flags ...string) (guestTime int64, random string) {
 		t.Helper()
 		before := time.Now().Unix()
-		r := berthEnvIn(t, env, nil, append([]string{"run", "--name", name}, args...)...)
+		r := berth(t, append(append([]string{"run", "--name", name}, flags...), args...)...)
 		after := time.Now().Unix()
 		t.Cleanup(func() { berth(t, "rm", "-f", name) })
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
@@ -49,48 +37,73 @@ func TestVMTemplate(t *testing.T) {
 		}
 		return guestTime, lines[2]
 	}
-	had := templates(t)
+	// The template a VM came from, as inspect names it.
+	templateOf := func(name string) string {
+		t.Helper()
+		in := inspect(t, name)
+		key, _ := in["vm_template"].(string)
+		if in["vm_start"] != "template" || key == "" {
+			t.Fatalf("%s: vm_start %v, vm_template %v: not from a template", name, in["vm_start"], in["vm_template"])
+		}
+		dir := filepath.Join(berthRoot, "vm", "templates", key)
+		for _, f := range []string{"ram", "state", "scratch"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Fatalf("%s: template: %v", name, err)
+			}
+		}
+		return dir
+	}
+	cold := func(name, dir string) {
+		t.Helper()
+		if in := inspect(t, name); in["vm_start"] != "boot" || in["vm_template"] != nil {
+			t.Errorf("%s: vm_start %v, vm_template %v, want a cold boot", name, in["vm_start"], in["vm_template"])
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("%s: the damaged template %s stayed", name, dir)
+		}
+	}
 	run("tmpl-first")
-	var made []string
-	for k := range templates(t) {
-		if !had[k] {
-			made = append(made, k)
-		}
-	}
-	if len(made) != 1 {
-		t.Fatalf("the first run made templates %v, want one", made)
-	}
-	dir := filepath.Join(berthRoot, "vm", "templates", made[0])
-	for _, f := range []string{"ram", "state", "scratch"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Fatalf("template: %v", err)
-		}
-	}
+	dir := templateOf("tmpl-first")
 	// The template's guest clock stopped when it was saved: a clone
 	// made later must not show its time.
 	time.Sleep(3 * time.Second)
 	_, r1 := run("tmpl-clone1")
 	_, r2 := run("tmpl-clone2")
 	for _, name := range []string{"tmpl-clone1", "tmpl-clone2"} {
-		if s := inspect(t, name)["vm_start"]; s != "template" {
-			t.Errorf("%s: vm_start %v, want template", name, s)
+		if d := templateOf(name); d != dir {
+			t.Errorf("%s: from template %s, want %s", name, d, dir)
 		}
 	}
 	if r1 == r2 {
 		t.Errorf("two clones read the same random bytes %s", r1)
 	}
 
-	// A damaged template: the VM still runs, cold, and the template goes.
+	// A template whose state does not load: the VM still runs, cold,
+	// and the template goes.
 	if err := os.Truncate(filepath.Join(dir, "state"), 100); err != nil {
 		t.Fatal(err)
 	}
-	run("tmpl-damaged")
-	if s := inspect(t, "tmpl-damaged")["vm_start"]; s != "boot" {
-		t.Errorf("damaged template: vm_start %v, want boot", s)
+	run("tmpl-bad-state")
+	cold("tmpl-bad-state", dir)
+
+	// A template whose guest hangs when restored (its RAM is noise):
+	// the same, once the wait for its agent ends. The VM before it makes
+	// a new template.
+	run("tmpl-remade")
+	dir = templateOf("tmpl-remade")
+	noise := make([]byte, 64<<20)
+	rand.Read(noise)
+	f, err := os.OpenFile(filepath.Join(dir, "ram"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if st, err := os.Stat(filepath.Join(dir, "state")); err == nil && st.Size() == 100 {
-		t.Error("the damaged template stayed")
+	_, err = f.Write(noise) // the guest kernel's first 64 MiB; the size stays
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
+	run("tmpl-bad-ram", "--boot-timeout", "20s") // bounds the wait for the clone too
+	cold("tmpl-bad-ram", dir)
 
 	// Templates off: a cold boot, and no template made (the trace says
 	// what berth did).

@@ -70,8 +70,8 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *ins
 		if vw, ok := w.(*vmWorkload); ok {
 			x.Accel = string(vw.accel)
 			x.Transport = string(vw.m.Transport())
-			x.VMStart = "boot"
-			if vw.m.Restored() {
+			x.VMStart, x.VMTemplate = "boot", vw.m.Template()
+			if x.VMTemplate != "" {
 				x.VMStart = "template"
 			}
 		}

@@ -51,11 +51,12 @@ type Instance struct {
 	AutoRemove  bool      `json:"auto_remove"`
 	Tty         bool      `json:"tty"`
 	Interactive bool      `json:"interactive"`
-	Cgroup      string    `json:"cgroup,omitempty"`    // a container's host cgroup
-	Kernel      string    `json:"kernel,omitempty"`    // a VM's --kernel; "" for berth's default
-	Accel       string    `json:"accel,omitempty"`     // a VM's accelerator: kvm or tcg
-	Transport   string    `json:"transport,omitempty"` // a VM's agent channel: vsock or virtio-serial
-	VMStart     string    `json:"vm_start,omitempty"`  // how a VM started: "template" (restored) or "boot"
+	Cgroup      string    `json:"cgroup,omitempty"`      // a container's host cgroup
+	Kernel      string    `json:"kernel,omitempty"`      // a VM's --kernel; "" for berth's default
+	Accel       string    `json:"accel,omitempty"`       // a VM's accelerator: kvm or tcg
+	Transport   string    `json:"transport,omitempty"`   // a VM's agent channel: vsock or virtio-serial
+	VMStart     string    `json:"vm_start,omitempty"`    // how a VM started: "template" (restored) or "boot"
+	VMTemplate  string    `json:"vm_template,omitempty"` // the template a VM was restored from
 	Created     time.Time `json:"created"`
 
 	Status     Status    `json:"status"`

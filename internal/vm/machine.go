@@ -85,8 +85,9 @@ type Machine struct {
 	client *agent.Client
 	proc   *agent.Proc
 	cfg    RunConfig
-	// restored is true for a clone of a template, false for a cold boot.
-	restored bool
+	// template names the template the VM is a clone of; "" for a cold
+	// boot.
+	template string
 }
 
 // BERTH_TRACE=1 makes Boot and Wait print how long each step took, in
@@ -191,7 +192,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	makeScratch := func(path string) error {
 		return ScratchDiskCached(rc.Guest.CacheDir, path, 8<<30)
 	}
-	v, restored, err := startFromTemplate(ctx, Config{
+	cfg := Config{
 		ID:        rc.ID,
 		Dir:       rc.Dir,
 		Kernel:    rc.Guest.Kernel,
@@ -206,18 +207,37 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		QEMU:      rc.Guest.QEMU,
 		Virtiofsd: rc.Guest.Virtiofsd,
 		Append:    appendArgs,
-	}, rc.Guest.CacheDir, rc.BootTimeout, makeScratch)
+	}
+	v, tmpl, err := startFromTemplate(ctx, cfg, rc.Guest.CacheDir, rc.BootTimeout, makeScratch)
 	if err != nil {
 		return nil, err
 	}
-	m := &Machine{vm: v, cfg: rc, restored: restored}
+	m := &Machine{vm: v, cfg: rc}
+	if tmpl != "" {
+		m.template = filepath.Base(tmpl)
+	}
 	defer func() {
 		if err != nil {
 			m.Destroy()
 		}
 	}()
 	trace("qemu running")
-	if err := m.connect(ctx); err != nil {
+	wait := rc.BootTimeout
+	if tmpl != "" && wait > cloneAnswer {
+		wait = cloneAnswer
+	}
+	if err = m.connect(ctx, wait); err != nil && tmpl != "" && ctx.Err() == nil && m.vm.Exit().Signal == 0 {
+		// A clone whose guest dies or hangs has a broken template: it
+		// goes, and the VM boots cold.
+		dropTemplate(tmpl, err)
+		m.vm.Cleanup()
+		m.template = ""
+		if m.vm, err = startCold(ctx, cfg, makeScratch); err != nil {
+			return nil, err
+		}
+		err = m.connect(ctx, rc.BootTimeout)
+	}
+	if err != nil {
 		return nil, err
 	}
 	trace("agent connected")
@@ -253,6 +273,11 @@ func guestModules(t Transport, shares bool) []string {
 	return mods
 }
 
+// cloneAnswer bounds the wait for the agent of a clone, which answers
+// in about 0.1 s under software emulation where a cold boot takes 2 s or
+// more: one that has not answered in this time will not.
+const cloneAnswer = 30 * time.Second
+
 // StartError is a workload the guest could not start: Code is 127 (not
 // found), 126 (not executable) or 125.
 type StartError struct {
@@ -264,8 +289,7 @@ func (e *StartError) Error() string { return e.Msg }
 
 // connect waits for the guest agent and dials it; a guest that stops or
 // never answers ends it with its console's last lines.
-func (m *Machine) connect(ctx context.Context) error {
-	timeout := m.cfg.BootTimeout
+func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type dialed struct {
@@ -380,9 +404,9 @@ func ProcessOf(sp *specs.Process) *agent.Process {
 // Transport is the channel to the guest agent.
 func (m *Machine) Transport() Transport { return m.vm.Transport() }
 
-// Restored says whether the VM started from a template rather than a
-// kernel boot.
-func (m *Machine) Restored() bool { return m.restored }
+// Template names the template the VM is a clone of (its directory under
+// the cache's templates/), "" when it booted its kernel.
+func (m *Machine) Template() string { return m.template }
 
 // Pid is QEMU's pid: the host process whose life is the instance's.
 func (m *Machine) Pid() int { return m.vm.Pid() }
@@ -514,6 +538,9 @@ func (m *Machine) Resize(rows, cols uint16) error { return m.proc.Resize(rows, c
 func (m *Machine) Destroy() error {
 	if m.client != nil {
 		m.client.Close()
+	}
+	if m.vm == nil { // a cold boot after a broken clone failed to start
+		return nil
 	}
 	return m.vm.Cleanup()
 }

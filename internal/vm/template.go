@@ -352,35 +352,49 @@ func cloneConfig(cfg Config, dir string) (Config, error) {
 
 // startFromTemplate starts cfg as a clone of its template (made first if
 // needed) when it can have one, else boots it cold; makeScratch makes a
-// fresh scratch disk at a path (cfg.Scratch does not exist yet). A
-// template that fails to restore is removed and the VM boots cold.
-func startFromTemplate(ctx context.Context, cfg Config, cacheDir string, wait time.Duration, makeScratch func(string) error) (v *VM, restored bool, err error) {
+// fresh scratch disk at a path (cfg.Scratch does not exist yet). It
+// returns the template's directory, "" for a cold boot. A template that
+// fails to restore is removed and the VM boots cold.
+func startFromTemplate(ctx context.Context, cfg Config, cacheDir string, wait time.Duration, makeScratch func(string) error) (*VM, string, error) {
 	if templateable(cfg) {
 		dir, release, err := templateFor(ctx, cfg, cacheDir, wait, makeScratch)
 		if err != nil {
-			return nil, false, err
+			return nil, "", err
 		}
 		clone, err := cloneConfig(cfg, dir)
 		if err != nil {
 			release()
-			return nil, false, err
+			return nil, "", err
 		}
 		v, err := Start(ctx, clone)
 		release()
 		var re *RestoreError
-		if !errors.As(err, &re) {
-			return v, err == nil, err
+		if err == nil {
+			return v, dir, nil
+		} else if !errors.As(err, &re) {
+			return nil, "", err
 		}
-		trace("template unusable, removed: " + err.Error())
-		removeUnlocked(filepath.Dir(dir), filepath.Base(dir), filepath.Base(dir))
+		dropTemplate(dir, err)
 	}
+	v, err := startCold(ctx, cfg, makeScratch)
+	return v, "", err
+}
+
+// startCold boots cfg's kernel, on a new scratch disk.
+func startCold(ctx context.Context, cfg Config, makeScratch func(string) error) (*VM, error) {
 	if cfg.Scratch != "" {
 		if err := makeScratch(cfg.Scratch); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
-	v, err = Start(ctx, cfg)
-	return v, false, err
+	return Start(ctx, cfg)
+}
+
+// dropTemplate removes the template in dir, which could not be restored
+// or whose guest did not come up.
+func dropTemplate(dir string, why error) {
+	trace("template unusable, removed: " + why.Error())
+	removeUnlocked(filepath.Dir(dir), filepath.Base(dir), filepath.Base(dir))
 }
 
 // TemplateUsage counts the templates kept in cacheDir and the disk space

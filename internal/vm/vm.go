@@ -69,6 +69,12 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		if err != nil {
 			v.Cleanup()
 		}
+		// A clone that fails to start has a broken template (say, a RAM
+		// file of another size), unless it was killed or cancelled.
+		var re *RestoreError
+		if err != nil && cfg.RestoreFrom != "" && ctx.Err() == nil && v.Exit().Signal == 0 && !errors.As(err, &re) {
+			err = &RestoreError{err}
+		}
 	}()
 
 	var files []*os.File
@@ -219,8 +225,8 @@ func (v *VM) startError(err error) error {
 	return fmt.Errorf("vm %s: %s: %w", v.cfg.ID, msg, err)
 }
 
-// RestoreError is a VM that could not be restored from its template
-// (a damaged or stale one); the template should go.
+// RestoreError is a VM that could not be started from its template (a
+// damaged or stale one); the template should go.
 type RestoreError struct{ Err error }
 
 func (e *RestoreError) Error() string { return e.Err.Error() }
