@@ -120,22 +120,18 @@ func templateFor(ctx context.Context, cfg Config, cacheDir string, wait time.Dur
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
 	}
-	lock, err := os.OpenFile(dir+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := lockPath(dir+".lock", unix.LOCK_SH)
 	if err != nil {
 		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
 	}
-	release := func() { lock.Close() }
-	if err := flock(lock, unix.LOCK_SH); err != nil {
-		release()
-		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
-	}
 	if used(dir) {
-		return dir, release, nil
+		return dir, func() { lock.Close() }, nil
 	}
-	if err := flock(lock, unix.LOCK_EX); err != nil {
-		release()
+	lock.Close()
+	if lock, err = lockPath(dir+".lock", unix.LOCK_EX); err != nil {
 		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
 	}
+	release := func() { lock.Close() }
 	if !used(dir) { // else made while this waited for the lock
 		if err := makeTemplate(ctx, cfg, root, key, wait, makeScratch); err != nil {
 			release()
@@ -148,6 +144,27 @@ func templateFor(ctx context.Context, cfg Config, cacheDir string, wait time.Dur
 		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
 	}
 	return dir, release, nil
+}
+
+// lockPath opens the lock file path and flocks it. A template's lock file
+// goes with the template (removeUnlocked), so a lock won on a file that
+// is no longer the one at path locks nothing: it is taken again.
+func lockPath(path string, how int) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := flock(f, how); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		var held, now unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
+			return f, nil
+		}
+		f.Close()
+	}
 }
 
 // flock is flock(2), retried when interrupted.

@@ -120,3 +120,39 @@ func TestPruneTemplates(t *testing.T) {
 		t.Error("a missing template counts as one")
 	}
 }
+
+// A lock won on a lock file that was removed meanwhile (a template
+// pruned) is taken again on the file now at the path.
+func TestLockPathRemoved(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.lock")
+	a, err := lockPath(path, unix.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *os.File, 1)
+	go func() {
+		b, err := lockPath(path, unix.LOCK_EX)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- b
+	}()
+	time.Sleep(50 * time.Millisecond) // b waits on a's file (if it does not yet, it opens the new one: the same end)
+	os.Remove(path)
+	a.Close()
+	b := <-got
+	if b == nil {
+		return
+	}
+	defer b.Close()
+	var held, now unix.Stat_t
+	if err := unix.Fstat(int(b.Fd()), &held); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(path, &now); err != nil {
+		t.Fatalf("no lock file at the path: %v", err)
+	}
+	if held.Ino != now.Ino {
+		t.Error("the lock is held on a removed file")
+	}
+}
