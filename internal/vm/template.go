@@ -77,8 +77,8 @@ func templateKey(cfg Config) (string, error) {
 	// rebuilt file is a new one, written aside and renamed), except the
 	// initramfs: it is named by its content and built reproducibly, and
 	// its cache marks it used by its time.
-	files := append([]string{cfg.QEMU, cfg.Kernel.Path, cfg.Firmware, cfg.Initramfs}, cfg.Layers...)
-	for i, p := range files {
+	files := append([]string{cfg.QEMU, cfg.Kernel.Path, cfg.Firmware}, cfg.Layers...)
+	for _, p := range append(files, cfg.Initramfs) {
 		if p == "" {
 			continue
 		}
@@ -86,17 +86,37 @@ func templateKey(cfg Config) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		var ino uint64
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			ino = sys.Ino
-		}
 		fmt.Fprintf(h, "%s %d", p, st.Size())
-		if i != 3 {
-			fmt.Fprintf(h, " %d %d", ino, st.ModTime().UnixNano())
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && p != cfg.Initramfs {
+			fmt.Fprintf(h, " %d %d", sys.Ino, st.ModTime().UnixNano())
 		}
 		fmt.Fprintln(h)
 	}
+	// With KVM the guest runs on the host's CPU (-cpu host), and the
+	// host's kernel does the virtualisation: a saved guest is tied to
+	// both.
+	fmt.Fprintf(h, "host %s %s\n", hostRelease(), cpuFlags())
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// hostRelease is the host kernel's release.
+func hostRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// cpuFlags is the flags line of the host's first CPU in /proc/cpuinfo.
+func cpuFlags() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "flags" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // templateFor returns the directory of cfg's template in cacheDir, making
@@ -118,22 +138,23 @@ func templateFor(ctx context.Context, cfg Config, cacheDir string, wait time.Dur
 	root := filepath.Join(cacheDir, templatesDir)
 	dir := filepath.Join(root, key)
 	if err := os.MkdirAll(root, 0o700); err != nil {
-		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+		return "", nil, &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
 	}
 	lock, err := lockPath(dir+".lock", unix.LOCK_SH)
 	if err != nil {
-		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+		return "", nil, &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
 	}
 	if used(dir) {
 		return dir, func() { lock.Close() }, nil
 	}
 	lock.Close()
 	if lock, err = lockPath(dir+".lock", unix.LOCK_EX); err != nil {
-		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+		return "", nil, &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
 	}
 	release := func() { lock.Close() }
 	if !used(dir) { // else made while this waited for the lock
 		if err := makeTemplate(ctx, cfg, root, key, wait, makeScratch); err != nil {
+			os.Remove(dir + ".lock") // held: whoever waits on it takes a new one
 			release()
 			return "", nil, err
 		}
@@ -184,15 +205,16 @@ func makeTemplate(ctx context.Context, cfg Config, root, key string, wait time.D
 	tmp := filepath.Join(root, ".tmp-"+key)
 	os.RemoveAll(tmp) // a build that was killed
 	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+		return &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
 	}
 	if err := saveTemplate(ctx, cfg, tmp, wait, makeScratch); err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
+	removeDir(filepath.Join(root, key)) // an incomplete one: used() said so
 	if err := os.Rename(tmp, filepath.Join(root, key)); err != nil {
 		os.RemoveAll(tmp)
-		return fmt.Errorf("vm %s: template: %w", cfg.ID, err)
+		return &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
 	}
 	syncFile(root)
 	trace("template made")
@@ -237,30 +259,44 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 		return guestError(v, err)
 	}
 	if err := v.SaveState(ctx); err != nil {
-		return err
+		return &templateError{err}
 	}
 	v.qmp.Quit(ctx)
 	select {
 	case <-v.exited:
 	case <-time.After(qemuDying):
-		return fmt.Errorf("vm %s: template: qemu did not quit after saving the guest: %w", t.ID, errdefs.ErrUnavailable)
+		return &templateError{fmt.Errorf("vm %s: template: qemu did not quit after saving the guest: %w", t.ID, errdefs.ErrUnavailable)}
 	}
 	if e := v.Exit(); e.Code != 0 || e.Signal != 0 {
-		return fmt.Errorf("vm %s: template: qemu failed after saving the guest (status %d, signal %d): %w", t.ID, e.Code, int(e.Signal), errdefs.ErrUnavailable)
+		return &templateError{fmt.Errorf("vm %s: template: qemu failed after saving the guest (status %d, signal %d): %w", t.ID, e.Code, int(e.Signal), errdefs.ErrUnavailable)}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if _, err := os.Stat(t.SaveTo); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			return &templateError{fmt.Errorf("vm %s: template: the saved state never appeared: %w", t.ID, err)}
+		}
 	}
 	if t.Scratch != "" {
 		if err := os.Rename(t.Scratch, filepath.Join(dir, templateScratch)); err != nil {
-			return fmt.Errorf("vm %s: template: %w", t.ID, err)
+			return &templateError{fmt.Errorf("vm %s: template: %w", t.ID, err)}
 		}
 	}
 	// A template torn by a crash would be restored into a broken guest.
 	for _, f := range []string{templateRAM, templateState, templateScratch} {
 		if err := syncFile(filepath.Join(dir, f)); err != nil && !(f == templateScratch && t.Scratch == "") {
-			return fmt.Errorf("vm %s: template: %w", t.ID, err)
+			return &templateError{fmt.Errorf("vm %s: template: %w", t.ID, err)}
 		}
 	}
 	return nil
 }
+
+// templateError is a template that could not be saved although its guest
+// came up (a full disk, say): the VM can still boot cold.
+type templateError struct{ err error }
+
+func (e *templateError) Error() string { return e.err.Error() }
+func (e *templateError) Unwrap() error { return e.err }
 
 // waitAgentPort waits until the guest opens the agent's port: its agent
 // then waits for the host, which is the moment a template is saved at.
@@ -278,13 +314,16 @@ func (v *VM) waitAgentPort(ctx context.Context, wait time.Duration) error {
 		case <-v.exited:
 			return v.endedEarly("its agent answered")
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return ctx.Err()
+			}
 			return fmt.Errorf("no answer from the guest agent within %v", wait)
 		}
 	}
 }
 
 // endedEarly says how a QEMU that exited before something happened
-// ("the guest agent answered") ended.
+// (before "its agent answered") ended.
 func (v *VM) endedEarly(before string) error {
 	if e := v.Exit(); e.Signal != 0 {
 		return fmt.Errorf("qemu was killed by signal %d (%v) before %s", int(e.Signal), e.Signal, before)
@@ -320,8 +359,17 @@ func pruneTemplates(root string, keep int, current string) {
 		name := e.Name()
 		switch {
 		case !e.IsDir():
+			// The lock of a template that was never made (its build
+			// failed) or is gone.
+			if key, ok := strings.CutSuffix(name, ".lock"); ok && key != current {
+				if _, err := os.Stat(filepath.Join(root, key)); errors.Is(err, os.ErrNotExist) {
+					removeUnlocked(root, key, key)
+				}
+			}
 		case strings.HasPrefix(name, ".tmp-"):
 			removeUnlocked(root, strings.TrimPrefix(name, ".tmp-"), name)
+		case strings.HasPrefix(name, ".del-"):
+			os.RemoveAll(filepath.Join(root, name))
 		case name == current:
 		default:
 			if info, err := e.Info(); err == nil {
@@ -342,16 +390,29 @@ func removeUnlocked(root, key, name string) {
 	f, err := os.OpenFile(lock, os.O_RDWR, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			os.RemoveAll(filepath.Join(root, name))
+			removeDir(filepath.Join(root, name))
 		}
 		return
 	}
 	defer f.Close()
-	if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil {
-		return
+	var held, now unix.Stat_t
+	if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil ||
+		unix.Fstat(int(f.Fd()), &held) != nil || unix.Stat(lock, &now) != nil || held.Ino != now.Ino {
+		return // in use, or replaced since it was opened
 	}
-	os.RemoveAll(filepath.Join(root, name))
+	removeDir(filepath.Join(root, name))
 	os.Remove(lock)
+}
+
+// removeDir removes a template's directory by first renaming it aside, so
+// that one half removed (berth killed meanwhile) is never taken for a
+// template, nor blocks the making of a new one.
+func removeDir(dir string) {
+	aside := filepath.Join(filepath.Dir(dir), ".del-"+filepath.Base(dir))
+	if os.Rename(dir, aside) == nil {
+		dir = aside
+	}
+	os.RemoveAll(dir)
 }
 
 // cloneConfig is cfg started from the template in dir; its scratch disk
@@ -375,7 +436,12 @@ func cloneConfig(cfg Config, dir string) (Config, error) {
 func startFromTemplate(ctx context.Context, cfg Config, cacheDir string, wait time.Duration, makeScratch func(string) error) (*VM, string, error) {
 	if templateable(cfg) {
 		dir, release, err := templateFor(ctx, cfg, cacheDir, wait, makeScratch)
-		if err != nil {
+		var te *templateError
+		if errors.As(err, &te) && ctx.Err() == nil {
+			trace("no template: " + err.Error())
+			v, err := startCold(ctx, cfg, makeScratch)
+			return v, "", err
+		} else if err != nil {
 			return nil, "", err
 		}
 		clone, err := cloneConfig(cfg, dir)
@@ -404,7 +470,11 @@ func startCold(ctx context.Context, cfg Config, makeScratch func(string) error) 
 			return nil, err
 		}
 	}
-	return Start(ctx, cfg)
+	v, err := Start(ctx, cfg)
+	if err != nil && cfg.Scratch != "" {
+		os.Remove(cfg.Scratch) // Start leaves it when cfg is refused
+	}
+	return v, err
 }
 
 // dropTemplate removes the template in dir, which could not be restored

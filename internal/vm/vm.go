@@ -65,15 +65,18 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	}
 	v := &VM{cfg: cfg, stderr: &tailBuffer{}, exited: make(chan struct{}),
 		eventsDone: make(chan struct{}), events: make(chan qmp.Event, 256)}
+	// badTemplate is set when what failed was the template: its state
+	// file, its load, or a QEMU that refused it and exited by itself
+	// (a RAM file of another size), not a cancel or a kill.
+	badTemplate := false
 	defer func() {
 		if err != nil {
 			v.Cleanup()
 		}
-		// A clone that fails to start has a broken template (say, a RAM
-		// file of another size), unless it was killed or cancelled.
-		var re *RestoreError
-		if err != nil && cfg.RestoreFrom != "" && ctx.Err() == nil && v.Exit().Signal == 0 && !errors.As(err, &re) {
-			err = &RestoreError{err}
+		if err != nil && cfg.RestoreFrom != "" && ctx.Err() == nil {
+			if e := v.Exit(); badTemplate || (v.cmd != nil && e.Signal == 0 && e.Code > 0) {
+				err = &RestoreError{err}
+			}
 		}
 	}()
 
@@ -106,6 +109,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	if cfg.RestoreFrom != "" {
 		f, err := os.Open(cfg.RestoreFrom)
 		if err != nil {
+			badTemplate = true
 			return nil, fmt.Errorf("vm %s: template state: %w", cfg.ID, err)
 		}
 		files = append(files, f)
@@ -151,7 +155,9 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	go v.watchEvents()
 	if cfg.RestoreFrom != "" {
 		if err := v.restore(ctx); err != nil {
-			return nil, &RestoreError{v.startError(err)}
+			var me *migrationError
+			badTemplate = errors.As(err, &me)
+			return nil, v.startError(err)
 		}
 		trace("template restored")
 	}
@@ -251,9 +257,10 @@ func (v *VM) restore(ctx context.Context) error {
 	return nil
 }
 
-// SaveState pauses the guest and saves its device state to cfg.SaveTo;
-// its RAM is the shared cfg.RAMFile, complete once the guest is paused.
-// QEMU is left paused; Quit it next.
+// SaveState pauses the guest and saves its device state to cfg.SaveTo,
+// which appears once complete (after QEMU says it is done, maybe after
+// QEMU exits); its RAM is the shared cfg.RAMFile, complete once the guest
+// is paused. QEMU is left paused; Quit it next.
 func (v *VM) SaveState(ctx context.Context) error {
 	if v.cfg.SaveTo == "" {
 		return fmt.Errorf("vm %s: save state: no file to save to: %w", v.cfg.ID, errdefs.ErrInvalid)
@@ -264,8 +271,11 @@ func (v *VM) SaveState(ctx context.Context) error {
 	}
 	if err == nil {
 		// QEMU 7.2 saves to a descriptor only if it was passed over
-		// QMP (getfd), and to a file only through a command.
-		err = v.qmp.Migrate(ctx, "exec:cat > "+shellQuote(v.cfg.SaveTo))
+		// QMP (getfd), and to a file only through a command, which may
+		// still be writing when QEMU says it is done: the file gets its
+		// name once complete.
+		part := shellQuote(v.cfg.SaveTo + ".part")
+		err = v.qmp.Migrate(ctx, "exec:cat > "+part+" && mv "+part+" "+shellQuote(v.cfg.SaveTo))
 	}
 	if err == nil {
 		err = v.waitMigration(ctx)
@@ -280,6 +290,11 @@ func (v *VM) SaveState(ctx context.Context) error {
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// migrationError is a migration QEMU reports failed, with its reason.
+type migrationError struct{ desc string }
+
+func (e *migrationError) Error() string { return e.desc }
 
 // waitMigration polls QEMU until the current migration completed or failed.
 // The state is small (the RAM is left out): a few milliseconds.
@@ -296,7 +311,7 @@ func (v *VM) waitMigration(ctx context.Context) error {
 			if m.ErrorDesc == "" {
 				m.ErrorDesc = "migration " + m.Status
 			}
-			return errors.New(m.ErrorDesc)
+			return &migrationError{m.ErrorDesc}
 		}
 		select {
 		case <-ctx.Done():
