@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -104,6 +105,29 @@ func TestVMTemplate(t *testing.T) {
 	}
 	run("tmpl-bad-ram", "--boot-timeout", "20s") // bounds the wait for the clone too
 	cold("tmpl-bad-ram", dir)
+
+	// Three first starts of a new configuration at once: one template,
+	// made once, and all three from it.
+	args[2] = "203m"
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func(name string) { // t.Fatal belongs to the test's goroutine: Errorf here
+			defer wg.Done()
+			r := berth(t, append([]string{"run", "--name", name}, args...)...)
+			t.Cleanup(func() { berth(t, "rm", "-f", name) })
+			if r.code != 3 || !strings.HasPrefix(r.stdout, "out\n") || r.stderr != "err\n" {
+				t.Errorf("%s: exit %d, stdout %q, stderr %q", name, r.code, r.stdout, r.stderr)
+			}
+		}("tmpl-together" + strconv.Itoa(i))
+	}
+	wg.Wait()
+	first := templateOf("tmpl-together0")
+	for i := 1; i < 3; i++ {
+		if d := templateOf("tmpl-together" + strconv.Itoa(i)); d != first {
+			t.Errorf("tmpl-together%d: from template %s, tmpl-together0 from %s", i, d, first)
+		}
+	}
 
 	// Templates off: a cold boot, and no template made (the trace says
 	// what berth did).
