@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/netif"
 	"github.com/berth-dev/berth/internal/tty"
 )
@@ -34,6 +36,10 @@ type guest struct {
 	cgReady chan struct{}
 	cgErr   error
 	loErr   error
+
+	// premounted is the root a template's guest mounted before it was
+	// saved (kernel command line berth.root=); nil otherwise.
+	premounted *agent.Root
 
 	mu      sync.Mutex
 	ran     bool // Run was asked for (once per guest)
@@ -98,20 +104,16 @@ func (g *guest) prepareCgroups() {
 
 // prepare sets up the root and the workload cgroup's limits for Run.
 func (g *guest) prepare(p *agent.Process) error {
-	// The scratch disk needs only virtio_blk (ext4 is built in): it is
-	// mounted while the other modules go in, which is where the
-	// guest's CPU has time while the disk is read.
-	scratch := make(chan error, 1)
-	go func() {
-		if p.Root != nil && p.Root.Scratch != "" {
-			if err := g.modules.WaitFor("virtio_blk"); err != nil {
-				scratch <- err
-				return
-			}
+	if g.premounted != nil {
+		// A clone of a template: its guest mounted the root's disks
+		// before it was saved.
+		if !sameRoot(g.premounted, p.Root) {
+			return fmt.Errorf("the request's root %+v is not the template's %+v: %w", p.Root, g.premounted, errdefs.ErrInvalid)
 		}
-		scratch <- mountScratch(p.Root)
-	}()
-	if err := setupRoot(p, g.modules, scratch); err != nil {
+		if err := enterRoot(p, g.modules); err != nil {
+			return err
+		}
+	} else if err := setupRoot(p, g.modules, g.mountScratch(p.Root)); err != nil {
 		return err
 	}
 	tracef("root ready")
@@ -136,6 +138,39 @@ func (g *guest) prepare(p *agent.Process) error {
 	}
 	tracef("cgroup limits set")
 	return nil
+}
+
+// mountScratch mounts r's scratch disk (mountScratch) in the background
+// and says when it is done. The scratch disk needs only virtio_blk (ext4
+// is built in): it is mounted while the other modules go in, which is
+// where the guest's CPU has time while the disk is read.
+func (g *guest) mountScratch(r *agent.Root) <-chan error {
+	scratch := make(chan error, 1)
+	go func() {
+		if r != nil && r.Scratch != "" {
+			if err := g.modules.WaitFor("virtio_blk"); err != nil {
+				scratch <- err
+				return
+			}
+		}
+		scratch <- mountScratch(r)
+	}()
+	return scratch
+}
+
+// premount mounts the root of a template's guest (the disks named on its
+// kernel command line) before it is saved, so that its clones do not.
+func (g *guest) premount(r *agent.Root) error {
+	if err := mountRoot(r, g.modules, g.mountScratch(r)); err != nil {
+		return fmt.Errorf("template root: %w", err)
+	}
+	g.premounted = r
+	return nil
+}
+
+// sameRoot says whether two roots name the same disks.
+func sameRoot(a, b *agent.Root) bool {
+	return a != nil && b != nil && slices.Equal(a.Layers, b.Layers) && a.Scratch == b.Scratch
 }
 
 // spawn starts p in the workload cgroup, with its stdio on pipes or a

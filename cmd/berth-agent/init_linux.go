@@ -94,8 +94,15 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 	if template {
 		// A template's guest is saved as soon as the port opens: all
 		// the work that does not depend on the workload is done first,
-		// so that no clone does it again.
+		// so that no clone does it again: modules, cgroups and, when
+		// the host names them (berth.root=LAYER,LAYER/SCRATCH, disk
+		// serials), the root's disks.
 		go g.prepareCgroups()
+		if root := parseRoot(cmdlineValue(string(cmdline), "berth.root", "")); root != nil {
+			if err := g.premount(root); err != nil {
+				return nil, nil, err
+			}
+		}
 		if err := g.modules.Wait(); err != nil {
 			return nil, nil, err
 		}
@@ -111,6 +118,16 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 		go g.prepareCgroups()
 	}
 	return g, port, nil
+}
+
+// parseRoot reads berth.root's value, LAYER[,LAYER...][/SCRATCH] in disk
+// serials; nil for "".
+func parseRoot(v string) *agent.Root {
+	if v == "" {
+		return nil
+	}
+	layers, scratch, _ := strings.Cut(v, "/")
+	return &agent.Root{Layers: strings.Split(layers, ","), Scratch: scratch}
 }
 
 // ignoreSignals keeps PID 1 alive whatever signals the guest's root

@@ -59,7 +59,17 @@ func mountScratch(r *agent.Root) error {
 // /sys move along (and with /sys the cgroup2 file system the agent
 // mounted at boot); /dev/pts and /dev/shm are mounted fresh.
 func setupRoot(p *agent.Process, mods *moduleSet, scratch <-chan error) error {
-	r := p.Root
+	if err := mountRoot(p.Root, mods, scratch); err != nil {
+		return err
+	}
+	return enterRoot(p, mods)
+}
+
+// mountRoot mounts r's layer disks and, once scratch says the scratch disk
+// is mounted, the overlay of them at newRoot: the part of the root that
+// depends on the disks alone, which a template's guest does before it is
+// saved.
+func mountRoot(r *agent.Root, mods *moduleSet, scratch <-chan error) error {
 	if r == nil || len(r.Layers) == 0 {
 		return fmt.Errorf("run request names no root layer disks: %w", errdefs.ErrInvalid)
 	}
@@ -100,6 +110,12 @@ func setupRoot(p *agent.Process, mods *moduleSet, scratch <-chan error) error {
 		return fmt.Errorf("mount overlay root: %w", err)
 	}
 	tracef("overlay mounted")
+	return nil
+}
+
+// enterRoot finishes the root mountRoot made for p (its mounts, /dev,
+// /proc and /sys) and moves the agent into it.
+func enterRoot(p *agent.Process, mods *moduleSet) error {
 	if err := mods.Wait(); err != nil { // virtiofs, for shares
 		return err
 	}

@@ -240,8 +240,17 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 	t.ConsoleLog = filepath.Join(dir, "console.log")
 	t.RAMFile, t.RAMPrivate = filepath.Join(dir, templateRAM), false
 	t.SaveTo, t.RestoreFrom = filepath.Join(dir, templateState), ""
-	// The agent opens its port once its modules and cgroups are ready.
+	// The agent opens its port once its modules and cgroups are ready
+	// and it has mounted the root's disks (by serial, as Boot's run
+	// request names them).
 	t.Append = append(append([]string{}, cfg.Append...), "berth.template=1")
+	if len(cfg.Layers) > 0 {
+		root := strings.Join(layerSerials(len(cfg.Layers)), ",")
+		if cfg.Scratch != "" {
+			root += "/scratch"
+		}
+		t.Append = append(t.Append, "berth.root="+root)
+	}
 	if t.Scratch != "" {
 		t.Scratch = filepath.Join(dir, "scratch.img")
 		if err := makeScratch(t.Scratch); err != nil {
