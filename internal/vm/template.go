@@ -267,9 +267,11 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 	if err := v.waitAgentPort(ctx, wait); err != nil {
 		return guestError(v, err)
 	}
+	trace("template guest ready")
 	if err := v.SaveState(ctx); err != nil {
 		return &templateError{err}
 	}
+	trace("template state saved")
 	v.qmp.Quit(ctx)
 	select {
 	case <-v.exited:
