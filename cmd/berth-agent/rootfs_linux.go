@@ -167,6 +167,16 @@ func enterRoot(p *agent.Process, mods *moduleSet) error {
 			return fmt.Errorf("set hostname %q: %w", p.Hostname, err)
 		}
 	}
+	if p.Root.ReadOnly {
+		// The working directory is made first, as runc does, while the
+		// root can still take it.
+		if p.Cwd != "" {
+			_ = os.MkdirAll(p.Cwd, 0o755)
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("make the root read-only: %w", err)
+		}
+	}
 	return nil
 }
 

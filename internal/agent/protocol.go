@@ -201,6 +201,9 @@ type Root struct {
 	// overlay's upper and work directories; empty means a tmpfs in guest
 	// RAM instead.
 	Scratch string `json:"scratch,omitempty"`
+	// ReadOnly makes the root read-only for the workload (--read-only);
+	// the mounts on it (/dev, /proc, /sys, user mounts) keep their own.
+	ReadOnly bool `json:"readOnly,omitempty"`
 }
 
 // Mount is one mount made inside the guest's root.

@@ -347,6 +347,9 @@ func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error
 	p := ProcessOf(rc.Spec.Process)
 	p.Hostname = rc.Spec.Hostname
 	p.Root = &agent.Root{Layers: layers, Scratch: "scratch"}
+	if r := rc.Spec.Root; r != nil && r.Readonly {
+		p.Root.ReadOnly = true
+	}
 	if l := rc.Spec.Linux; l != nil && l.Resources != nil {
 		r := l.Resources
 		p.Resources = &agent.Resources{}
