@@ -16,7 +16,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/cgroups"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/netif"
 	"github.com/berth-dev/berth/internal/tty"
 )
@@ -104,12 +103,16 @@ func (g *guest) prepareCgroups() {
 
 // prepare sets up the root and the workload cgroup's limits for Run.
 func (g *guest) prepare(p *agent.Process) error {
+	if g.premounted != nil && !sameRoot(g.premounted, p.Root) {
+		// Not what the template mounted (it cannot be, short of a
+		// host that names disks otherwise): start again from the disks.
+		logf("the template mounted another root; mounting the request's")
+		unmountPremounted(len(g.premounted.Layers))
+		g.premounted = nil
+	}
 	if g.premounted != nil {
 		// A clone of a template: its guest mounted the root's disks
 		// before it was saved.
-		if !sameRoot(g.premounted, p.Root) {
-			return fmt.Errorf("the request's root %+v is not the template's %+v: %w", p.Root, g.premounted, errdefs.ErrInvalid)
-		}
 		if err := enterRoot(p, g.modules); err != nil {
 			return err
 		}

@@ -430,3 +430,44 @@ func lockedWriter(mu *sync.Mutex, w io.Writer) io.Writer {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A template's guest mounts its root before the host connects
+// (berth.template=1, berth.root=...); the run request then only enters
+// it, read-only when it asks. A request for other disks than the
+// template mounted gets its own root.
+func TestGuestTemplateRoot(t *testing.T) {
+	for _, tc := range []struct{ name, root, log string }{
+		{"same disks", "berth-l0/berth-scratch", ""},
+		{"other disks", "berth-l0", "the template mounted another root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v := bootGuest(t, "-append", "console=ttyS0 quiet panic=-1 berth.port=agent berth.trace=1 berth.template=1 berth.root="+tc.root)
+			var out, errb bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
+			defer cancel()
+			root := rootSpec()
+			root.ReadOnly = true
+			p, err := v.client.Run(ctx, agent.Process{
+				Args: []string{"sh", "-c", "touch /x 2>/dev/null || echo ro; echo y > /tmp/y 2>/dev/null || echo tmp ro; mount | grep -c ' / type overlay .*ro'"},
+				Env:  busyboxEnv, Root: root,
+			}, agent.Stdio{Stdout: &out, Stderr: &errb})
+			if err != nil {
+				t.Fatalf("run: %v\nconsole:\n%s", err, v.consoleTail())
+			}
+			if st, err := p.Wait(); err != nil || st.Code != 0 || out.String() != "ro\ntmp ro\n1\n" {
+				t.Fatalf("status %+v %v, stdout %q, stderr %q\nconsole:\n%s", st, err, out.String(), errb.String(), v.consoleTail())
+			}
+			b, _ := os.ReadFile(v.console)
+			console := string(b)
+			// The trace says when: the root was up before the port opened.
+			if o, a := strings.Index(console, " s overlay mounted"), strings.Index(console, " s agent channel open"); o < 0 || a < 0 || o > a {
+				t.Errorf("the root was not mounted before the agent's port opened:\n%s", v.consoleTail())
+			}
+			if tc.log != "" && !strings.Contains(console, tc.log) {
+				t.Errorf("console lacks %q:\n%s", tc.log, v.consoleTail())
+			}
+			v.shutdown()
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -98,7 +99,11 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 		// the host names them (berth.root=LAYER,LAYER/SCRATCH, disk
 		// serials), the root's disks.
 		go g.prepareCgroups()
-		if root := parseRoot(cmdlineValue(string(cmdline), "berth.root", "")); root != nil {
+		root, err := parseRoot(cmdlineValue(string(cmdline), "berth.root", ""))
+		if err != nil {
+			return nil, nil, err
+		}
+		if root != nil {
 			if err := g.premount(root); err != nil {
 				return nil, nil, err
 			}
@@ -122,12 +127,16 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 
 // parseRoot reads berth.root's value, LAYER[,LAYER...][/SCRATCH] in disk
 // serials; nil for "".
-func parseRoot(v string) *agent.Root {
+func parseRoot(v string) (*agent.Root, error) {
 	if v == "" {
-		return nil
+		return nil, nil
 	}
-	layers, scratch, _ := strings.Cut(v, "/")
-	return &agent.Root{Layers: strings.Split(layers, ","), Scratch: scratch}
+	layers, scratch, hasScratch := strings.Cut(v, "/")
+	r := &agent.Root{Layers: strings.Split(layers, ","), Scratch: scratch}
+	if slices.Contains(r.Layers, "") || (hasScratch && scratch == "") {
+		return nil, fmt.Errorf("berth.root=%q: want LAYER[,LAYER...][/SCRATCH], disk serials: %w", v, errdefs.ErrInvalid)
+	}
+	return r, nil
 }
 
 // ignoreSignals keeps PID 1 alive whatever signals the guest's root

@@ -113,6 +113,16 @@ func mountRoot(r *agent.Root, mods *moduleSet, scratch <-chan error) error {
 	return nil
 }
 
+// unmountPremounted takes down what mountRoot mounted for n layers (and
+// the scratch disk), detached: nothing uses it yet.
+func unmountPremounted(n int) {
+	_ = unix.Unmount(newRoot, unix.MNT_DETACH)
+	_ = unix.Unmount(scratchDir, unix.MNT_DETACH)
+	for i := 0; i < n; i++ {
+		_ = unix.Unmount(filepath.Join(layersDir, strconv.Itoa(i)), unix.MNT_DETACH)
+	}
+}
+
 // enterRoot finishes the root mountRoot made for p (its mounts, /dev,
 // /proc and /sys) and moves the agent into it.
 func enterRoot(p *agent.Process, mods *moduleSet) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -127,5 +128,36 @@ func TestCmdlineValue(t *testing.T) {
 func TestUnescapeMount(t *testing.T) {
 	if got := unescapeMount(`/mnt/a\040b\134c`); got != `/mnt/a b\c` {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestParseRoot(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		layers  []string
+		scratch string
+		bad     bool
+	}{
+		{in: ""},
+		{in: "layer0", layers: []string{"layer0"}},
+		{in: "layer0,layer1/scratch", layers: []string{"layer0", "layer1"}, scratch: "scratch"},
+		{in: "/scratch", bad: true},
+		{in: "layer0,,layer2", bad: true},
+		{in: "layer0/", bad: true},
+	} {
+		r, err := parseRoot(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("parseRoot(%q) = %+v, want an error", tc.in, r)
+			}
+			continue
+		}
+		if err != nil || (tc.in == "") != (r == nil) {
+			t.Errorf("parseRoot(%q) = %+v, %v", tc.in, r, err)
+			continue
+		}
+		if r != nil && (!slices.Equal(r.Layers, tc.layers) || r.Scratch != tc.scratch) {
+			t.Errorf("parseRoot(%q) = %+v", tc.in, r)
+		}
 	}
 }

@@ -84,6 +84,9 @@ func DefaultFirmware() string {
 	return ""
 }
 
+// scratchSerial is the scratch disk's serial, by which the agent finds it.
+const scratchSerial = "scratch"
+
 // agentPortID is the QEMU id of the agent's virtio-serial port, which
 // its VSERPORT_CHANGE events name.
 const agentPortID = "agentport"
@@ -227,7 +230,7 @@ func CommandLine(cfg Config) []string {
 	if cfg.Scratch != "" {
 		a = append(a,
 			"-drive", "file="+escape(cfg.Scratch)+",if=none,id=scratch,format=raw,discard=unmap",
-			"-device", "virtio-blk-pci,drive=scratch,serial=scratch")
+			"-device", "virtio-blk-pci,drive=scratch,serial="+scratchSerial)
 	}
 	if cfg.RestoreFrom != "" {
 		a = append(a, "-incoming", "defer")

@@ -346,7 +346,7 @@ func layerSerials(n int) []string {
 func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error) {
 	p := ProcessOf(rc.Spec.Process)
 	p.Hostname = rc.Spec.Hostname
-	p.Root = &agent.Root{Layers: layers, Scratch: "scratch"}
+	p.Root = &agent.Root{Layers: layers, Scratch: scratchSerial}
 	if r := rc.Spec.Root; r != nil && r.Readonly {
 		p.Root.ReadOnly = true
 	}

@@ -247,7 +247,7 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 	if len(cfg.Layers) > 0 {
 		root := strings.Join(layerSerials(len(cfg.Layers)), ",")
 		if cfg.Scratch != "" {
-			root += "/scratch"
+			root += "/" + scratchSerial
 		}
 		t.Append = append(t.Append, "berth.root="+root)
 	}
