@@ -115,6 +115,14 @@ func TestRuntimeVMLifecycle(t *testing.T) {
 	if s := ociState(t, rt, root, id)["status"]; s != "running" {
 		t.Fatalf("after start: status %v", s)
 	}
+	// The bundle's disks are its own: no template is made of it.
+	data := os.Getenv("BERTH_ROOT")
+	if data == "" {
+		data = "/var/lib/berth"
+	}
+	if tmpl, _ := filepath.Glob(filepath.Join(data, "vm", "runtime", id+"-*", "cache", "templates")); len(tmpl) > 0 {
+		t.Errorf("berth-runtime made templates for its bundle: %v", tmpl)
+	}
 	if r := runCmd(t, nil, rt, "--root", root, "start", id); r.code == 0 || !strings.Contains(r.stderr, "only a created container") {
 		t.Fatalf("second start: exit %d, %q", r.code, r.stderr)
 	}

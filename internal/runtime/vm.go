@@ -384,6 +384,9 @@ func prepareGuest(id, work string, guest vm.Guest, spec *specs.Spec) (*vmRecord,
 		}
 	}
 	guest.CacheDir = cache
+	// The bundle's disks are this VM's own: a template of it would serve
+	// no other.
+	guest.NoTemplates = true
 
 	gspec := *spec
 	files := filepath.Join(work, "files")

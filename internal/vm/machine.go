@@ -77,6 +77,10 @@ type Guest struct {
 	Modules   []string  // kernel modules for the initramfs; nil: Boot picks what the guest uses
 	QEMU      string
 	Virtiofsd string
+	// NoTemplates makes every VM boot cold: for VMs whose disks are
+	// their own (berth-runtime's bundles), whose templates nobody else
+	// could use.
+	NoTemplates bool
 }
 
 // Machine is a running guest and its workload, as its owner sees it.
@@ -208,7 +212,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		Virtiofsd: rc.Guest.Virtiofsd,
 		Append:    appendArgs,
 	}
-	v, tmpl, err := startFromTemplate(ctx, cfg, rc.Guest.CacheDir, rc.BootTimeout, makeScratch)
+	v, tmpl, err := startFromTemplate(ctx, cfg, !rc.Guest.NoTemplates, rc.Guest.CacheDir, rc.BootTimeout, makeScratch)
 	if err != nil {
 		return nil, err
 	}

@@ -440,12 +440,12 @@ func cloneConfig(cfg Config, dir string) (Config, error) {
 }
 
 // startFromTemplate starts cfg as a clone of its template (made first if
-// needed) when it can have one, else boots it cold; makeScratch makes a
+// needed) when templates is set and cfg can have one, else boots it cold; makeScratch makes a
 // fresh scratch disk at a path (cfg.Scratch does not exist yet). It
 // returns the template's directory, "" for a cold boot. A template that
 // fails to restore is removed and the VM boots cold.
-func startFromTemplate(ctx context.Context, cfg Config, cacheDir string, wait time.Duration, makeScratch func(string) error) (*VM, string, error) {
-	if templateable(cfg) {
+func startFromTemplate(ctx context.Context, cfg Config, templates bool, cacheDir string, wait time.Duration, makeScratch func(string) error) (*VM, string, error) {
+	if templates && templateable(cfg) {
 		dir, release, err := templateFor(ctx, cfg, cacheDir, wait, makeScratch)
 		var te *templateError
 		if errors.As(err, &te) && ctx.Err() == nil {
