@@ -212,37 +212,25 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		Virtiofsd: rc.Guest.Virtiofsd,
 		Append:    appendArgs,
 	}
-	v, tmpl, err := startFromTemplate(ctx, cfg, !rc.Guest.NoTemplates, rc.Guest.CacheDir, rc.BootTimeout, makeScratch)
-	if err != nil {
-		return nil, err
-	}
-	m := &Machine{vm: v, cfg: rc}
-	if tmpl != "" {
-		m.template = filepath.Base(tmpl)
-	}
+	m := &Machine{cfg: rc}
 	defer func() {
 		if err != nil {
 			m.Destroy()
 		}
 	}()
-	trace("qemu running")
-	wait := rc.BootTimeout
-	if tmpl != "" && wait > cloneAnswer {
-		wait = cloneAnswer
+	answer := func(v *VM, wait time.Duration) error {
+		trace("qemu running")
+		m.vm = v
+		defer func() { m.vm = nil }() // startGuest owns v until it returns
+		return m.connect(ctx, wait)
 	}
-	if err = m.connect(ctx, wait); err != nil && tmpl != "" && ctx.Err() == nil && m.vm.Exit().Signal == 0 {
-		// A clone whose guest dies or hangs has a broken template: it
-		// goes, and the VM boots cold.
-		dropTemplate(tmpl, err)
-		m.vm.Cleanup()
-		m.template = ""
-		if m.vm, err = startCold(ctx, cfg, makeScratch); err != nil {
-			return nil, err
-		}
-		err = m.connect(ctx, rc.BootTimeout)
-	}
+	v, tmpl, err := startGuest(ctx, cfg, !rc.Guest.NoTemplates, rc.Guest.CacheDir, rc.BootTimeout, makeScratch, answer)
 	if err != nil {
 		return nil, err
+	}
+	m.vm = v
+	if tmpl != "" {
+		m.template = filepath.Base(tmpl)
 	}
 	trace("agent connected")
 	m.proc, err = m.client.Run(ctx, *proc, stdio)
@@ -276,11 +264,6 @@ func guestModules(t Transport, shares bool) []string {
 	}
 	return mods
 }
-
-// cloneAnswer bounds the wait for the agent of a clone, which answers
-// in about 0.1 s under software emulation where a cold boot takes 2 s or
-// more: one that has not answered in this time will not.
-const cloneAnswer = 30 * time.Second
 
 // StartError is a workload the guest could not start: Code is 127 (not
 // found), 126 (not executable) or 125.

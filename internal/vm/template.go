@@ -439,39 +439,80 @@ func cloneConfig(cfg Config, dir string) (Config, error) {
 	return cfg, nil
 }
 
-// startFromTemplate starts cfg as a clone of its template (made first if
-// needed) when templates is set and cfg can have one, else boots it cold; makeScratch makes a
-// fresh scratch disk at a path (cfg.Scratch does not exist yet). It
-// returns the template's directory, "" for a cold boot. A template that
-// fails to restore is removed and the VM boots cold.
-func startFromTemplate(ctx context.Context, cfg Config, templates bool, cacheDir string, wait time.Duration, makeScratch func(string) error) (*VM, string, error) {
+// startGuest starts cfg and waits for its agent with answer (given how
+// long to wait): as a clone of cfg's template (made first if needed)
+// when templates is set and cfg can have one, else booted cold;
+// makeScratch makes a fresh scratch disk at a path (cfg.Scratch does not
+// exist yet). It returns the VM and its template's directory, "" for a
+// cold boot. A template that cannot be saved, restored, or whose clone
+// dies or never answers, is dropped and the VM boots cold; a cancel or a
+// kill ends the start instead.
+func startGuest(ctx context.Context, cfg Config, templates bool, cacheDir string, wait time.Duration,
+	makeScratch func(string) error, answer func(*VM, time.Duration) error) (*VM, string, error) {
 	if templates && templateable(cfg) {
-		dir, release, err := templateFor(ctx, cfg, cacheDir, wait, makeScratch)
+		v, dir, err := startClone(ctx, cfg, cacheDir, wait, makeScratch, answer)
 		var te *templateError
-		if errors.As(err, &te) && ctx.Err() == nil {
-			trace("no template: " + err.Error())
-			v, err := startCold(ctx, cfg, makeScratch)
-			return v, "", err
-		} else if err != nil {
-			return nil, "", err
-		}
-		clone, err := cloneConfig(cfg, dir)
-		if err != nil {
-			release()
-			return nil, "", err
-		}
-		v, err := Start(ctx, clone)
-		release()
 		var re *RestoreError
-		if err == nil {
+		switch {
+		case err == nil:
 			return v, dir, nil
-		} else if !errors.As(err, &re) {
+		case ctx.Err() != nil:
+			return nil, "", err
+		case errors.As(err, &te):
+			trace("no template: " + err.Error())
+		case errors.As(err, &re) && dir != "":
+			dropTemplate(dir, err)
+		default:
 			return nil, "", err
 		}
-		dropTemplate(dir, err)
 	}
 	v, err := startCold(ctx, cfg, makeScratch)
-	return v, "", err
+	if err == nil {
+		if err = answer(v, wait); err != nil {
+			v.Cleanup()
+		}
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return v, "", nil
+}
+
+// cloneAnswer bounds the wait for the agent of a clone, which answers
+// in about 0.1 s under software emulation where a cold boot takes 2 s or
+// more: one that has not answered in this time will not.
+const cloneAnswer = 30 * time.Second
+
+// startClone starts cfg as a clone of its template, made first if
+// needed, and waits for its agent. A clone whose guest dies or does not
+// answer within cloneAnswer (it answers in about 0.1 s) is a
+// RestoreError, as is one whose QEMU could not load the template.
+func startClone(ctx context.Context, cfg Config, cacheDir string, wait time.Duration,
+	makeScratch func(string) error, answer func(*VM, time.Duration) error) (*VM, string, error) {
+	dir, release, err := templateFor(ctx, cfg, cacheDir, wait, makeScratch)
+	if err != nil {
+		return nil, "", err
+	}
+	clone, err := cloneConfig(cfg, dir)
+	if err != nil {
+		release()
+		return nil, "", err
+	}
+	v, err := Start(ctx, clone)
+	release()
+	if err != nil {
+		return nil, dir, err
+	}
+	if err := answer(v, min(wait, cloneAnswer)); err != nil {
+		// Killed from outside, or cancelled: not the template's doing.
+		// (Cleanup kills it too: look first.)
+		if ctx.Err() == nil && v.Exit().Signal == 0 {
+			err = &RestoreError{err}
+		}
+		v.Cleanup()
+		return nil, dir, err
+	}
+	return v, dir, nil
 }
 
 // startCold boots cfg's kernel, on a new scratch disk.
