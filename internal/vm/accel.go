@@ -89,6 +89,18 @@ func readHostFacts() hostFacts {
 
 // cpuVirtFlag returns "vmx" or "svm" when the first CPU's flags have it.
 func cpuVirtFlag(cpuinfo string) (string, error) {
+	flags, err := cpuFlags(cpuinfo)
+	for _, fl := range strings.Fields(flags) {
+		if fl == "vmx" || fl == "svm" {
+			return fl, nil
+		}
+	}
+	return "", err
+}
+
+// cpuFlags returns the flags line of the first CPU in cpuinfo
+// (/proc/cpuinfo).
+func cpuFlags(cpuinfo string) (string, error) {
 	fh, err := os.Open(cpuinfo)
 	if err != nil {
 		return "", err
@@ -97,16 +109,9 @@ func cpuVirtFlag(cpuinfo string) (string, error) {
 	sc := bufio.NewScanner(fh)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || strings.TrimSpace(key) != "flags" {
-			continue
+		if key, val, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(key) == "flags" {
+			return strings.TrimSpace(val), nil
 		}
-		for _, fl := range strings.Fields(val) {
-			if fl == "vmx" || fl == "svm" {
-				return fl, nil
-			}
-		}
-		return "", nil
 	}
 	if err := sc.Err(); err != nil {
 		return "", err

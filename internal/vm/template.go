@@ -95,7 +95,8 @@ func templateKey(cfg Config) (string, error) {
 	// With KVM the guest runs on the host's CPU (-cpu host), and the
 	// host's kernel does the virtualisation: a saved guest is tied to
 	// both.
-	fmt.Fprintf(h, "host %s %s\n", hostRelease(), cpuFlags())
+	flags, _ := cpuFlags("/proc/cpuinfo")
+	fmt.Fprintf(h, "host %s %s\n", hostRelease(), flags)
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
 }
 
@@ -106,17 +107,6 @@ func hostRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
-}
-
-// cpuFlags is the flags line of the host's first CPU in /proc/cpuinfo.
-func cpuFlags() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "flags" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }
 
 // templateFor returns the directory of cfg's template in cacheDir, making
@@ -138,18 +128,18 @@ func templateFor(ctx context.Context, cfg Config, cacheDir string, wait time.Dur
 	root := filepath.Join(cacheDir, templatesDir)
 	dir := filepath.Join(root, key)
 	if err := os.MkdirAll(root, 0o700); err != nil {
-		return "", nil, &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
+		return "", nil, templateErr(cfg.ID, err)
 	}
 	lock, err := lockPath(dir+".lock", unix.LOCK_SH)
 	if err != nil {
-		return "", nil, &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
+		return "", nil, templateErr(cfg.ID, err)
 	}
 	if used(dir) {
 		return dir, func() { lock.Close() }, nil
 	}
 	lock.Close()
 	if lock, err = lockPath(dir+".lock", unix.LOCK_EX); err != nil {
-		return "", nil, &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
+		return "", nil, templateErr(cfg.ID, err)
 	}
 	release := func() { lock.Close() }
 	if !used(dir) { // else made while this waited for the lock
@@ -180,12 +170,17 @@ func lockPath(path string, how int) (*os.File, error) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		var held, now unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
+		if stillAt(f, path) {
 			return f, nil
 		}
 		f.Close()
 	}
+}
+
+// stillAt says whether the open file f is still the file at path.
+func stillAt(f *os.File, path string) bool {
+	var held, now unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev
 }
 
 // flock is flock(2), retried when interrupted.
@@ -205,7 +200,7 @@ func makeTemplate(ctx context.Context, cfg Config, root, key string, wait time.D
 	tmp := filepath.Join(root, ".tmp-"+key)
 	os.RemoveAll(tmp) // a build that was killed
 	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
+		return templateErr(cfg.ID, err)
 	}
 	if err := saveTemplate(ctx, cfg, tmp, wait, makeScratch); err != nil {
 		os.RemoveAll(tmp)
@@ -214,7 +209,7 @@ func makeTemplate(ctx context.Context, cfg Config, root, key string, wait time.D
 	removeDir(filepath.Join(root, key)) // an incomplete one: used() said so
 	if err := os.Rename(tmp, filepath.Join(root, key)); err != nil {
 		os.RemoveAll(tmp)
-		return &templateError{fmt.Errorf("vm %s: template: %w", cfg.ID, err)}
+		return templateErr(cfg.ID, err)
 	}
 	syncFile(root)
 	trace("template made")
@@ -227,8 +222,7 @@ func used(dir string) bool {
 	if _, err := os.Stat(filepath.Join(dir, templateState)); err != nil {
 		return false
 	}
-	now := time.Now()
-	os.Chtimes(dir, now, now)
+	markUsed(dir)
 	return true
 }
 
@@ -276,27 +270,27 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 	select {
 	case <-v.exited:
 	case <-time.After(qemuDying):
-		return &templateError{fmt.Errorf("vm %s: template: qemu did not quit after saving the guest: %w", t.ID, errdefs.ErrUnavailable)}
+		return templateErr(t.ID, fmt.Errorf("qemu did not quit after saving the guest: %w", errdefs.ErrUnavailable))
 	}
 	if e := v.Exit(); e.Code != 0 || e.Signal != 0 {
-		return &templateError{fmt.Errorf("vm %s: template: qemu failed after saving the guest (status %d, signal %d): %w", t.ID, e.Code, int(e.Signal), errdefs.ErrUnavailable)}
+		return templateErr(t.ID, fmt.Errorf("qemu failed after saving the guest (status %d, signal %d): %w", e.Code, int(e.Signal), errdefs.ErrUnavailable))
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
 		if _, err := os.Stat(t.SaveTo); err == nil {
 			break
 		} else if time.Now().After(deadline) {
-			return &templateError{fmt.Errorf("vm %s: template: the saved state never appeared: %w", t.ID, err)}
+			return templateErr(t.ID, fmt.Errorf("the saved state never appeared: %w", err))
 		}
 	}
 	if t.Scratch != "" {
 		if err := os.Rename(t.Scratch, filepath.Join(dir, templateScratch)); err != nil {
-			return &templateError{fmt.Errorf("vm %s: template: %w", t.ID, err)}
+			return templateErr(t.ID, err)
 		}
 	}
 	// A template torn by a crash would be restored into a broken guest.
 	for _, f := range []string{templateRAM, templateState, templateScratch} {
 		if err := syncFile(filepath.Join(dir, f)); err != nil && !(f == templateScratch && t.Scratch == "") {
-			return &templateError{fmt.Errorf("vm %s: template: %w", t.ID, err)}
+			return templateErr(t.ID, err)
 		}
 	}
 	return nil
@@ -305,6 +299,11 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 // templateError is a template that could not be saved although its guest
 // came up (a full disk, say): the VM can still boot cold.
 type templateError struct{ err error }
+
+// templateErr is err, in making instance id's template, as a templateError.
+func templateErr(id string, err error) error {
+	return &templateError{fmt.Errorf("vm %s: template: %w", id, err)}
+}
 
 func (e *templateError) Error() string { return e.err.Error() }
 func (e *templateError) Unwrap() error { return e.err }
@@ -406,9 +405,7 @@ func removeUnlocked(root, key, name string) {
 		return
 	}
 	defer f.Close()
-	var held, now unix.Stat_t
-	if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil ||
-		unix.Fstat(int(f.Fd()), &held) != nil || unix.Stat(lock, &now) != nil || held.Ino != now.Ino {
+	if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil || !stillAt(f, lock) {
 		return // in use, or replaced since it was opened
 	}
 	removeDir(filepath.Join(root, name))
