@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/internal/tty"
-	"golang.org/x/sys/unix"
 )
 
 // rtImage is the name the client tests give the busybox test image.
@@ -300,7 +301,7 @@ func TestDockerWithBerthRuntime(t *testing.T) {
 	dockerd := testutil.NeedTool(t, "dockerd")
 	docker := "/usr/bin/docker" // docker.io's client, whatever else is on PATH
 	if _, err := os.Stat(docker); err != nil {
-		t.Skip("needs docker.io's /usr/bin/docker")
+		testutil.Missing(t, "needs docker.io's /usr/bin/docker")
 	}
 	rt := berthRuntime(t)
 	archive := rtArchive(t)

@@ -372,7 +372,7 @@ func TestDockerVM(t *testing.T) {
 	dockerd := testutil.NeedTool(t, "dockerd")
 	docker := "/usr/bin/docker"
 	if _, err := os.Stat(docker); err != nil {
-		t.Skip("needs docker.io's /usr/bin/docker")
+		testutil.Missing(t, "needs docker.io's /usr/bin/docker")
 	}
 	rt := berthRuntime(t)
 	archive := rtArchive(t)

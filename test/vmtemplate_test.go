@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -107,21 +108,33 @@ func TestVMTemplate(t *testing.T) {
 	cold("tmpl-bad-ram", dir)
 
 	// Three first starts of a new configuration at once: one template,
-	// made once, and all three from it.
+	// made once (the traces of the three runs say how many were made), and
+	// all three from it.
 	args[2] = "203m"
 	var wg sync.WaitGroup
+	var made atomic.Int32
 	for i := 0; i < 3; i++ {
 		wg.Add(1)
 		go func(name string) { // t.Fatal belongs to the test's goroutine: Errorf here
 			defer wg.Done()
-			r := berth(t, append([]string{"run", "--name", name}, args...)...)
+			r := berthEnvIn(t, []string{"BERTH_TRACE=1"}, nil, append([]string{"run", "--name", name}, args...)...)
 			t.Cleanup(func() { berth(t, "rm", "-f", name) })
-			if r.code != 3 || !strings.HasPrefix(r.stdout, "out\n") || r.stderr != "err\n" {
+			made.Add(int32(strings.Count(r.stderr, "template made")))
+			var errLines []string
+			for _, l := range strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n") {
+				if !strings.HasPrefix(l, "berth trace:") {
+					errLines = append(errLines, l)
+				}
+			}
+			if r.code != 3 || !strings.HasPrefix(r.stdout, "out\n") || strings.Join(errLines, "\n") != "err" {
 				t.Errorf("%s: exit %d, stdout %q, stderr %q", name, r.code, r.stdout, r.stderr)
 			}
 		}("tmpl-together" + strconv.Itoa(i))
 	}
 	wg.Wait()
+	if n := made.Load(); n != 1 {
+		t.Errorf("three first starts of one configuration made %d templates, want 1", n)
+	}
 	first := templateOf("tmpl-together0")
 	for i := 1; i < 3; i++ {
 		if d := templateOf("tmpl-together" + strconv.Itoa(i)); d != first {

@@ -101,4 +101,19 @@ func TestLocalCID(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("local CID %d (%d: none)", cid, uint32(unix.VMADDR_CID_ANY))
+	if cid == unix.VMADDR_CID_ANY {
+		return
+	}
+	if cid == unix.VMADDR_CID_HYPERVISOR {
+		t.Fatalf("local CID %d is the hypervisor's, never a local one", cid)
+	}
+	// A CID that is really this machine's can be bound.
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("vsock socket: %v", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrVM{CID: cid, Port: unix.VMADDR_PORT_ANY}); err != nil {
+		t.Errorf("bind to the local CID %d: %v", cid, err)
+	}
 }

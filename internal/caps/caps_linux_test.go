@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // helperEnv carries, as JSON, the capability set a re-executed test binary
@@ -163,7 +164,7 @@ func TestCurrent(t *testing.T) {
 
 func TestApply(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: dropping from the bounding set takes CAP_SETPCAP")
+		testutil.Missing(t, "needs root: dropping from the bounding set takes CAP_SETPCAP")
 	}
 	_, _, _, rootBnd, _, err := Current()
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // helperEnv switches the test binary into a helper process (see TestMain).
@@ -45,7 +46,7 @@ func TestMain(m *testing.M) {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
+		testutil.Missing(t, "needs root to create cgroups")
 	}
 }
 

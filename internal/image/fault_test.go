@@ -95,7 +95,7 @@ func TestImportNotAnImageNamesPathOnce(t *testing.T) {
 // A store on a read-only file system can still be listed and inspected.
 func TestReadOnlyStoreLists(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
+		testutil.Missing(t, "needs root to mount a tmpfs")
 	}
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "tmpfs", 0, "size=8m"); err != nil {

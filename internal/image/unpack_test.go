@@ -122,8 +122,7 @@ func checkOverlay(t *testing.T, lo, up string) {
 	t.Helper()
 	mnt := t.TempDir()
 	if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, "lowerdir="+up+":"+lo); err != nil {
-		t.Logf("overlay mount unavailable, merged view not checked: %v", err)
-		return
+		t.Fatalf("mount the snapshots as overlayfs: %v", err)
 	}
 	defer unix.Unmount(mnt, unix.MNT_DETACH)
 	for p, want := range map[string]bool{"etc/a": false, "etc/a-link": true, "opt/old": false, "opt/new": true, "gone": true, "mine": true, "bin/su": true} {

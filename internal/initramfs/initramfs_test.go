@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 func sample(t *testing.T) []File {
@@ -52,7 +53,7 @@ func TestBuildReproducible(t *testing.T) {
 func TestBuildReadableByCpio(t *testing.T) {
 	cpio := "cpio"
 	if _, err := exec.LookPath(cpio); err != nil {
-		t.Skip("needs cpio: not found on PATH")
+		testutil.Missing(t, "needs cpio: not found on PATH")
 	}
 	arch := filepath.Join(t.TempDir(), "a.cpio")
 	if err := os.WriteFile(arch, build(t, sample(t)), 0o644); err != nil {
@@ -127,7 +128,7 @@ func kernelDir(t *testing.T) string {
 			return d
 		}
 	}
-	t.Skip("needs a guest kernel: set BERTH_KERNEL_DIR or run scripts/fetch-kernel.sh /var/lib/berth/kernel")
+	testutil.Missing(t, "needs a guest kernel: set BERTH_KERNEL_DIR or run scripts/fetch-kernel.sh /var/lib/berth/kernel")
 	return ""
 }
 

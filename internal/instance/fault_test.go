@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // fill writes to a file under dir until the file system is full.
@@ -37,7 +39,7 @@ func fill(t *testing.T, dir string) {
 // file behind.
 func TestRecordEndOnFullFileSystem(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
+		testutil.Missing(t, "needs root to mount a small tmpfs")
 	}
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "tmpfs", 0, "size=1m"); err != nil {
@@ -107,7 +109,7 @@ func setImmutable(t *testing.T, path string, on bool) {
 // goes with the next OpenStore once it can.
 func TestInterruptedRemoveLeavesNoHalfInstance(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to make a file immutable")
+		testutil.Missing(t, "needs root to make a file immutable")
 	}
 	root := t.TempDir()
 	st, err := OpenStore(root)

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // TestRealQEMU drives a real QEMU (no guest: -S keeps it in prelaunch):
@@ -16,7 +18,7 @@ import (
 func TestRealQEMU(t *testing.T) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		t.Skip("needs qemu: qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)")
+		testutil.Missing(t, "needs qemu: qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)")
 	}
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	// berth hands QEMU a socket it already listens on, so there is no race

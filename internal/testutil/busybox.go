@@ -44,21 +44,42 @@ app:x:1000:
 nogroup:x:65534:
 `
 
-// NeedRoot skips the test, naming what needs root, when not running as root.
+// InCI reports whether the tests run in CI (the CI variable set, as CI
+// systems do), where every prerequisite is installed by .ci/run.
+func InCI() bool {
+	v := os.Getenv("CI")
+	return v != "" && v != "false" && v != "0"
+}
+
+// Missing ends a test whose prerequisite (root, QEMU, the guest kernel, a
+// peer's binary) is absent: a skip naming it on a developer's machine, a
+// failure in CI, where a missing prerequisite means tests that did not run.
+// Host facts that CI cannot install (vhost-vsock, cgroup v2 controllers)
+// are plain skips, not prerequisites.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("CI is set but a prerequisite is missing: "+format, args...)
+	}
+	t.Skipf("SKIP (prerequisite missing): "+format, args...)
+}
+
+// NeedRoot ends the test, naming what needs root, when not running as root
+// (see Missing).
 func NeedRoot(t testing.TB, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("needs root: %s", why)
+		Missing(t, "needs root: %s", why)
 	}
 }
 
-// NeedTool skips the test when the named binary is not on PATH and returns
-// its path otherwise.
+// NeedTool ends the test when the named binary is not on PATH (see
+// Missing) and returns its path otherwise.
 func NeedTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("needs %s: not found on PATH", name)
+		Missing(t, "needs %s: not found on PATH", name)
 	}
 	return p
 }

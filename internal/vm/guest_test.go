@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/qmp"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // testKernel finds a guest kernel for the tests: $BERTH_KERNEL, berth's
@@ -25,7 +26,7 @@ import (
 func testKernel(t *testing.T) Kernel {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("needs qemu: qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)")
+		testutil.Missing(t, "needs qemu: qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)")
 	}
 	for _, dir := range []string{os.Getenv("BERTH_KERNEL"), "/var/lib/berth/kernel", "/var/lib/berth-kernel-dev"} {
 		if dir == "" {
@@ -35,7 +36,7 @@ func testKernel(t *testing.T) Kernel {
 			return k
 		}
 	}
-	t.Skip("needs a guest kernel: set BERTH_KERNEL or run scripts/fetch-kernel.sh")
+	testutil.Missing(t, "needs a guest kernel: set BERTH_KERNEL or run scripts/fetch-kernel.sh")
 	return Kernel{}
 }
 
@@ -296,7 +297,7 @@ func TestGuestInitExits(t *testing.T) {
 // A start that QEMU refuses ends with QEMU's message and leaves nothing.
 func TestStartFailureLeavesNothing(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("needs qemu: qemu-system-x86_64 not on PATH")
+		testutil.Missing(t, "needs qemu: qemu-system-x86_64 not on PATH")
 	}
 	t.Parallel()
 	dir := t.TempDir()
@@ -325,7 +326,7 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 func TestGuestDevices(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: virtiofsd's namespace sandbox")
+		testutil.Missing(t, "needs root: virtiofsd's namespace sandbox")
 	}
 	cfg := bootConfig(t, "devices")
 	work := t.TempDir()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/initramfs"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 func TestDetectTransport(t *testing.T) {
@@ -128,7 +129,7 @@ func TestGuestModulesVsock(t *testing.T) {
 		}
 	}
 	if dir == "" {
-		t.Skip("needs a guest kernel: set BERTH_KERNEL or run scripts/fetch-kernel.sh")
+		testutil.Missing(t, "needs a guest kernel: set BERTH_KERNEL or run scripts/fetch-kernel.sh")
 	}
 	agentBin := filepath.Join(t.TempDir(), "agent")
 	os.WriteFile(agentBin, []byte("\x7fELF fake"), 0o755)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/sockpath"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 func TestDetectAccel(t *testing.T) {
@@ -186,7 +187,7 @@ func TestCommandLine(t *testing.T) {
 func needTool(t *testing.T, name string) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("needs %s (apt-get install erofs-utils e2fsprogs)", name)
+		testutil.Missing(t, "needs %s (apt-get install erofs-utils e2fsprogs)", name)
 	}
 }
 
