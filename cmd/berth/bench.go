@@ -42,7 +42,7 @@ func cmdBench(g *globals, args []string) error {
 		case "vm":
 			r, err = benchVMStart(g, *ref, *n)
 		case "compare":
-			r, err = benchCompare(g, *ref)
+			r, err = benchCompare(g, *ref, *n)
 		case "ctr", "exec":
 			r, err = benchRuntime(g, sc, *ref, *n)
 		default:
@@ -172,9 +172,20 @@ func benchMemory(g *globals, ref string) (memoryResult, error) {
 		return memoryResult{}, err
 	}
 	m := memoryResult{Scenario: "memory: idle detached `sleep` instance (KiB)"}
-	m.MonitorPSS, _ = bench.PSS(in.MonitorPid)
-	m.MonitorRSS, _ = bench.RSS(in.MonitorPid)
-	m.InitPSS, _ = bench.PSS(in.Pid)
-	m.InitRSS, _ = bench.RSS(in.Pid)
+	for _, f := range []struct {
+		dst  *int64
+		read func(int) (int64, error)
+		pid  int
+		what string
+	}{
+		{&m.MonitorPSS, bench.PSS, in.MonitorPid, "the monitor's PSS"},
+		{&m.MonitorRSS, bench.RSS, in.MonitorPid, "the monitor's RSS"},
+		{&m.InitPSS, bench.PSS, in.Pid, "the init's PSS"},
+		{&m.InitRSS, bench.RSS, in.Pid, "the init's RSS"},
+	} {
+		if *f.dst, err = f.read(f.pid); err != nil {
+			return memoryResult{}, fmt.Errorf("read %s (pid %d): %v", f.what, f.pid, err)
+		}
+	}
 	return m, nil
 }

@@ -65,3 +65,54 @@ func TestTree(t *testing.T) {
 		t.Fatalf("Tree(1) = %v: init has descendants", got)
 	}
 }
+
+func TestSpreadOf(t *testing.T) {
+	ms := time.Millisecond
+	if got := SpreadOf(nil); got != (Spread{}) {
+		t.Errorf("SpreadOf(nil) = %+v", got)
+	}
+	got := SpreadOf([]time.Duration{5 * ms, 1 * ms, 4 * ms, 2 * ms, 3 * ms})
+	want := Spread{Min: 1, P25: 2, Median: 3, P75: 4, Max: 5}
+	if got != want {
+		t.Errorf("SpreadOf(1..5 ms) = %+v, want %+v", got, want)
+	}
+	got = SpreadOf([]time.Duration{10 * ms, 20 * ms})
+	if got.P25 != 12.5 || got.P75 != 17.5 || got.Median != 15 {
+		t.Errorf("SpreadOf(10, 20 ms) = %+v", got)
+	}
+}
+
+// A subject may be a function, and a label says how each sample ran.
+func TestCompareRunAndLabel(t *testing.T) {
+	calls, labels := 0, 0
+	fn := Subject{
+		Name: "fn",
+		Run:  func() error { calls++; return nil },
+		Label: func() (string, error) {
+			labels++
+			if labels%2 == 0 {
+				return "even", nil
+			}
+			return "odd", nil
+		},
+	}
+	r, err := Compare("fn vs true", fn, Subject{Name: "true", Argv: []string{"/bin/true"}}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One warm-up and four samples; only the samples are counted.
+	if calls != 5 || labels != 5 {
+		t.Errorf("run %d times, labelled %d times, want 5 and 5", calls, labels)
+	}
+	if n := r.Labels["fn"]["odd"] + r.Labels["fn"]["even"]; n != 4 || r.Labels["true"] != nil {
+		t.Errorf("labels %v", r.Labels)
+	}
+	if sp := r.Spreads["fn"]; sp.Min > sp.P25 || sp.P25 > sp.Median || sp.Median > sp.P75 || sp.P75 > sp.Max {
+		t.Errorf("spread out of order: %+v", sp)
+	}
+	bad := fn
+	bad.Label = func() (string, error) { return "", os.ErrNotExist }
+	if _, err := Compare("bad label", bad, Subject{Name: "true", Argv: []string{"/bin/true"}}, 1); err == nil {
+		t.Error("a failing label was ignored")
+	}
+}
