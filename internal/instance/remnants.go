@@ -1,12 +1,19 @@
 package instance
 
 import (
+	"encoding/binary"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/errdefs"
 )
 
 // Remnant is a live process of an instance found by Remnants.
@@ -167,17 +174,44 @@ func firstInNS(pid int) bool {
 	return false
 }
 
-// boundSockets maps the inodes of the unix sockets bound at a path in
-// dir (listening, and the connections they accepted) to whether the path
-// is the control socket. Only sockets of this network namespace are seen.
+// boundSockets maps the inodes of the unix sockets bound to a socket
+// file in dir (listening, and the connections they accepted) to whether
+// that file is the control socket. A socket bound under a long path is
+// bound through /proc/self/fd (see sockpath): it is found by the file it
+// is bound to (sock_diag), where the kernel says, else by the path it was
+// bound at (/proc/net/unix). Only sockets of this network namespace are
+// seen.
 func boundSockets(dir string) map[uint64]bool {
+	type file struct{ dev, ino uint64 }
+	files := map[file]bool{}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		var st unix.Stat_t
+		p := filepath.Join(dir, e.Name())
+		if e.Type() == fs.ModeSocket && unix.Lstat(p, &st) == nil {
+			files[file{st.Dev, st.Ino}] = p == ControlSocket(dir)
+		}
+	}
+	out := map[uint64]bool{}
+	if len(files) == 0 {
+		return out
+	}
+	err := unixSockets(func(ino uint64, vfsDev, vfsIno uint32) {
+		// The kernel's own encoding of the device: major << 20 | minor.
+		for f, control := range files {
+			if uint32(f.ino) == vfsIno && unix.Major(f.dev) == vfsDev>>20 && unix.Minor(f.dev) == vfsDev&0xfffff {
+				out[ino] = control
+			}
+		}
+	})
+	if err == nil {
+		return out
+	}
 	b, err := os.ReadFile("/proc/net/unix")
 	if err != nil {
-		return nil
+		return out
 	}
 	prefix := filepath.Clean(dir) + "/"
-	control := ControlSocket(dir)
-	out := map[uint64]bool{}
 	for _, l := range strings.Split(string(b), "\n") {
 		// Num RefCount Protocol Flags Type St Inode Path
 		f := strings.Fields(l)
@@ -185,10 +219,75 @@ func boundSockets(dir string) map[uint64]bool {
 			continue
 		}
 		if ino, err := strconv.ParseUint(f[6], 10, 64); err == nil {
-			out[ino] = f[7] == control
+			out[ino] = f[7] == ControlSocket(dir)
 		}
 	}
 	return out
+}
+
+// unixSockets calls fn for every unix socket of this network namespace
+// bound to a file: its inode, and the device and inode of the file, as
+// the kernel's sock_diag interface lists them (UDIAG_SHOW_VFS).
+func unixSockets(fn func(ino uint64, vfsDev, vfsIno uint32)) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	const (
+		sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
+		showVFS          = 2  // UDIAG_SHOW_VFS
+		attrVFS          = 1  // UNIX_DIAG_VFS
+		hdrLen           = unix.SizeofNlMsghdr
+	)
+	// struct unix_diag_req: family, protocol, pad, states, ino, show, cookie.
+	req := make([]byte, hdrLen+24)
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], sockDiagByFamily)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(req[8:], 1)
+	req[hdrLen] = unix.AF_UNIX
+	ne.PutUint32(req[hdrLen+4:], ^uint32(0)) // every state
+	ne.PutUint32(req[hdrLen+12:], showVFS)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				return fmt.Errorf("sock_diag: %w", errdefs.ErrUnavailable)
+			}
+			// struct unix_diag_msg (16 bytes), then attributes.
+			d := m.Data
+			if len(d) < 16 {
+				continue
+			}
+			ino := uint64(ne.Uint32(d[4:]))
+			for a := d[16:]; len(a) >= 4; {
+				l, typ := int(ne.Uint16(a)), ne.Uint16(a[2:])
+				if l < 4 || l > len(a) {
+					break
+				}
+				if typ == attrVFS && l >= 12 {
+					fn(ino, ne.Uint32(a[8:]), ne.Uint32(a[4:]))
+				}
+				a = a[min((l+3)&^3, len(a)):]
+			}
+		}
+	}
 }
 
 // socketInodes lists the inodes of the sockets pid has open.
