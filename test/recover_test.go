@@ -107,9 +107,10 @@ func TestKilledMonitorIsReconciled(t *testing.T) {
 }
 
 // SIGTERM sent to a foreground `berth run` while its instance is being
-// created and started reaches the workload once it runs, as it would a
-// moment later: the CLI neither dies of it nor leaves the workload
-// running without an owner.
+// created and started ends it with 143, as it would a moment later: it
+// cancels the start, or reaches the workload if that already runs. The
+// CLI neither dies of it nor leaves the workload running without an
+// owner (see also hostile_run_test.go).
 func TestSignalDuringStartReachesWorkload(t *testing.T) {
 	img := busybox(t)
 	for i := 0; i < 5; i++ {

@@ -20,9 +20,10 @@ import (
 // owned by this process. A container takes pre, an init prestarted for
 // it, when not nil. saved, when not nil, reports the bundle's write
 // going on meanwhile; the instance is recorded as running only once it
-// is done. On failure nothing of the instance's processes, cgroup or
-// guest is left; the record is the caller's to remove.
-func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, stdio container.Stdio, pre *container.Init) (workload, error) {
+// is done. Cancelling ctx cancels the start until the workload runs. On
+// failure nothing of the instance's processes, cgroup or guest is left;
+// the record is the caller's to remove.
+func startInstance(ctx context.Context, g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, stdio container.Stdio, pre *container.Init) (workload, error) {
 	var err error
 	waitSaved := func() error {
 		if saved == nil {
@@ -40,9 +41,9 @@ func startInstance(g *globals, st *instance.Store, in *instance.Instance, b *ins
 	}
 	var w workload
 	if in.Isolation == instance.IsolationVM {
-		w, err = startVM(g, st, in, b, stdio)
+		w, err = startVM(ctx, g, st, in, b, stdio)
 	} else {
-		w, err = container.Run(context.Background(), &container.Config{
+		w, err = container.Run(ctx, &container.Config{
 			ID:         in.ID,
 			Spec:       b.Spec,
 			Layers:     b.Layers,
@@ -144,35 +145,19 @@ var earlySignals chan os.Signal
 // catchEarlySignals makes `berth run` catch the signals it relays from
 // before it creates anything: one that came while the instance was being
 // created and started would otherwise kill the CLI and leave the
-// workload running without an owner. forwardSignals delivers them to
-// the workload once it runs; a run that fails before that exits as it
-// would have. The handlers are set up in the background (the Go runtime
-// enables each signal through a round trip to a thread of its own);
-// awaitEarlySignals waits for them, before the first record is written.
-//
-// A start that hangs must still yield to the user: the third SIGINT or
-// SIGTERM before the instance runs ends berth at once, as the signal
-// would have; the next berth command reconciles what it leaves.
+// workload running without an owner. Until the workload runs, a
+// startGuard watches them (some cancel the start); forwardSignals then
+// delivers them to the workload. The handlers are set up in the
+// background (the Go runtime enables each signal through a round trip to
+// a thread of its own); awaitEarlySignals waits for them, before the
+// first record is written.
 func catchEarlySignals() {
 	earlySignals = make(chan os.Signal, 8)
-	impatient := make(chan os.Signal, 8)
 	caught := make(chan struct{})
 	earlyCaught = caught
-	stopImpatience = func() {
-		<-caught
-		signal.Stop(impatient)
-	}
 	go func() {
 		signal.Notify(earlySignals, relayed...)
-		signal.Notify(impatient, syscall.SIGINT, syscall.SIGTERM)
 		close(caught)
-		for n := 1; ; n++ {
-			s := (<-impatient).(syscall.Signal)
-			if n == 3 {
-				fmt.Fprintf(os.Stderr, "berth run: %v three times before the instance started: giving up\n", s)
-				os.Exit(128 + int(s))
-			}
-		}
 	}()
 }
 
@@ -187,20 +172,20 @@ func awaitEarlySignals() {
 	}
 }
 
-// stopImpatience ends catchEarlySignals' count once the instance runs.
-var stopImpatience = func() {}
-
 // forwardSignals relays the signals a user sends to the CLI to the
-// instance, as `docker run` does, until stop is called. Signals caught
-// before it was called are relayed first. Call it only for an instance
-// whose end berth then waits for and exits after.
-func forwardSignals(c workload) (stop func()) {
+// instance, as `docker run` does, until stop is called: first those
+// caught during the start (pending, in order), then those that come.
+// Call it only for an instance whose end berth then waits for and exits
+// after.
+func forwardSignals(c workload, pending []syscall.Signal) (stop func()) {
 	awaitEarlySignals()
-	stopImpatience()
 	ch := earlySignals
 	if ch == nil {
 		ch = make(chan os.Signal, 8)
 		signal.Notify(ch, relayed...)
+	}
+	for _, s := range pending {
+		_ = c.Signal(s)
 	}
 	done := make(chan struct{})
 	go func() {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,30 +24,49 @@ const monitorVerb = "__monitor"
 
 // runDetached starts the instance under a monitor process of its own and
 // returns once the workload runs (printing its ID) or failed to start.
-func runDetached(g *globals, st *instance.Store, in *instance.Instance) error {
+// guard's cancel reaches the monitor through a pipe (see cmdMonitor); a
+// start given up on kills it.
+func runDetached(g *globals, guard *startGuard, st *instance.Store, in *instance.Instance) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		_ = st.Remove(in.ID)
-		return err
+		return guard.failed(err)
 	}
 	defer r.Close()
+	cr, cw, err := os.Pipe()
+	if err != nil {
+		w.Close()
+		_ = st.Remove(in.ID)
+		return guard.failed(err)
+	}
+	defer cw.Close()
 	cmd := exec.Command("/proc/self/exe", "--root", g.root, monitorVerb, in.ID)
-	cmd.ExtraFiles = []*os.File{w}
+	cmd.ExtraFiles = []*os.File{w, cr}
 	// The monitor lives as long as the instance: one P keeps its threads
 	// and caches, and so its memory, small.
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	w.Close()
+	cr.Close()
 	if err != nil {
 		_ = st.Remove(in.ID)
-		return fmt.Errorf("start monitor: %w", err)
+		return guard.failed(fmt.Errorf("start monitor: %w", err))
 	}
+	stopCancel := guard.monitoring(cmd.Process.Pid, cw)
 	_ = cmd.Process.Release()
 	line, _ := bufio.NewReader(r).ReadString('\n')
 	line = strings.TrimSpace(line)
+	stopCancel()
 	if line == "ok" {
 		fmt.Println(in.ID)
+		if sig, _ := guard.settle(); sig != 0 {
+			// The start won the race with the signal: the workload gets
+			// it, as a foreground one would.
+			if _, cur, err := lookupInstance(g, in.ID); err == nil {
+				_ = signalInstance(st, cur, sig)
+			}
+		}
 		return nil
 	}
 	// The monitor removed the instance; it reports "CODE message".
@@ -54,7 +74,10 @@ func runDetached(g *globals, st *instance.Store, in *instance.Instance) error {
 	code, convErr := strconv.Atoi(codeStr)
 	if line == "" || convErr != nil {
 		_ = st.Remove(in.ID)
-		return errors.New("the monitor exited before starting the instance")
+		return guard.failed(errors.New("the monitor exited before starting the instance"))
+	}
+	if err := guard.failed(nil); err != nil {
+		return err
 	}
 	fmt.Fprintf(os.Stderr, "berth run: %s\n", msg)
 	return exitStatus(code)
@@ -98,7 +121,7 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return failMonitor(st, in, report, err)
 	}
-	c, err := startInstance(g, st, in, nil, nil, stdio, nil)
+	c, err := startInstance(monitorContext(), g, st, in, nil, nil, stdio, nil)
 	drain := copiers.Wait
 	if in.Isolation == instance.IsolationVM {
 		// The monitor itself writes the guest's output into the pipes:
@@ -195,4 +218,22 @@ func failMonitor(st *instance.Store, in *instance.Instance, report *os.File, err
 	report.Close()
 	_ = st.Remove(in.ID)
 	return err
+}
+
+// monitorContext is what a monitor's start runs under: cancelled when the
+// CLI waiting for the start writes to the pipe it passed as fd 4 (see
+// runDetached). The pipe's end of file (the CLI is done, or gone)
+// cancels nothing.
+func monitorContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	syscall.CloseOnExec(4) // not for the workload's processes
+	go func() {
+		f := os.NewFile(4, "cancel")
+		var b [1]byte
+		if n, _ := f.Read(b[:]); n > 0 {
+			cancel()
+		}
+		f.Close()
+	}()
+	return ctx
 }

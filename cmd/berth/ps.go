@@ -32,7 +32,9 @@ func cmdPs(g *globals, args []string) error {
 		if in.AutoRemove && in.Status == instance.Stopped {
 			continue // reconcile removed it
 		}
-		if *all || in.Status.Active() {
+		// One whose record is unreadable may well be running: it is
+		// shown until rm -f removes it.
+		if *all || in.Status.Active() || in.Unreadable {
 			shown = append(shown, in)
 		}
 	}
@@ -61,6 +63,9 @@ func cmdPs(g *globals, args []string) error {
 
 // statusText is ps's STATUS column: "running", "exited (3) 2 minutes ago".
 func statusText(in *instance.Instance) string {
+	if in.Unreadable {
+		return "unreadable record (rm -f removes it)"
+	}
 	switch in.Status {
 	case instance.Stopped:
 		code := -1

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
@@ -19,15 +20,7 @@ func cmdRm(g *globals, args []string) error {
 	}
 	var corrupt func(*instance.Store, string) error
 	if *force {
-		// Nothing in an unreadable record can be trusted: its container's
-		// cgroup (the conventional one; a VM has none on the host) is
-		// destroyed and its directory removed.
-		corrupt = func(st *instance.Store, id string) error {
-			if err := container.Cleanup("/berth/" + id); err != nil {
-				return err
-			}
-			return st.Remove(id)
-		}
+		corrupt = removeCorrupt
 	}
 	return forEachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
 		if in.Status.Active() {
@@ -46,4 +39,60 @@ func cmdRm(g *globals, args []string) error {
 		}
 		return st.Remove(in.ID)
 	}, corrupt)
+}
+
+// removeCorrupt ends and removes an instance whose record cannot be read.
+// Nothing in the record can be trusted, so what is left of the instance
+// is found by what it holds (instance.Remnants): the processes of its
+// container's cgroup (the conventional one; a VM has none on the host)
+// and its init, the QEMU and virtiofsd whose sockets are in its
+// directory, its monitor. The workload's processes are killed and the
+// cgroup goes; the owner, which then ends by itself, is killed only when
+// it does not. The directory goes last, once nothing uses it.
+func removeCorrupt(st *instance.Store, id string) error {
+	cg := "/berth/" + id
+	var members []int
+	if m, err := cgroups.New(cg); err == nil {
+		members, _ = m.Pids()
+	}
+	var workload, owners []instance.Remnant
+	for _, r := range instance.Remnants(st.Dir(id), []string{monitorVerb, id}, members) {
+		if r.Owner {
+			owners = append(owners, r)
+		} else {
+			workload = append(workload, r)
+			r.Kill()
+		}
+	}
+	if err := container.Cleanup(cg); err != nil {
+		return err
+	}
+	if !remnantsGone(workload, 10*time.Second) {
+		return fmt.Errorf("instance %.12s: its processes did not end after SIGKILL", id)
+	}
+	if !remnantsGone(owners, 10*time.Second) {
+		for _, r := range owners {
+			r.Kill()
+		}
+		if !remnantsGone(owners, 10*time.Second) {
+			return fmt.Errorf("instance %.12s: its owner did not end after SIGKILL", id)
+		}
+	}
+	return st.Remove(id)
+}
+
+// remnantsGone waits up to timeout for every process of rs to end.
+func remnantsGone(rs []instance.Remnant, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		alive := false
+		for _, r := range rs {
+			alive = alive || r.Alive()
+		}
+		if !alive {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }

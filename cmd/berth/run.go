@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -124,30 +123,30 @@ func cmdRun(g *globals, args []string) error {
 	} else {
 		container.Prewarm()
 	}
-	awaitEarlySignals()
-	st, in, b, err := createInstance(g, ref, f)
+	guard := guardStart(pre)
+	st, in, b, err := createInstance(g, guard, ref, f)
 	if err != nil {
-		return err
+		return guard.failed(err)
 	}
 	if f.detach {
 		// The monitor reads the bundle.
 		if err := st.SaveBundle(in.ID, b); err != nil {
 			_ = st.Remove(in.ID)
-			return err
+			return guard.failed(err)
 		}
-		return runDetached(g, st, in)
+		return runDetached(g, guard, st, in)
 	}
 	// The bundle is written while the container starts; it is on disk
 	// before the instance is recorded as running (berth exec reads it).
 	saved := make(chan error, 1)
 	go func() { saved <- st.SaveBundle(in.ID, b) }()
-	return runForeground(g, st, in, b, saved, &f.opts, pre)
+	return runForeground(g, guard, st, in, b, saved, &f.opts, pre)
 }
 
 // createInstance resolves the image, builds the spec and writes the
-// instance's record; it returns the bundle, for the caller to save. On
-// failure nothing is left.
-func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, b *instance.Bundle, err error) {
+// instance's record (through guard, when not nil); it returns the
+// bundle, for the caller to save. On failure nothing is left.
+func createInstance(g *globals, guard *startGuard, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, b *instance.Bundle, err error) {
 	images, err := g.imageStore()
 	if err != nil {
 		return nil, nil, nil, err
@@ -161,7 +160,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 	if err := holdImage(images, img); err != nil {
 		return nil, nil, nil, err
 	}
-	layers, err := images.Layers(context.Background(), img)
+	layers, err := images.Layers(guard.context(), img)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -215,7 +214,7 @@ func createInstance(g *globals, ref string, f *runFlags) (st *instance.Store, in
 		in.Name = id[:12]
 	}
 	trace("spec built")
-	if err := st.Create(in); err != nil {
+	if err := guard.create(st, in); err != nil {
 		return nil, nil, nil, err
 	}
 	trace("record created")
@@ -267,7 +266,7 @@ func foregroundStdio(o *instance.RunOptions) container.Stdio {
 
 // runForeground runs the instance attached to this terminal; the CLI is
 // its owner and records its end.
-func runForeground(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, o *instance.RunOptions, pre *container.Init) error {
+func runForeground(g *globals, guard *startGuard, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, o *instance.RunOptions, pre *container.Init) error {
 	stdio := foregroundStdio(o)
 	trace("record and bundle made")
 	// With -t the engine allocates the terminal inside the instance and
@@ -276,13 +275,14 @@ func runForeground(g *globals, st *instance.Store, in *instance.Instance, b *ins
 		// A guest's terminal streams through stdio.
 		stdio.Stdin = os.Stdin
 	}
-	c, err := startInstance(g, st, in, b, saved, stdio, pre)
+	c, err := startInstance(guard.context(), g, st, in, b, saved, stdio, pre)
 	trace("workload started")
 	if err != nil {
 		_ = st.Remove(in.ID)
-		return err
+		return guard.failed(err)
 	}
-	stop := forwardSignals(c)
+	_, pending := guard.settle()
+	stop := forwardSignals(c, pending)
 	drained := func() {}
 	if master := c.Console(); master != nil {
 		var detach func()

@@ -49,7 +49,7 @@ func (w *vmWorkload) Destroy() error {
 }
 
 // startVM boots the instance's bundle as a virtual machine.
-func startVM(g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, stdio container.Stdio) (*vmWorkload, error) {
+func startVM(ctx context.Context, g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, stdio container.Stdio) (*vmWorkload, error) {
 	guest, err := findGuest(g, in.Kernel)
 	if err != nil {
 		return nil, err
@@ -68,7 +68,7 @@ func startVM(g *globals, st *instance.Store, in *instance.Instance, b *instance.
 	if stdio.Stderr != nil {
 		as.Stderr = stdio.Stderr
 	}
-	m, err := vm.Boot(context.Background(), vm.RunConfig{
+	m, err := vm.Boot(ctx, vm.RunConfig{
 		ID: in.ID, Dir: st.Dir(in.ID), Spec: b.Spec, Layers: layers, Guest: guest,
 	}, as)
 	if err != nil {

@@ -283,6 +283,10 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	if err := waitAdded(); err != nil {
 		return nil, err
 	}
+	if !stop() {
+		// Cancelled as the init got ready: it is being killed.
+		return nil, initGone(ctx, cmd, ctx.Err())
+	}
 	undo.release()
 	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, atOnce: icfg.StartAtOnce, ended: make(chan struct{}), done: make(chan struct{})}, nil
 }

@@ -11,26 +11,32 @@ import (
 // A pid together with its start time names one process even after the pid
 // is reused.
 func ProcStart(pid int) uint64 {
-	if pid <= 0 {
+	f := statFields(pid)
+	if len(f) < 20 {
 		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name
+// (field 3, the state, first), nil when there is no such process.
+func statFields(pid int) []string {
+	if pid <= 0 {
+		return nil
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return nil
 	}
 	// The command name (field 2) may hold spaces and parentheses; fields
 	// after it start past the last ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	v, _ := strconv.ParseUint(f[19], 10, 64)
-	return v
+	return strings.Fields(s[i+1:])
 }
 
 // Alive reports whether the process recorded as (pid, start) still runs.
@@ -39,13 +45,10 @@ func Alive(pid int, start uint64) bool {
 	if pid <= 0 || start == 0 {
 		return false
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	f := statFields(pid)
+	if len(f) < 20 || f[0] == "Z" {
 		return false
 	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && s[i+2] == 'Z' {
-		return false
-	}
-	return ProcStart(pid) == start
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v == start
 }

@@ -70,6 +70,9 @@ type Instance struct {
 	Signal     int       `json:"signal,omitempty"`
 	OOMKilled  bool      `json:"oom_killed"`
 	Error      string    `json:"error,omitempty"` // why it failed to start or was lost
+	// Unreadable is set by List, never stored: the instance's record
+	// could not be read, Error says why.
+	Unreadable bool `json:"unreadable,omitempty"`
 }
 
 // ShortID is the 12-character form shown by ps.
@@ -259,7 +262,7 @@ func (s *Store) List() ([]*Instance, error) {
 		var corrupt *CorruptError
 		if errors.As(err, &corrupt) {
 			// Shown, so that it can be found and removed.
-			in, err = &Instance{ID: e.Name(), Status: Stopped, Error: corrupt.Error()}, nil
+			in, err = &Instance{ID: e.Name(), Status: Stopped, Error: corrupt.Error(), Unreadable: true}, nil
 		}
 		if err == nil {
 			out = append(out, in)

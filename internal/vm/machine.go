@@ -239,6 +239,9 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		if errors.As(err, &se) {
 			return nil, &StartError{Code: se.Code, Msg: se.Msg}
 		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("vm %s: start the workload: %w", rc.ID, ctx.Err())
+		}
 		// A QEMU that died breaks the connection a moment before it
 		// is reaped: say how it ended rather than how a read failed.
 		select {
@@ -276,8 +279,8 @@ func (e *StartError) Error() string { return e.Msg }
 
 // connect waits for the guest agent and dials it; a guest that stops or
 // never answers ends it with its console's last lines.
-func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (m *Machine) connect(parent context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	type dialed struct {
 		c   *agent.Client
@@ -302,6 +305,9 @@ func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
 			m.client = d.c
 			return nil
 		}
+		if err := parent.Err(); err != nil {
+			return fmt.Errorf("vm %s: %w", m.cfg.ID, err)
+		}
 		// A guest that powers off or dies resets the agent's
 		// connection as QEMU exits: say so rather than how the read
 		// failed.
@@ -314,6 +320,9 @@ func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
 	case <-m.vm.Exited():
 		return guestError(m.vm, m.vm.endedEarly("its agent answered"))
 	case <-ctx.Done():
+		if err := parent.Err(); err != nil {
+			return fmt.Errorf("vm %s: %w", m.cfg.ID, err)
+		}
 		return guestError(m.vm, fmt.Errorf("no answer from the guest agent within %v", timeout))
 	}
 }

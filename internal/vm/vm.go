@@ -206,9 +206,11 @@ func check(cfg *Config) error {
 // before it is reaped: that is waited for, briefly, so the error says how
 // QEMU ended (and QEMU's own last words) rather than how a socket failed.
 func (v *VM) startError(err error) error {
-	select {
-	case <-v.exited:
-	case <-time.After(qemuDying):
+	if !errors.Is(err, context.Canceled) { // else berth stops it
+		select {
+		case <-v.exited:
+		case <-time.After(qemuDying):
+		}
 	}
 	e := v.Exit()
 	v.cmd.Process.Kill()
