@@ -13,6 +13,11 @@
 # PKG/testdata/fuzz/FuzzXxx/, to be fixed and committed as a regression
 # seed. The corpus grown meanwhile stays in go's cache (go env GOCACHE).
 #
+# Go's fuzzing coordinator before Go 1.27 can fail a target with a bare
+# "context deadline exceeded" when FUZZTIME ends while a worker is busy
+# (golang/go#75804): no input is at fault and none is written. Such a run
+# is reported as cut short, not failed.
+#
 # Environment:
 #   FUZZTIME   how long each target runs (default 60s; go test's syntax:
 #              30s, 2m, or 1000x for a number of inputs)
@@ -43,13 +48,25 @@ fi
 
 n=$(printf '%s\n' "$targets" | wc -l)
 echo "fuzz: $n targets, $fuzztime each"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 failed=()
+cut=0
 while read -r pkg name; do
 	echo "== fuzz ./$pkg $name"
+	crashers="$pkg/testdata/fuzz/$name"
+	before=$(ls "$crashers" 2>/dev/null)
 	# shellcheck disable=SC2086 # FUZZFLAGS holds several flags
-	if ! $go test -run='^$' -fuzz="^$name\$" -fuzztime="$fuzztime" ${FUZZFLAGS:-} "./$pkg/" </dev/null; then
-		failed+=("./$pkg $name")
+	if $go test -run='^$' -fuzz="^$name\$" -fuzztime="$fuzztime" ${FUZZFLAGS:-} "./$pkg/" </dev/null 2>&1 | tee "$log"; then
+		continue
 	fi
+	if [ "$(ls "$crashers" 2>/dev/null)" = "$before" ] && grep -qx '    context deadline exceeded' "$log" &&
+		! grep -q -e '^panic:' -e 'Failing input written' -e '^    --- FAIL' "$log"; then
+		echo "fuzz: ./$pkg $name: cut short at the deadline by Go's coordinator (golang/go#75804), no failing input"
+		cut=$((cut + 1))
+		continue
+	fi
+	failed+=("./$pkg $name")
 done <<<"$targets"
 
 if [ ${#failed[@]} -gt 0 ]; then
@@ -57,4 +74,8 @@ if [ ${#failed[@]} -gt 0 ]; then
 	printf '  %s\n' "${failed[@]}"
 	exit 1
 fi
-echo "fuzz: all $n targets passed"
+if [ "$cut" -gt 0 ]; then
+	echo "fuzz: all $n targets passed ($cut cut short at the deadline)"
+else
+	echo "fuzz: all $n targets passed"
+fi
