@@ -19,7 +19,7 @@ TEST_PKGS    := $(RUNTIME_PKGS) runc git containerd docker.io
 VM_PKGS      := qemu-system-x86 erofs-utils cpio kmod xz-utils
 KERNEL_DIR   ?= /var/lib/berth/kernel
 
-.PHONY: all build install deps test-deps demo test check clean conformance
+.PHONY: all build install deps test-deps demo test check clean conformance fuzz
 
 all: build
 
@@ -65,6 +65,13 @@ test: test-deps build
 # (docs/conformance.md). Prints both summaries; never fails.
 conformance: build
 	conformance/run.sh
+
+# Every Go fuzz target (func FuzzXxx in a _test.go file, found anew each
+# time), one after another, each for FUZZTIME; fails if any finds a crasher
+# (scripts/fuzz.sh, docs/fuzzing.md).
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 check:
 	test -z "$$(gofmt -l .)"

@@ -86,7 +86,7 @@ func (c *Client) handshake() error {
 	case msgError:
 		var e StartError
 		if decode(f, &e) == nil {
-			return fmt.Errorf("agent handshake: guest refused: %s: %w", e.Msg, errdefs.ErrUnavailable)
+			return fmt.Errorf("agent handshake: guest refused: %s: %w", guestText(e.Msg), errdefs.ErrUnavailable)
 		}
 	}
 	return fmt.Errorf("agent handshake: expected hello, got %v frame: %w", f.typ, errdefs.ErrInvalid)
@@ -215,7 +215,7 @@ func (c *Client) dispatch(f frame) error {
 			if err := decode(f, &e); err != nil {
 				return err
 			}
-			return fmt.Errorf("agent: guest failed: %s: %w", e.Msg, errdefs.ErrUnavailable)
+			return fmt.Errorf("agent: guest failed: %s: %w", guestText(e.Msg), errdefs.ErrUnavailable)
 		}
 		return fmt.Errorf("agent protocol: unexpected %v frame on stream 0: %w", f.typ, errdefs.ErrInvalid)
 	}
@@ -227,6 +227,19 @@ func (c *Client) dispatch(f frame) error {
 	}
 	if p == nil {
 		return nil // a stream the host already gave up on
+	}
+	// The guest answers a start once, with Started or Error, and sends
+	// nothing else about the process before: the read loop must never
+	// block on started, and a process the guest never answered must stay
+	// known until the connection ends, which answers it with the error.
+	switch {
+	case f.typ == msgStarted || f.typ == msgError:
+		if p.answered {
+			return fmt.Errorf("agent protocol: %v frame for process %d, which the guest already answered: %w", f.typ, p.id, errdefs.ErrInvalid)
+		}
+		p.answered = true
+	case !p.answered:
+		return fmt.Errorf("agent protocol: %v frame for process %d before it started: %w", f.typ, p.id, errdefs.ErrInvalid)
 	}
 	switch f.typ {
 	case msgStarted:
@@ -241,6 +254,10 @@ func (c *Client) dispatch(f frame) error {
 		if err := decode(f, e); err != nil {
 			return err
 		}
+		e.Msg = guestText(e.Msg)
+		if e.Code != 126 && e.Code != 127 {
+			e.Code = 125
+		}
 		c.forget(p.id)
 		p.started <- e
 	case msgStdout, msgStderr:
@@ -249,6 +266,9 @@ func (c *Client) dispatch(f frame) error {
 		var st ExitStatus
 		if err := decode(f, &st); err != nil {
 			return err
+		}
+		if st.Code < 0 || st.Code > 255 || st.Signal < 0 || st.Signal > 64 {
+			return fmt.Errorf("agent protocol: exit status %d, signal %d out of range: %w", st.Code, st.Signal, errdefs.ErrInvalid)
 		}
 		c.forget(p.id)
 		if err := p.out.push(item{typ: msgExit, exit: st}); err != nil {
@@ -318,6 +338,8 @@ type Proc struct {
 	out     *queue  // stdout, stderr and the exit, in the guest's order
 	in      *window // credit for stdin
 	started chan error
+	// answered is set by the read loop at the guest's Started or Error.
+	answered bool
 
 	exited chan struct{}
 	status ExitStatus

@@ -73,7 +73,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 )
@@ -354,6 +357,34 @@ func checkVersion(peer int, hostSide bool) error {
 	}
 	return fmt.Errorf("agent protocol version mismatch: host speaks version %d, guest agent speaks version %d: %w",
 		host, guest, errdefs.ErrNotSupported)
+}
+
+// maxGuestText bounds a message from the guest as the host repeats it.
+const maxGuestText = 1024
+
+// guestText makes a message the guest sent fit into one line of the host's
+// errors: characters that are not printable (newlines, terminal escapes,
+// bidirectional overrides, invalid UTF-8) are escaped as \xNN or \uNNNN,
+// and text beyond maxGuestText bytes is cut.
+func guestText(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if b.Len() >= maxGuestText {
+			b.WriteString("...")
+			break
+		}
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x100 && !strconv.IsPrint(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case !strconv.IsPrint(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // ExitStatusOf turns a wait status into an ExitStatus (128+N for signal N).

@@ -296,9 +296,18 @@ func loadSpec(path string) (*specs.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle config %s: %w", path, unwrap(err))
 	}
+	s, err := parseSpec(b)
+	if err != nil {
+		return nil, fmt.Errorf("bundle config %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// parseSpec decodes the bytes of a config.json.
+func parseSpec(b []byte) (*specs.Spec, error) {
 	var s specs.Spec
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("bundle config %s: %v: %w", path, err, errdefs.ErrInvalid)
+		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalid)
 	}
 	return &s, nil
 }

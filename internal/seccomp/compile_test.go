@@ -115,6 +115,9 @@ func TestDefaultDenies(t *testing.T) {
 		"move_mount", "open_tree", "mount_setattr", "kcmp", "pidfd_getfd", "process_madvise", "mbind",
 		"set_mempolicy", "get_mempolicy", "uselib", "ustat", "sysfs", "_sysctl", "create_module",
 		"get_kernel_syms", "query_module", "vserver", "tuxcall", "afs_syscall", "move_pages", "migrate_pages",
+		// A ring's operations never pass through seccomp (Docker 25 and
+		// containerd 2.0 refuse io_uring too).
+		"io_uring_setup", "io_uring_enter", "io_uring_register",
 	} {
 		if got := run(t, prog, call64(nr64(t, name))); got != retEPERM {
 			t.Errorf("%s: action %#x, want EPERM", name, got)
@@ -156,7 +159,15 @@ func TestDefaultArgumentRules(t *testing.T) {
 		{"socket inet", call64(socket, unix.AF_INET, unix.SOCK_STREAM), retAllow},
 		{"socket unix", call64(socket, unix.AF_UNIX, unix.SOCK_DGRAM), retAllow},
 		{"socket vsock", call64(socket, unix.AF_VSOCK, unix.SOCK_STREAM), retEPERM},
-		{"socket vsock+high word", call64(socket, 1<<32|unix.AF_VSOCK), retAllow},
+		// The kernel reads the family as an int: high bits set in the
+		// register must not carry a refused family past the filter.
+		{"socket vsock+high word", call64(socket, 1<<32|unix.AF_VSOCK), retEPERM},
+		{"socket alg", call64(socket, unix.AF_ALG, unix.SOCK_SEQPACKET), retEPERM},
+		{"socket alg+high word", call64(socket, 0xffffffff00000000|unix.AF_ALG), retEPERM},
+		{"socket 39 (AF_NFC)", call64(socket, 39), retAllow},
+		{"socket 41", call64(socket, 41), retAllow},
+		{"socket netlink", call64(socket, unix.AF_NETLINK, unix.SOCK_RAW), retAllow},
+		{"socket inet+high word", call64(socket, 1<<32|unix.AF_INET), retAllow},
 		// Syscalls newer than the profile: ENOSYS so libc falls back.
 		{"fchmodat2", call64(452), retNOSYS},
 		{"futex_wait", call64(455), retNOSYS},
@@ -175,6 +186,10 @@ func TestDefaultArgumentRules(t *testing.T) {
 		{"i386 getpid", call32(20), retAllow},
 		{"i386 mount", call32(21), retEPERM},
 		{"i386 socketcall", call32(102, 1), retAllow},
+		{"i386 socket inet", call32(359, unix.AF_INET), retAllow},
+		{"i386 socket alg", call32(359, unix.AF_ALG), retEPERM},
+		{"i386 socket vsock", call32(359, unix.AF_VSOCK), retEPERM},
+		{"i386 io_uring_setup", call32(425), retEPERM},
 		{"i386 chown32", call32(212), retAllow},
 		{"i386 clone", call32(120, uint64(unix.SIGCHLD)), retAllow},
 		{"i386 clone NEWNS", call32(120, unix.CLONE_NEWNS), retEPERM},
@@ -512,7 +527,7 @@ func TestDefaultIsFresh(t *testing.T) {
 		unix.CLONE_NEWUSER|unix.CLONE_NEWPID|unix.CLONE_NEWNET {
 		t.Errorf("nsFlags %#x", nsFlags)
 	}
-	if errEPERM != int(unix.EPERM) || errENOSYS != int(unix.ENOSYS) || afVSOCK != unix.AF_VSOCK {
+	if errEPERM != int(unix.EPERM) || errENOSYS != int(unix.ENOSYS) || afVSOCK != unix.AF_VSOCK || afALG != unix.AF_ALG {
 		t.Error("spelt-out constants differ from x/sys/unix")
 	}
 }

@@ -8,14 +8,19 @@ import (
 const (
 	errEPERM  = 1          // EPERM
 	errENOSYS = 38         // ENOSYS
+	afALG     = 38         // AF_ALG
 	afVSOCK   = 40         // AF_VSOCK
 	nsFlags   = 0x7e020000 // CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
+	lowWord   = 0xffffffff // the bits of an int argument the kernel reads
 )
 
 // dockerAllowed are the syscalls Docker's default profile allows outright to
 // a container with Docker's default capabilities, whatever the
 // architecture. Names an architecture lacks (chown32, socketcall, ...) are
-// skipped for it.
+// skipped for it. As in Docker since 25.0, io_uring_setup, io_uring_enter
+// and io_uring_register are not among them: the operations a ring performs
+// never pass through seccomp. docs/seccomp.md lists where berth's default
+// differs from Docker's.
 var dockerAllowed = []string{
 	"accept", "accept4", "access", "adjtimex", "alarm", "bind", "brk", "capget", "capset",
 	"chdir", "chmod", "chown", "chown32", "clock_adjtime", "clock_adjtime64",
@@ -36,8 +41,7 @@ var dockerAllowed = []string{
 	"getsockname", "getsockopt", "get_thread_area", "gettid", "gettimeofday", "getuid",
 	"getuid32", "getxattr", "inotify_add_watch", "inotify_init", "inotify_init1",
 	"inotify_rm_watch", "io_cancel", "ioctl", "io_destroy", "io_getevents", "io_pgetevents",
-	"io_pgetevents_time64", "ioprio_get", "ioprio_set", "io_setup", "io_submit",
-	"io_uring_enter", "io_uring_register", "io_uring_setup", "ipc", "kill",
+	"io_pgetevents_time64", "ioprio_get", "ioprio_set", "io_setup", "io_submit", "ipc", "kill",
 	"landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self", "lchown",
 	"lchown32", "lgetxattr", "link", "linkat", "listen", "listxattr", "llistxattr",
 	"_llseek", "lremovexattr", "lseek", "lsetxattr", "lstat", "lstat64", "madvise",
@@ -86,20 +90,22 @@ var personas = []uint64{0x0, 0x8, 0x20000, 0x20008, 0xffffffff}
 // kept). Everything not allowed fails with EPERM, among them mount,
 // umount2, pivot_root, unshare, setns, clone with namespace flags, keyctl,
 // add_key, request_key, bpf, kexec_load, init_module, open_by_handle_at,
-// perf_event_open, userfaultfd, reboot and the clock setters.
+// perf_event_open, userfaultfd, reboot, the clock setters and io_uring.
 //
 // As in Docker: ptrace, process_vm_readv and process_vm_writev are allowed
 // (without CAP_SYS_PTRACE they reach only the caller's own processes);
 // clone3 fails with ENOSYS so that libc falls back to clone, whose flags
-// can be checked; socket(AF_VSOCK) is refused; personality accepts only the
-// personas above. The profile covers x86-64, i386 and x32 (x32 calls get
-// EPERM), as Docker's does on an x86-64 host.
+// can be checked; socket(AF_ALG) and socket(AF_VSOCK) are refused;
+// personality accepts only the personas above. The profile covers x86-64,
+// i386 and x32 (x32 calls get EPERM), as Docker's does on an x86-64 host.
+//
+// The socket families are refused by rules that compare the argument's low
+// 32 bits only: the kernel reads the family as an int, so high bits set in
+// the register must not carry a refused family past the filter.
 func Default() *specs.LinuxSeccomp {
-	eperm := uint(errEPERM)
-	enosys := uint(errENOSYS)
 	p := &specs.LinuxSeccomp{
 		DefaultAction:   specs.ActErrno,
-		DefaultErrnoRet: &eperm,
+		DefaultErrnoRet: errnoRet(errEPERM),
 		Architectures:   []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
 		Syscalls: []specs.LinuxSyscall{
 			{Names: append([]string(nil), dockerAllowed...), Action: specs.ActAllow},
@@ -109,17 +115,28 @@ func Default() *specs.LinuxSeccomp {
 			{Names: []string{"arch_prctl", "modify_ldt"}, Action: specs.ActAllow},
 			// CAP_SYS_CHROOT is a default capability.
 			{Names: []string{"chroot"}, Action: specs.ActAllow},
+			// Refused families first: the first rule that holds decides.
+			// AF_ALG is the kernel's crypto API, the way in of
+			// CVE-2026-31431 ("Copy Fail").
 			{
-				Names:  []string{"socket"},
-				Action: specs.ActAllow,
-				Args:   []specs.LinuxSeccompArg{{Index: 0, Value: afVSOCK, Op: specs.OpNotEqual}},
+				Names:    []string{"socket"},
+				Action:   specs.ActErrno,
+				ErrnoRet: errnoRet(errEPERM),
+				Args:     []specs.LinuxSeccompArg{{Index: 0, Value: lowWord, ValueTwo: afALG, Op: specs.OpMaskedEqual}},
 			},
+			{
+				Names:    []string{"socket"},
+				Action:   specs.ActErrno,
+				ErrnoRet: errnoRet(errEPERM),
+				Args:     []specs.LinuxSeccompArg{{Index: 0, Value: lowWord, ValueTwo: afVSOCK, Op: specs.OpMaskedEqual}},
+			},
+			{Names: []string{"socket"}, Action: specs.ActAllow},
 			{
 				Names:  []string{"clone"},
 				Action: specs.ActAllow,
 				Args:   []specs.LinuxSeccompArg{{Index: 0, Value: nsFlags, ValueTwo: 0, Op: specs.OpMaskedEqual}},
 			},
-			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
+			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: errnoRet(errENOSYS)},
 		},
 	}
 	for _, v := range personas {
@@ -131,3 +148,7 @@ func Default() *specs.LinuxSeccomp {
 	}
 	return p
 }
+
+// errnoRet returns a new pointer to e, so that no two rules of a profile
+// share one.
+func errnoRet(e uint) *uint { return &e }

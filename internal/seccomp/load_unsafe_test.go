@@ -131,6 +131,14 @@ func helperDefault(t *testing.T, dir string) {
 	wantErrno(t, "userfaultfd(bad flags)", eperm, unix.SYS_USERFAULTFD, 0xffffffff)
 	wantErrno(t, "personality(ADDR_NO_RANDOMIZE)", eperm, unix.SYS_PERSONALITY, 0x40000)
 	wantErrno(t, "socket(AF_VSOCK)", eperm, unix.SYS_SOCKET, unix.AF_VSOCK, unix.SOCK_STREAM, 0)
+	// The kernel takes the family as an int: high bits set must not
+	// carry a refused family past the filter.
+	wantErrno(t, "socket(1<<32|AF_VSOCK)", eperm, unix.SYS_SOCKET, 1<<32|unix.AF_VSOCK, unix.SOCK_STREAM, 0)
+	wantErrno(t, "socket(AF_ALG)", eperm, unix.SYS_SOCKET, unix.AF_ALG, unix.SOCK_SEQPACKET, 0)
+	wantErrno(t, "socket(1<<32|AF_ALG)", eperm, unix.SYS_SOCKET, 1<<32|unix.AF_ALG, unix.SOCK_SEQPACKET, 0)
+	wantErrno(t, "io_uring_setup(0, NULL)", eperm, unix.SYS_IO_URING_SETUP, 0, 0)
+	wantErrno(t, "io_uring_enter(-1)", eperm, unix.SYS_IO_URING_ENTER, ^uintptr(0), 0, 0, 0, 0, 0)
+	wantErrno(t, "io_uring_register(-1)", eperm, unix.SYS_IO_URING_REGISTER, ^uintptr(0), 0, 0, 0)
 	wantErrno(t, "clone(CLONE_NEWNS, bad flags)", eperm, unix.SYS_CLONE, unix.CLONE_NEWNS|unix.CLONE_VM|unix.CLONE_SIGHAND|unix.CLONE_THREAD|unix.CLONE_NEWPID)
 	// ENOSYS where libc should fall back.
 	wantErrno(t, "clone3(NULL, 0)", unix.ENOSYS, unix.SYS_CLONE3, 0, 0)
