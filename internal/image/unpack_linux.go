@@ -184,6 +184,11 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if sparse(hdr) {
+		// archive/tar reads a sparse file's holes as zeros: a few bytes of
+		// layer could claim an exabyte of them and fill the disk.
+		return refuse(hdr.Name, "sparse files are not supported (the OCI image spec advises against them)")
+	}
 	if rel == "" {
 		if hdr.Typeflag != tar.TypeDir {
 			return refuse(hdr.Name, "the layer root must be a directory")
@@ -230,6 +235,20 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	}
 	u.seen[rel] = hdr.Typeflag
 	return nil
+}
+
+// sparse reports whether archive/tar reads the entry as a sparse file
+// (the GNU formats, old and PAX).
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // clear removes whatever is at base unless both it and the new entry are

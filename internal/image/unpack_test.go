@@ -1,10 +1,12 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -368,5 +370,39 @@ func TestCleanEntry(t *testing.T) {
 		if _, err := cleanEntry(in); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("cleanEntry(%q) = %v, want ErrInvalid", in, err)
 		}
+	}
+}
+
+// sparseLayer is a layer of one GNU sparse file (PAX format 0.1) whose
+// few bytes claim size bytes of holes. archive/tar writes no sparse
+// records, so they are patched in under keys of the same lengths.
+func sparseLayer(t testing.TB, size int64) []byte {
+	t.Helper()
+	e := testutil.File("big", "", 0o644)
+	e.PAXRecords = map[string]string{
+		"SCHILY.xattr.user.n1": "1",                         // GNU.sparse.numblocks
+		"SCHILY.xattr.u":       "0,0",                       // GNU.sparse.map
+		"SCHILY.xattr.us":      strconv.FormatInt(size, 10), // GNU.sparse.size
+	}
+	data := testutil.TarBytes(t, []testutil.TarEntry{e})
+	for from, to := range map[string]string{"SCHILY.xattr.user.n1": "GNU.sparse.numblocks", "SCHILY.xattr.u=": "GNU.sparse.map=", "SCHILY.xattr.us=": "GNU.sparse.size="} {
+		if len(from) != len(to) || !bytes.Contains(data, []byte(from)) {
+			t.Fatalf("cannot patch %q into the tar", to)
+		}
+		data = bytes.ReplaceAll(data, []byte(from), []byte(to))
+	}
+	return data
+}
+
+// A sparse file is refused: archive/tar reads its holes as zeros, so a
+// few bytes of layer could fill the disk.
+func TestSparseFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	_, err := unpackLayer(context.Background(), bytes.NewReader(sparseLayer(t, 1<<30)), dir)
+	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "sparse") {
+		t.Fatalf("unpackLayer = %v, want a sparse file refused", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "big")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the sparse file was written: %v", err)
 	}
 }
