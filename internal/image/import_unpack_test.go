@@ -120,3 +120,18 @@ func TestLayoutMembersMustBeRegular(t *testing.T) {
 		})
 	}
 }
+
+// An archive given to import with a sparse member is refused before the
+// member's holes are written out as zeros.
+func TestArchiveWithSparseMemberRefused(t *testing.T) {
+	archive := filepath.Join(t.TempDir(), "archive.tar")
+	if err := os.WriteFile(archive, sparseLayer(t, 1<<30), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore(t)
+	_, err := s.Import(context.Background(), archive, "")
+	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "sparse") {
+		t.Fatalf("Import = %v, want the sparse member refused", err)
+	}
+	assertEmpty(t, s)
+}

@@ -103,6 +103,9 @@ func openTarSource(ctx context.Context, p, dir string) (*tarSource, error) {
 		if name == "" {
 			continue
 		}
+		if sparse(hdr) {
+			return nil, fmt.Errorf("archive %s: member %s: sparse files are not supported: %w", p, name, errdefs.ErrInvalid)
+		}
 		switch hdr.Typeflag {
 		case tar.TypeReg:
 			staged := filepath.Join(dir, strconv.Itoa(n))
@@ -125,6 +128,20 @@ func openTarSource(ctx context.Context, p, dir string) (*tarSource, error) {
 		return nil, fmt.Errorf("archive %s: no files: %w", p, errdefs.ErrInvalid)
 	}
 	return src, nil
+}
+
+// sparse reports whether archive/tar reads the entry as a sparse file
+// (the GNU formats, old and PAX).
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *tarSource) open(name string) (io.ReadCloser, error) {

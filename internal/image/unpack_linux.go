@@ -237,20 +237,6 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	return nil
 }
 
-// sparse reports whether archive/tar reads the entry as a sparse file
-// (the GNU formats, old and PAX).
-func sparse(hdr *tar.Header) bool {
-	if hdr.Typeflag == tar.TypeGNUSparse {
-		return true
-	}
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, "GNU.sparse.") {
-			return true
-		}
-	}
-	return false
-}
-
 // clear removes whatever is at base unless both it and the new entry are
 // directories. It reports whether it replaced an overlay whiteout.
 func (u *unpacker) clear(pfd int, base string, isDir bool) (bool, error) {
