@@ -16,6 +16,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/regfile"
@@ -108,6 +109,10 @@ func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
 	snapshots, err := s.unpackStaged(ctx, st, im.staged, im.layers, im.diffIDs)
 	if err != nil {
 		return Image{}, fmt.Errorf("import %s: %w", path, err)
+	}
+	// One sync of the blobs and snapshots staged, before they are named.
+	if err := unix.Syncfs(int(st.f.Fd())); err != nil {
+		return Image{}, fmt.Errorf("import %s: sync: %w", path, err)
 	}
 	names := res.names
 	if im.want != "" {
@@ -269,8 +274,9 @@ func (im *importer) stageBytes(data []byte) (digest.Digest, error) {
 	return d, nil
 }
 
-// writeHashed copies r into a new file at p, synced, and returns the digest
-// and length of what it wrote.
+// writeHashed copies r into a new file at p and returns the digest and
+// length of what it wrote. The import syncs all it staged at once, before
+// its commit.
 func writeHashed(p string, r io.Reader, alg digest.Algorithm) (digest.Digest, int64, error) {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -278,9 +284,6 @@ func writeHashed(p string, r io.Reader, alg digest.Algorithm) (digest.Digest, in
 	}
 	dg := alg.Digester()
 	n, err := io.Copy(io.MultiWriter(f, dg.Hash()), r)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -115,7 +115,7 @@ func (s *Store) placeSnapshot(dir string, diffID digest.Digest) error {
 // yet, so that a layer berth would refuse to run is refused at import,
 // before anything is stored. A layer whose snapshot exists is only checked
 // against its diffID. It returns the unpacked directories by diffID, for
-// commit to move into snapshots/.
+// commit to move into snapshots/ (once the caller synced them).
 func (s *Store) unpackStaged(ctx context.Context, st *stage, staged map[digest.Digest]string, layers []ocispec.Descriptor, diffIDs []digest.Digest) (map[digest.Digest]string, error) {
 	dirs := map[digest.Digest]string{}
 	done := map[digest.Digest]bool{}
@@ -145,11 +145,6 @@ func (s *Store) unpackStaged(ctx context.Context, st *stage, staged map[digest.D
 		}
 		if dir != "" {
 			dirs[diffID] = dir
-		}
-	}
-	if len(dirs) > 0 {
-		if err := unix.Syncfs(int(st.f.Fd())); err != nil {
-			return nil, fmt.Errorf("sync snapshots: %w", err)
 		}
 	}
 	return dirs, nil
