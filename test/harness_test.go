@@ -75,6 +75,13 @@ func berthIn(t testing.TB, stdin []byte, args ...string) result {
 // berthEnvIn is berthIn with env added to the environment.
 func berthEnvIn(t testing.TB, env []string, stdin []byte, args ...string) result {
 	t.Helper()
+	return berthLimit(t, 2*time.Minute, env, stdin, args...)
+}
+
+// berthLimit is berthEnvIn failing the test (and killing berth) when berth
+// still runs after limit.
+func berthLimit(t testing.TB, limit time.Duration, env []string, stdin []byte, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(berthBin, append([]string{"--root", berthRoot}, args...)...)
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
@@ -91,10 +98,10 @@ func berthEnvIn(t testing.TB, env []string, stdin []byte, args ...string) result
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Minute):
+	case <-time.After(limit):
 		_ = cmd.Process.Kill()
 		<-done
-		t.Fatalf("berth %s: still running after two minutes", strings.Join(args, " "))
+		t.Fatalf("berth %s: still running after %s", strings.Join(args, " "), limit)
 	}
 	return result{stdout: out.String(), stderr: errb.String(), code: cmd.ProcessState.ExitCode()}
 }

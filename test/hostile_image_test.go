@@ -1,9 +1,7 @@
 package test
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,28 +13,13 @@ import (
 
 // hostileDeadline is how long a command of these tests may take before it
 // counts as hung (well inside the harness's two minutes).
-const hostileDeadline = 60 * time.Second
+const hostileDeadline = time.Minute
 
-// berthWithin runs berth against root and fails the test, killing berth,
-// when it has not ended within hostileDeadline.
-func berthWithin(t *testing.T, root string, args ...string) result {
+// berthWithin runs berth and fails the test, killing berth, when it has
+// not ended within hostileDeadline.
+func berthWithin(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(berthBin, append([]string{"--root", root}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start berth: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(hostileDeadline):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("berth %s: hung (killed after %s)", strings.Join(args, " "), hostileDeadline)
-	}
-	return result{stdout: out.String(), stderr: errb.String(), code: cmd.ProcessState.ExitCode()}
+	return berthLimit(t, hostileDeadline, nil, nil, args...)
 }
 
 // busyboxEntries is a minimal busybox root file system as tar entries,
@@ -65,10 +48,10 @@ func importHostile(t *testing.T, ref string, upper ...testutil.TarEntry) {
 	t.Helper()
 	layers := []testutil.Layer{{Entries: busyboxEntries(t)}, {Entries: upper, Compression: testutil.Gzip}}
 	layout := testutil.RawLayout(t, layers, testutil.ImageOptions{Ref: "latest", Cmd: []string{"true"}})
-	if r := berthWithin(t, berthRoot, "image", "import", "--name", ref, layout); r.code != 0 {
+	if r := berthWithin(t, "image", "import", "--name", ref, layout); r.code != 0 {
 		t.Fatalf("import %s: exit %d: %s", ref, r.code, r.stderr)
 	}
-	t.Cleanup(func() { berthWithin(t, berthRoot, "image", "rm", ref) })
+	t.Cleanup(func() { berthWithin(t, "image", "rm", ref) })
 }
 
 func wantOneLine(t *testing.T, r result, code int, want string) {
@@ -103,10 +86,10 @@ func TestHostileUserFiles(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ref := "hostile-" + tc.name
 			importHostile(t, ref, tc.entry)
-			wantOneLine(t, berthWithin(t, berthRoot, "run", "--rm", ref, "true"), 125, tc.want)
+			wantOneLine(t, berthWithin(t, "run", "--rm", ref, "true"), 125, tc.want)
 			if strings.HasPrefix(tc.want, "image's") {
 				// Resolving a named user reads the files the same way.
-				wantOneLine(t, berthWithin(t, berthRoot, "run", "--rm", "-u", "app", ref, "true"), 125, tc.want)
+				wantOneLine(t, berthWithin(t, "run", "--rm", "-u", "app", ref, "true"), 125, tc.want)
 			}
 		})
 	}
@@ -115,7 +98,7 @@ func TestHostileUserFiles(t *testing.T) {
 	t.Run("passwd-link-file", func(t *testing.T) {
 		importHostile(t, "hostile-passwd-link-file",
 			testutil.File("etc/passwd.real", "root:x:0:0:root:/root:/bin/sh\n", 0o644), testutil.Symlink("etc/passwd", "passwd.real"))
-		r := berthWithin(t, berthRoot, "run", "--rm", "hostile-passwd-link-file", "sh", "-c", "id -u; echo $HOME")
+		r := berthWithin(t, "run", "--rm", "hostile-passwd-link-file", "sh", "-c", "id -u; echo $HOME")
 		if r.code != 0 || r.stdout != "0\n/root\n" {
 			t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
@@ -128,7 +111,7 @@ func TestHostileUserFilesVM(t *testing.T) {
 	needVM(t)
 	busybox(t)
 	importHostile(t, "hostile-vm-passwd-fifo", testutil.Fifo("etc/passwd"))
-	wantOneLine(t, berthWithin(t, berthRoot, "run", "--rm", "--vm", "hostile-vm-passwd-fifo", "true"), 125, "image's /etc/passwd is a FIFO, not a regular file")
+	wantOneLine(t, berthWithin(t, "run", "--rm", "--vm", "hostile-vm-passwd-fifo", "true"), 125, "image's /etc/passwd is a FIFO, not a regular file")
 }
 
 // A workload that turns its /etc/passwd into a FIFO cannot make a later
@@ -138,7 +121,7 @@ func TestExecWithWorkloadFIFOPasswd(t *testing.T) {
 	id := strings.TrimSpace(must(t, "run", "-d", img, "sleep", "300"))
 	defer berth(t, "rm", "-f", id)
 	must(t, "exec", id, "sh", "-c", "rm /etc/passwd && mknod /etc/passwd p")
-	wantOneLine(t, berthWithin(t, berthRoot, "exec", id, "true"), 125, "container's /etc/passwd is a FIFO, not a regular file")
+	wantOneLine(t, berthWithin(t, "exec", id, "true"), 125, "container's /etc/passwd is a FIFO, not a regular file")
 }
 
 // A bind mount onto a FIFO or device of the image mounts over it without
@@ -156,7 +139,7 @@ func TestBindOverHostileMountpoint(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ref := "hostile-mountpoint-" + name
 			importHostile(t, ref, entry)
-			r := berthWithin(t, berthRoot, "run", "--rm", "-v", src+":/etc/conf:ro", ref, "cat", "/etc/conf")
+			r := berthWithin(t, "run", "--rm", "-v", src+":/etc/conf:ro", ref, "cat", "/etc/conf")
 			if r.code != 0 || r.stdout != "from host\n" {
 				t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 			}
@@ -212,7 +195,7 @@ func TestHostileLayerRefusedAtImport(t *testing.T) {
 			}
 			layout := testutil.RawLayout(t, []testutil.Layer{{Entries: busyboxEntries(t)}, {Entries: entries}}, testutil.ImageOptions{Ref: "latest", Cmd: []string{"true"}})
 			for _, src := range []string{layout, testutil.OCIArchive(t, layout)} {
-				r := berthWithin(t, berthRoot, "image", "import", "--name", "hostile-import", src)
+				r := berthWithin(t, "image", "import", "--name", "hostile-import", src)
 				wantOneLine(t, r, 125, "layer entry")
 				if after := imageNames(t); after != ls {
 					t.Fatalf("image ls changed:\n%s\nwas:\n%s", after, ls)
