@@ -14,6 +14,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/testutil"
@@ -62,7 +63,7 @@ func seedLayers(f *testing.F) [][]byte {
 	for _, h := range hostile {
 		out = append(out, testutil.TarBytes(f, h))
 	}
-	return out
+	return append(out, sparseLayer(f, 64<<20))
 }
 
 // FuzzUnpackLayer: any layer blob unpacks, or is refused, without writing
@@ -84,8 +85,14 @@ func FuzzUnpackLayer(f *testing.F) {
 		}
 		defer makeRemovable(dir)
 		got, err := unpackLayer(context.Background(), bytes.NewReader(blob), dir)
-		if err == nil && !bytes.HasPrefix(blob, []byte{0x1f, 0x8b}) && !bytes.HasPrefix(blob, []byte{0x28, 0xb5, 0x2f, 0xfd}) && got != digest.FromBytes(blob) {
+		plain := !bytes.HasPrefix(blob, []byte{0x1f, 0x8b}) && !bytes.HasPrefix(blob, []byte{0x28, 0xb5, 0x2f, 0xfd})
+		if err == nil && plain && got != digest.FromBytes(blob) {
 			t.Fatalf("digest %s of an uncompressed layer, want %s", got, digest.FromBytes(blob))
+		}
+		// An uncompressed layer cannot unpack into more bytes than it has
+		// (a sparse file's holes would).
+		if n := fileBytes(dir); plain && n > int64(len(blob)) {
+			t.Fatalf("a %d-byte layer unpacked into %d bytes of files", len(blob), n)
 		}
 		if data, rerr := os.ReadFile(sentinel); rerr != nil || string(data) != "safe" {
 			t.Fatalf("sentinel next to the layer changed: %q %v", data, rerr)
@@ -98,6 +105,22 @@ func FuzzUnpackLayer(f *testing.F) {
 			t.Fatalf("error of more than one line: %q", err)
 		}
 	})
+}
+
+// fileBytes is the total size of the regular files under dir, each hard
+// linked file counted once.
+func fileBytes(dir string) int64 {
+	var n int64
+	seen := map[uint64]bool{}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		var st unix.Stat_t
+		if err == nil && d.Type().IsRegular() && unix.Lstat(p, &st) == nil && !seen[st.Ino] {
+			seen[st.Ino] = true
+			n += st.Size
+		}
+		return nil
+	})
+	return n
 }
 
 // makeRemovable gives the owner access to every directory under dir, so
@@ -259,6 +282,7 @@ func FuzzTarSource(f *testing.F) {
 		testutil.Symlink("manifest.json", "blobs/sha256/ab"), testutil.Hardlink("oci-layout", "index.json"),
 		testutil.Symlink("loop", "loop"), testutil.Symlink("up", "../../etc/passwd"), testutil.File("../../x", "y", 0o644),
 	}))
+	f.Add(sparseLayer(f, 64<<20))
 	f.Fuzz(func(t *testing.T, archive []byte) {
 		base := t.TempDir()
 		p := filepath.Join(base, "archive.tar")
@@ -270,6 +294,11 @@ func FuzzTarSource(f *testing.F) {
 			t.Fatal(err)
 		}
 		src, err := openTarSource(context.Background(), p, dir)
+		// A plain archive's members cannot take more room than it has (a
+		// sparse member's holes would).
+		if n := fileBytes(dir); !bytes.HasPrefix(archive, []byte{0x1f, 0x8b}) && n > int64(len(archive)) {
+			t.Fatalf("a %d-byte archive staged %d bytes", len(archive), n)
+		}
 		if err != nil {
 			return
 		}
