@@ -83,6 +83,13 @@ func berthIn(t testing.TB, stdin []byte, args ...string) result {
 // berthEnvIn is berthIn with env added to the environment.
 func berthEnvIn(t testing.TB, env []string, stdin []byte, args ...string) result {
 	t.Helper()
+	return berthLimit(t, 2*time.Minute, env, stdin, args...)
+}
+
+// berthLimit is berthEnvIn failing the test (and killing berth) when berth
+// still runs after limit.
+func berthLimit(t testing.TB, limit time.Duration, env []string, stdin []byte, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(berthBin, append([]string{"--root", berthRoot}, args...)...)
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
@@ -100,11 +107,11 @@ func berthEnvIn(t testing.TB, env []string, stdin []byte, args ...string) result
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Minute):
+	case <-time.After(limit):
 		_ = cmd.Process.Kill()
 		<-done
-		t.Errorf("berth %s: still running after two minutes: killed", strings.Join(args, " "))
-		return result{stdout: out.String(), stderr: errb.String() + "\n(killed: hung for two minutes)", code: -1}
+		t.Errorf("berth %s: still running after %s: killed", strings.Join(args, " "), limit)
+		return result{stdout: out.String(), stderr: errb.String() + fmt.Sprintf("\n(killed: hung for %s)", limit), code: -1}
 	}
 	return result{stdout: out.String(), stderr: errb.String(), code: cmd.ProcessState.ExitCode()}
 }

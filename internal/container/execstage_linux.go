@@ -63,8 +63,11 @@ func execCommand(ch *channel, cfg *execConfig) error {
 	if p.Cwd == "" {
 		p.Cwd = "/"
 	}
-	passwd, group := readUserFiles()
-	cred, err := resolveUser(p.User, passwd, group)
+	db, err := readUserFiles()
+	if err != nil {
+		return err
+	}
+	cred, err := resolveUser(p.User, db)
 	if err != nil {
 		return err
 	}

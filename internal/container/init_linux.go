@@ -262,8 +262,11 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 	if err := readonlyPaths(spec.Linux.ReadonlyPaths); err != nil {
 		return nil, err
 	}
-	passwd, group := readUserFiles()
-	cred, err := resolveUser(spec.Process.User, passwd, group)
+	db, err := readUserFiles()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := resolveUser(spec.Process.User, db)
 	if err != nil {
 		return nil, err
 	}

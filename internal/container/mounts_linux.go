@@ -108,7 +108,9 @@ func remountBind(dest string, flags uintptr, rec bool) error {
 	return nil
 }
 
-// makeMountpoint creates dest as a directory or an empty file.
+// makeMountpoint creates dest as a directory or an empty file. What the
+// image already has at dest is left to the mount to judge and is never
+// opened: a FIFO there would block, a device could act on being opened.
 func makeMountpoint(dest string, dir bool) error {
 	if dir {
 		return os.MkdirAll(dest, 0o755)
@@ -116,14 +118,11 @@ func makeMountpoint(dest string, dir bool) error {
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(dest, os.O_CREATE|os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		if errors.Is(err, unix.EISDIR) {
-			return nil
-		}
-		return err
+	err := unix.Mknod(dest, unix.S_IFREG|0o644, 0)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return &os.PathError{Op: "create", Path: dest, Err: err}
 	}
-	return f.Close()
+	return nil
 }
 
 // mountCgroups shows the container its own cgroup, read-only, at dest

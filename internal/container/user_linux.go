@@ -1,15 +1,17 @@
 package container
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/regfile"
+	"github.com/berth-dev/berth/internal/userdb"
 )
 
 // credential is the workload's resolved identity.
@@ -44,39 +46,40 @@ func checkSetgroups(c *credential, u specs.User) error {
 // form, "USER[:GROUP]", each a name or a number; names must be listed in
 // the image's /etc/passwd and /etc/group. Supplementary groups are the
 // /etc/group memberships of a named user plus User.AdditionalGids.
-func resolveUser(u specs.User, passwd, group []byte) (credential, error) {
+func resolveUser(u specs.User, db userdb.Files) (credential, error) {
+	passwd, group := db.Passwd, db.Group
 	c := credential{UID: u.UID, GID: u.GID, Home: "/"}
 	name := ""
 	if u.Username != "" {
 		userPart, groupPart, hasGroup := strings.Cut(u.Username, ":")
 		if id, err := strconv.ParseUint(userPart, 10, 32); err == nil {
 			c.UID, c.GID = uint32(id), 0
-			if f, ok := lookupEntry(passwd, 2, userPart); ok {
-				name, c.GID, c.Home = f[0], atoi32(f[3]), f[5]
+			if f, ok := userdb.Lookup(passwd, 2, userPart); ok {
+				name, c.GID, c.Home = f[0], userdb.ID(f[3]), f[5]
 			}
 		} else {
-			f, ok := lookupEntry(passwd, 0, userPart)
+			f, ok := userdb.Lookup(passwd, 0, userPart)
 			if !ok {
 				return c, fmt.Errorf("user %q: no such user in the image's /etc/passwd: %w", userPart, errdefs.ErrInvalid)
 			}
-			name, c.UID, c.GID, c.Home = f[0], atoi32(f[2]), atoi32(f[3]), f[5]
+			name, c.UID, c.GID, c.Home = f[0], userdb.ID(f[2]), userdb.ID(f[3]), f[5]
 		}
 		if hasGroup {
 			if id, err := strconv.ParseUint(groupPart, 10, 32); err == nil {
 				c.GID = uint32(id)
 			} else {
-				f, ok := lookupEntry(group, 0, groupPart)
+				f, ok := userdb.Lookup(group, 0, groupPart)
 				if !ok {
 					return c, fmt.Errorf("group %q: no such group in the image's /etc/group: %w", groupPart, errdefs.ErrInvalid)
 				}
-				c.GID = atoi32(f[2])
+				c.GID = userdb.ID(f[2])
 			}
 		}
-	} else if f, ok := lookupEntry(passwd, 2, strconv.FormatUint(uint64(c.UID), 10)); ok {
+	} else if f, ok := userdb.Lookup(passwd, 2, strconv.FormatUint(uint64(c.UID), 10)); ok {
 		name, c.Home = f[0], f[5]
 	}
 	if name != "" && u.Username != "" {
-		c.Groups = groupsOf(group, name, c.GID)
+		c.Groups = userdb.Groups(group, name, c.GID)
 	}
 	c.Groups = append(c.Groups, u.AdditionalGids...)
 	if c.Home == "" {
@@ -85,59 +88,14 @@ func resolveUser(u specs.User, passwd, group []byte) (credential, error) {
 	return c, nil
 }
 
-// readUserFiles reads /etc/passwd and /etc/group of the current root; a
-// missing file reads as empty.
-func readUserFiles() (passwd, group []byte) {
-	passwd, _ = os.ReadFile("/etc/passwd")
-	group, _ = os.ReadFile("/etc/group")
-	return passwd, group
-}
-
-// lookupEntry finds the line of a passwd (7 fields) or group (4 fields)
-// file whose field idx equals val, padded to 7 fields.
-func lookupEntry(data []byte, idx int, val string) ([]string, bool) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		f := strings.Split(line, ":")
-		if len(f) != 7 && len(f) != 4 {
-			continue
-		}
-		if f[idx] == val {
-			for len(f) < 7 {
-				f = append(f, "")
-			}
-			return f, true
-		}
-	}
-	return nil, false
-}
-
-// groupsOf lists the gids of the groups naming user as a member, other
-// than its primary group.
-func groupsOf(group []byte, user string, primary uint32) []uint32 {
-	var gids []uint32
-	sc := bufio.NewScanner(bytes.NewReader(group))
-	for sc.Scan() {
-		f := strings.Split(strings.TrimSpace(sc.Text()), ":")
-		if len(f) != 4 {
-			continue
-		}
-		for _, m := range strings.Split(f[3], ",") {
-			if m == user && atoi32(f[2]) != primary {
-				gids = append(gids, atoi32(f[2]))
-			}
-		}
-	}
-	return gids
-}
-
-func atoi32(s string) uint32 {
-	v, _ := strconv.ParseUint(s, 10, 32)
-	return uint32(v)
+// readUserFiles reads /etc/passwd and /etc/group of the current root (the
+// container's, so its symlinks are followed): a missing file reads as
+// empty, one that is no regular file or is too large is an error, and
+// nothing at those paths is opened unless it is a regular file.
+func readUserFiles() (userdb.Files, error) {
+	return userdb.Load(func(path string, limit int64) ([]byte, error) {
+		return regfile.ReadFile(unix.AT_FDCWD, path, 0, limit)
+	}, "container's")
 }
 
 // withHome adds HOME to env when it has none, as Docker does.

@@ -63,6 +63,7 @@ func (im *importer) importDocker() (*result, error) {
 		}
 		m.Layers = append(m.Layers, d)
 	}
+	im.layers, im.diffIDs = m.Layers, cfg.RootFS.DiffIDs
 	mdata, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
@@ -103,11 +104,12 @@ func (im *importer) pickDocker(entries []dockerEntry) (dockerEntry, error) {
 }
 
 // stageDockerLayer stages layer i; an uncompressed layer's digest must be
-// its diffID (compressed ones are checked when unpacked).
+// its diffID (compressed ones are checked when unpacked, later in the
+// import).
 func (im *importer) stageDockerLayer(i int, name string, diffID digest.Digest) (ocispec.Descriptor, error) {
-	rc, err := im.src.open(name)
+	rc, err := im.open(name)
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("layer %s: missing from the archive: %w", name, errdefs.ErrInvalid)
+		return ocispec.Descriptor{}, fmt.Errorf("layer: %w", err)
 	}
 	defer rc.Close()
 	br := bufio.NewReader(&ctxReader{ctx: im.ctx, r: rc})

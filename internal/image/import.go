@@ -16,8 +16,10 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/regfile"
 )
 
 // Media types of Docker's image format, which the store accepts alongside
@@ -49,6 +51,9 @@ type importer struct {
 	dir    string                   // staging directory for verified blobs
 	staged map[digest.Digest]string // verified blob -> staged file
 	want   string                   // normalised name asked for, or ""
+	// The image's layer blobs and their diffIDs, lowest first.
+	layers  []ocispec.Descriptor
+	diffIDs []digest.Digest
 }
 
 // result is what an archive format reader found.
@@ -101,11 +106,19 @@ func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
 	if err != nil {
 		return Image{}, fmt.Errorf("import %s: %w", path, err)
 	}
+	snapshots, err := s.unpackStaged(ctx, st, im.staged, im.layers, im.diffIDs)
+	if err != nil {
+		return Image{}, fmt.Errorf("import %s: %w", path, err)
+	}
+	// One sync of the blobs and snapshots staged, before they are named.
+	if err := unix.Syncfs(int(st.f.Fd())); err != nil {
+		return Image{}, fmt.Errorf("import %s: sync: %w", path, err)
+	}
 	names := res.names
 	if im.want != "" {
 		names = []string{im.want}
 	}
-	return s.commit(im.staged, res, names)
+	return s.commit(im.staged, snapshots, res, names)
 }
 
 // openSource opens path as a directory or tar source, extracting tars into
@@ -127,20 +140,31 @@ func openSource(ctx context.Context, path, dir string) (source, error) {
 	return openTarSource(ctx, path, dir)
 }
 
+// has reports whether the archive has name; when it has something there
+// that cannot be read, readFile says what.
 func (im *importer) has(name string) bool {
 	rc, err := im.src.open(name)
 	if err != nil {
-		return false
+		return !errors.Is(err, errdefs.ErrNotFound)
 	}
 	rc.Close()
 	return true
 }
 
+// open opens a member of the archive that the image needs.
+func (im *importer) open(name string) (io.ReadCloser, error) {
+	rc, err := im.src.open(name)
+	if err != nil && !errors.Is(err, regfile.ErrNotRegular) {
+		return nil, fmt.Errorf("%s: missing from the archive: %w", name, errdefs.ErrInvalid)
+	}
+	return rc, err
+}
+
 // readFile reads a small file of the archive.
 func (im *importer) readFile(name string) ([]byte, error) {
-	rc, err := im.src.open(name)
+	rc, err := im.open(name)
 	if err != nil {
-		return nil, fmt.Errorf("%s: missing from the archive: %w", name, errdefs.ErrInvalid)
+		return nil, err
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(io.LimitReader(rc, maxJSON+1))
@@ -205,9 +229,9 @@ func (im *importer) stageBlob(d ocispec.Descriptor) (string, error) {
 	if p, ok := im.staged[d.Digest]; ok {
 		return p, nil
 	}
-	rc, err := im.src.open("blobs/" + d.Digest.Algorithm().String() + "/" + d.Digest.Encoded())
+	rc, err := im.open("blobs/" + d.Digest.Algorithm().String() + "/" + d.Digest.Encoded())
 	if err != nil {
-		return "", fmt.Errorf("blob %s missing from archive: %w", d.Digest, errdefs.ErrInvalid)
+		return "", fmt.Errorf("blob %s: %w", d.Digest, err)
 	}
 	defer rc.Close()
 	p := filepath.Join(im.dir, d.Digest.Algorithm().String()+"-"+d.Digest.Encoded())
@@ -250,8 +274,9 @@ func (im *importer) stageBytes(data []byte) (digest.Digest, error) {
 	return d, nil
 }
 
-// writeHashed copies r into a new file at p, synced, and returns the digest
-// and length of what it wrote.
+// writeHashed copies r into a new file at p and returns the digest and
+// length of what it wrote. The import syncs all it staged at once, before
+// its commit.
 func writeHashed(p string, r io.Reader, alg digest.Algorithm) (digest.Digest, int64, error) {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -259,9 +284,6 @@ func writeHashed(p string, r io.Reader, alg digest.Algorithm) (digest.Digest, in
 	}
 	dg := alg.Digester()
 	n, err := io.Copy(io.MultiWriter(f, dg.Hash()), r)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -286,7 +308,8 @@ func (im *importer) stageImage(desc ocispec.Descriptor, data []byte) (digest.Dig
 	if err != nil {
 		return "", err
 	}
-	if _, err := parseConfig(m.Config.Digest, cfgData, len(m.Layers)); err != nil {
+	cfg, err := parseConfig(m.Config.Digest, cfgData, len(m.Layers))
+	if err != nil {
 		return "", err
 	}
 	for _, l := range m.Layers {
@@ -300,6 +323,7 @@ func (im *importer) stageImage(desc ocispec.Descriptor, data []byte) (digest.Dig
 			return "", err
 		}
 	}
+	im.layers, im.diffIDs = m.Layers, cfg.RootFS.DiffIDs
 	return m.Config.Digest, nil
 }
 
@@ -334,9 +358,9 @@ func sniffMediaType(head []byte) string {
 	return ocispec.MediaTypeImageLayer
 }
 
-// commit moves the staged blobs into the store and records the image,
-// under the store lock.
-func (s *Store) commit(staged map[digest.Digest]string, res *result, names []string) (Image, error) {
+// commit moves the staged blobs and unpacked layers (by diffID) into the
+// store and records the image, under the store lock.
+func (s *Store) commit(staged, snapshots map[digest.Digest]string, res *result, names []string) (Image, error) {
 	unlock, err := s.lock(true)
 	if err != nil {
 		return Image{}, err
@@ -351,6 +375,11 @@ func (s *Store) commit(staged map[digest.Digest]string, res *result, names []str
 			return Image{}, fmt.Errorf("image store: %w", err)
 		}
 		if err := os.Rename(p, dst); err != nil {
+			return Image{}, fmt.Errorf("image store: %w", err)
+		}
+	}
+	for diffID, dir := range snapshots {
+		if err := s.placeSnapshot(dir, diffID); err != nil {
 			return Image{}, fmt.Errorf("image store: %w", err)
 		}
 	}

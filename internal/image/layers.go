@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -66,25 +69,83 @@ func (s *Store) unpack(ctx context.Context, blob, diffID digest.Digest) error {
 	}
 	defer st.close()
 	dir := filepath.Join(st.dir, "fs")
+	if err := unpackVerified(ctx, f, dir, diffID); err != nil {
+		return err
+	}
+	if err := unix.Syncfs(int(st.f.Fd())); err != nil {
+		return fmt.Errorf("sync snapshot: %w", err)
+	}
+	return s.placeSnapshot(dir, diffID)
+}
+
+// unpackVerified unpacks the layer blob read from r into the new directory
+// dir and checks that its content is diffID.
+func unpackVerified(ctx context.Context, r io.Reader, dir string, diffID digest.Digest) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return err
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	got, err := unpackLayer(ctx, f, dir)
+	got, err := unpackLayer(ctx, r, dir)
 	if err != nil {
 		return err
 	}
-	if got != diffID {
-		return fmt.Errorf("content digest %s does not match diff_id %s: %w", got, diffID, errdefs.ErrInvalid)
+	return checkDiffID(got, diffID)
+}
+
+func checkDiffID(got, want digest.Digest) error {
+	if got != want {
+		return fmt.Errorf("content digest %s does not match diff_id %s: %w", got, want, errdefs.ErrInvalid)
 	}
-	if err := unix.Syncfs(int(st.f.Fd())); err != nil {
-		return fmt.Errorf("sync snapshot: %w", err)
-	}
-	err = os.Rename(dir, s.snapshotPath(diffID))
+	return nil
+}
+
+// placeSnapshot renames the unpacked layer dir into snapshots/. When
+// another unpacker got there first, its copy (of the same content) stays.
+func (s *Store) placeSnapshot(dir string, diffID digest.Digest) error {
+	err := os.Rename(dir, s.snapshotPath(diffID))
 	if err != nil && (errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY)) {
-		return nil // another unpacker won the race; its result is the same
+		return nil
 	}
 	return err
+}
+
+// unpackStaged unpacks into st the staged layers that have no snapshot
+// yet, so that a layer berth would refuse to run is refused at import,
+// before anything is stored. A layer whose snapshot exists is only checked
+// against its diffID. It returns the unpacked directories by diffID, for
+// commit to move into snapshots/ (once the caller synced them).
+func (s *Store) unpackStaged(ctx context.Context, st *stage, staged map[digest.Digest]string, layers []ocispec.Descriptor, diffIDs []digest.Digest) (map[digest.Digest]string, error) {
+	dirs := map[digest.Digest]string{}
+	done := map[digest.Digest]bool{}
+	for i, l := range layers {
+		diffID := diffIDs[i]
+		if done[diffID] {
+			continue
+		}
+		done[diffID] = true
+		f, err := os.Open(staged[l.Digest])
+		if err != nil {
+			return nil, err
+		}
+		dir := ""
+		if _, serr := os.Stat(s.snapshotPath(diffID)); serr == nil {
+			var got digest.Digest
+			if got, err = layerDiffID(ctx, f); err == nil {
+				err = checkDiffID(got, diffID)
+			}
+		} else {
+			dir = filepath.Join(st.dir, "snapshot-"+strconv.Itoa(i))
+			err = unpackVerified(ctx, f, dir, diffID)
+		}
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+		}
+		if dir != "" {
+			dirs[diffID] = dir
+		}
+	}
+	return dirs, nil
 }

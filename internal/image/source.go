@@ -15,8 +15,10 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/regfile"
 )
 
 // source gives read access to the files of an archive being imported, by
@@ -44,9 +46,15 @@ func (d dirSource) open(name string) (io.ReadCloser, error) {
 	if rel == "" {
 		return nil, fmt.Errorf("archive path %q: %w", name, errdefs.ErrInvalid)
 	}
-	f, err := os.Open(filepath.Join(d.dir, filepath.FromSlash(rel)))
+	// Only a regular file is opened: a FIFO in the layout would block the
+	// import, a device could act on being opened.
+	f, err := regfile.Open(unix.AT_FDCWD, filepath.Join(d.dir, filepath.FromSlash(rel)), 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s not in archive: %w", rel, errdefs.ErrNotFound)
+	}
+	var kind *regfile.KindError
+	if errors.As(err, &kind) {
+		return nil, fmt.Errorf("%s is %w: %w", rel, kind, errdefs.ErrInvalid)
 	}
 	return f, err
 }
@@ -95,6 +103,9 @@ func openTarSource(ctx context.Context, p, dir string) (*tarSource, error) {
 		if name == "" {
 			continue
 		}
+		if sparse(hdr) {
+			return nil, fmt.Errorf("archive %s: member %s: sparse files are not supported: %w", p, name, errdefs.ErrInvalid)
+		}
 		switch hdr.Typeflag {
 		case tar.TypeReg:
 			staged := filepath.Join(dir, strconv.Itoa(n))
@@ -117,6 +128,20 @@ func openTarSource(ctx context.Context, p, dir string) (*tarSource, error) {
 		return nil, fmt.Errorf("archive %s: no files: %w", p, errdefs.ErrInvalid)
 	}
 	return src, nil
+}
+
+// sparse reports whether archive/tar reads the entry as a sparse file
+// (the GNU formats, old and PAX).
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *tarSource) open(name string) (io.ReadCloser, error) {

@@ -9,12 +9,15 @@
 //	tmp/                 staging; every entry is flocked while in use
 //	lock                 flock serialising refs.json updates and GC
 //
-// Lifecycle: Import stages and verifies every blob in tmp, then, under the
-// store lock, renames them into blobs/ and records the image in refs.json
-// (write-temp and rename), so a failed import leaves nothing visible.
-// Layers unpacks each layer once, on first use, into tmp and renames it into
-// snapshots/. Remove drops names and collects blobs and snapshots that no
-// image and no lease (see Use) still refer to.
+// Lifecycle: Import stages and verifies every blob in tmp and unpacks each
+// layer that has no snapshot yet there too (so a hostile or broken layer is
+// refused before anything is stored), then, under the store lock, renames
+// blobs into blobs/ and layers into snapshots/ and records the image in
+// refs.json (write-temp and rename), so a failed import leaves nothing
+// visible. Layers unpacks a layer whose snapshot is missing (collected, or
+// imported by an older berth) on first use, the same way. Remove drops
+// names and collects blobs and snapshots that no image and no lease (see
+// Use) still refer to.
 package image
 
 import (

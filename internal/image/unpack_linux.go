@@ -85,6 +85,20 @@ func unpackLayer(ctx context.Context, blob io.Reader, dir string) (digest.Digest
 	return dg.Digest(), nil
 }
 
+// layerDiffID returns the digest of the uncompressed tar of a layer blob.
+func layerDiffID(ctx context.Context, blob io.Reader) (digest.Digest, error) {
+	zr, err := decompress(&ctxReader{ctx: ctx, r: blob})
+	if err != nil {
+		return "", fmt.Errorf("decompress: %v: %w", err, errdefs.ErrInvalid)
+	}
+	defer zr.Close()
+	dg := digest.SHA256.Digester()
+	if _, err := io.Copy(dg.Hash(), zr); err != nil {
+		return "", fmt.Errorf("layer tar: %w", layerReadErr(err))
+	}
+	return dg.Digest(), nil
+}
+
 func layerReadErr(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -169,6 +183,11 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	rel, err := cleanEntry(hdr.Name)
 	if err != nil {
 		return err
+	}
+	if sparse(hdr) {
+		// archive/tar reads a sparse file's holes as zeros: a few bytes of
+		// layer could claim an exabyte of them and fill the disk.
+		return refuse(hdr.Name, "sparse files are not supported (the OCI image spec advises against them)")
 	}
 	if rel == "" {
 		if hdr.Typeflag != tar.TypeDir {

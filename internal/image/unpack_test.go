@@ -1,10 +1,12 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -26,11 +28,12 @@ func owner(t *testing.T, p string) (int, int) {
 }
 
 // unpackImage imports a raw layout and returns its snapshot directories.
+// The error is the import's (which unpacks) or the Layers call's.
 func unpackImage(t *testing.T, s *Store, layers []testutil.Layer) ([]string, error) {
 	t.Helper()
 	img, err := s.Import(context.Background(), testutil.RawLayout(t, layers, testutil.ImageOptions{}), "")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	return s.Layers(context.Background(), img)
 }
@@ -222,9 +225,10 @@ func TestHostileLayers(t *testing.T) {
 					entries[i].Linkname = filepath.Dir(sentinel)
 				}
 			}
-			_, err := unpackImage(t, s, []testutil.Layer{{Entries: entries}})
+			// Refused by the import, which then stores nothing.
+			_, err := s.Import(context.Background(), testutil.RawLayout(t, []testutil.Layer{{Entries: entries}}, testutil.ImageOptions{}), "")
 			if !errors.Is(err, errdefs.ErrInvalid) {
-				t.Fatalf("Layers = %v, want ErrInvalid", err)
+				t.Fatalf("Import = %v, want ErrInvalid", err)
 			}
 			if testing.Verbose() {
 				t.Log(err)
@@ -232,9 +236,7 @@ func TestHostileLayers(t *testing.T) {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
 			}
-			if ents, _ := os.ReadDir(s.path("snapshots")); len(ents) != 0 {
-				t.Errorf("snapshot kept after refusal")
-			}
+			assertEmpty(t, s)
 		})
 	}
 }
@@ -345,19 +347,14 @@ func TestTruncatedLayerAndWrongDiffID(t *testing.T) {
 			cfg := testutil.ImageConfig(testutil.ImageOptions{}, []digest.Digest{diffID})
 			b.Tag(b.AddManifest(cfg, []ocispec.Descriptor{l}), "x")
 			s := newStore(t)
-			img, err := s.Import(context.Background(), b.Write(), "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.Layers(context.Background(), img); !errors.Is(err, errdefs.ErrInvalid) {
-				t.Fatalf("Layers = %v, want ErrInvalid", err)
+			_, err := s.Import(context.Background(), b.Write(), "")
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("Import = %v, want ErrInvalid", err)
 			}
 			if testing.Verbose() {
 				t.Log(err)
 			}
-			if ents, _ := os.ReadDir(s.path("snapshots")); len(ents) != 0 {
-				t.Errorf("snapshot kept")
-			}
+			assertEmpty(t, s)
 		})
 	}
 }
@@ -372,5 +369,39 @@ func TestCleanEntry(t *testing.T) {
 		if _, err := cleanEntry(in); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("cleanEntry(%q) = %v, want ErrInvalid", in, err)
 		}
+	}
+}
+
+// sparseLayer is a layer of one GNU sparse file (PAX format 0.1) whose
+// few bytes claim size bytes of holes. archive/tar writes no sparse
+// records, so they are patched in under keys of the same lengths.
+func sparseLayer(t testing.TB, size int64) []byte {
+	t.Helper()
+	e := testutil.File("big", "", 0o644)
+	e.PAXRecords = map[string]string{
+		"SCHILY.xattr.user.n1": "1",                         // GNU.sparse.numblocks
+		"SCHILY.xattr.u":       "0,0",                       // GNU.sparse.map
+		"SCHILY.xattr.us":      strconv.FormatInt(size, 10), // GNU.sparse.size
+	}
+	data := testutil.TarBytes(t, []testutil.TarEntry{e})
+	for from, to := range map[string]string{"SCHILY.xattr.user.n1": "GNU.sparse.numblocks", "SCHILY.xattr.u=": "GNU.sparse.map=", "SCHILY.xattr.us=": "GNU.sparse.size="} {
+		if len(from) != len(to) || !bytes.Contains(data, []byte(from)) {
+			t.Fatalf("cannot patch %q into the tar", to)
+		}
+		data = bytes.ReplaceAll(data, []byte(from), []byte(to))
+	}
+	return data
+}
+
+// A sparse file is refused: archive/tar reads its holes as zeros, so a
+// few bytes of layer could fill the disk.
+func TestSparseFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	_, err := unpackLayer(context.Background(), bytes.NewReader(sparseLayer(t, 1<<30)), dir)
+	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "sparse") {
+		t.Fatalf("unpackLayer = %v, want a sparse file refused", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "big")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the sparse file was written: %v", err)
 	}
 }

@@ -65,7 +65,7 @@ func TestValidateOptions(t *testing.T) {
 // must not reach the workload's environment.
 func TestApplyProcessRefusesBadEnv(t *testing.T) {
 	p := &specs.Process{}
-	noFiles := func(path string) ([]byte, error) { return nil, os.ErrNotExist }
+	noFiles := func(string, int64) ([]byte, error) { return nil, os.ErrNotExist }
 	err := ApplyProcess(p, ocispec.ImageConfig{Cmd: []string{"true"}}, &RunOptions{Env: []string{"=x"}}, "h", noFiles)
 	if !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("ApplyProcess with -e =x: %v (env %q)", err, p.Env)
