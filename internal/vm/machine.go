@@ -218,11 +218,11 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 			m.Destroy()
 		}
 	}()
+	// startGuest owns each VM it tries until it returns one: answer
+	// leaves m.vm alone.
 	answer := func(v *VM, wait time.Duration) error {
 		trace("qemu running")
-		m.vm = v
-		defer func() { m.vm = nil }() // startGuest owns v until it returns
-		return m.connect(ctx, wait)
+		return m.connect(ctx, v, wait)
 	}
 	v, tmpl, err := startGuest(ctx, cfg, !rc.Guest.NoTemplates, rc.Guest.CacheDir, rc.BootTimeout, makeScratch, answer)
 	if err != nil {
@@ -274,9 +274,11 @@ type StartError struct {
 
 func (e *StartError) Error() string { return e.Msg }
 
-// connect waits for the guest agent and dials it; a guest that stops or
-// never answers ends it with its console's last lines.
-func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
+// connect waits for v's guest agent and dials it; a guest that stops or
+// never answers ends it with its console's last lines. The dial runs
+// aside, with v as connect was given it: when connect gives up first, a
+// client it makes later is closed.
+func (m *Machine) connect(ctx context.Context, v *VM, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type dialed struct {
@@ -285,7 +287,7 @@ func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
 	}
 	ch := make(chan dialed, 1)
 	go func() {
-		conn, err := m.vm.DialAgent(ctx)
+		conn, err := v.DialAgent(ctx)
 		if err != nil {
 			ch <- dialed{err: err}
 			return
@@ -296,6 +298,14 @@ func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
 		}
 		ch <- dialed{c, err}
 	}()
+	abandon := func(err error) error {
+		go func() {
+			if d := <-ch; d.c != nil {
+				d.c.Close()
+			}
+		}()
+		return err
+	}
 	select {
 	case d := <-ch:
 		if d.err == nil {
@@ -306,15 +316,15 @@ func (m *Machine) connect(ctx context.Context, timeout time.Duration) error {
 		// connection as QEMU exits: say so rather than how the read
 		// failed.
 		select {
-		case <-m.vm.Exited():
-			return guestError(m.vm, m.vm.endedEarly("its agent answered"))
+		case <-v.Exited():
+			return guestError(v, v.endedEarly("its agent answered"))
 		case <-time.After(5 * time.Second):
 		}
-		return guestError(m.vm, d.err)
-	case <-m.vm.Exited():
-		return guestError(m.vm, m.vm.endedEarly("its agent answered"))
+		return guestError(v, d.err)
+	case <-v.Exited():
+		return abandon(guestError(v, v.endedEarly("its agent answered")))
 	case <-ctx.Done():
-		return guestError(m.vm, fmt.Errorf("no answer from the guest agent within %v", timeout))
+		return abandon(guestError(v, fmt.Errorf("no answer from the guest agent within %v", timeout)))
 	}
 }
 

@@ -206,9 +206,12 @@ func check(cfg *Config) error {
 // before it is reaped: that is waited for, briefly, so the error says how
 // QEMU ended (and QEMU's own last words) rather than how a socket failed.
 func (v *VM) startError(err error) error {
-	select {
-	case <-v.exited:
-	case <-time.After(qemuDying):
+	ended := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	if !ended { // else QEMU is not dying: the start was given up
+		select {
+		case <-v.exited:
+		case <-time.After(qemuDying):
+		}
 	}
 	e := v.Exit()
 	v.cmd.Process.Kill()
@@ -222,10 +225,12 @@ func (v *VM) startError(err error) error {
 		if last := lastLine(v.stderr.String()); last != "" {
 			msg += ": " + last
 		}
+	case ended:
+		msg = "qemu" // err says the rest
 	default:
 		msg = "qemu: " + err.Error()
 	}
-	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if !ended {
 		err = errdefs.ErrUnavailable
 	}
 	return fmt.Errorf("vm %s: %s: %w", v.cfg.ID, msg, err)
