@@ -66,7 +66,7 @@ func templateable(cfg Config) bool {
 // templateKey names cfg's template (cfg as Start's check completed it).
 func templateKey(cfg Config) (string, error) {
 	n := cfg
-	n.ID, n.Dir, n.ConsoleLog = "template", "/template", "/template/console"
+	n.ID, n.Dir = "template", "/template"
 	if n.Scratch != "" {
 		n.Scratch = "/template/scratch"
 	}
