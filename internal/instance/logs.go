@@ -125,10 +125,16 @@ func (w *LogWriter) open() error {
 }
 
 // Copy reads r until it ends and logs what it reads as stream: the
-// complete lines of each read as one record; a line is cut only at
-// maxRecord bytes and where the stream ends.
+// complete lines of each read as one record; a line is cut only at the
+// record's bound and where the stream ends. A record holds maxRecord
+// bytes at most, and half of MaxSize, so that it fits in a file (base64
+// takes 4/3 of it).
 func (w *LogWriter) Copy(stream string, r io.Reader) {
-	buf := make([]byte, maxRecord)
+	size := int64(maxRecord)
+	if half := w.cfg.MaxSize / 2; half > 0 && half < size {
+		size = max(half, 256)
+	}
+	buf := make([]byte, size)
 	n := 0
 	for {
 		m, err := r.Read(buf[n:])
