@@ -184,7 +184,12 @@ func CommandLine(cfg Config) []string {
 		"-smp", strconv.Itoa(cfg.cpus()),
 		"-m", strconv.Itoa(mem) + "M",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-S",
-		"-chardev", "file,id=console,path=/dev/fd/" + strconv.Itoa(fdConsole),
+		// An fd set, not /dev/fd/N: QEMU keeps it close-on-exec, so
+		// what QEMU runs (a template's exec: migration) does not hold
+		// the pipe open after QEMU is gone. append=on: QEMU would
+		// truncate it otherwise, which a pipe refuses.
+		"-add-fd", "fd=" + strconv.Itoa(fdConsole) + ",set=" + strconv.Itoa(fdConsole),
+		"-chardev", "file,id=console,path=/dev/fdset/" + strconv.Itoa(fdConsole) + ",append=on",
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=qmp," + "fd=" + strconv.Itoa(fdQMP) + ",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",

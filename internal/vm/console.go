@@ -27,7 +27,8 @@ type consoleLog struct {
 }
 
 // consoleDrain bounds the wait, once QEMU has exited, for the last of
-// its console output to reach the log.
+// its console output to reach the log (QEMU alone holds the pipe's write
+// end, close-on-exec: the bound is a safeguard).
 const consoleDrain = 2 * time.Second
 
 func createConsoleLog(path string, max int64) (*consoleLog, error) {

@@ -153,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		v.cmd.Wait()
 		v.state = v.cmd.ProcessState
 		// Whoever learns that QEMU ended finds its last words in the
-		// console log (unless something QEMU started holds the pipe).
+		// console log.
 		select {
 		case <-v.consoleEnd:
 		case <-time.After(consoleDrain):

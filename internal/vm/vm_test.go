@@ -140,7 +140,7 @@ func TestCommandLine(t *testing.T) {
 	got := strings.Join(CommandLine(cfg), " ")
 	want := "/usr/bin/qemu-system-x86_64 -name berth-abc,process=berth-abc -M q35,accel=tcg -cpu max -smp 2 -m 512M" +
 		" -nodefaults -no-user-config -nographic -no-reboot -S" +
-		" -chardev file,id=console,path=/dev/fd/5 -serial chardev:console" +
+		" -add-fd fd=5,set=5 -chardev file,id=console,path=/dev/fdset/5,append=on -serial chardev:console" +
 		" -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control" +
 		" -kernel /k/vmlinuz -append console=ttyS0 quiet panic=-1 berth.port=agent berth.debug=1 -initrd /k/init.cpio -bios /q/qboot.rom" +
 		" -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem" +
@@ -156,7 +156,7 @@ func TestCommandLine(t *testing.T) {
 
 	// KVM, defaults, no shares: host CPU, 256 MiB without a memfd backend.
 	got = strings.Join(CommandLine(Config{Dir: "/d", Kernel: Kernel{Path: "/k"}, Accel: AccelKVM}), " ")
-	for _, want := range []string{"-M q35,accel=kvm ", "-cpu host ", "-smp 1 ", "-m 256M ", "path=/dev/fd/5 "} {
+	for _, want := range []string{"-M q35,accel=kvm ", "-cpu host ", "-smp 1 ", "-m 256M ", "path=/dev/fdset/5,append=on "} {
 		if !strings.Contains(got, want) {
 			t.Errorf("KVM command line lacks %q: %s", want, got)
 		}
