@@ -112,7 +112,11 @@ func cmdMonitor(g *globals, args []string) error {
 	if err := holdImage(images, img); err != nil {
 		return failMonitor(st, in, report, err)
 	}
-	log, err := instance.CreateLog(st.LogPath(in.ID))
+	logCfg := instance.DefaultLogConfig
+	if in.LogConfig != nil {
+		logCfg = *in.LogConfig
+	}
+	log, err := instance.CreateLog(st.LogPath(in.ID), logCfg)
 	if err != nil {
 		return failMonitor(st, in, report, err)
 	}

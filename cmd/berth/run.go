@@ -28,6 +28,10 @@ type runFlags struct {
 	bootTime   time.Duration
 	entrypoint optString
 	env, vols  listFlag
+	logOpts    listFlag
+	// logConfig bounds a detached run's log; nil for a foreground run,
+	// whose output goes to the terminal.
+	logConfig *instance.LogConfig
 }
 
 func parseRun(args []string) (*runFlags, string, error) {
@@ -62,6 +66,7 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.BoolVar(&o.ReadOnly, "read-only", false, "mount the root file system read-only")
 	fs.StringVar(&f.network, "network", "none", "network: none (loopback only) or host")
 	fs.Var(&f.entrypoint, "entrypoint", "override the image's entrypoint")
+	fs.Var(&f.logOpts, "log-opt", "bound the log of a detached run: max-size=SIZE (default 20m), max-file=N (default 5)")
 	if err := parseStrict(fs, args); err != nil {
 		return nil, "", err
 	}
@@ -89,6 +94,13 @@ func parseRun(args []string) (*runFlags, string, error) {
 	}
 	if err := o.Limits.Validate(); err != nil {
 		return nil, "", err
+	}
+	logConfig, err := instance.ParseLogOpts(f.logOpts)
+	if err != nil {
+		return nil, "", err
+	}
+	if f.detach {
+		f.logConfig = &logConfig
 	}
 	if f.kernel != "" && !f.vm {
 		return nil, "", fmt.Errorf("--kernel %q: a guest kernel needs --vm: %w", f.kernel, errdefs.ErrInvalid)
@@ -205,6 +217,7 @@ func createInstance(g *globals, guard *startGuard, ref string, f *runFlags) (st 
 		Tty:         o.Tty,
 		Interactive: o.Interactive,
 		Cgroup:      cgroupOf(f.vm, id),
+		LogConfig:   f.logConfig,
 		Created:     time.Now().UTC(),
 		Status:      instance.Created,
 		MonitorPid:  os.Getpid(),

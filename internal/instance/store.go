@@ -39,25 +39,26 @@ type Limits struct {
 // Instance is the record of one instance, stored as state.json in its
 // directory. Fields after Status change while it runs.
 type Instance struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Image       string    `json:"image"`
-	ImageID     string    `json:"image_id"`
-	Isolation   string    `json:"isolation"`
-	Command     []string  `json:"command"`
-	Hostname    string    `json:"hostname"`
-	Limits      Limits    `json:"limits"`
-	Detached    bool      `json:"detached"`
-	AutoRemove  bool      `json:"auto_remove"`
-	Tty         bool      `json:"tty"`
-	Interactive bool      `json:"interactive"`
-	Cgroup      string    `json:"cgroup,omitempty"`      // a container's host cgroup
-	Kernel      string    `json:"kernel,omitempty"`      // a VM's --kernel; "" for berth's default
-	Accel       string    `json:"accel,omitempty"`       // a VM's accelerator: kvm or tcg
-	Transport   string    `json:"transport,omitempty"`   // a VM's agent channel: vsock or virtio-serial
-	VMStart     string    `json:"vm_start,omitempty"`    // how a VM started: "template" (restored) or "boot"
-	VMTemplate  string    `json:"vm_template,omitempty"` // the template a VM was restored from
-	Created     time.Time `json:"created"`
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	Image       string     `json:"image"`
+	ImageID     string     `json:"image_id"`
+	Isolation   string     `json:"isolation"`
+	Command     []string   `json:"command"`
+	Hostname    string     `json:"hostname"`
+	Limits      Limits     `json:"limits"`
+	Detached    bool       `json:"detached"`
+	AutoRemove  bool       `json:"auto_remove"`
+	Tty         bool       `json:"tty"`
+	Interactive bool       `json:"interactive"`
+	Cgroup      string     `json:"cgroup,omitempty"`      // a container's host cgroup
+	Kernel      string     `json:"kernel,omitempty"`      // a VM's --kernel; "" for berth's default
+	Accel       string     `json:"accel,omitempty"`       // a VM's accelerator: kvm or tcg
+	Transport   string     `json:"transport,omitempty"`   // a VM's agent channel: vsock or virtio-serial
+	VMStart     string     `json:"vm_start,omitempty"`    // how a VM started: "template" (restored) or "boot"
+	VMTemplate  string     `json:"vm_template,omitempty"` // the template a VM was restored from
+	LogConfig   *LogConfig `json:"log_config,omitempty"`  // bounds a detached instance's log; nil: DefaultLogConfig
+	Created     time.Time  `json:"created"`
 
 	Status     Status    `json:"status"`
 	Pid        int       `json:"pid,omitempty"`         // host pid of the container's init or the VM's QEMU

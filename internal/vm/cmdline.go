@@ -44,8 +44,8 @@ type Config struct {
 	// GuestCID is the guest's vsock address with TransportVsock; Start
 	// chooses it (one the host's vhost-vsock does not know yet).
 	GuestCID uint32
-	// ConsoleLog receives the guest's serial console; "" means
-	// Dir/console.log.
+	// ConsoleLog receives the last ConsoleLogMax bytes of the guest's
+	// serial console, at most; "" means Dir/console.log.
 	ConsoleLog string
 	// Append is added to the kernel command line.
 	Append []string
@@ -100,11 +100,14 @@ const (
 	fdQMP = 3 // listening socket Dir/qmp.sock
 	// The agent's channel: the listening socket Dir/agent.sock
 	// (virtio-serial), or /dev/vhost-vsock with the guest's CID set (vsock).
-	fdAgent  = 4
-	fdShare0 = 5 // connected vhost-user socket of share 0, then 1, ...
-	// A template's device state to restore (RestoreFrom) is fd 5: a VM
+	fdAgent = 4
+	// The write end of a pipe QEMU writes the serial console into; the
+	// VM's owner keeps its last ConsoleLogMax bytes in ConsoleLog.
+	fdConsole = 5
+	fdShare0  = 6 // connected vhost-user socket of share 0, then 1, ...
+	// A template's device state to restore (RestoreFrom) is fd 6: a VM
 	// with a template has no shares.
-	fdState = 5
+	fdState = 6
 )
 
 const defaultMemoryMiB = 256
@@ -162,8 +165,8 @@ func KernelCmdline(cfg Config) string {
 // created paused (-S); Start resumes it once QMP is connected. QEMU
 // inherits fd 3 (the QMP listening socket), fd 4 (the agent's listening
 // socket, or with vsock the /dev/vhost-vsock descriptor that holds the
-// guest's CID), and from fd 5 on one connected vhost-user socket per
-// share.
+// guest's CID), fd 5 (the console's pipe), and from fd 6 on one connected
+// vhost-user socket per share or a template's saved state.
 func CommandLine(cfg Config) []string {
 	accel, cpu := "tcg", "max"
 	if cfg.Accel == AccelKVM {
@@ -181,7 +184,12 @@ func CommandLine(cfg Config) []string {
 		"-smp", strconv.Itoa(cfg.cpus()),
 		"-m", strconv.Itoa(mem) + "M",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-S",
-		"-chardev", "file,id=console,path=" + escape(cfg.consoleLog()),
+		// An fd set, not /dev/fd/N: QEMU keeps it close-on-exec, so
+		// what QEMU runs (a template's exec: migration) does not hold
+		// the pipe open after QEMU is gone. append=on: QEMU would
+		// truncate it otherwise, which a pipe refuses.
+		"-add-fd", "fd=" + strconv.Itoa(fdConsole) + ",set=" + strconv.Itoa(fdConsole),
+		"-chardev", "file,id=console,path=/dev/fdset/" + strconv.Itoa(fdConsole) + ",append=on",
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=qmp," + "fd=" + strconv.Itoa(fdQMP) + ",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",

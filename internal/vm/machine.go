@@ -218,11 +218,11 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 			m.Destroy()
 		}
 	}()
+	// startGuest owns each VM it tries until it returns one: answer
+	// leaves m.vm alone.
 	answer := func(v *VM, wait time.Duration) error {
 		trace("qemu running")
-		m.vm = v
-		defer func() { m.vm = nil }() // startGuest owns v until it returns
-		return m.connect(ctx, wait)
+		return m.connect(ctx, v, wait)
 	}
 	v, tmpl, err := startGuest(ctx, cfg, !rc.Guest.NoTemplates, rc.Guest.CacheDir, rc.BootTimeout, makeScratch, answer)
 	if err != nil {
@@ -277,9 +277,12 @@ type StartError struct {
 
 func (e *StartError) Error() string { return e.Msg }
 
-// connect waits for the guest agent and dials it; a guest that stops or
-// never answers ends it with its console's last lines.
-func (m *Machine) connect(parent context.Context, timeout time.Duration) error {
+// connect waits for v's guest agent and dials it; a guest that stops or
+// never answers ends it with its console's last lines. The dial runs
+// aside, with v as connect was given it: when connect gives up first, a
+// client it makes later is closed. A cancelled parent (the start was
+// given up) says so rather than blaming the guest.
+func (m *Machine) connect(parent context.Context, v *VM, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	type dialed struct {
@@ -288,7 +291,7 @@ func (m *Machine) connect(parent context.Context, timeout time.Duration) error {
 	}
 	ch := make(chan dialed, 1)
 	go func() {
-		conn, err := m.vm.DialAgent(ctx)
+		conn, err := v.DialAgent(ctx)
 		if err != nil {
 			ch <- dialed{err: err}
 			return
@@ -299,6 +302,14 @@ func (m *Machine) connect(parent context.Context, timeout time.Duration) error {
 		}
 		ch <- dialed{c, err}
 	}()
+	abandon := func(err error) error {
+		go func() {
+			if d := <-ch; d.c != nil {
+				d.c.Close()
+			}
+		}()
+		return err
+	}
 	select {
 	case d := <-ch:
 		if d.err == nil {
@@ -312,18 +323,18 @@ func (m *Machine) connect(parent context.Context, timeout time.Duration) error {
 		// connection as QEMU exits: say so rather than how the read
 		// failed.
 		select {
-		case <-m.vm.Exited():
-			return guestError(m.vm, m.vm.endedEarly("its agent answered"))
+		case <-v.Exited():
+			return guestError(v, v.endedEarly("its agent answered"))
 		case <-time.After(5 * time.Second):
 		}
-		return guestError(m.vm, d.err)
-	case <-m.vm.Exited():
-		return guestError(m.vm, m.vm.endedEarly("its agent answered"))
+		return guestError(v, d.err)
+	case <-v.Exited():
+		return abandon(guestError(v, v.endedEarly("its agent answered")))
 	case <-ctx.Done():
 		if err := parent.Err(); err != nil {
-			return fmt.Errorf("vm %s: %w", m.cfg.ID, err)
+			return abandon(fmt.Errorf("vm %s: %w", m.cfg.ID, err))
 		}
-		return guestError(m.vm, fmt.Errorf("no answer from the guest agent within %v", timeout))
+		return abandon(guestError(v, fmt.Errorf("no answer from the guest agent within %v", timeout)))
 	}
 }
 

@@ -66,7 +66,7 @@ func templateable(cfg Config) bool {
 // templateKey names cfg's template (cfg as Start's check completed it).
 func templateKey(cfg Config) (string, error) {
 	n := cfg
-	n.ID, n.Dir, n.ConsoleLog = "template", "/template", "/template/console"
+	n.ID, n.Dir = "template", "/template"
 	if n.Scratch != "" {
 		n.Scratch = "/template/scratch"
 	}
@@ -251,10 +251,13 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 			return err
 		}
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	v, err := Start(ctx, t)
-	if err != nil {
+	if err != nil && parent.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("vm %s: no answer from the guest agent within %v: %w", t.ID, wait, errdefs.ErrUnavailable)
+	} else if err != nil {
 		return err
 	}
 	defer v.Cleanup()
@@ -501,9 +504,16 @@ func startClone(ctx context.Context, cfg Config, cacheDir string, wait time.Dura
 		return nil, dir, err
 	}
 	if err := answer(v, min(wait, cloneAnswer)); err != nil {
-		// Killed from outside, or cancelled: not the template's doing.
-		// (Cleanup kills it too: look first.)
-		if ctx.Err() == nil && v.Exit().Signal == 0 {
+		// Killed from outside, cancelled, or still running when a
+		// boot timeout shorter than cloneAnswer ran out: not the
+		// template's doing. (Cleanup kills it too: look first.)
+		exited := false
+		select {
+		case <-v.exited:
+			exited = true
+		default:
+		}
+		if ctx.Err() == nil && v.Exit().Signal == 0 && (exited || wait >= cloneAnswer) {
 			err = &RestoreError{err}
 		}
 		v.Cleanup()

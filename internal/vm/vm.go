@@ -27,7 +27,8 @@ type VM struct {
 	virtiofsd []*helper
 	sockets   []string
 
-	exited     chan struct{} // closed once QEMU is reaped
+	exited     chan struct{} // closed once QEMU is reaped (and its console copied)
+	consoleEnd chan struct{} // closed once the console's pipe is drained
 	state      *os.ProcessState
 	eventsDone chan struct{} // closed once QMP events are drained
 	events     chan qmp.Event
@@ -63,7 +64,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	if err := check(&cfg); err != nil {
 		return nil, err
 	}
-	v := &VM{cfg: cfg, stderr: &tailBuffer{}, exited: make(chan struct{}),
+	v := &VM{cfg: cfg, stderr: &tailBuffer{}, exited: make(chan struct{}), consoleEnd: make(chan struct{}),
 		eventsDone: make(chan struct{}), events: make(chan qmp.Event, 256)}
 	// badTemplate is set when what failed was the template: its state
 	// file, its load, or a QEMU that refused it and exited by itself
@@ -106,6 +107,17 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		files = append(files, f)
 		v.cfg.GuestCID = cid
 	}
+	console, consoleR, err := consolePipe(cfg.consoleLog())
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: console: %w", cfg.ID, err)
+	}
+	defer func() {
+		if consoleR != nil { // QEMU did not start: nothing to copy
+			consoleR.Close()
+			console.f.Close()
+		}
+	}()
+	files = append(files, console.pipe)
 	if cfg.RestoreFrom != "" {
 		f, err := os.Open(cfg.RestoreFrom)
 		if err != nil {
@@ -132,9 +144,20 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		return nil, fmt.Errorf("vm %s: starting qemu: %v: %w", cfg.ID, err, errdefs.ErrUnavailable)
 	}
 	trace("qemu started")
+	go func(r *os.File) {
+		console.drain(r)
+		close(v.consoleEnd)
+	}(consoleR)
+	consoleR = nil
 	go func() {
 		v.cmd.Wait()
 		v.state = v.cmd.ProcessState
+		// Whoever learns that QEMU ended finds its last words in the
+		// console log.
+		select {
+		case <-v.consoleEnd:
+		case <-time.After(consoleDrain):
+		}
 		close(v.exited)
 	}()
 	for _, f := range files {
@@ -206,7 +229,8 @@ func check(cfg *Config) error {
 // before it is reaped: that is waited for, briefly, so the error says how
 // QEMU ended (and QEMU's own last words) rather than how a socket failed.
 func (v *VM) startError(err error) error {
-	if !errors.Is(err, context.Canceled) { // else berth stops it
+	ended := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	if !ended { // else QEMU is not dying: the start was given up, and berth stops it
 		select {
 		case <-v.exited:
 		case <-time.After(qemuDying):
@@ -224,10 +248,12 @@ func (v *VM) startError(err error) error {
 		if last := lastLine(v.stderr.String()); last != "" {
 			msg += ": " + last
 		}
+	case ended:
+		msg = "qemu" // err says the rest
 	default:
 		msg = "qemu: " + err.Error()
 	}
-	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if !ended {
 		err = errdefs.ErrUnavailable
 	}
 	return fmt.Errorf("vm %s: %s: %w", v.cfg.ID, msg, err)

@@ -141,7 +141,7 @@ func TestCommandLine(t *testing.T) {
 	got := strings.Join(CommandLine(cfg), " ")
 	want := "/usr/bin/qemu-system-x86_64 -name berth-abc,process=berth-abc -M q35,accel=tcg -cpu max -smp 2 -m 512M" +
 		" -nodefaults -no-user-config -nographic -no-reboot -S" +
-		" -chardev file,id=console,path=/run/b,,x/console.log -serial chardev:console" +
+		" -add-fd fd=5,set=5 -chardev file,id=console,path=/dev/fdset/5,append=on -serial chardev:console" +
 		" -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control" +
 		" -kernel /k/vmlinuz -append console=ttyS0 quiet panic=-1 berth.port=agent berth.debug=1 -initrd /k/init.cpio -bios /q/qboot.rom" +
 		" -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem" +
@@ -150,14 +150,14 @@ func TestCommandLine(t *testing.T) {
 		" -drive file=/c/l0.erofs,if=none,id=layer0,format=raw,readonly=on -device virtio-blk-pci,drive=layer0,serial=layer0" +
 		" -drive file=/c/l1.erofs,if=none,id=layer1,format=raw,readonly=on -device virtio-blk-pci,drive=layer1,serial=layer1" +
 		" -drive file=/run/b,,x/scratch.img,if=none,id=scratch,format=raw,discard=unmap -device virtio-blk-pci,drive=scratch,serial=scratch" +
-		" -chardev socket,id=fs0,fd=5 -device vhost-user-fs-pci,chardev=fs0,tag=vol0"
+		" -chardev socket,id=fs0,fd=6 -device vhost-user-fs-pci,chardev=fs0,tag=vol0"
 	if got != want {
 		t.Errorf("CommandLine =\n%s\nwant\n%s", got, want)
 	}
 
 	// KVM, defaults, no shares: host CPU, 256 MiB without a memfd backend.
 	got = strings.Join(CommandLine(Config{Dir: "/d", Kernel: Kernel{Path: "/k"}, Accel: AccelKVM}), " ")
-	for _, want := range []string{"-M q35,accel=kvm ", "-cpu host ", "-smp 1 ", "-m 256M ", "path=/d/console.log "} {
+	for _, want := range []string{"-M q35,accel=kvm ", "-cpu host ", "-smp 1 ", "-m 256M ", "path=/dev/fdset/5,append=on "} {
 		if !strings.Contains(got, want) {
 			t.Errorf("KVM command line lacks %q: %s", want, got)
 		}
