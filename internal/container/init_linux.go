@@ -193,6 +193,9 @@ type workload struct {
 	// cgroupMoves move a thread of the init into the container's cgroup
 	// and back (initConfig.CgroupJoins); nil when the init is in it.
 	cgroupMoves *cgroups.ThreadFiles
+	// pidsSlot: the thread that forked the workload stayed in the
+	// cgroup's pids hierarchy (leaveCgroup) and must live on.
+	pidsSlot bool
 }
 
 // setupContainer builds the container around the init: step 3 of the
@@ -224,7 +227,7 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 		return nil, err
 	}
 	if hasMount(spec.Mounts, "/dev") {
-		if err := populateDev(root, spec.Linux.Devices); err != nil {
+		if err := populateDev(root, spec.Mounts, spec.Linux.Devices); err != nil {
 			return nil, err
 		}
 	}
@@ -275,7 +278,7 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 		if cons, err = openConsole(spec.Process.ConsoleSize, cred.UID); err != nil {
 			return nil, err
 		}
-		if hasMount(spec.Mounts, "/dev") {
+		if hasMount(spec.Mounts, "/dev") && !onBind(spec.Mounts, "/dev/console") {
 			if err := bindConsole(cons); err != nil {
 				cons.close()
 				return nil, err
@@ -352,7 +355,12 @@ func makeCwd(cwd string, cred credential) error {
 	if !filepath.IsAbs(cwd) {
 		return fmt.Errorf("working directory %q: not an absolute path: %w", cwd, errdefs.ErrInvalid)
 	}
-	if _, err := os.Stat(cwd); err == nil {
+	if fi, err := os.Stat(cwd); err == nil {
+		if !fi.IsDir() {
+			// Not left to the fork: chdir failing there would read as
+			// the command's failure (127), not the working directory's.
+			return fmt.Errorf("working directory %q: not a directory: %w", cwd, errdefs.ErrInvalid)
+		}
 		return nil
 	}
 	if err := os.MkdirAll(cwd, 0o755); err != nil {
