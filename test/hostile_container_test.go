@@ -156,10 +156,10 @@ func TestHostileSignalsToPID1(t *testing.T) {
 	}
 }
 
-// Neither sigqueue, whose siginfo the sender writes (a SIGSEGV "from
-// outside the container", which the Go runtime takes for a fault), nor a
-// signal to one of PID 1's threads gets through.
-func TestHostileSigqueueToPID1(t *testing.T) {
+// sigpid1Image imports, once per test, an image whose /bin/sigpid1 is the
+// hostile program in testdata/sigpid1, and returns its name.
+func sigpid1Image(t *testing.T) string {
+	t.Helper()
 	busybox(t)
 	rootfs := testutil.BusyboxRootfs(t)
 	build := exec.Command("go", "build", "-o", filepath.Join(rootfs, "bin", "sigpid1"), "./testdata/sigpid1")
@@ -167,14 +167,33 @@ func TestHostileSigqueueToPID1(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the hostile workload: %v\n%s", err, out)
 	}
-	layout := ociLayout(t, rootfs, "latest")
-	must(t, "image", "import", "--name", "sigpid1", layout)
-	defer berth(t, "image", "rm", "sigpid1")
-	r := berth(t, "run", "--rm", "sigpid1", "/bin/sigpid1")
+	must(t, "image", "import", "--name", "sigpid1", ociLayout(t, rootfs, "latest"))
+	t.Cleanup(func() { berth(t, "image", "rm", "sigpid1") })
+	return "sigpid1"
+}
+
+// Neither sigqueue, whose siginfo the sender writes (a SIGSEGV "from
+// outside the container", which the Go runtime takes for a fault), nor a
+// signal to one of PID 1's threads gets through.
+func TestHostileSigqueueToPID1(t *testing.T) {
+	img := sigpid1Image(t)
+	r := berth(t, "run", "--rm", img, "/bin/sigpid1")
 	if r.code != 0 || r.stdout != "alive\n" {
 		t.Errorf("sigqueue, kill and tgkill to PID 1: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	noTraceback(t, "sigpid1", r.stdout+r.stderr)
+}
+
+// The same against the guest agent, the guest's PID 1: a sigqueue'd
+// SIGSEGV crashed it, and the guest kernel panicked ("Attempted to kill
+// init").
+func TestHostileSigqueueToVMAgent(t *testing.T) {
+	needVM(t)
+	img := sigpid1Image(t)
+	r := berth(t, "run", "--rm", "--vm", img, "/bin/sigpid1")
+	if r.code != 0 || r.stdout != "alive\n" {
+		t.Errorf("sigqueue, kill and tgkill to the guest's PID 1: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
 }
 
 // --pids-limit N is the workload's N processes, as with runc: a limit of
