@@ -163,6 +163,9 @@ func runInitStage() {
 		debug.FreeOSMemory()
 	})
 	status := supervise(pid, sigs)
+	// Out of the cgroup before the init exits: the exit waits for the
+	// mount namespace's teardown, which Destroy must not wait for.
+	w.pidsSlot.free()
 	note("workload reaped")
 	ch.send(message{Type: msgExit, Status: int(status), Trace: takeStamps()})
 	os.Exit(0)
@@ -193,9 +196,9 @@ type workload struct {
 	// cgroupMoves move a thread of the init into the container's cgroup
 	// and back (initConfig.CgroupJoins); nil when the init is in it.
 	cgroupMoves *cgroups.ThreadFiles
-	// pidsSlot: the thread that forked the workload stayed in the
-	// cgroup's pids hierarchy (leaveCgroup) and must live on.
-	pidsSlot bool
+	// pidsSlot, when set: the thread that forked the workload stayed in
+	// the cgroup's pids hierarchy (leaveCgroup).
+	pidsSlot *pidsSlot
 }
 
 // setupContainer builds the container around the init: step 3 of the

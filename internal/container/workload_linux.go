@@ -110,9 +110,7 @@ func newSpawner(cfg *initConfig, moves *cgroups.ThreadFiles, early bool, prog []
 				prog = req.w.filter
 			}
 			filterInit(cfg, prog)
-			if req.w.pidsSlot {
-				select {} // holds the init's place under the pids limit (leaveCgroup)
-			}
+			req.w.pidsSlot.hold()
 		}
 	}()
 	return sp
@@ -232,7 +230,7 @@ func enterCgroup(cfg *initConfig, moves *cgroups.ThreadFiles) error {
 
 // leaveCgroup takes the thread that forked the workload back out of the
 // container's cgroup. Under a pids limit it stays in the pids hierarchy
-// (first in Leave) for the init's life, parked (w.pidsSlot): the fork
+// (first in Leave) while the workload lives (w.pidsSlot): the fork
 // needed it there, the cgroup's limit counts it (one more than the
 // spec's: cgroupResources), and so the workload gets the spec's number
 // of processes, as with runc, and no more.
@@ -242,11 +240,40 @@ func leaveCgroup(cfg *initConfig, w *workload) {
 	}
 	leave := w.cgroupMoves.Leave
 	if pidsLimit(cfg.Spec) > 0 && len(leave) > 0 {
-		leave, w.pidsSlot = leave[1:], true
+		w.pidsSlot = &pidsSlot{leave: leave[0], release: make(chan struct{}), done: make(chan struct{})}
+		leave = leave[1:]
+		w.cgroupMoves.Leave = leave
 	}
 	cgroups.Move(leave)
 	w.cgroupMoves.Close()
 	w.cgroupMoves = nil
+}
+
+// pidsSlot is the init's place under a v1 pids limit: the thread that
+// forked the workload, parked in the cgroup's pids hierarchy.
+type pidsSlot struct {
+	leave         *os.File // the pids hierarchy's Leave file
+	release, done chan struct{}
+}
+
+// hold parks the calling thread, the one in the cgroup, until free.
+func (s *pidsSlot) hold() {
+	if s == nil {
+		return
+	}
+	<-s.release
+	cgroups.Move([]*os.File{s.leave})
+	s.leave.Close()
+	close(s.done)
+}
+
+// free takes the parked thread out of the cgroup.
+func (s *pidsSlot) free() {
+	if s == nil {
+		return
+	}
+	close(s.release)
+	<-s.done
 }
 
 func newCgroupNS(cfg *initConfig) bool {

@@ -7,7 +7,7 @@
 // and SIGSEGV, SIGBUS, SIGFPE, SIGILL when sent by kill). signal.Notify
 // turns most of that off, but not all of it: the runtime takes a SIGSEGV
 // whose siginfo says it came from sigqueue(3) for a real fault, and the
-// signals it does not handle (32 to 34) keep their default action, which
+// signals it does not handle (32 and 34) keep their default action, which
 // the kernel lets through to a PID 1 in some cases (a signal the main
 // thread is blocking when it arrives). And Notify cannot tell a signal
 // the host sends (berth stop, kill) from one the workload sends, which a

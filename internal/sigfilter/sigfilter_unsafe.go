@@ -36,40 +36,40 @@ func rtSigaction(sig int, act, old *sigaction) error {
 	return nil
 }
 
-// Install puts the filter in front of the handler of every signal the
-// kernel lets a process handle; an ignored signal stays ignored, and one
-// at its default action gets the filter alone, which drops it (a handled
-// signal, unlike an ignored one, is back at its default in a program the
-// process execs). Call it once, after the last signal.Notify: a handler
-// the runtime installs later replaces the filter. It reports whether the
+// Install puts the filter in front of the runtime's handler of every
+// signal; an ignored signal stays ignored, and one at its default action
+// gets the filter alone, which drops it (a handled signal, unlike an
+// ignored one, is back at its default in a program the process execs). Call it once, after the last signal.Notify and before
+// anything that could send the process a signal runs: a handler the
+// runtime installs later replaces the filter. It reports whether the
 // filter is in place (false on a machine it does not know).
 func Install() bool {
 	self = int32(unix.Getpid())
-	// The runtime's handler of SIGURG (its preemption signal, always
-	// handled) gives the flags, mask and restorer that a signal without
-	// a handler of the runtime's gets with the filter.
-	var tmpl sigaction
-	if err := rtSigaction(int(unix.SIGURG), nil, &tmpl); err != nil || tmpl.handler == sigDFL || tmpl.handler == sigIGN {
+	// The runtime installs one handler, with the same flags, mask and
+	// restorer, for every signal it handles: SIGURG's (its preemption
+	// signal, always handled) is the model of the filter's, which takes
+	// each signal's place in one call that returns what was there.
+	var act sigaction
+	if err := rtSigaction(int(unix.SIGURG), nil, &act); err != nil || act.handler == sigDFL || act.handler == sigIGN {
 		return false
 	}
-	pc := uint64(filterPC())
+	runtimeHandler := uintptr(act.handler)
+	act.handler = uint64(filterPC())
 	for sig := 1; sig < len(next); sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
 		}
 		var old sigaction
-		if rtSigaction(sig, nil, &old) != nil || old.handler == sigIGN {
+		if rtSigaction(sig, &act, &old) != nil {
 			continue
 		}
-		act := old
-		if old.handler == sigDFL {
-			act = tmpl
-		} else {
-			next[sig] = uintptr(old.handler)
-		}
-		act.handler = pc
-		if rtSigaction(sig, &act, nil) != nil {
-			next[sig] = 0
+		// Until next is set the filter drops the signal: the runtime
+		// would die of one it does not handle.
+		if old.handler == uint64(runtimeHandler) {
+			next[sig] = runtimeHandler
+		} else if old.handler != sigDFL {
+			// Ignored, or a handler of someone else's: as it was.
+			rtSigaction(sig, &old, nil)
 		}
 	}
 	return true
