@@ -8,14 +8,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Read by filter (sigfilter_amd64.s) in signal context: written only by
-// Install, before the filter is in place.
+// Read by filter (sigfilter_amd64.s) in signal context: self is written
+// before the filter is in place, next[sig] before the runtime's handler
+// of sig can be reached through it.
 var (
+	//lint:ignore U1000 read by filter, in assembly
 	self int32       // this process's pid in its own namespace
 	next [65]uintptr // per signal, the handler a passing signal goes on to; 0 drops it
 )
 
+// filter is the handler Install puts in place (sigfilter_amd64.s); the
+// kernel calls it, never Go.
+//
+//lint:ignore U1000 called by the kernel, its address taken in assembly
 func filter()
+
+// filterPC is filter's address.
 func filterPC() uintptr
 
 // sigaction is the kernel's struct sigaction on linux/amd64.
