@@ -12,9 +12,9 @@ import (
 )
 
 // The exec stage: started by Exec already inside the container's
-// namespaces (v2: and its cgroup; v1: its thread joins it last). It sets the
-// process up like the init sets up the workload and execs the command
-// from its main thread. fd 3 is the sync socket; fds 0-2 the stdio.
+// namespaces (v2: and its cgroup; v1: its thread joins it last). It sets
+// the process up like the init sets up the workload and execs the
+// command from its main thread. fd 3 is the sync socket; fds 0-2 the stdio.
 
 func runExecStage() {
 	// Credentials and capabilities are set on this thread only, and the
@@ -76,13 +76,13 @@ func (j *cgroupJoin) join() error {
 		return fmt.Errorf("join the container's cgroup: %w", err)
 	}
 	over, limit, err := j.pids.Over()
-	if err == nil && !over {
-		return nil
-	}
 	if err != nil {
 		return fmt.Errorf("join the container's cgroup: %w", err)
 	}
-	return &PidsLimitError{Limit: limit}
+	if over {
+		return &PidsLimitError{Limit: limit}
+	}
+	return nil
 }
 
 // execCommand only returns on failure.
