@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/sigfilter"
 )
 
 // deviceWait bounds how long boot waits for a device the host attached
@@ -63,6 +64,10 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 		return nil, nil, err
 	}
 	ignoreUncaught()
+	// Last, over every handler: what the guest's processes send PID 1
+	// never reaches the runtime, not even a SIGSEGV whose sigqueue'd
+	// siginfo the runtime would take for a fault.
+	sigfilter.Install()
 	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
 		console = c
 	}

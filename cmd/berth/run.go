@@ -245,7 +245,7 @@ func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOpti
 	if err != nil {
 		return nil, err
 	}
-	spec.Mounts = append(spec.Mounts, mounts...)
+	spec.Mounts = instance.WithVolumes(spec.Mounts, mounts)
 	spec.Root.Readonly = o.ReadOnly
 	spec.Linux.Resources = instance.Resources(o.Limits)
 	return spec, nil

@@ -61,6 +61,10 @@ type Manager interface {
 	// Update changes the limits of an existing cgroup. r replaces every
 	// limit: a zero field removes that limit.
 	Update(r Resources) error
+	// SetPids changes the pids limit alone (0 removes it).
+	SetPids(n int64) error
+	// PidsFiles opens the cgroup's pids counter and limit: see PidsFiles.
+	PidsFiles() (*PidsFiles, error)
 	// Stats reads usage counters.
 	Stats() (Stats, error)
 	// OOMKills reads the number of OOM kills in the cgroup alone (one
@@ -121,6 +125,34 @@ func Move(files []*os.File) error {
 		}
 	}
 	return nil
+}
+
+// PidsFiles are a cgroup's pids.current and pids.max, open for reading.
+// A thread that joined the cgroup alone (ThreadFiles) was not stopped by
+// the pids limit, as a fork into the cgroup would be: it reads them to
+// tell whether it went beyond the limit. Like ThreadFiles they can be
+// handed to a process that could not open them.
+type PidsFiles struct {
+	Current, Max *os.File
+}
+
+// Over reports whether the cgroup holds more tasks than its limit
+// allows, and the limit (-1: none).
+func (p *PidsFiles) Over() (over bool, limit int64, err error) {
+	cur, err := readFileInt(p.Current)
+	if err != nil {
+		return false, 0, err
+	}
+	if limit, err = readFileInt(p.Max); err != nil {
+		return false, 0, err
+	}
+	return limit >= 0 && cur > limit, limit, nil
+}
+
+// Close closes the files.
+func (p *PidsFiles) Close() {
+	p.Current.Close()
+	p.Max.Close()
 }
 
 // DefaultCPUPeriod is the CFS period, in microseconds, used when

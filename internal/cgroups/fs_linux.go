@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -113,6 +114,47 @@ func readInt(cg, dir, name string) (int64, error) {
 		return 0, fmt.Errorf("cgroup %s: %s holds %q, not a number: %w", cg, name, s, errdefs.ErrInvalid)
 	}
 	return n, nil
+}
+
+// readFileInt reads an open interface file holding one integer, from its
+// start; "max" reads as -1.
+func readFileInt(f *os.File) (int64, error) {
+	var buf [32]byte
+	n, err := f.ReadAt(buf[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(buf[:n]))
+	if s == "max" {
+		return -1, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s holds %q, not a number: %w", f.Name(), s, errdefs.ErrInvalid)
+	}
+	return v, nil
+}
+
+// openPidsFiles opens pids.current and pids.max in dir.
+func openPidsFiles(cg, dir string) (*PidsFiles, error) {
+	cur, err := os.Open(filepath.Join(dir, "pids.current"))
+	if err != nil {
+		return nil, fsError(cg, "open", "pids.current", err)
+	}
+	lim, err := os.Open(filepath.Join(dir, "pids.max"))
+	if err != nil {
+		cur.Close()
+		return nil, fsError(cg, "open", "pids.max", err)
+	}
+	return &PidsFiles{Current: cur, Max: lim}, nil
+}
+
+// pidsValue is pids.max's spelling of limit n (0 or less: none).
+func pidsValue(n int64) string {
+	if n > 0 {
+		return strconv.FormatInt(n, 10)
+	}
+	return "max"
 }
 
 // readKey reads the value of key in a flat keyed file ("key value" lines,

@@ -228,12 +228,8 @@ func (m *v1) apply(r Resources, fresh bool) error {
 			return err
 		}
 	}
-	pids := "max"
-	if r.Pids > 0 {
-		pids = strconv.FormatInt(r.Pids, 10)
-	}
 	if !fresh || r.Pids > 0 {
-		if err := writeFile(m.path, m.dirs["pids"], "pids.max", pids); err != nil {
+		if err := m.SetPids(r.Pids); err != nil {
 			return err
 		}
 	}
@@ -319,6 +315,16 @@ func (m *v1) Add(pid int) error {
 		}
 	}
 	return nil
+}
+
+// SetPids implements Manager.
+func (m *v1) SetPids(n int64) error {
+	return writeFile(m.path, m.dirs["pids"], "pids.max", pidsValue(n))
+}
+
+// PidsFiles implements Manager.
+func (m *v1) PidsFiles() (*PidsFiles, error) {
+	return openPidsFiles(m.path, m.dirs["pids"])
 }
 
 // ThreadFiles implements Manager.

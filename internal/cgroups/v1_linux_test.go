@@ -336,3 +336,111 @@ func TestV1ThreadJoin(t *testing.T) {
 		t.Errorf("process cgroups changed:\n%s\nwant\n%s", after, before)
 	}
 }
+
+// A thread joining a full cgroup alone is not stopped by the pids limit,
+// as a fork would be: PidsFiles tells it that it went beyond the limit,
+// and SetPids moves the limit.
+func TestV1ThreadJoinOverPidsLimit(t *testing.T) {
+	m := newTestV1(t, Resources{Pids: 1})
+	files, err := m.ThreadFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	pf, err := m.PidsFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	if over, limit, err := pf.Over(); over || limit != 1 || err != nil {
+		t.Fatalf("empty cgroup: Over = %v, %d, %v; want false, 1", over, limit, err)
+	}
+	type result struct {
+		over  [2]bool
+		limit int64
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var r result
+		if r.err = Move(files.Join); r.err != nil {
+			done <- r
+			return
+		}
+		r.over[0], _, r.err = pf.Over() // alone: at the limit
+		if r.err == nil {
+			r.err = m.SetPids(0)
+		}
+		if r.err == nil {
+			r.err = m.SetPids(0) // twice: no limit is no limit
+		}
+		var over bool
+		if r.err == nil {
+			over, r.limit, r.err = pf.Over()
+			r.over[1] = over
+		}
+		if lerr := Move(files.Leave); r.err == nil {
+			r.err = lerr
+		}
+		done <- r
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.over != [2]bool{false, false} || r.limit != -1 {
+		t.Errorf("one thread in, limit 1 then none: over %v, limit %d; want no overrun, then no limit", r.over, r.limit)
+	}
+	if err := m.SetPids(1); err != nil {
+		t.Fatal(err)
+	}
+	// Two threads: the second is one more than the limit.
+	first := joinedThread(t, files)
+	defer first()
+	second := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := Move(files.Join)
+		if err != nil {
+			second <- err
+			return
+		}
+		over, _, err := pf.Over()
+		if lerr := Move(files.Leave); err == nil {
+			err = lerr
+		}
+		if err == nil && !over {
+			err = fmt.Errorf("second thread in a cgroup limited to 1: not over the limit")
+		}
+		second <- err
+	}()
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// joinedThread parks a thread in the cgroup of files until the returned
+// function is called, which takes it out again.
+func joinedThread(t *testing.T, files *ThreadFiles) (leave func()) {
+	t.Helper()
+	joined, release, left := make(chan error, 1), make(chan struct{}), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		joined <- Move(files.Join)
+		<-release
+		left <- Move(files.Leave)
+	}()
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		close(release)
+		if err := <-left; err != nil {
+			t.Error(err)
+		}
+	}
+}

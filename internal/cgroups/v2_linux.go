@@ -144,10 +144,6 @@ func (m *v2) Update(r Resources) error {
 	if r.CPUShares > 0 {
 		weight = sharesToWeight(r.CPUShares)
 	}
-	pids := "max"
-	if r.Pids > 0 {
-		pids = strconv.FormatInt(r.Pids, 10)
-	}
 	writes := []struct {
 		ctrl, file, val string
 		limit, optional bool
@@ -156,7 +152,7 @@ func (m *v2) Update(r Resources) error {
 		{"memory", "memory.swap.max", swap, r.Memory > 0, true},
 		{"cpu", "cpu.max", quota + " " + strconv.FormatUint(period, 10), r.CPUQuota > 0 || r.CPUPeriod > 0, false},
 		{"cpu", "cpu.weight", strconv.FormatUint(weight, 10), r.CPUShares > 0, false},
-		{"pids", "pids.max", pids, r.Pids > 0, false},
+		{"pids", "pids.max", pidsValue(r.Pids), r.Pids > 0, false},
 	}
 	for _, w := range writes {
 		ok, err := m.has(w.ctrl)
@@ -177,6 +173,26 @@ func (m *v2) Update(r Resources) error {
 		}
 	}
 	return m.setDevices(r.Devices)
+}
+
+// SetPids implements Manager.
+func (m *v2) SetPids(n int64) error {
+	ok, err := m.has("pids")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if n > 0 {
+			return fmt.Errorf("cgroup %s: pids controller not available for pids.max: %w", m.path, errdefs.ErrUnavailable)
+		}
+		return nil
+	}
+	return writeFile(m.path, m.dir, "pids.max", pidsValue(n))
+}
+
+// PidsFiles implements Manager.
+func (m *v2) PidsFiles() (*PidsFiles, error) {
+	return openPidsFiles(m.path, m.dir)
 }
 
 // Add implements Manager.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -100,3 +101,16 @@ func (e *ExecError) Error() string {
 }
 
 func (e *ExecError) Unwrap() error { return e.Err }
+
+// PidsLimitError reports that a process could not join the container
+// (Exec): the container's pids limit, Limit processes, is reached.
+type PidsLimitError struct {
+	Limit int64
+}
+
+func (e *PidsLimitError) Error() string {
+	return fmt.Sprintf("pids limit %d reached", e.Limit)
+}
+
+// Unwrap classes it as a clash with the container's state.
+func (e *PidsLimitError) Unwrap() error { return errdefs.ErrConflict }

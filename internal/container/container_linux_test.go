@@ -287,6 +287,35 @@ func TestPidsLimitCountsWorkloadOnly(t *testing.T) {
 	}
 }
 
+// A pids limit of N is the workload's N processes, as with runc: one
+// process runs under a limit of 1, a second cannot be forked, and exec
+// into the full container is a PidsLimitError naming the spec's limit.
+// v1 only, where the init keeps its own place under the limit.
+func TestPidsLimitIsTheWorkloads(t *testing.T) {
+	if cgroups.DetectMode() == cgroups.ModeV2 {
+		t.Skip("on a cgroup v2 host the init is cloned into the container's cgroup")
+	}
+	limit := func(cfg *Config, n int64) *Config {
+		cfg.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &n}}
+		return cfg
+	}
+	if r := run(t, limit(newConfig(t, "true"), 1)); r.exit.Code != 0 {
+		t.Fatalf("true under a pids limit of 1: %+v %q", r.exit, r.stderr)
+	}
+	if r := run(t, limit(sh(t, "true & wait; echo forked"), 1)); r.exit.Code == 0 || r.stdout != "" || !strings.Contains(r.stderr, "fork") {
+		t.Fatalf("a second process under a pids limit of 1: %+v %q %q", r.exit, r.stdout, r.stderr)
+	}
+	cfg := limit(sh(t, "sleep 1000 & echo up; wait"), 2)
+	c := runUntilUp(t, cfg)
+	p := DefaultSpec(cfg.ID).Process
+	p.Args = []string{"true"}
+	_, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{})
+	var pe *PidsLimitError
+	if !errors.As(err, &pe) || pe.Limit != 2 || err.Error() != "pids limit 2 reached" {
+		t.Fatalf("exec into a container at its pids limit of 2: %v", err)
+	}
+}
+
 func TestBindMountsAndReadonlyRoot(t *testing.T) {
 	host := t.TempDir()
 	os.WriteFile(filepath.Join(host, "in"), []byte("from host\n"), 0o644)

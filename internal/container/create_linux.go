@@ -30,7 +30,11 @@ var reexecPath = "/proc/self/exe"
 // other: 1.5 ms more per start here); the init drops to one once the
 // workload runs, for the rest of the container's life: fewer threads
 // and caches, less memory per container.
-var stageEnv = []string{"GOMAXPROCS=2"}
+//
+// A stage's stderr is the workload's: were the stage to crash, a line
+// or two ("fatal error: ...", the signal) would go there, not its
+// goroutines and registers (GOTRACEBACK=none, from the runtime's start).
+var stageEnv = []string{"GOMAXPROCS=2", "GOTRACEBACK=none"}
 
 // Container is a created container as seen from the process that created
 // it (the CLI in the foreground, the monitor when detached). Its init is
@@ -150,9 +154,9 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	// prestarted init there is nothing to wait for meanwhile.
 	cgMade := make(chan error, 1)
 	if prestarted {
-		cgMade <- cg.Create(resourcesOf(cfg.Spec))
+		cgMade <- cg.Create(cgroupResources(cfg.Spec, v2))
 	} else {
-		go func() { cgMade <- cg.Create(resourcesOf(cfg.Spec)) }()
+		go func() { cgMade <- cg.Create(cgroupResources(cfg.Spec, v2)) }()
 	}
 	undo.add(func() { cg.Destroy() })
 	waitCgroup := func() error {

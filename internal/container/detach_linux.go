@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -53,6 +54,14 @@ func (c *Container) Detach(listener *os.File) error {
 			c.kill()
 		}
 		return err
+	}
+	// The init becomes the workload: no thread of its own holds a place
+	// under the pids limit (cgroupResources).
+	if n := pidsLimit(c.cfg.Spec); n > 0 && cgroups.DetectMode() != cgroups.ModeV2 {
+		if err := c.cg.SetPids(n); err != nil {
+			c.kill()
+			return fmt.Errorf("container %s: %w", c.cfg.ID, err)
+		}
 	}
 	if err := c.ch.send(message{Type: msgAwaitStart, Filter: prog}, listener); err != nil {
 		c.kill()

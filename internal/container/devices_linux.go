@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -32,8 +33,14 @@ var devLinks = [][2]string{
 // populateDev fills the container's /dev (a tmpfs the spec mounted):
 // device nodes and symlinks. /dev/console is bound to the terminal's
 // slave later (bindConsole), once the container's devpts is its /dev/pts.
-func populateDev(root string, extra []specs.LinuxDevice) error {
+// A path that a bind mount of the spec provides is left alone: there the
+// files are the host's (-v DIR:/dev, -v FILE:/dev/zero), and the bound
+// file stands for the device, as with runc.
+func populateDev(root string, mounts []specs.Mount, extra []specs.LinuxDevice) error {
 	for _, d := range append(append([]specs.LinuxDevice{}, defaultDevices...), extra...) {
+		if onBind(mounts, d.Path) {
+			continue
+		}
 		if err := makeDevice(root, d); err != nil {
 			return fmt.Errorf("device %q: %w", d.Path, unwrapErrno(err))
 		}
@@ -43,6 +50,9 @@ func populateDev(root string, extra []specs.LinuxDevice) error {
 		links = append(links, [2]string{"/proc/kcore", "/dev/core"})
 	}
 	for _, l := range links {
+		if onBind(mounts, l[1]) {
+			continue
+		}
 		dst, err := resolveIn(root, l[1])
 		if err != nil {
 			return err
@@ -101,4 +111,19 @@ func makeDevice(root string, d specs.LinuxDevice) error {
 		return os.Lchown(dst, uid, gid)
 	}
 	return nil
+}
+
+// onBind reports whether the container path p is, or lies under, a bind
+// mount of the spec's: the last mount in the spec's order at p or above
+// it, the one on top once all are made.
+func onBind(mounts []specs.Mount, p string) bool {
+	p = filepath.Clean(p)
+	bind := false
+	for _, m := range mounts {
+		d := filepath.Clean(m.Destination)
+		if d == p || d == "/" || strings.HasPrefix(p, d+"/") {
+			bind = parseMountOptions(m.Type, m.Options).bind
+		}
+	}
+	return bind
 }

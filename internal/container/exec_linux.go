@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,16 +161,40 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	if v2 {
 		defer unix.Close(cgfd)
 	}
-	// Born in the cgroup on v2 (clone3), when the fork is os/exec's; on
-	// v1, and for a hand-made fork (a user namespace to join), added
-	// after. Not forked from a thread that joined the cgroup alone, as the
-	// workload is: the fork would fail at a full pids limit, and the
-	// thread would freeze with a paused container.
+	// Born in the cgroup on v2 (clone3), when the fork is os/exec's; for
+	// a hand-made fork (a user namespace to join) added after. On v1 the
+	// stage's thread that execs the command joins the cgroup alone, last
+	// (cgroupJoin): the stage's other threads never count against a pids
+	// limit, and a full one is "pids limit N reached", not a stage that
+	// cannot start its threads. Not forked from a thread of ours that
+	// joined the cgroup, as the workload is: the fork would fail at a
+	// full pids limit, and the thread would freeze with a paused
+	// container.
 	if v2 && sameUser {
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cgfd
 	}
+	ecfg := execConfig{Process: p, Seccomp: filter, Console: p.Terminal, Chroot: chroot}
+	var cgFiles []*os.File
+	if !v2 {
+		t, err := cg.ThreadFiles()
+		if err != nil {
+			return nil, fmt.Errorf("exec: %w", err)
+		}
+		defer t.Close()
+		pf, err := cg.PidsFiles()
+		if err != nil {
+			return nil, fmt.Errorf("exec: %w", err)
+		}
+		defer pf.Close()
+		ecfg.CgroupJoins = len(t.Join)
+		cgFiles = append(append(append(cgFiles, t.Join...), t.Leave...), pf.Current, pf.Max)
+	}
 	if err := startIn(cmd, joins); err != nil {
+		if v2 && errors.Is(err, syscall.EAGAIN) {
+			// clone3 into a cgroup at its pids limit.
+			return nil, execPidsError(initPid, cgroupPath, cg)
+		}
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 	child.Close()
@@ -182,7 +207,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}()
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
-	if !v2 || !sameUser {
+	if v2 && !sameUser {
 		if err := cg.Add(cmd.Process.Pid); err != nil {
 			return nil, fmt.Errorf("add exec process: %w", err)
 		}
@@ -192,7 +217,7 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 		return nil, err
 	}
 	defer ch.close()
-	if err := ch.send(execConfig{Process: p, Seccomp: filter, Console: p.Terminal, Chroot: chroot}); err != nil {
+	if err := ch.send(ecfg, cgFiles...); err != nil {
 		cmd.Process.Kill()
 		if werr := cmd.Wait(); werr != nil {
 			err = stageExit(werr)
@@ -210,7 +235,11 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 	}()
 	m, rerr := recvConsole(ch, p.Terminal, &console)
 	if rerr == nil {
-		return nil, errorFromMessage(m)
+		err := errorFromMessage(m)
+		if pe, ok := err.(*PidsLimitError); ok {
+			pe.Limit -= initPidsSlot(initPid, cgroupPath)
+		}
+		return nil, err
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("exec: %w", ctx.Err())
@@ -222,6 +251,45 @@ func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *spe
 		return nil, fmt.Errorf("exec: the exec stage ran the command without a terminal")
 	}
 	return &Process{cmd: cmd, console: console}, nil
+}
+
+// execPidsError is the error of an exec stage that could not be born in
+// the container's cgroup at its pids limit.
+func execPidsError(initPid int, cgroupPath string, cg cgroups.Manager) error {
+	pf, err := cg.PidsFiles()
+	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	defer pf.Close()
+	_, limit, err := pf.Over()
+	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	return &PidsLimitError{Limit: limit - initPidsSlot(initPid, cgroupPath)}
+}
+
+// initPidsSlot is how many places under the cgroup's pids limit the
+// container's init holds beside the workload's (cgroupResources): one
+// when the init's main thread is outside the cgroup (v1, an init that
+// forks the workload, whose forking thread stays in the pids
+// hierarchy), none when it is inside (v2, or a detached init that became
+// the workload).
+func initPidsSlot(initPid int, cgroupPath string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", initPid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID:CONTROLLERS:PATH
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "pids") {
+			if f[2] != cgroupPath {
+				return 1
+			}
+			return 0
+		}
+	}
+	return 0
 }
 
 // execJoins lists the container's namespaces that differ from ours. The

@@ -4,15 +4,17 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"golang.org/x/sys/unix"
 )
 
 // The exec stage: started by Exec already inside the container's
-// namespaces (and, once the parent has added it, its cgroup). It sets the
-// process up like the init sets up the workload and execs the command
-// from its main thread. fd 3 is the sync socket; fds 0-2 the stdio.
+// namespaces (v2: and its cgroup; v1: its thread joins it last). It sets
+// the process up like the init sets up the workload and execs the
+// command from its main thread. fd 3 is the sync socket; fds 0-2 the stdio.
 
 func runExecStage() {
 	// Credentials and capabilities are set on this thread only, and the
@@ -25,10 +27,23 @@ func runExecStage() {
 	}
 	closeExtraFDs()
 	var cfg execConfig
-	if err := ch.recv(&cfg); err != nil {
+	files, err := ch.recvFiles(&cfg)
+	if err != nil {
 		os.Exit(1)
 	}
-	err = execCommand(ch, &cfg)
+	var join *cgroupJoin
+	if n := cfg.CgroupJoins; n > 0 && len(files) == 2*n+2 {
+		join = &cgroupJoin{
+			moves: &cgroups.ThreadFiles{Join: files[:n], Leave: files[n : 2*n]},
+			pids:  &cgroups.PidsFiles{Current: files[2*n], Max: files[2*n+1]},
+		}
+	} else {
+		closeFiles(files)
+	}
+	err = execCommand(ch, &cfg, join)
+	if join != nil {
+		cgroups.Move(join.moves.Leave) // whether or not it joined: the stage's own cgroups
+	}
 	if ee, ok := err.(*ExecError); ok {
 		errno, _ := ee.Err.(unix.Errno)
 		ch.send(message{Type: msgExecError, Path: ee.Path, Errno: int(errno), Err: ee.Err.Error(), Code: ee.Code})
@@ -41,8 +56,37 @@ func runExecStage() {
 // execMountNSFD is the container's mount namespace in the exec stage.
 const execMountNSFD = 4
 
+// cgroupJoin is how the exec stage's thread joins a v1 cgroup alone
+// (execConfig.CgroupJoins), the last thing before it execs the command,
+// and so the stage's other threads never count against the pids limit:
+// the Go runtime could not start them in a full cgroup, and would die of
+// it. No limit stops a thread from joining, as it stops a fork: the
+// thread reads the count after, and fails when it went beyond (the
+// stage then leaves, runExecStage).
+type cgroupJoin struct {
+	moves *cgroups.ThreadFiles
+	pids  *cgroups.PidsFiles
+}
+
+func (j *cgroupJoin) join() error {
+	// No collection from here on: its workers would be threads started
+	// from this one, in the cgroup.
+	debug.SetGCPercent(-1)
+	if err := cgroups.Move(j.moves.Join); err != nil {
+		return fmt.Errorf("join the container's cgroup: %w", err)
+	}
+	over, limit, err := j.pids.Over()
+	if err != nil {
+		return fmt.Errorf("join the container's cgroup: %w", err)
+	}
+	if over {
+		return &PidsLimitError{Limit: limit}
+	}
+	return nil
+}
+
 // execCommand only returns on failure.
-func execCommand(ch *channel, cfg *execConfig) error {
+func execCommand(ch *channel, cfg *execConfig, join *cgroupJoin) error {
 	// Enter the container's file system on this thread: unshare the
 	// fs_struct it shares with the runtime's other threads, then setns.
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
@@ -130,6 +174,11 @@ func execCommand(ch *channel, cfg *execConfig) error {
 	}
 	if err := unix.Chdir(p.Cwd); err != nil {
 		return fmt.Errorf("working directory %q: %w", p.Cwd, err)
+	}
+	if join != nil {
+		if err := join.join(); err != nil {
+			return err
+		}
 	}
 	pp := *p
 	pp.Capabilities = nil

@@ -163,6 +163,9 @@ func runInitStage() {
 		debug.FreeOSMemory()
 	})
 	status := supervise(pid, sigs)
+	// Out of the cgroup before the init exits: the exit waits for the
+	// mount namespace's teardown, which Destroy must not wait for.
+	w.pidsSlot.free()
 	note("workload reaped")
 	ch.send(message{Type: msgExit, Status: int(status), Trace: takeStamps()})
 	os.Exit(0)
@@ -193,6 +196,9 @@ type workload struct {
 	// cgroupMoves move a thread of the init into the container's cgroup
 	// and back (initConfig.CgroupJoins); nil when the init is in it.
 	cgroupMoves *cgroups.ThreadFiles
+	// pidsSlot, when set: the thread that forked the workload stayed in
+	// the cgroup's pids hierarchy (leaveCgroup).
+	pidsSlot *pidsSlot
 }
 
 // setupContainer builds the container around the init: step 3 of the
@@ -224,7 +230,7 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 		return nil, err
 	}
 	if hasMount(spec.Mounts, "/dev") {
-		if err := populateDev(root, spec.Linux.Devices); err != nil {
+		if err := populateDev(root, spec.Mounts, spec.Linux.Devices); err != nil {
 			return nil, err
 		}
 	}
@@ -278,7 +284,7 @@ func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
 		if cons, err = openConsole(spec.Process.ConsoleSize, cred.UID); err != nil {
 			return nil, err
 		}
-		if hasMount(spec.Mounts, "/dev") {
+		if hasMount(spec.Mounts, "/dev") && !onBind(spec.Mounts, "/dev/console") {
 			if err := bindConsole(cons); err != nil {
 				cons.close()
 				return nil, err
@@ -355,7 +361,12 @@ func makeCwd(cwd string, cred credential) error {
 	if !filepath.IsAbs(cwd) {
 		return fmt.Errorf("working directory %q: not an absolute path: %w", cwd, errdefs.ErrInvalid)
 	}
-	if _, err := os.Stat(cwd); err == nil {
+	if fi, err := os.Stat(cwd); err == nil {
+		if !fi.IsDir() {
+			// Not left to the fork: chdir failing there would read as
+			// the command's failure (127), not the working directory's.
+			return fmt.Errorf("working directory %q: not a directory: %w", cwd, errdefs.ErrInvalid)
+		}
 		return nil
 	}
 	if err := os.MkdirAll(cwd, 0o755); err != nil {

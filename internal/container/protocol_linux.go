@@ -49,6 +49,9 @@ type message struct {
 	Code   int    `json:"code,omitempty"`
 	Pid    int    `json:"pid,omitempty"`
 	Status int    `json:"status,omitempty"`
+	// PidsMax, with "error": the cgroup's pids limit (pids.max), which
+	// the stage found reached (PidsLimitError).
+	PidsMax int64 `json:"pidsMax,omitempty"`
 	// Filter is the seccomp program the parent compiled while the init
 	// set up the root file system (with msgStart).
 	Filter []byte `json:"filter,omitempty"`
@@ -150,6 +153,12 @@ type execConfig struct {
 	// Chroot: fd 4 is the container's root directory, not its mount
 	// namespace (a container in the host's mount namespace).
 	Chroot bool `json:"chroot,omitempty"`
+	// CgroupJoins, when not 0: the stage is not in the container's
+	// cgroup (v1); the configuration comes with cgroups.ThreadFiles,
+	// this many files of Join then those of Leave, then the cgroup's
+	// cgroups.PidsFiles (Current, Max). The thread that execs the
+	// command joins the cgroup last thing before the execve.
+	CgroupJoins int `json:"cgroupJoins,omitempty"`
 }
 
 // Error classes carried across the socket so the parent can wrap the
@@ -187,6 +196,9 @@ func classOf(err error) string {
 // class's own words (the parent wraps the class back in, silently), so the
 // user reads one line naming what was wrong.
 func errorMessage(err error) message {
+	if pe, ok := err.(*PidsLimitError); ok {
+		return message{Type: msgError, Err: pe.Error(), PidsMax: pe.Limit}
+	}
 	class := classOf(err)
 	text := err.Error()
 	if c := classes[class]; c != nil {
@@ -208,6 +220,9 @@ func (e *stageError) Unwrap() error { return e.class }
 func errorFromMessage(m *message) error {
 	switch m.Type {
 	case msgError:
+		if m.PidsMax > 0 {
+			return &PidsLimitError{Limit: m.PidsMax}
+		}
 		return &stageError{msg: m.Err, class: classes[m.Class]}
 	case msgExecError:
 		return &ExecError{Path: m.Path, Err: syscall.Errno(m.Errno), Code: m.Code}

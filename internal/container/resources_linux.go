@@ -12,6 +12,27 @@ func ResourcesOf(r *specs.LinuxResources, devices []specs.LinuxDevice) cgroups.R
 	return resourcesOf(&specs.Spec{Linux: &specs.Linux{Resources: r, Devices: devices}})
 }
 
+// cgroupResources are the limits a container's cgroup is made with: the
+// spec's, but on v1 one more task than its pids limit, for the init's
+// thread that forks the workload and stays in the cgroup's pids
+// hierarchy (leaveCgroup). A detached container, whose init becomes the
+// workload, goes back to the spec's (Detach).
+func cgroupResources(s *specs.Spec, v2 bool) cgroups.Resources {
+	r := resourcesOf(s)
+	if r.Pids > 0 && !v2 {
+		r.Pids++
+	}
+	return r
+}
+
+// pidsLimit is the spec's pids limit, 0 for none.
+func pidsLimit(s *specs.Spec) int64 {
+	if s.Linux == nil || s.Linux.Resources == nil || s.Linux.Resources.Pids == nil || s.Linux.Resources.Pids.Limit == nil || *s.Linux.Resources.Pids.Limit < 0 {
+		return 0
+	}
+	return *s.Linux.Resources.Pids.Limit
+}
+
 // resourcesOf converts the spec's resources to the cgroup package's.
 func resourcesOf(s *specs.Spec) cgroups.Resources {
 	var r cgroups.Resources

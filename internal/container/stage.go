@@ -15,7 +15,7 @@ const (
 // started by a parent of another version (a berth-init left from another
 // build) exits with exitStageMismatch before reading anything. Change it
 // whenever a message or the stage's arguments change.
-const stageProtocol = "berth-stage-2"
+const stageProtocol = "berth-stage-3"
 
 // exitStageMismatch is a stage's exit status when its parent speaks
 // another version of the protocol.

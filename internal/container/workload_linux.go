@@ -13,21 +13,34 @@ import (
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/seccomp"
+	"github.com/berth-dev/berth/internal/sigfilter"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
-// forwarded are the signals the init passes on to the workload.
+// forwarded are the signals the init passes on to the workload: those
+// the host sends (berth stop, kill), which is all that reaches it once
+// the filter is in (catchSignals). The last ones would crash the init
+// (a traceback on the workload's stderr) if they were not asked for.
 var forwarded = []os.Signal{
 	unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGABRT, unix.SIGUSR1, unix.SIGUSR2,
 	unix.SIGALRM, unix.SIGTERM, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU,
 	unix.SIGWINCH, unix.SIGIO, unix.SIGPWR, unix.SIGVTALRM, unix.SIGPROF, unix.SIGXCPU,
 	unix.SIGXFSZ, unix.SIGTRAP, unix.SIGSYS,
+	unix.SIGILL, unix.SIGBUS, unix.SIGFPE, unix.SIGSEGV, unix.SIGSTKFLT,
 }
 
+// catchSignals asks for the forwarded signals, then, as PID 1 of the
+// container's pid namespace, drops every signal a process of the
+// container sends before the runtime sees it (package sigfilter): the
+// workload can neither end the init nor have a signal it sends the init
+// come back to it.
 func catchSignals() chan os.Signal {
 	sigs := make(chan os.Signal, 64)
 	signal.Notify(sigs, forwarded...)
+	if os.Getpid() == 1 {
+		sigfilter.Install()
+	}
 	return sigs
 }
 
@@ -97,6 +110,7 @@ func newSpawner(cfg *initConfig, moves *cgroups.ThreadFiles, early bool, prog []
 				prog = req.w.filter
 			}
 			filterInit(cfg, prog)
+			req.w.pidsSlot.hold()
 		}
 	}()
 	return sp
@@ -190,7 +204,7 @@ func forkWorkload(cfg *initConfig, w *workload, path string) (int, error) {
 			Ctty:    0,
 		},
 	})
-	leaveCgroup(w)
+	leaveCgroup(cfg, w)
 	if err != nil {
 		return 0, execError(p.Args[0], err)
 	}
@@ -215,14 +229,51 @@ func enterCgroup(cfg *initConfig, moves *cgroups.ThreadFiles) error {
 }
 
 // leaveCgroup takes the thread that forked the workload back out of the
-// container's cgroup, where it would count against a pids limit until
-// it ends.
-func leaveCgroup(w *workload) {
-	if w.cgroupMoves != nil {
-		cgroups.Move(w.cgroupMoves.Leave)
-		w.cgroupMoves.Close()
-		w.cgroupMoves = nil
+// container's cgroup. Under a pids limit it stays in the pids hierarchy
+// (first in Leave) while the workload lives (w.pidsSlot): the fork
+// needed it there, the cgroup's limit counts it (one more than the
+// spec's: cgroupResources), and so the workload gets the spec's number
+// of processes, as with runc, and no more.
+func leaveCgroup(cfg *initConfig, w *workload) {
+	if w.cgroupMoves == nil {
+		return
 	}
+	leave := w.cgroupMoves.Leave
+	if pidsLimit(cfg.Spec) > 0 && len(leave) > 0 {
+		w.pidsSlot = &pidsSlot{leave: leave[0], release: make(chan struct{}), done: make(chan struct{})}
+		leave = leave[1:]
+		w.cgroupMoves.Leave = leave
+	}
+	cgroups.Move(leave)
+	w.cgroupMoves.Close()
+	w.cgroupMoves = nil
+}
+
+// pidsSlot is the init's place under a v1 pids limit: the thread that
+// forked the workload, parked in the cgroup's pids hierarchy.
+type pidsSlot struct {
+	leave         *os.File // the pids hierarchy's Leave file
+	release, done chan struct{}
+}
+
+// hold parks the calling thread, the one in the cgroup, until free.
+func (s *pidsSlot) hold() {
+	if s == nil {
+		return
+	}
+	<-s.release
+	cgroups.Move([]*os.File{s.leave})
+	s.leave.Close()
+	close(s.done)
+}
+
+// free takes the parked thread out of the cgroup.
+func (s *pidsSlot) free() {
+	if s == nil {
+		return
+	}
+	close(s.release)
+	<-s.done
 }
 
 func newCgroupNS(cfg *initConfig) bool {

@@ -221,6 +221,26 @@ func Mounts(vols []string) ([]specs.Mount, error) {
 	return out, nil
 }
 
+// WithVolumes puts the -v mounts after the default ones, as Docker does:
+// a volume replaces a default mount at the same destination, and a
+// volume on /dev replaces every default under /dev too (its /dev/pts,
+// /dev/shm, ...), so what the user bound is what the workload sees.
+func WithVolumes(defaults, volumes []specs.Mount) []specs.Mount {
+	dests := map[string]bool{}
+	for _, v := range volumes {
+		dests[filepath.Clean(v.Destination)] = true
+	}
+	var out []specs.Mount
+	for _, m := range defaults {
+		d := filepath.Clean(m.Destination)
+		if dests[d] || (dests["/dev"] && strings.HasPrefix(d, "/dev/")) {
+			continue
+		}
+		out = append(out, m)
+	}
+	return append(out, volumes...)
+}
+
 // Resources turns limits into the OCI resources block, with Docker's
 // default device rules: no device but creating nodes (CAP_MKNOD) and tun;
 // the engine adds null, zero, full, random, urandom, tty, console, ptmx

@@ -83,3 +83,30 @@ func TestMountsRefuseRootAndProc(t *testing.T) {
 		t.Errorf("Mounts of good volumes: %v, %v", m, err)
 	}
 }
+
+// A volume on a default mount's destination replaces it, and one on /dev
+// replaces everything under /dev, as with Docker.
+func TestWithVolumesReplacesDefaults(t *testing.T) {
+	defaults := []specs.Mount{{Destination: "/proc"}, {Destination: "/dev"}, {Destination: "/dev/pts"}, {Destination: "/dev/shm"}, {Destination: "/sys"}}
+	dests := func(ms []specs.Mount) string {
+		var d []string
+		for _, m := range ms {
+			d = append(d, m.Destination+"/"+m.Type)
+		}
+		return strings.Join(d, " ")
+	}
+	for _, c := range []struct {
+		vol  string
+		want string
+	}{
+		{"/dev", "/proc/ /sys/ /dev/bind"},
+		{"/dev/shm", "/proc/ /dev/ /dev/pts/ /sys/ /dev/shm/bind"},
+		{"/srv", "/proc/ /dev/ /dev/pts/ /dev/shm/ /sys/ /srv/bind"},
+		{"/devices", "/proc/ /dev/ /dev/pts/ /dev/shm/ /sys/ /devices/bind"},
+	} {
+		got := dests(WithVolumes(defaults, []specs.Mount{{Destination: c.vol, Type: "bind"}}))
+		if got != c.want {
+			t.Errorf("WithVolumes with a volume on %s: %s, want %s", c.vol, got, c.want)
+		}
+	}
+}
