@@ -17,9 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-dev/berth/internal/bench"
 	"github.com/berth-dev/berth/internal/errdefs"
-	"golang.org/x/sys/unix"
 )
 
 // benchNS is the containerd namespace, and so the cgroup parent, of the

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/instance"
 )
 
@@ -47,7 +48,7 @@ const unwindGrace = 5 * time.Second
 type startGuard struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
-	pre     *container.Init
+	pre     engine.Prepared
 	done    chan struct{} // closed by settle
 	stopped chan struct{} // closed once watch has returned
 	settled sync.Once
@@ -66,7 +67,7 @@ type startGuard struct {
 // guardStart starts watching the signals caught for a foreground start;
 // pre is the init prestarted for it, if any (it ends with an abandoned
 // start).
-func guardStart(pre *container.Init) *startGuard {
+func guardStart(pre engine.Prepared) *startGuard {
 	awaitEarlySignals()
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &startGuard{ctx: ctx, cancel: cancel, pre: pre, done: make(chan struct{}), stopped: make(chan struct{})}
@@ -134,7 +135,9 @@ func (g *startGuard) abandon(sig syscall.Signal, why string) {
 		}
 		_ = g.st.Remove(g.id)
 	}
-	g.pre.Close()
+	if g.pre != nil {
+		g.pre.Close()
+	}
 	fmt.Fprintf(os.Stderr, "berth run: %s before the workload started: %s\n", unix.SignalName(sig), why)
 	os.Exit(128 + int(sig))
 }

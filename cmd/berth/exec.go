@@ -8,7 +8,7 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/tty"
@@ -46,6 +46,9 @@ func cmdExec(g *globals, args []string) error {
 	if err := requireRunning(in); err != nil {
 		return err
 	}
+	if in.Status == instance.Paused {
+		return fmt.Errorf("instance %s is paused: unpause it first: %w", in.ShortID(), errdefs.ErrConflict)
+	}
 	b, err := st.LoadBundle(in.ID)
 	if err != nil {
 		return err
@@ -68,28 +71,31 @@ func cmdExec(g *globals, args []string) error {
 		}
 		p.User.UID, p.User.GID, p.User.AdditionalGids = u.UID, u.GID, u.Groups
 	}
-	if in.Isolation == instance.IsolationVM {
-		var resize <-chan specs.Box
-		if p.Terminal {
-			var restore func()
-			resize, restore = tty.AttachSizes(os.Stdin)
-			defer restore()
-		}
-		return execVM(st, in, &p, *interactive || p.Terminal, resize)
+	h, err := handleOf(st, in)
+	if err != nil {
+		return err
 	}
-	return execAttached(in, &p, *interactive)
+	return execAttached(h, traitsOf(in), &p, *interactive)
 }
 
 // execAttached runs p in the instance with this terminal's stdio and
 // returns the command's exit status.
-func execAttached(in *instance.Instance, p *specs.Process, interactive bool) error {
-	stdio := container.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
-	if interactive {
+func execAttached(h engine.Handle, traits engine.Traits, p *specs.Process, interactive bool) error {
+	// A local terminal (the engine's pty on the host, proc.Console) is
+	// attached to ours; an instance's own terminal streams through stdio,
+	// stdin included, with our window size sent along.
+	ownTerminal := p.Terminal && !traits.LocalTerminal
+	stdio := engine.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
+	if interactive || ownTerminal {
 		stdio.Stdin = os.Stdin
 	}
-	// With -t the engine allocates the terminal inside the instance and
-	// stdio is not used; proc.Console() is its master.
-	proc, err := container.Exec(context.Background(), in.Pid, in.Cgroup, p, stdio)
+	var resize <-chan specs.Box
+	if ownTerminal {
+		var restore func()
+		resize, restore = tty.AttachSizes(os.Stdin)
+		defer restore()
+	}
+	proc, err := h.Exec(context.Background(), p, stdio, resize)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/instance"
@@ -23,7 +24,7 @@ import (
 // is done. Cancelling ctx cancels the start until the workload runs. On
 // failure nothing of the instance's processes, cgroup or guest is left;
 // the record is the caller's to remove.
-func startInstance(ctx context.Context, g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, stdio container.Stdio, pre *container.Init) (workload, error) {
+func startInstance(ctx context.Context, g *globals, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, stdio engine.Stdio, pre engine.Prepared) (engine.Running, error) {
 	var err error
 	waitSaved := func() error {
 		if saved == nil {
@@ -39,19 +40,20 @@ func startInstance(ctx context.Context, g *globals, st *instance.Store, in *inst
 			return nil, err
 		}
 	}
-	var w workload
-	if in.Isolation == instance.IsolationVM {
-		w, err = startVM(ctx, g, st, in, b, stdio)
-	} else {
-		w, err = container.Run(ctx, &container.Config{
-			ID:         in.ID,
-			Spec:       b.Spec,
-			Layers:     b.Layers,
-			Dir:        st.Dir(in.ID),
-			CgroupPath: in.Cgroup,
-			Init:       pre,
-		}, stdio)
+	eng, err := engine.For(in.Isolation)
+	if err != nil {
+		return nil, err
 	}
+	w, err := eng.Start(ctx, engine.Config{
+		ID:       in.ID,
+		Dir:      st.Dir(in.ID),
+		Spec:     b.Spec,
+		Layers:   b.Layers,
+		Cgroup:   in.Cgroup,
+		Prepared: pre,
+		Kernel:   in.Kernel,
+		Root:     g.root,
+	}, stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -68,14 +70,8 @@ func startInstance(ctx context.Context, g *globals, st *instance.Store, in *inst
 		x.MonitorPid = os.Getpid()
 		x.MonStart = instance.ProcStart(os.Getpid())
 		x.Started = time.Now().UTC()
-		if vw, ok := w.(*vmWorkload); ok {
-			x.Accel = string(vw.accel)
-			x.Transport = string(vw.m.Transport())
-			x.VMStart, x.VMTemplate = "boot", vw.m.Template()
-			if x.VMTemplate != "" {
-				x.VMStart = "template"
-			}
-		}
+		f := w.Facts()
+		x.Accel, x.Transport, x.VMStart, x.VMTemplate = f.Accel, f.Transport, f.VMStart, f.VMTemplate
 		return nil
 	})
 	if err != nil {
@@ -92,14 +88,14 @@ func startInstance(ctx context.Context, g *globals, st *instance.Store, in *inst
 // not be cleaned up.
 // drain, if not nil, is called once the workload has ended, to let its
 // output reach the log before the end is recorded.
-func finishInstance(st *instance.Store, in *instance.Instance, c workload, drain func()) (container.Exit, error) {
+func finishInstance(st *instance.Store, in *instance.Instance, c engine.Running, drain func()) (engine.Exit, error) {
 	exit, waitErr := c.Wait()
 	trace("workload exited")
-	// A container run with --rm in the foreground is removed while its
-	// init exits and its cgroup goes (its directory holds nothing the
-	// exit needs; a VM's holds the sockets QEMU is stopped through).
+	// An instance run with --rm in the foreground is removed while it is
+	// torn down when its directory holds nothing the end needs (a
+	// container's; a VM's holds the sockets QEMU is stopped through).
 	var removed chan error
-	if _, ok := c.(*container.Container); ok && in.AutoRemove && drain == nil && waitErr == nil {
+	if traitsOf(in).RemoveWhileEnding && in.AutoRemove && drain == nil && waitErr == nil {
 		removed = make(chan error, 1)
 		go func() { removed <- st.Remove(in.ID) }()
 	}
@@ -177,7 +173,7 @@ func awaitEarlySignals() {
 // caught during the start (pending, in order), then those that come.
 // Call it only for an instance whose end berth then waits for and exits
 // after.
-func forwardSignals(c workload, pending []syscall.Signal) (stop func()) {
+func forwardSignals(c engine.Running, pending []syscall.Signal) (stop func()) {
 	awaitEarlySignals()
 	ch := earlySignals
 	if ch == nil {

@@ -35,6 +35,8 @@ func commands() []command {
 		{"stop", "stop [-t SECONDS] ID...     SIGTERM, then SIGKILL after the grace period", cmdStop},
 		{"kill", "kill [-s SIGNAL] ID...      send a signal", cmdKill},
 		{"rm", "rm [-f] ID...               remove stopped instances", cmdRm},
+		{"pause", "pause ID...                 freeze every process of instances", cmdPause},
+		{"unpause", "unpause ID...               thaw paused instances", cmdUnpause},
 		{"inspect", "inspect ID...               instance details as JSON", cmdInspect},
 		{"bench", "bench [start] [memory]      measure berth against runc", cmdBench},
 		{"version", "version                    print berth's version", cmdVersion},

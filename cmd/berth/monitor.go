@@ -127,9 +127,9 @@ func cmdMonitor(g *globals, args []string) error {
 	}
 	c, err := startInstance(monitorContext(), g, st, in, nil, nil, stdio, nil)
 	drain := copiers.Wait
-	if in.Isolation == instance.IsolationVM {
-		// The monitor itself writes the guest's output into the pipes:
-		// they close once the workload has ended.
+	if traitsOf(in).OwnerWritesOutput {
+		// The monitor itself writes the workload's output into the
+		// pipes: they close once the workload has ended.
 		drain = func() { closeChild(); copiers.Wait() }
 	} else {
 		closeChild()
@@ -186,7 +186,7 @@ func monitorStdio(in *instance.Instance, log *instance.LogWriter) (container.Std
 		}()
 	}
 	var stdio container.Stdio
-	if in.Tty && in.Isolation != instance.IsolationVM {
+	if in.Tty && traitsOf(in).LocalTerminal {
 		return stdio, &wg, closeChild, nil
 	}
 	if in.Interactive {

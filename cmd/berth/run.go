@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/tty"
@@ -123,20 +124,26 @@ func cmdRun(g *globals, args []string) error {
 	if f.vm && f.opts.NetworkHost {
 		return fmt.Errorf("--network host: a VM has its own kernel and network stack: %w", errdefs.ErrInvalid)
 	}
-	// A container run here starts its init now, so that the init's
-	// process starts while the image is resolved and the records are
-	// written (container.Prestart).
-	var pre *container.Init
-	if !f.vm && !f.detach {
+	eng, err := engine.For(isolation(f.vm))
+	if err != nil {
+		return err
+	}
+	// The engine may begin now what it can without the image (the
+	// container engine forks its init), while the image is resolved and
+	// the records are written. A detached instance's monitor starts it.
+	var pre engine.Prepared
+	if !f.detach {
 		skeleton := baseSpec("", &f.opts)
 		skeleton.Process.Terminal = f.opts.Tty
-		pre = container.Prestart(skeleton, foregroundStdio(&f.opts))
-		defer pre.Close()
-	} else {
+		if pre = eng.Prepare(skeleton, foregroundStdio(&f.opts)); pre != nil {
+			defer pre.Close()
+		}
+	}
+	if pre == nil {
 		container.Prewarm()
 	}
 	guard := guardStart(pre)
-	st, in, b, err := createInstance(g, guard, ref, f)
+	st, in, b, err := createInstance(g, guard, eng, ref, f)
 	if err != nil {
 		return guard.failed(err)
 	}
@@ -158,7 +165,7 @@ func cmdRun(g *globals, args []string) error {
 // createInstance resolves the image, builds the spec and writes the
 // instance's record (through guard, when not nil); it returns the
 // bundle, for the caller to save. On failure nothing is left.
-func createInstance(g *globals, guard *startGuard, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, b *instance.Bundle, err error) {
+func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string, f *runFlags) (st *instance.Store, in *instance.Instance, b *instance.Bundle, err error) {
 	images, err := g.imageStore()
 	if err != nil {
 		return nil, nil, nil, err
@@ -207,7 +214,7 @@ func createInstance(g *globals, guard *startGuard, ref string, f *runFlags) (st 
 		Name:        o.Name,
 		Image:       ref,
 		ImageID:     img.ID.String(),
-		Isolation:   isolation(f.vm),
+		Isolation:   eng.Name(),
 		Kernel:      f.kernel,
 		Command:     spec.Process.Args,
 		Hostname:    hostname,
@@ -216,7 +223,7 @@ func createInstance(g *globals, guard *startGuard, ref string, f *runFlags) (st 
 		AutoRemove:  f.rm,
 		Tty:         o.Tty,
 		Interactive: o.Interactive,
-		Cgroup:      cgroupOf(f.vm, id),
+		Cgroup:      eng.Cgroup(id),
 		LogConfig:   f.logConfig,
 		Created:     time.Now().UTC(),
 		Status:      instance.Created,
@@ -279,13 +286,13 @@ func foregroundStdio(o *instance.RunOptions) container.Stdio {
 
 // runForeground runs the instance attached to this terminal; the CLI is
 // its owner and records its end.
-func runForeground(g *globals, guard *startGuard, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, o *instance.RunOptions, pre *container.Init) error {
+func runForeground(g *globals, guard *startGuard, st *instance.Store, in *instance.Instance, b *instance.Bundle, saved <-chan error, o *instance.RunOptions, pre engine.Prepared) error {
 	stdio := foregroundStdio(o)
 	trace("record and bundle made")
-	// With -t the engine allocates the terminal inside the instance and
-	// stdio is not used; c.Console() is its master.
-	if in.Tty && in.Isolation == instance.IsolationVM {
-		// A guest's terminal streams through stdio.
+	// With -t an engine with a local terminal allocates it on the host
+	// and stdio is not used (c.Console() is its master); otherwise the
+	// instance's own terminal streams through stdio.
+	if in.Tty && !traitsOf(in).LocalTerminal {
 		stdio.Stdin = os.Stdin
 	}
 	c, err := startInstance(guard.context(), g, st, in, b, saved, stdio, pre)
@@ -301,8 +308,8 @@ func runForeground(g *globals, guard *startGuard, st *instance.Store, in *instan
 		var detach func()
 		drained, detach = attachTerminal(master, o.Interactive)
 		defer detach()
-	} else if vw, ok := c.(*vmWorkload); ok && in.Tty {
-		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) { _ = vw.m.Resize(uint16(b.Height), uint16(b.Width)) })
+	} else if in.Tty {
+		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) { _ = c.Resize(uint16(b.Height), uint16(b.Width)) })
 		defer restore()
 	}
 	exit, endErr := finishInstance(st, in, c, nil)
@@ -351,13 +358,4 @@ func isolation(vm bool) string {
 		return instance.IsolationVM
 	}
 	return instance.IsolationContainer
-}
-
-// cgroupOf is the host cgroup of a container; a VM's cgroups are inside
-// its guest.
-func cgroupOf(vm bool, id string) string {
-	if vm {
-		return ""
-	}
-	return "/berth/" + id
 }

@@ -61,18 +61,23 @@ func stopInstance(st *instance.Store, in *instance.Instance, grace time.Duration
 	return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
 }
 
-// signalInstance signals a container's init, which relays the signal to
-// the workload (SIGKILL ends the whole instance), or a VM's workload
-// through the instance's owner.
+// signalInstance relays sig to the instance's workload through its
+// engine (SIGKILL ends the whole instance).
 func signalInstance(st *instance.Store, in *instance.Instance, sig syscall.Signal) error {
 	if !in.Status.Active() || !instance.Alive(in.Pid, in.PidStart) {
 		return fmt.Errorf("instance %s is not running: %w", in.ShortID(), errdefs.ErrConflict)
 	}
-	if in.Isolation == instance.IsolationVM {
-		return signalVM(st, in, sig)
+	h, err := handleOf(st, in)
+	if err != nil {
+		return err
 	}
-	if err := syscall.Kill(in.Pid, sig); err != nil {
-		return fmt.Errorf("signal instance %s: %w", in.ShortID(), err)
+	if err := h.Signal(sig); err != nil {
+		return err
+	}
+	if in.Status == instance.Paused {
+		// A frozen workload takes the signal once it thaws: as Docker
+		// does for a paused container, berth thaws it after signalling.
+		return setPaused(st, in, false)
 	}
 	return nil
 }

@@ -41,10 +41,13 @@ type ControlHandler interface {
 	// signals the signals to pass on to it; both are closed when the
 	// caller hangs up, which should end the process.
 	ServeExec(p *specs.Process, stdin, stdout, stderr *os.File, resize <-chan specs.Box, signals <-chan syscall.Signal) (int, error)
+	// Pause freezes the workload; Resume thaws it.
+	Pause() error
+	Resume() error
 }
 
 type controlRequest struct {
-	Op     string         `json:"op"` // "signal", "exec", "resize"
+	Op     string         `json:"op"` // "signal", "exec", "resize", "pause", "resume"
 	Signal int            `json:"signal,omitempty"`
 	Proc   *specs.Process `json:"process,omitempty"`
 	Size   *specs.Box     `json:"size,omitempty"`
@@ -106,6 +109,10 @@ func serveConn(c *net.UnixConn, h ControlHandler) {
 	switch req.Op {
 	case "signal":
 		reply(c, 0, h.Signal(syscall.Signal(req.Signal)))
+	case "pause":
+		reply(c, 0, h.Pause())
+	case "resume":
+		reply(c, 0, h.Resume())
 	case "exec":
 		if req.Proc == nil || len(files) != 3 {
 			reply(c, 125, fmt.Errorf("control: exec needs a process and three stdio files: %w", errdefs.ErrInvalid))
@@ -223,12 +230,26 @@ func (e *controlError) Unwrap() error { return e.class }
 
 // ControlSignal asks the owner at path to relay sig to the workload.
 func ControlSignal(path string, sig syscall.Signal) error {
+	return controlCall(path, controlRequest{Op: "signal", Signal: int(sig)})
+}
+
+// ControlPause asks the owner at path to pause the workload (on) or to
+// resume it.
+func ControlPause(path string, on bool) error {
+	if on {
+		return controlCall(path, controlRequest{Op: "pause"})
+	}
+	return controlCall(path, controlRequest{Op: "resume"})
+}
+
+// controlCall sends one request without files and reads its reply.
+func controlCall(path string, req controlRequest) error {
 	c, err := dialControl(path)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := sendRequest(c, controlRequest{Op: "signal", Signal: int(sig)}, nil); err != nil {
+	if err := sendRequest(c, req, nil); err != nil {
 		return err
 	}
 	_, err = readReply(c)

@@ -21,6 +21,20 @@ type fakeOwner struct {
 	sizes   []specs.Box
 
 	execSignals []syscall.Signal
+	paused      []bool
+}
+
+func (o *fakeOwner) Pause() error  { return o.pause(true) }
+func (o *fakeOwner) Resume() error { return o.pause(false) }
+
+func (o *fakeOwner) pause(on bool) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.paused) > 0 && o.paused[len(o.paused)-1] == on {
+		return fmt.Errorf("already in that state: %w", errdefs.ErrConflict)
+	}
+	o.paused = append(o.paused, on)
+	return nil
 }
 
 func (o *fakeOwner) Signal(sig syscall.Signal) error {
@@ -68,6 +82,18 @@ func TestControlSocket(t *testing.T) {
 	}
 	if err := ControlSignal(path, syscall.SIGSTOP); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("refused signal: %v", err)
+	}
+	if err := ControlPause(path, true); err != nil {
+		t.Fatalf("pause: %v", err)
+	}
+	if err := ControlPause(path, true); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("second pause: %v, want the owner's conflict", err)
+	}
+	if err := ControlPause(path, false); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	if o := owner.paused; len(o) != 2 || !o[0] || o[1] {
+		t.Fatalf("the owner saw pauses %v, want [true false]", o)
 	}
 
 	inR, inW, _ := os.Pipe()

@@ -543,6 +543,29 @@ func (m *Machine) Signal(sig syscall.Signal) error { return m.proc.Signal(sig) }
 // Resize changes the workload's terminal size.
 func (m *Machine) Resize(rows, cols uint16) error { return m.proc.Resize(rows, cols) }
 
+// Pause stops the guest's vCPUs, freezing the workload and everything
+// else in the guest (Kata and Firecracker pause a VM so too); Resume
+// starts them again. The guest's clock does not see the pause as time
+// spent running.
+func (m *Machine) Pause() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.vm.QMP().Stop(ctx); err != nil {
+		return fmt.Errorf("vm %s: pause: %w", m.cfg.ID, err)
+	}
+	return nil
+}
+
+// Resume undoes Pause.
+func (m *Machine) Resume() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.vm.QMP().Cont(ctx); err != nil {
+		return fmt.Errorf("vm %s: resume: %w", m.cfg.ID, err)
+	}
+	return nil
+}
+
 // Destroy kills whatever is left of the guest and removes its sockets and
 // scratch disk. It is idempotent.
 func (m *Machine) Destroy() error {

@@ -1,0 +1,105 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/instance"
+)
+
+// containers is the container engine: the workload shares the host's
+// kernel, in namespaces and a cgroup of its own, under berth's init.
+type containers struct{}
+
+func init() { register(containers{}) }
+
+func (containers) Name() string { return instance.IsolationContainer }
+
+func (containers) Traits() Traits {
+	return Traits{LocalTerminal: true, RemoveWhileEnding: true}
+}
+
+// Prepare forks the container's init while the caller resolves the image
+// and writes the records (container.Prestart).
+func (containers) Prepare(skeleton *specs.Spec, stdio Stdio) Prepared {
+	if in := container.Prestart(skeleton, stdio); in != nil {
+		return in
+	}
+	return nil
+}
+
+func (containers) Cgroup(id string) string { return "/berth/" + id }
+
+func (containers) Start(ctx context.Context, cfg Config, stdio Stdio) (Running, error) {
+	pre, _ := cfg.Prepared.(*container.Init)
+	c, err := container.Run(ctx, &container.Config{
+		ID:         cfg.ID,
+		Spec:       cfg.Spec,
+		Layers:     cfg.Layers,
+		Dir:        cfg.Dir,
+		CgroupPath: cfg.Cgroup,
+		Init:       pre,
+	}, stdio)
+	if err != nil {
+		return nil, err
+	}
+	return runningContainer{c}, nil
+}
+
+// runningContainer is a container as its owner holds it.
+type runningContainer struct{ *container.Container }
+
+// Resize is done on the terminal's master (Console), which the owner
+// holds: nothing to do here.
+func (runningContainer) Resize(rows, cols uint16) error { return nil }
+
+func (runningContainer) Facts() Facts { return Facts{} }
+
+func (containers) Open(in *instance.Instance, dir string) Handle {
+	return containerHandle{in}
+}
+
+// containerHandle reaches a container through its init's pid and its
+// cgroup: no owner is needed.
+type containerHandle struct{ in *instance.Instance }
+
+// Signal goes to the init, which relays it to the workload (SIGKILL ends
+// the whole pid namespace).
+func (h containerHandle) Signal(sig syscall.Signal) error {
+	if err := syscall.Kill(h.in.Pid, sig); err != nil {
+		return fmt.Errorf("signal instance %s: %w", h.in.ShortID(), err)
+	}
+	return nil
+}
+
+func (h containerHandle) Exec(ctx context.Context, p *specs.Process, stdio Stdio, _ <-chan specs.Box) (Exec, error) {
+	proc, err := container.Exec(ctx, h.in.Pid, h.in.Cgroup, p, stdio)
+	if err != nil {
+		return nil, err
+	}
+	return proc, nil
+}
+
+func (h containerHandle) Pause() error  { return h.freeze(true) }
+func (h containerHandle) Resume() error { return h.freeze(false) }
+
+func (h containerHandle) freeze(on bool) error {
+	cg, err := cgroups.New(h.in.Cgroup)
+	if err != nil {
+		return fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+	}
+	if on {
+		err = cg.Freeze()
+	} else {
+		err = cg.Thaw()
+	}
+	if err != nil {
+		return fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+	}
+	return nil
+}
