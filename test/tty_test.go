@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,14 +91,31 @@ func TestDetachedTty(t *testing.T) {
 	}
 }
 
-// Many first runs of a freshly imported image at once unpack its layers
-// once and all succeed.
+// Many first runs of a freshly imported image at once all succeed, on the
+// layers its import unpacked.
 func TestConcurrentFirstRuns(t *testing.T) {
 	busybox(t)
 	rootfs := testutilRootfs(t)
 	layout := ociLayout(t, rootfs, "conc")
 	must(t, "image", "import", "--name", "concurrent", layout)
 	defer berth(t, "image", "rm", "concurrent")
+	// The import unpacked the layers: the runs use those snapshots as
+	// they are (the same inodes after), and unpack nothing of their own.
+	snapshots := func() map[string]uint64 {
+		m := map[string]uint64{}
+		dirs, _ := filepath.Glob(filepath.Join(berthRoot, "image", "snapshots", "*"))
+		for _, d := range dirs {
+			var st syscall.Stat_t
+			if syscall.Stat(d, &st) == nil {
+				m[filepath.Base(d)] = st.Ino
+			}
+		}
+		return m
+	}
+	before := snapshots()
+	if len(before) == 0 {
+		t.Fatal("the import unpacked no layer")
+	}
 	errs := make(chan string, 8)
 	for i := 0; i < 8; i++ {
 		go func() {
@@ -112,5 +131,15 @@ func TestConcurrentFirstRuns(t *testing.T) {
 		if e := <-errs; e != "" {
 			t.Errorf("concurrent run failed: %s", e)
 		}
+	}
+	// Other tests import meanwhile: only what was there before counts.
+	after := snapshots()
+	for d, ino := range before {
+		if after[d] != ino {
+			t.Errorf("snapshot %s was replaced by the runs (inode %d, now %d)", d, ino, after[d])
+		}
+	}
+	if stages, _ := filepath.Glob(filepath.Join(berthRoot, "image", "tmp", "unpack-*")); len(stages) > 0 {
+		t.Errorf("unpack stages left: %v", stages)
 	}
 }
