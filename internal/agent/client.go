@@ -33,7 +33,7 @@ type Client struct {
 	// queries are the queries waiting for their answer, by stream.
 	queries map[uint32]chan frame
 	next    uint32
-	err   error // why the read loop ended, once done is closed
+	err     error // why the read loop ended, once done is closed
 
 	done         chan struct{} // closed when the read loop ends
 	shutdownDone chan struct{} // closed when the guest acknowledged Shutdown
