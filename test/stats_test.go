@@ -69,6 +69,7 @@ func TestStatsTop(t *testing.T) {
 				t.Errorf("a container's stats have a QEMU: %s", out)
 			}
 			table := must(t, "stats", "--no-stream", name)
+			t.Logf("top:\n%s\nstats:\n%s%s", procs, table, out)
 			if !strings.Contains(table, "MEM USAGE / LIMIT") || !strings.Contains(table, "/ 64MiB") {
 				t.Errorf("stats table:\n%s", table)
 			}
