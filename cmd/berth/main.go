@@ -38,6 +38,8 @@ func commands() []command {
 		{"pause", "pause ID...                 freeze every process of instances", cmdPause},
 		{"unpause", "unpause ID...               thaw paused instances", cmdUnpause},
 		{"inspect", "inspect ID...               instance details as JSON", cmdInspect},
+		{"stats", "stats [--no-stream] [--format json] [ID...] resource usage of instances", cmdStats},
+		{"top", "top ID                      processes of an instance", cmdTop},
 		{"bench", "bench [start] [memory]      measure berth against runc", cmdBench},
 		{"version", "version                    print berth's version", cmdVersion},
 		{monitorVerb, "", cmdMonitor},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/usage"
 )
 
 // Stdio is where a guest process's standard streams come from and go to
@@ -29,8 +30,10 @@ type Client struct {
 
 	mu    sync.Mutex
 	procs map[uint32]*Proc
-	next  uint32
-	err   error // why the read loop ended, once done is closed
+	// queries are the queries waiting for their answer, by stream.
+	queries map[uint32]chan frame
+	next    uint32
+	err     error // why the read loop ended, once done is closed
 
 	done         chan struct{} // closed when the read loop ends
 	shutdownDone chan struct{} // closed when the guest acknowledged Shutdown
@@ -49,6 +52,7 @@ func Dial(ctx context.Context, conn io.ReadWriteCloser) (*Client, error) {
 		conn:         conn,
 		wire:         &wire{w: conn},
 		procs:        map[uint32]*Proc{},
+		queries:      map[uint32]chan frame{},
 		done:         make(chan struct{}),
 		shutdownDone: make(chan struct{}),
 	}
@@ -219,7 +223,20 @@ func (c *Client) dispatch(f frame) error {
 		}
 		return fmt.Errorf("agent protocol: unexpected %v frame on stream 0: %w", f.typ, errdefs.ErrInvalid)
 	}
+	if q := c.takeQuery(f.stream); q != nil {
+		if f.typ != msgAnswer && f.typ != msgError {
+			return fmt.Errorf("agent protocol: %v frame for a query: %w", f.typ, errdefs.ErrInvalid)
+		}
+		q <- f
+		return nil
+	}
 	p := c.proc(f.stream)
+	if f.typ == msgAnswer {
+		if p != nil {
+			return fmt.Errorf("agent protocol: answer frame for process %d: %w", p.id, errdefs.ErrInvalid)
+		}
+		return nil // a query the host gave up on
+	}
 	switch f.typ {
 	case msgStarted, msgError, msgStdout, msgStderr, msgExit, msgCredit:
 	default:
@@ -283,6 +300,66 @@ func (c *Client) dispatch(f frame) error {
 		return p.in.give(m.Bytes)
 	}
 	return nil
+}
+
+// takeQuery removes and returns the query waiting on stream id, if any.
+func (c *Client) takeQuery(id uint32) chan frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queries[id]
+	delete(c.queries, id)
+	return q
+}
+
+// Stats asks the guest for its workload cgroup's figures.
+func (c *Client) Stats(ctx context.Context) (usage.Stats, error) {
+	var s usage.Stats
+	err := c.query(ctx, QueryStats, &s)
+	return s, err
+}
+
+// Top asks the guest for the processes of its workload cgroup.
+func (c *Client) Top(ctx context.Context) ([]usage.Process, error) {
+	var ps []usage.Process
+	err := c.query(ctx, QueryTop, &ps)
+	return ps, err
+}
+
+// query sends one query on a stream of its own and decodes its answer
+// into out. An agent that does not know the kind answers with an error
+// naming it.
+func (c *Client) query(ctx context.Context, kind string, out any) error {
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.next++
+	id := c.next
+	answer := make(chan frame, 1)
+	c.queries[id] = answer
+	c.mu.Unlock()
+	if err := c.wire.sendJSON(msgQuery, id, queryMsg{Kind: kind}); err != nil {
+		c.takeQuery(id)
+		return err
+	}
+	select {
+	case f := <-answer:
+		if f.typ == msgError {
+			var e StartError
+			if err := decode(f, &e); err != nil {
+				return err
+			}
+			return fmt.Errorf("guest agent: %s request: %s: %w", kind, guestText(e.Msg), errdefs.ErrNotSupported)
+		}
+		return decode(f, out)
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		c.takeQuery(id)
+		return fmt.Errorf("guest agent: %s request: %w", kind, ctx.Err())
+	}
 }
 
 // Shutdown asks the guest to stop every process, sync and unmount its

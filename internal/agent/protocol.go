@@ -40,6 +40,8 @@
 //	Signal/Resize (n)         ->
 //	Credit (n)                ->  <-  Credit (n)
 //	                          <-      Exit{code,signal,oomKilled} (n)
+//	Query{kind} (stream q)    ->
+//	                          <-      Answer (q)  or  Error{msg} (q)
 //	Shutdown (0)              ->
 //	                          <-      ShutdownDone (0), then the guest powers off
 //
@@ -53,7 +55,12 @@
 // later, so berth-agent only ever moves its clock forward.
 //
 // The host picks stream numbers (1, 2, ...); Run starts the guest's main
-// workload (once per guest), Exec another process next to it.
+// workload (once per guest), Exec another process next to it. A Query
+// takes a stream number of its own, which its one Answer (or Error) ends:
+// "stats" answers the workload cgroup's figures (usage.Stats), "top" its
+// processes ([]usage.Process). A kind the agent does not know is answered
+// with an Error naming it, so a newer host meets an older agent with one
+// clear line.
 //
 // # Flow control
 //
@@ -83,8 +90,9 @@ import (
 
 // Version is the protocol version this package speaks. Peers with a
 // different version refuse each other at the handshake. Version 2 added
-// the clock and entropy to the host's hello.
-const Version = 2
+// the clock and entropy to the host's hello, version 3 the Query and
+// Answer messages.
+const Version = 3
 
 // SeedSize is how many bytes of entropy the host's hello carries.
 const SeedSize = 32
@@ -122,11 +130,14 @@ const (
 	msgShutdown     msgType = 13 // empty, host -> guest
 	msgShutdownDone msgType = 14 // empty, guest -> host
 	msgCredit       msgType = 15 // JSON creditMsg, both directions
+	msgQuery        msgType = 16 // JSON queryMsg, host -> guest
+	msgAnswer       msgType = 17 // JSON answer to a query, guest -> host
 )
 
 func (t msgType) String() string {
 	names := [...]string{"", "hello", "run", "exec", "started", "stdin", "stdin-close",
-		"stdout", "stderr", "signal", "resize", "exit", "error", "shutdown", "shutdown-done", "credit"}
+		"stdout", "stderr", "signal", "resize", "exit", "error", "shutdown", "shutdown-done", "credit",
+		"query", "answer"}
 	if int(t) < len(names) && t != 0 {
 		return names[t]
 	}
@@ -274,6 +285,16 @@ type signalMsg struct {
 type resizeMsg struct {
 	Rows uint16 `json:"rows"`
 	Cols uint16 `json:"cols"`
+}
+
+// Query kinds.
+const (
+	QueryStats = "stats"
+	QueryTop   = "top"
+)
+
+type queryMsg struct {
+	Kind string `json:"kind"`
 }
 
 type creditMsg struct {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/usage"
 )
 
 // Kind says whether a process is the guest's main workload or an extra one.
@@ -52,6 +53,16 @@ type Handler interface {
 // on the host) need not implement it.
 type Seeder interface {
 	Seed(hostTime time.Time, entropy []byte) error
+}
+
+// Querier is an optional interface of a Handler: it answers the host's
+// queries about the workload. A Handler without it answers every query
+// with an error naming the request as unknown.
+type Querier interface {
+	// Stats reads the workload cgroup's figures (QueryStats).
+	Stats() (usage.Stats, error)
+	// Top lists the workload cgroup's processes (QueryTop).
+	Top() ([]usage.Process, error)
 }
 
 // Task is a process a Handler started.
@@ -218,6 +229,16 @@ func (s *server) dispatch(f frame) error {
 		return nil
 	case msgRun, msgExec:
 		return s.start(f)
+	case msgQuery:
+		if f.stream == 0 {
+			return fmt.Errorf("agent protocol: query on stream 0: %w", errdefs.ErrInvalid)
+		}
+		var q queryMsg
+		if err := decode(f, &q); err != nil {
+			return err
+		}
+		go s.answer(f.stream, q.Kind)
+		return nil
 	case msgStdin, msgStdinClose, msgSignal, msgResize, msgCredit:
 	default:
 		return fmt.Errorf("agent protocol: unexpected %v frame from the host: %w", f.typ, errdefs.ErrInvalid)
@@ -257,6 +278,26 @@ func (s *server) dispatch(f frame) error {
 		}
 	}
 	return nil
+}
+
+// answer answers one query on its stream, with an Answer or an Error.
+func (s *server) answer(id uint32, kind string) {
+	q, ok := s.h.(Querier)
+	var v any
+	var err error
+	switch {
+	case ok && kind == QueryStats:
+		v, err = q.Stats()
+	case ok && kind == QueryTop:
+		v, err = q.Top()
+	default:
+		err = fmt.Errorf("unknown request %q", kind)
+	}
+	if err != nil {
+		_ = s.wire.sendJSON(msgError, id, StartError{Code: 125, Msg: err.Error()})
+		return
+	}
+	_ = s.wire.sendJSON(msgAnswer, id, v)
 }
 
 func (st *stream) started() Task {

@@ -44,6 +44,12 @@ type Stats struct {
 	OOMKills    uint64 // number of OOM kills inside the cgroup
 	Pids        int64  // tasks now
 	CPUUsageNS  uint64 // total CPU time in nanoseconds
+	// MemoryLimit is the memory limit in bytes, 0 for none.
+	MemoryLimit int64
+	// IORead and IOWrite are the bytes read from and written to block
+	// devices, summed over devices (v2 io.stat, v1 blkio); -1 when the
+	// cgroup has no such counters.
+	IORead, IOWrite int64
 }
 
 // Manager is one instance's cgroup (in every controller on v1).

@@ -438,7 +438,51 @@ func (m *v1) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	s.CPUUsageNS = uint64(usage)
+	if s.MemoryLimit, err = readInt(m.path, mem, "memory.limit_in_bytes"); err != nil {
+		return Stats{}, err
+	}
+	if s.MemoryLimit >= v1NoLimit {
+		s.MemoryLimit = 0
+	}
+	s.IORead, s.IOWrite = -1, -1
+	if dir, ok := m.dirs["blkio"]; ok {
+		if s.IORead, s.IOWrite, err = readBlkio(m.path, dir); err != nil {
+			return Stats{}, err
+		}
+	}
 	return s, nil
+}
+
+// v1NoLimit: memory.limit_in_bytes at or above it means no limit (the
+// kernel reports its largest page-aligned value).
+const v1NoLimit = 1 << 62
+
+// readBlkio sums the Read and Write lines of the blkio controller's
+// service bytes ("MAJ:MIN Read N"), counted by the throttling layer,
+// which sees every request whatever the I/O scheduler; it reads -1, -1
+// when the kernel has no such file.
+func readBlkio(cg, dir string) (read, write int64, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "blkio.throttle.io_service_bytes_recursive"))
+	if os.IsNotExist(err) {
+		return -1, -1, nil
+	}
+	if err != nil {
+		return 0, 0, fsError(cg, "read", "blkio.throttle.io_service_bytes_recursive", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[2], 10, 64)
+		switch f[1] {
+		case "Read":
+			read += n
+		case "Write":
+			write += n
+		}
+	}
+	return read, write, nil
 }
 
 // OOMKills implements Manager: memory.oom_control's oom_kill.

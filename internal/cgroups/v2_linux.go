@@ -249,7 +249,39 @@ func (m *v2) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	s.CPUUsageNS = usec * 1000
+	if s.MemoryLimit, err = optInt("memory.max"); err != nil {
+		return Stats{}, err
+	}
+	s.MemoryLimit = max(s.MemoryLimit, 0) // "max" reads as -1
+	s.IORead, s.IOWrite = -1, -1
+	if exists(filepath.Join(m.dir, "io.stat")) {
+		if s.IORead, s.IOWrite, err = readIOStat(m.path, m.dir); err != nil {
+			return Stats{}, err
+		}
+	}
 	return s, nil
+}
+
+// readIOStat sums rbytes and wbytes over the devices of io.stat, whose
+// lines read "MAJ:MIN rbytes=N wbytes=N rios=N ...".
+func readIOStat(cg, dir string) (read, write int64, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "io.stat"))
+	if err != nil {
+		return 0, 0, fsError(cg, "read", "io.stat", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, kv := range strings.Fields(line) {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "rbytes":
+				read += n
+			case "wbytes":
+				write += n
+			}
+		}
+	}
+	return read, write, nil
 }
 
 // OOMKills implements Manager: memory.events' oom_kill (0 without the

@@ -92,12 +92,14 @@ func TestV2Files(t *testing.T) {
 		"berth/x/memory.events":  "low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\noom_group_kill 0\n",
 		"berth/x/pids.current":   "3\n",
 		"berth/x/cpu.stat":       "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+		"berth/x/memory.max":     "67108864\n",
+		"berth/x/io.stat":        "254:0 rbytes=4096 wbytes=100 rios=1 wios=1 dbytes=0 dios=0\n8:0 rbytes=1000 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
 	})
 	st, err := m.Stats()
 	if err != nil {
 		t.Fatalf("Stats: %v", err)
 	}
-	if want := (Stats{MemoryUsage: 12345, MemoryPeak: 99999, OOMKills: 1, Pids: 3, CPUUsageNS: 1500000}); st != want {
+	if want := (Stats{MemoryUsage: 12345, MemoryPeak: 99999, OOMKills: 1, Pids: 3, CPUUsageNS: 1500000, MemoryLimit: 64 << 20, IORead: 5096, IOWrite: 100}); st != want {
 		t.Errorf("Stats = %+v, want %+v", st, want)
 	}
 

@@ -10,6 +10,7 @@ import (
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/usage"
 )
 
 // containers is the container engine: the workload shares the host's
@@ -89,9 +90,9 @@ func (h containerHandle) Pause() error  { return h.freeze(true) }
 func (h containerHandle) Resume() error { return h.freeze(false) }
 
 func (h containerHandle) freeze(on bool) error {
-	cg, err := cgroups.New(h.in.Cgroup)
+	cg, err := h.cgroup()
 	if err != nil {
-		return fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+		return err
 	}
 	if on {
 		err = cg.Freeze()
@@ -102,4 +103,49 @@ func (h containerHandle) freeze(on bool) error {
 		return fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
 	}
 	return nil
+}
+
+func (h containerHandle) cgroup() (cgroups.Manager, error) {
+	cg, err := cgroups.New(h.in.Cgroup)
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+	}
+	return cg, nil
+}
+
+// Stats reads the container's cgroup, the host's memory as the limit
+// when the cgroup has none, and the network interfaces (but lo) of the
+// init's network namespace.
+func (h containerHandle) Stats() (usage.Stats, error) {
+	cg, err := h.cgroup()
+	if err != nil {
+		return usage.Stats{}, err
+	}
+	st, err := cg.Stats()
+	if err != nil {
+		return usage.Stats{}, fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+	}
+	total, err := usage.MemTotal("/proc")
+	if err != nil {
+		return usage.Stats{}, err
+	}
+	s := usage.FromCgroup(st, total)
+	if s.NetRx, s.NetTx, err = usage.NetDev(fmt.Sprintf("/proc/%d/net/dev", h.in.Pid)); err != nil {
+		s.NetRx, s.NetTx = -1, -1
+	}
+	return s, nil
+}
+
+// Top lists the processes of the container's cgroup and its init, with
+// the host's pids.
+func (h containerHandle) Top() ([]usage.Process, error) {
+	cg, err := h.cgroup()
+	if err != nil {
+		return nil, err
+	}
+	pids, err := cg.Pids()
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+	}
+	return usage.Processes("/proc", append(pids, h.in.Pid))
 }

@@ -9,7 +9,7 @@
 // monitor of a detached one) starts it and holds it as a Running until it
 // ends: it waits for it, relays signals and tears it down. Every other
 // process reaches it through a Handle, made from its record: signals, exec,
-// pause and resume, whoever owns it.
+// pause and resume, stats and top, whoever owns it.
 package engine
 
 import (
@@ -24,6 +24,7 @@ import (
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/usage"
 )
 
 // Stdio is a workload's standard streams; nil ones are /dev/null.
@@ -134,6 +135,12 @@ type Handle interface {
 	// Pause freezes the workload; Resume thaws it.
 	Pause() error
 	Resume() error
+	// Stats reads the workload's resource figures: a VM's are its
+	// guest's workload cgroup's, with its QEMU's host usage in Host.
+	Stats() (usage.Stats, error)
+	// Top lists the workload's processes, with the pids of the kernel
+	// that runs them (the host's for a container, the guest's for a VM).
+	Top() ([]usage.Process, error)
 }
 
 // Exec is a process started by Handle.Exec.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/usage"
 	"github.com/berth-dev/berth/internal/vm"
 )
 
@@ -142,3 +144,27 @@ func (d doneExec) Wait() (Exit, error) { return d.exit, nil }
 
 func (h vmHandle) Pause() error  { return instance.ControlPause(h.socket, true) }
 func (h vmHandle) Resume() error { return instance.ControlPause(h.socket, false) }
+
+// Stats asks the owner for the guest's figures and adds QEMU's own
+// usage, read from the host's /proc.
+func (h vmHandle) Stats() (usage.Stats, error) {
+	var s usage.Stats
+	if err := instance.ControlQuery(h.socket, agent.QueryStats, &s); err != nil {
+		return usage.Stats{}, fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+	}
+	host, err := usage.HostOf("/proc", h.in.Pid)
+	if err != nil {
+		return usage.Stats{}, fmt.Errorf("instance %s: QEMU: %w", h.in.ShortID(), err)
+	}
+	s.Host = host
+	return s, nil
+}
+
+// Top asks the owner for the guest's workload processes.
+func (h vmHandle) Top() ([]usage.Process, error) {
+	var ps []usage.Process
+	if err := instance.ControlQuery(h.socket, agent.QueryTop, &ps); err != nil {
+		return nil, fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
+	}
+	return ps, nil
+}

@@ -44,19 +44,24 @@ type ControlHandler interface {
 	// Pause freezes the workload; Resume thaws it.
 	Pause() error
 	Resume() error
+	// Query answers a question about the workload (kind "stats" or
+	// "top") with a value that marshals to JSON.
+	Query(kind string) (any, error)
 }
 
 type controlRequest struct {
-	Op     string         `json:"op"` // "signal", "exec", "resize", "pause", "resume"
+	Op     string         `json:"op"` // "signal", "exec", "resize", "pause", "resume", "query"
+	Kind   string         `json:"kind,omitempty"`
 	Signal int            `json:"signal,omitempty"`
 	Proc   *specs.Process `json:"process,omitempty"`
 	Size   *specs.Box     `json:"size,omitempty"`
 }
 
 type controlReply struct {
-	Code  int    `json:"code"`
-	Error string `json:"error,omitempty"`
-	Class string `json:"class,omitempty"` // errdefs class name, so callers keep errors.Is
+	Code  int             `json:"code"`
+	Error string          `json:"error,omitempty"`
+	Class string          `json:"class,omitempty"` // errdefs class name, so callers keep errors.Is
+	Data  json.RawMessage `json:"data,omitempty"`  // a query's answer
 }
 
 // ServeControl listens on path and serves h until close is called.
@@ -113,6 +118,13 @@ func serveConn(c *net.UnixConn, h ControlHandler) {
 		reply(c, 0, h.Pause())
 	case "resume":
 		reply(c, 0, h.Resume())
+	case "query":
+		v, err := h.Query(req.Kind)
+		var data []byte
+		if err == nil {
+			data, err = json.Marshal(v)
+		}
+		replyData(c, 0, err, data)
 	case "exec":
 		if req.Proc == nil || len(files) != 3 {
 			reply(c, 125, fmt.Errorf("control: exec needs a process and three stdio files: %w", errdefs.ErrInvalid))
@@ -195,8 +207,10 @@ func readEvents(r *bufio.Reader, resize chan<- specs.Box, signals chan<- syscall
 	}
 }
 
-func reply(c *net.UnixConn, code int, err error) {
-	rep := controlReply{Code: code}
+func reply(c *net.UnixConn, code int, err error) { replyData(c, code, err, nil) }
+
+func replyData(c *net.UnixConn, code int, err error, data []byte) {
+	rep := controlReply{Code: code, Data: data}
 	if err != nil {
 		rep.Error = err.Error()
 		rep.Class = className(err)
@@ -230,20 +244,28 @@ func (e *controlError) Unwrap() error { return e.class }
 
 // ControlSignal asks the owner at path to relay sig to the workload.
 func ControlSignal(path string, sig syscall.Signal) error {
-	return controlCall(path, controlRequest{Op: "signal", Signal: int(sig)})
+	return controlCall(path, controlRequest{Op: "signal", Signal: int(sig)}, nil)
 }
 
 // ControlPause asks the owner at path to pause the workload (on) or to
 // resume it.
 func ControlPause(path string, on bool) error {
 	if on {
-		return controlCall(path, controlRequest{Op: "pause"})
+		return controlCall(path, controlRequest{Op: "pause"}, nil)
 	}
-	return controlCall(path, controlRequest{Op: "resume"})
+	return controlCall(path, controlRequest{Op: "resume"}, nil)
 }
 
-// controlCall sends one request without files and reads its reply.
-func controlCall(path string, req controlRequest) error {
+// ControlQuery asks the owner at path a question about the workload
+// (kind "stats" or "top") and decodes the answer into out. An owner that
+// does not know queries answers with an unknown operation.
+func ControlQuery(path, kind string, out any) error {
+	return controlCall(path, controlRequest{Op: "query", Kind: kind}, out)
+}
+
+// controlCall sends one request without files and reads its reply, whose
+// data goes into out unless out is nil.
+func controlCall(path string, req controlRequest, out any) error {
 	c, err := dialControl(path)
 	if err != nil {
 		return err
@@ -252,8 +274,14 @@ func controlCall(path string, req controlRequest) error {
 	if err := sendRequest(c, req, nil); err != nil {
 		return err
 	}
-	_, err = readReply(c)
-	return err
+	rep, err := readReplyData(c)
+	if err != nil || out == nil {
+		return err
+	}
+	if err := json.Unmarshal(rep.Data, out); err != nil {
+		return fmt.Errorf("control %s reply: %w", req.Kind, err)
+	}
+	return nil
 }
 
 // ControlExec asks the owner at path to run p with this process's stdin,
@@ -326,16 +354,21 @@ func sendRequest(c *net.UnixConn, req controlRequest, fds []int) error {
 }
 
 func readReply(c *net.UnixConn) (int, error) {
+	rep, err := readReplyData(c)
+	return rep.Code, err
+}
+
+func readReplyData(c *net.UnixConn) (controlReply, error) {
 	line, err := bufio.NewReader(c).ReadBytes('\n')
 	if err != nil {
-		return 125, errors.New("the instance's owner closed the control connection without answering")
+		return controlReply{Code: 125}, errors.New("the instance's owner closed the control connection without answering")
 	}
 	var rep controlReply
 	if err := json.Unmarshal(line, &rep); err != nil {
-		return 125, fmt.Errorf("control reply: %w", err)
+		return controlReply{Code: 125}, fmt.Errorf("control reply: %w", err)
 	}
 	if rep.Error != "" {
-		return rep.Code, &controlError{msg: rep.Error, class: classes[rep.Class]}
+		return rep, &controlError{msg: rep.Error, class: classes[rep.Class]}
 	}
-	return rep.Code, nil
+	return rep, nil
 }

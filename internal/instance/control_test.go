@@ -37,6 +37,13 @@ func (o *fakeOwner) pause(on bool) error {
 	return nil
 }
 
+func (o *fakeOwner) Query(kind string) (any, error) {
+	if kind != "stats" {
+		return nil, fmt.Errorf("no %s here: %w", kind, errdefs.ErrNotSupported)
+	}
+	return map[string]int{"pids": 3}, nil
+}
+
 func (o *fakeOwner) Signal(sig syscall.Signal) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -94,6 +101,13 @@ func TestControlSocket(t *testing.T) {
 	}
 	if o := owner.paused; len(o) != 2 || !o[0] || o[1] {
 		t.Fatalf("the owner saw pauses %v, want [true false]", o)
+	}
+	var got struct{ Pids int }
+	if err := ControlQuery(path, "stats", &got); err != nil || got.Pids != 3 {
+		t.Fatalf("query stats: %+v, %v", got, err)
+	}
+	if err := ControlQuery(path, "top", &got); !errors.Is(err, errdefs.ErrNotSupported) {
+		t.Fatalf("query top: %v, want the owner's not supported", err)
 	}
 
 	inR, inW, _ := os.Pipe()

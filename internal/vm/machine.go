@@ -566,6 +566,32 @@ func (m *Machine) Resume() error {
 	return nil
 }
 
+// queryTimeout bounds a stats or top query: a paused guest, whose vCPUs
+// are stopped, cannot answer.
+const queryTimeout = 10 * time.Second
+
+// Query asks the guest agent about the workload: kind "stats" answers
+// its cgroup's figures (usage.Stats), "top" its processes
+// ([]usage.Process), with the guest's pids.
+func (m *Machine) Query(kind string) (any, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	var v any
+	var err error
+	switch kind {
+	case agent.QueryStats:
+		v, err = m.client.Stats(ctx)
+	case agent.QueryTop:
+		v, err = m.client.Top(ctx)
+	default:
+		err = fmt.Errorf("vm %s: unknown query %q: %w", m.cfg.ID, kind, errdefs.ErrInvalid)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("vm %s: the guest did not answer a %s query within %v (paused?): %w", m.cfg.ID, kind, queryTimeout, errdefs.ErrUnavailable)
+	}
+	return v, err
+}
+
 // Destroy kills whatever is left of the guest and removes its sockets and
 // scratch disk. It is idempotent.
 func (m *Machine) Destroy() error {
