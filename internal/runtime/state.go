@@ -27,6 +27,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lockfile"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -141,7 +142,7 @@ type Lock struct{ f *os.File }
 // Unlock releases it.
 func (l *Lock) Unlock() {
 	if l != nil && l.f != nil {
-		unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+		lockfile.Flock(l.f, unix.LOCK_UN)
 		l.f.Close()
 	}
 }
@@ -152,22 +153,12 @@ func (st *Store) lock(id string) (*Lock, error) {
 	if err := CheckID(id); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(st.Dir(id), "lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := lockfile.Open(filepath.Join(st.Dir(id), "lock"), unix.LOCK_EX)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, notExist(id)
 		}
 		return nil, fmt.Errorf("container %s: lock: %w", id, unwrap(err))
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("container %s: lock: %w", id, err)
 	}
 	// The directory may have been removed while we waited.
 	if _, err := os.Stat(filepath.Join(st.Dir(id), "state.json")); err != nil {
