@@ -11,6 +11,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/lockfile"
 )
@@ -244,8 +245,14 @@ func (s *Store) sweepStale() {
 	_ = s.sweepTmp()
 }
 
-// sweepTmp removes staging entries whose owner no longer holds them.
+// sweepTmp removes staging entries whose owner no longer holds them, and
+// what a writer of refs.json killed mid-write left (the caller holds the
+// store lock exclusively, so no writer runs).
 func (s *Store) sweepTmp() error {
+	left, _ := filepath.Glob(s.path(atomicfile.TempPattern("refs.json")))
+	for _, p := range left {
+		os.Remove(p)
+	}
 	ents, err := os.ReadDir(s.path("tmp"))
 	if err != nil {
 		return err

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/lockfile"
@@ -270,12 +271,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, unwrap(err))
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, unwrap(err))
 	}
 	return nil
@@ -323,12 +319,7 @@ func WritePidFile(path string, pid int) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".tmp")
-	if err := os.WriteFile(tmp, []byte(fmt.Sprint(pid)), 0o644); err != nil {
-		return fmt.Errorf("pid file %s: %w", abs, unwrap(err))
-	}
-	if err := os.Rename(tmp, abs); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(abs, []byte(fmt.Sprint(pid)), 0o644); err != nil {
 		return fmt.Errorf("pid file %s: %w", abs, unwrap(err))
 	}
 	return nil
