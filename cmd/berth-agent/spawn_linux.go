@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/rlimit"
 )
 
 // How a process is started.
@@ -62,15 +63,6 @@ var defaultNofile = unix.Rlimit{Cur: 1024, Max: 4096}
 
 // defaultPath is the PATH used to find a command when its env has none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-var rlimitTypes = map[string]int{
-	"RLIMIT_CPU": unix.RLIMIT_CPU, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_DATA": unix.RLIMIT_DATA,
-	"RLIMIT_STACK": unix.RLIMIT_STACK, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_RSS": unix.RLIMIT_RSS,
-	"RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK,
-	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_LOCKS": unix.RLIMIT_LOCKS, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
-	"RLIMIT_MSGQUEUE": unix.RLIMIT_MSGQUEUE, "RLIMIT_NICE": unix.RLIMIT_NICE, "RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO,
-	"RLIMIT_RTTIME": unix.RLIMIT_RTTIME,
-}
 
 // ownNofile makes the agent's raised RLIMIT_NOFILE its own setting, so
 // that os.StartProcess never puts back Go's start-up value in a child
@@ -146,7 +138,7 @@ func freeze(dir string, on bool) error {
 func limits(rls []agent.Rlimit) (res []int, lims []unix.Rlimit, err error) {
 	res, lims = []int{unix.RLIMIT_NOFILE}, []unix.Rlimit{defaultNofile}
 	for _, rl := range rls {
-		r, ok := rlimitTypes[rl.Type]
+		r, ok := rlimit.Resource(rl.Type)
 		if !ok {
 			return nil, nil, &agent.StartError{Code: 125, Msg: fmt.Sprintf("unknown rlimit %q", rl.Type)}
 		}
@@ -225,7 +217,7 @@ func (s *spawner) start(path string, p *agent.Process, empty bool, attr *os.Proc
 	}
 	for i := range res {
 		if err = unix.Prlimit(pid, res[i], &lims[i], nil); err != nil {
-			err = fmt.Errorf("set %s: %w", rlimitName(res[i]), err)
+			err = fmt.Errorf("set %s: %w", rlimit.Name(res[i]), err)
 			break
 		}
 	}
@@ -303,15 +295,6 @@ func staged(dir string, done chan started) (int, started, error) {
 			return 0, started{}, fmt.Errorf("no new process in %s after %v", dir, stageWait)
 		}
 	}
-}
-
-func rlimitName(res int) string {
-	for name, r := range rlimitTypes {
-		if r == res {
-			return name
-		}
-	}
-	return strconv.Itoa(res)
 }
 
 // startError turns os.StartProcess's error into Docker's codes: the

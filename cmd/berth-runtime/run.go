@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/berth-dev/berth/internal/instance"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +55,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 	// The container's process is this process's child: wait for it,
 	// relaying the signals a user sends to run.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, instance.Relayed...)
 	go func() {
 		for s := range sigs {
 			unix.Kill(c.State.Pid, s.(syscall.Signal))

@@ -132,7 +132,7 @@ func finishInstance(st *instance.Store, in *instance.Instance, c engine.Running,
 }
 
 // relayed are the signals `berth run` relays to its instance.
-var relayed = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+var relayed = instance.Relayed
 
 // earlySignals holds the signals `berth run` received before its
 // instance ran (see catchEarlySignals).

@@ -161,32 +161,22 @@ type execConfig struct {
 	CgroupJoins int `json:"cgroupJoins,omitempty"`
 }
 
-// Error classes carried across the socket so the parent can wrap the
-// stage's error in the right errdefs class.
-var classes = map[string]error{
-	"not-found":     errdefs.ErrNotFound,
-	"invalid":       errdefs.ErrInvalid,
-	"unavailable":   errdefs.ErrUnavailable,
-	"not-supported": errdefs.ErrNotSupported,
-	"conflict":      errdefs.ErrConflict,
-}
-
-// classOf picks the errdefs class name of err for the wire.
+// classOf picks the errdefs class name of err for the wire, so the
+// parent can wrap the stage's error in the right class; an errno without
+// one is classed as the parent would class it.
 func classOf(err error) string {
-	for name, e := range classes {
-		if errors.Is(err, e) {
-			return name
-		}
+	if c := errdefs.ClassName(err); c != "" {
+		return c
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		switch errno {
 		case syscall.ENOENT, syscall.ENOTDIR:
-			return "not-found"
+			return errdefs.ClassName(errdefs.ErrNotFound)
 		case syscall.EINVAL:
-			return "invalid"
+			return errdefs.ClassName(errdefs.ErrInvalid)
 		case syscall.ENOSYS, syscall.ENODEV:
-			return "unavailable"
+			return errdefs.ClassName(errdefs.ErrUnavailable)
 		}
 	}
 	return ""
@@ -201,21 +191,11 @@ func errorMessage(err error) message {
 	}
 	class := classOf(err)
 	text := err.Error()
-	if c := classes[class]; c != nil {
-		text = strings.TrimSuffix(text, ": "+c.Error())
+	if class != "" { // the class's own text
+		text = strings.TrimSuffix(text, ": "+class)
 	}
 	return message{Type: msgError, Err: text, Class: class}
 }
-
-// stageError rebuilds a stage's error in the parent: one line, wrapped in
-// its class so errors.Is works.
-type stageError struct {
-	msg   string
-	class error
-}
-
-func (e *stageError) Error() string { return e.msg }
-func (e *stageError) Unwrap() error { return e.class }
 
 func errorFromMessage(m *message) error {
 	switch m.Type {
@@ -223,7 +203,8 @@ func errorFromMessage(m *message) error {
 		if m.PidsMax > 0 {
 			return &PidsLimitError{Limit: m.PidsMax}
 		}
-		return &stageError{msg: m.Err, class: classes[m.Class]}
+		// One line, wrapped in its class so errors.Is works.
+		return errdefs.Decode(m.Err, m.Class)
 	case msgExecError:
 		return &ExecError{Path: m.Path, Err: syscall.Errno(m.Errno), Code: m.Code}
 	}

@@ -7,37 +7,18 @@ import (
 
 	"github.com/berth-dev/berth/internal/caps"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/rlimit"
 	"github.com/berth-dev/berth/internal/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
-
-// rlimitNames maps OCI rlimit names to resources.
-var rlimitNames = map[string]int{
-	"RLIMIT_CPU":        unix.RLIMIT_CPU,
-	"RLIMIT_FSIZE":      unix.RLIMIT_FSIZE,
-	"RLIMIT_DATA":       unix.RLIMIT_DATA,
-	"RLIMIT_STACK":      unix.RLIMIT_STACK,
-	"RLIMIT_CORE":       unix.RLIMIT_CORE,
-	"RLIMIT_RSS":        unix.RLIMIT_RSS,
-	"RLIMIT_NPROC":      unix.RLIMIT_NPROC,
-	"RLIMIT_NOFILE":     unix.RLIMIT_NOFILE,
-	"RLIMIT_MEMLOCK":    unix.RLIMIT_MEMLOCK,
-	"RLIMIT_AS":         unix.RLIMIT_AS,
-	"RLIMIT_LOCKS":      unix.RLIMIT_LOCKS,
-	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
-	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
-	"RLIMIT_NICE":       unix.RLIMIT_NICE,
-	"RLIMIT_RTPRIO":     unix.RLIMIT_RTPRIO,
-	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
-}
 
 // setRlimits applies the spec's rlimits to this process (and so to what it
 // starts). It goes through package syscall so that the Go runtime does not
 // put its original RLIMIT_NOFILE back in the children.
 func setRlimits(rls []specs.POSIXRlimit) error {
 	for _, rl := range rls {
-		res, ok := rlimitNames[rl.Type]
+		res, ok := rlimit.Resource(rl.Type)
 		if !ok {
 			return fmt.Errorf("rlimit %q: unknown: %w", rl.Type, errdefs.ErrInvalid)
 		}

@@ -21,3 +21,39 @@ var (
 	// ErrNotSupported: berth does not implement this on this platform.
 	ErrNotSupported = errors.New("not supported")
 )
+
+// classes are the classes in the order ClassName tries them.
+var classes = []error{ErrNotFound, ErrInvalid, ErrConflict, ErrUnavailable, ErrNotSupported}
+
+// ClassName names err's class for the sockets between berth's processes
+// (an instance's control socket, a container's stage pipe): the class's
+// own text ("not found"), or "" when err has none.
+func ClassName(err error) string {
+	for _, c := range classes {
+		if errors.Is(err, c) {
+			return c.Error()
+		}
+	}
+	return ""
+}
+
+// Decode rebuilds an error another berth process sent: its text msg, in
+// the class ClassName named (errors.Is finds it); an empty or unknown
+// name leaves it without a class.
+func Decode(msg, class string) error {
+	e := &decoded{msg: msg}
+	for _, c := range classes {
+		if c.Error() == class {
+			e.class = c
+		}
+	}
+	return e
+}
+
+type decoded struct {
+	msg   string
+	class error
+}
+
+func (e *decoded) Error() string { return e.msg }
+func (e *decoded) Unwrap() error { return e.class }

@@ -11,7 +11,9 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/lockfile"
 )
 
 // lock takes the store lock, shared or exclusive, and returns its release.
@@ -33,20 +35,11 @@ func (s *Store) lock(exclusive bool) (func(), error) {
 	if exclusive {
 		how = unix.LOCK_EX
 	}
-	if err := flock(f, how); err != nil {
+	if err := lockfile.Flock(f, how); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("image store lock: %w", err)
 	}
 	return func() { f.Close() }, nil
-}
-
-func flock(f *os.File, how int) error {
-	for {
-		err := unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // stage is a private directory under tmp/, flocked while in use so that
@@ -70,7 +63,7 @@ func (s *Store) newStage(prefix string) (*stage, error) {
 	}
 	f, err := os.Open(dir)
 	if err == nil {
-		err = flock(f, unix.LOCK_EX)
+		err = lockfile.Flock(f, unix.LOCK_EX)
 	}
 	if err != nil {
 		os.RemoveAll(dir)
@@ -114,7 +107,7 @@ func (s *Store) Use(img Image) (*Lease, error) {
 	}
 	// GC (the only remover of lease files) cannot run while we hold the
 	// store lock, so this file stays linked.
-	if err := flock(f, unix.LOCK_SH); err != nil {
+	if err := lockfile.Flock(f, unix.LOCK_SH); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("image lease: %w", err)
 	}
@@ -213,7 +206,7 @@ func (s *Store) markLeases(l *live) error {
 		if err != nil {
 			continue
 		}
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		if lockfile.Flock(f, unix.LOCK_EX|unix.LOCK_NB) == nil {
 			os.Remove(p)
 		} else if alg, hex, ok := strings.Cut(e.Name(), "-"); ok {
 			s.mark(l, digest.NewDigestFromEncoded(digest.Algorithm(alg), hex))
@@ -252,8 +245,14 @@ func (s *Store) sweepStale() {
 	_ = s.sweepTmp()
 }
 
-// sweepTmp removes staging entries whose owner no longer holds them.
+// sweepTmp removes staging entries whose owner no longer holds them, and
+// what a writer of refs.json killed mid-write left (the caller holds the
+// store lock exclusively, so no writer runs).
 func (s *Store) sweepTmp() error {
+	left, _ := filepath.Glob(s.path(atomicfile.TempPattern("refs.json")))
+	for _, p := range left {
+		os.Remove(p)
+	}
 	ents, err := os.ReadDir(s.path("tmp"))
 	if err != nil {
 		return err
@@ -268,7 +267,7 @@ func (s *Store) sweepTmp() error {
 		if err != nil {
 			continue
 		}
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		if lockfile.Flock(f, unix.LOCK_EX|unix.LOCK_NB) == nil {
 			os.RemoveAll(p)
 		}
 		f.Close()

@@ -36,6 +36,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
 )
 
@@ -135,33 +136,10 @@ func (s *Store) writeRefs(r *refs) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(s.path("tmp"), s.path("refs.json"), data); err != nil {
+	if err := atomicfile.WriteDurable(s.path("refs.json"), data, 0o600); err != nil {
 		return fmt.Errorf("image store refs: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to a temporary file in tmpDir, syncs it and
-// renames it to dst.
-func writeFileAtomic(tmpDir, dst string, data []byte) error {
-	f, err := os.CreateTemp(tmpDir, "file-")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), dst)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // readBlob reads a small JSON blob from the store.

@@ -213,34 +213,11 @@ func replyData(c *net.UnixConn, code int, err error, data []byte) {
 	rep := controlReply{Code: code, Data: data}
 	if err != nil {
 		rep.Error = err.Error()
-		rep.Class = className(err)
+		rep.Class = errdefs.ClassName(err)
 	}
 	b, _ := json.Marshal(rep)
 	c.Write(append(b, '\n'))
 }
-
-var classes = map[string]error{
-	"not found": errdefs.ErrNotFound, "invalid": errdefs.ErrInvalid, "conflict": errdefs.ErrConflict,
-	"unavailable": errdefs.ErrUnavailable, "not supported": errdefs.ErrNotSupported,
-}
-
-func className(err error) string {
-	for name, class := range classes {
-		if errors.Is(err, class) {
-			return name
-		}
-	}
-	return ""
-}
-
-// controlError rebuilds an error from a reply, keeping its class.
-type controlError struct {
-	msg   string
-	class error
-}
-
-func (e *controlError) Error() string { return e.msg }
-func (e *controlError) Unwrap() error { return e.class }
 
 // ControlSignal asks the owner at path to relay sig to the workload.
 func ControlSignal(path string, sig syscall.Signal) error {
@@ -368,7 +345,7 @@ func readReplyData(c *net.UnixConn) (controlReply, error) {
 		return controlReply{Code: 125}, fmt.Errorf("control reply: %w", err)
 	}
 	if rep.Error != "" {
-		return rep, &controlError{msg: rep.Error, class: classes[rep.Class]}
+		return rep, errdefs.Decode(rep.Error, rep.Class)
 	}
 	return rep, nil
 }

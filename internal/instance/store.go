@@ -20,7 +20,9 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/lockfile"
 )
 
 // Isolation is how an instance is isolated.
@@ -415,11 +417,11 @@ func writeRecord(dir string, in *Instance) error {
 		return err
 	}
 	p := filepath.Join(dir, "state.json")
-	err = writeAtomic(p, b)
+	err = atomicfile.Write(p, b, 0o600)
 	if noSpace(err) && os.Remove(filepath.Join(dir, reserveFile)) == nil {
 		// The file system filled up while the instance ran: its reserve
 		// makes room to record how it ended.
-		err = writeAtomic(p, b)
+		err = atomicfile.Write(p, b, 0o600)
 	}
 	return err
 }
@@ -453,33 +455,14 @@ func noSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
-// writeAtomic replaces path with data so readers see the old or the new
-// content, never a mix. On failure nothing of the new content is left.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
-}
-
 // lockFile takes an exclusive flock on path, creating it.
 func lockFile(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	f, err := lockfile.Open(path, syscall.LOCK_EX)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w", filepath.Dir(path), errdefs.ErrNotFound)
 		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, err
 	}
 	return func() { f.Close() }, nil
 }
@@ -498,7 +481,7 @@ func (s *Store) SaveBundle(id string, b *Bundle) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(s.Dir(id), "bundle.json"), data)
+	return atomicfile.Write(filepath.Join(s.Dir(id), "bundle.json"), data, 0o600)
 }
 
 // LoadBundle reads bundle.json of instance id.

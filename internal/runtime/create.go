@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lockfile"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -227,13 +228,9 @@ func (st *Store) newDir(id string, spec *specs.Spec) (dir string, lk *Lock, err 
 
 // lockNew takes the lock of a container whose directory was just made.
 func (st *Store) lockNew(id string) (*Lock, error) {
-	f, err := os.OpenFile(filepath.Join(st.Dir(id), "lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := lockfile.Open(filepath.Join(st.Dir(id), "lock"), unix.LOCK_EX)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: lock: %w", id, unwrap(err))
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("container %s: lock: %w", id, err)
 	}
 	return &Lock{f: f}, nil
 }

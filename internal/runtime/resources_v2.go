@@ -1,16 +1,13 @@
 package runtime
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
 )
 
@@ -21,14 +18,14 @@ import (
 // huge pages to hugetlb.<size>.max. What v2 has no control for
 // (swappiness, the OOM-killer switch, kernel TCP memory, real-time CPU
 // time, CFQ leaf weights, network classes and priorities) is refused.
-func v2Writes(r *specs.LinuxResources) ([]cgWrite, error) {
-	var w []cgWrite
+func v2Writes(r *specs.LinuxResources) ([]cgroups.Control, error) {
+	var w []cgroups.Control
 	none := func(field string) error {
 		return fmt.Errorf("linux.resources.%s: cgroup v2 has no such control: %w", field, errdefs.ErrNotSupported)
 	}
 	if m := r.Memory; m != nil {
 		if m.Reservation != nil {
-			w = append(w, cgWrite{"memory", "memory.low", strconv.FormatInt(*m.Reservation, 10), nil})
+			w = append(w, cgroups.Control{Controller: "memory", File: "memory.low", Value: strconv.FormatInt(*m.Reservation, 10)})
 		}
 		switch {
 		case m.Swappiness != nil:
@@ -41,10 +38,10 @@ func v2Writes(r *specs.LinuxResources) ([]cgWrite, error) {
 	}
 	if c := r.CPU; c != nil {
 		if c.Cpus != "" {
-			w = append(w, cgWrite{"cpuset", "cpuset.cpus", c.Cpus, nil})
+			w = append(w, cgroups.Control{Controller: "cpuset", File: "cpuset.cpus", Value: c.Cpus})
 		}
 		if c.Mems != "" {
-			w = append(w, cgWrite{"cpuset", "cpuset.mems", c.Mems, nil})
+			w = append(w, cgroups.Control{Controller: "cpuset", File: "cpuset.mems", Value: c.Mems})
 		}
 		if c.RealtimePeriod != nil || c.RealtimeRuntime != nil {
 			return nil, none("cpu.realtimePeriod/realtimeRuntime")
@@ -56,7 +53,7 @@ func v2Writes(r *specs.LinuxResources) ([]cgWrite, error) {
 			if *b.Weight < 10 || *b.Weight > 1000 {
 				return nil, fmt.Errorf("linux.resources.blockIO.weight %d: want 10 to 1000: %w", *b.Weight, errdefs.ErrInvalid)
 			}
-			w = append(w, cgWrite{controller: "io", value: "default " + weight(*b.Weight), alts: []string{"io.weight", "io.bfq.weight"}})
+			w = append(w, cgroups.Control{Controller: "io", Value: "default " + weight(*b.Weight), Alts: []string{"io.weight", "io.bfq.weight"}})
 		}
 		if nonZero(b.LeafWeight) {
 			return nil, none("blockIO.leafWeight")
@@ -66,7 +63,7 @@ func v2Writes(r *specs.LinuxResources) ([]cgWrite, error) {
 				return nil, none("blockIO.weightDevice.leafWeight")
 			}
 			if d.Weight != nil {
-				w = append(w, cgWrite{controller: "io", value: fmt.Sprintf("%d:%d %s", d.Major, d.Minor, weight(*d.Weight)), alts: []string{"io.weight", "io.bfq.weight"}})
+				w = append(w, cgroups.Control{Controller: "io", Value: fmt.Sprintf("%d:%d %s", d.Major, d.Minor, weight(*d.Weight)), Alts: []string{"io.weight", "io.bfq.weight"}})
 			}
 		}
 		for _, t := range []struct {
@@ -77,7 +74,7 @@ func v2Writes(r *specs.LinuxResources) ([]cgWrite, error) {
 			{"riops", b.ThrottleReadIOPSDevice}, {"wiops", b.ThrottleWriteIOPSDevice},
 		} {
 			for _, d := range t.devs {
-				w = append(w, cgWrite{"io", "io.max", fmt.Sprintf("%d:%d %s=%d", d.Major, d.Minor, t.key, d.Rate), nil})
+				w = append(w, cgroups.Control{Controller: "io", File: "io.max", Value: fmt.Sprintf("%d:%d %s=%d", d.Major, d.Minor, t.key, d.Rate)})
 			}
 		}
 	}
@@ -85,49 +82,10 @@ func v2Writes(r *specs.LinuxResources) ([]cgWrite, error) {
 		if h.Pagesize == "" || strings.ContainsAny(h.Pagesize, "/. ") {
 			return nil, fmt.Errorf("linux.resources.hugepageLimits: page size %q: want e.g. 2MB or 1GB: %w", h.Pagesize, errdefs.ErrInvalid)
 		}
-		w = append(w, cgWrite{"hugetlb", "hugetlb." + h.Pagesize + ".max", strconv.FormatUint(h.Limit, 10), nil})
+		w = append(w, cgroups.Control{Controller: "hugetlb", File: "hugetlb." + h.Pagesize + ".max", Value: strconv.FormatUint(h.Limit, 10)})
 	}
 	if n := r.Network; n != nil && (n.ClassID != nil || len(n.Priorities) > 0) {
 		return nil, none("network")
 	}
 	return w, nil
-}
-
-// applyV2 writes w into the cgroup's directory under the unified mount.
-func applyV2(mount, cgroup string, w []cgWrite) error {
-	dir := filepath.Join(mount, cgroup)
-	for _, x := range w {
-		if x.file == "" {
-			for _, f := range x.alts {
-				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-					x.file = f
-					break
-				}
-			}
-			if x.file == "" {
-				return fmt.Errorf("linux.resources: %s %s: the %s controller is not enabled for the cgroup: %w", x.alts[0], x.value, x.controller, errdefs.ErrNotSupported)
-			}
-		}
-		if err := writeControl(filepath.Join(dir, x.file), x.value); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("linux.resources: %s %s: the %s controller is not enabled for the cgroup: %w", x.file, x.value, x.controller, errdefs.ErrNotSupported)
-			}
-			return fmt.Errorf("linux.resources: %s %s: %w", x.file, x.value, unwrap(err))
-		}
-	}
-	return nil
-}
-
-// writeControl writes value to an existing control file: it never creates
-// one (a missing file is fs.ErrNotExist).
-func writeControl(path, value string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

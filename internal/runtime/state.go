@@ -25,8 +25,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lockfile"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -141,7 +143,7 @@ type Lock struct{ f *os.File }
 // Unlock releases it.
 func (l *Lock) Unlock() {
 	if l != nil && l.f != nil {
-		unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+		lockfile.Flock(l.f, unix.LOCK_UN)
 		l.f.Close()
 	}
 }
@@ -152,22 +154,12 @@ func (st *Store) lock(id string) (*Lock, error) {
 	if err := CheckID(id); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(st.Dir(id), "lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := lockfile.Open(filepath.Join(st.Dir(id), "lock"), unix.LOCK_EX)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, notExist(id)
 		}
 		return nil, fmt.Errorf("container %s: lock: %w", id, unwrap(err))
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("container %s: lock: %w", id, err)
 	}
 	// The directory may have been removed while we waited.
 	if _, err := os.Stat(filepath.Join(st.Dir(id), "state.json")); err != nil {
@@ -279,12 +271,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, unwrap(err))
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, unwrap(err))
 	}
 	return nil
@@ -332,12 +319,7 @@ func WritePidFile(path string, pid int) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".tmp")
-	if err := os.WriteFile(tmp, []byte(fmt.Sprint(pid)), 0o644); err != nil {
-		return fmt.Errorf("pid file %s: %w", abs, unwrap(err))
-	}
-	if err := os.Rename(tmp, abs); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(abs, []byte(fmt.Sprint(pid)), 0o644); err != nil {
 		return fmt.Errorf("pid file %s: %w", abs, unwrap(err))
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	gopath "path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -27,13 +28,15 @@ import (
 )
 
 // relayed are the signals the owner passes on to the workload in the
-// guest (SIGKILL and SIGSTOP cannot be caught: SIGKILL ends the owner
-// and QEMU with it). SIGWINCH becomes a resize of the guest's terminal.
-var relayed = []os.Signal{
-	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2,
-	syscall.SIGTERM, syscall.SIGALRM, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN,
+// guest: a front end's (instance.Relayed) and, as the owner stands for
+// the workload's process, those a process is sent by its terminal and by
+// kill(1) users too (SIGKILL and SIGSTOP cannot be caught: SIGKILL ends
+// the owner and QEMU with it). SIGWINCH becomes a resize of the guest's
+// terminal.
+var relayed = append(slices.Clone(instance.Relayed),
+	syscall.SIGALRM, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN,
 	syscall.SIGTTOU, syscall.SIGABRT, syscall.SIGWINCH,
-}
+)
 
 // RunVMOwner is the VM owner (`berth-runtime __vm-owner DIR`, started by
 // create with the workload's stdio as fds 0-2, a sync pipe as fd 3 and

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/lockfile"
 )
 
 // LayerDisk returns the path of the read-only EROFS disk image of a layer
@@ -227,13 +228,9 @@ func copySparse(src, dst string) (err error) {
 // lockFile takes an exclusive flock on path (created if missing) and
 // returns its release.
 func lockFile(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := lockfile.Open(path, unix.LOCK_EX)
 	if err != nil {
 		return nil, err
-	}
-	if err := flock(f, unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/initramfs"
+	"github.com/berth-dev/berth/internal/lockfile"
 )
 
 // Initramfs returns the guest's initramfs (berth-agent as /init and the
@@ -42,14 +43,11 @@ func Initramfs(g Guest) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	lock, err := lockfile.Open(path+".lock", unix.LOCK_EX)
 	if err != nil {
 		return "", err
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return "", err
-	}
 	if _, err := os.Stat(path); err == nil {
 		return path, nil // built by someone else while we waited
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/lockfile"
 )
 
 // A template is a guest booted up to the moment its agent waits for the
@@ -150,7 +151,7 @@ func templateFor(ctx context.Context, cfg Config, cacheDir string, wait time.Dur
 		}
 		pruneTemplates(root, keepTemplates, key)
 	}
-	if err := flock(lock, unix.LOCK_SH); err != nil {
+	if err := lockfile.Flock(lock, unix.LOCK_SH); err != nil {
 		release()
 		return "", nil, fmt.Errorf("vm %s: template: %w", cfg.ID, err)
 	}
@@ -162,13 +163,9 @@ func templateFor(ctx context.Context, cfg Config, cacheDir string, wait time.Dur
 // is no longer the one at path locks nothing: it is taken again.
 func lockPath(path string, how int) (*os.File, error) {
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := lockfile.Open(path, how)
 		if err != nil {
 			return nil, err
-		}
-		if err := flock(f, how); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		if stillAt(f, path) {
 			return f, nil
@@ -181,16 +178,6 @@ func lockPath(path string, how int) (*os.File, error) {
 func stillAt(f *os.File, path string) bool {
 	var held, now unix.Stat_t
 	return unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev
-}
-
-// flock is flock(2), retried when interrupted.
-func flock(f *os.File, how int) error {
-	for {
-		err := unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // makeTemplate boots and saves cfg's template as root/key, by way of a
@@ -408,7 +395,7 @@ func removeUnlocked(root, key, name string) {
 		return
 	}
 	defer f.Close()
-	if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil || !stillAt(f, lock) {
+	if lockfile.Flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil || !stillAt(f, lock) {
 		return // in use, or replaced since it was opened
 	}
 	removeDir(filepath.Join(root, name))
