@@ -1,0 +1,80 @@
+package test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestCLIHelp: help goes to standard output with status 0 and lists the
+// command's flags; a bad flag is still one line and status 125.
+func TestCLIHelp(t *testing.T) {
+	for _, args := range [][]string{{"run", "--help"}, {"run", "-it", "--help"}, {"help", "run"}} {
+		r := berth(t, args...)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("berth %s: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+		}
+		for _, want := range []string{"Usage:  berth run [OPTIONS] IMAGE", "--memory", "--vm", "--log-opt", "-d, --detach"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("berth %s lacks %q:\n%s", strings.Join(args, " "), want, r.stdout)
+			}
+		}
+	}
+	for args, want := range map[string]string{
+		"--help":                "Run 'berth COMMAND --help'",
+		"-h":                    "Commands:",
+		"image --help":          "Run 'berth image COMMAND --help'",
+		"image import --help":   "--name string",
+		"image ls -h":           "--format string",
+		"ps x --help":           "-a, --all",
+		"completion --help":     "bash|zsh",
+		"version --format=json": `"stage_protocol": "berth-stage-`,
+	} {
+		r := berth(t, strings.Fields(args)...)
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("berth %s: exit %d, stdout lacks %q:\n%s%s", args, r.code, want, r.stdout, r.stderr)
+		}
+	}
+	for _, args := range []string{"run --no-such-flag x", "image", "nosuch", "help nosuch"} {
+		r := berth(t, strings.Fields(args)...)
+		if r.code != 125 || strings.Count(r.stderr, "\n") != 1 || r.stdout != "" {
+			t.Errorf("berth %s: exit %d, stderr %q, stdout %q; want 125 and one line", args, r.code, r.stderr, r.stdout)
+		}
+	}
+}
+
+// TestCLICompletionBash loads `berth completion bash` into bash and
+// completes as bash would on TAB: verbs, and the image names under the
+// --root given on the line.
+func TestCLICompletionBash(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash is not installed")
+	}
+	img := busybox(t)
+	complete := func(words ...string) []string {
+		t.Helper()
+		script := `source <("$BERTH" completion bash) || exit 1
+COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+_berth; printf '%s\n' "${COMPREPLY[@]}"`
+		cmd := exec.Command(bash, append([]string{"-c", script, "bash", berthBin}, words...)...)
+		cmd.Env = append(cmd.Environ(), "BERTH="+berthBin)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("complete %q: %v", words, err)
+		}
+		return strings.Fields(string(out))
+	}
+	got := complete("")
+	for _, verb := range []string{"run", "exec", "ps", "image", "completion", "version"} {
+		if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+verb+" ") {
+			t.Errorf("verbs %q lack %s", got, verb)
+		}
+	}
+	if got := complete("--root", berthRoot, "run", "-it", img[:3]); !strings.Contains(strings.Join(got, " "), img) {
+		t.Errorf("run %s<TAB>: %q, want %s", img[:3], got, img)
+	}
+	if got := complete("run", "--log"); strings.Join(got, " ") != "--log-opt" {
+		t.Errorf("run --log<TAB>: %q", got)
+	}
+}
