@@ -184,7 +184,7 @@ func realMain(args []string) int {
 	if errors.As(err, &st) {
 		return int(st)
 	}
-	fmt.Fprintf(os.Stderr, "berth %s: %s\n", commandName(path), oneLine(err))
+	fmt.Fprintf(os.Stderr, "berth %s: %s\n", path[0].name, oneLine(err)) // "berth image: ..."
 	return exitCode(err)
 }
 
