@@ -78,3 +78,33 @@ _berth; printf '%s\n' "${COMPREPLY[@]}"`
 		t.Errorf("run --log<TAB>: %q", got)
 	}
 }
+
+// TestCLICompletionZsh loads `berth completion zsh` into zsh with
+// _describe replaced by a printer, and checks what a TAB would offer:
+// flag values, and image names with their colons escaped for _describe.
+func TestCLICompletionZsh(t *testing.T) {
+	zsh, err := exec.LookPath("zsh")
+	if err != nil {
+		t.Skip("zsh is not installed")
+	}
+	img := busybox(t)
+	script := `source <("$BERTH" completion zsh) || exit 1
+_describe() { print -rl -- "${(@P)4}"; }
+words=("$@"); CURRENT=$#; _berth`
+	complete := func(words ...string) string {
+		t.Helper()
+		cmd := exec.Command(zsh, append([]string{"-f", "-c", script, "zsh", berthBin}, words...)...)
+		cmd.Env = append(cmd.Environ(), "BERTH="+berthBin)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("complete %q: %v", words, err)
+		}
+		return string(out)
+	}
+	if got := complete("run", "--network", ""); got != "none\nhost\n" {
+		t.Errorf("run --network <TAB>: %q", got)
+	}
+	if got := complete("--root", berthRoot, "image", "rm", img[:3]); !strings.Contains(got, img+`\:`) {
+		t.Errorf("image rm %s<TAB>: %q, want %s with its colon escaped", img[:3], got, img)
+	}
+}
