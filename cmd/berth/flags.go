@@ -24,14 +24,15 @@ type globals struct {
 	instances *instance.Store
 }
 
+// parseGlobals parses the flags before the verb. `berth --help` returns
+// a *helpRequest for the whole command line.
 func parseGlobals(args []string) (*globals, []string, error) {
 	g := &globals{root: os.Getenv("BERTH_ROOT")}
 	if g.root == "" {
 		g.root = defaultRoot
 	}
-	fs := newFlags("berth")
-	fs.StringVar(&g.root, "root", g.root, "data root")
-	if err := fs.Parse(args); err != nil {
+	fs := globalFlags(g)
+	if err := parseStrict(fs, args); err != nil {
 		return nil, nil, err
 	}
 	if g.root == "" {
@@ -70,6 +71,13 @@ func (g *globals) instanceStore() (*instance.Store, error) {
 	return g.instances, nil
 }
 
+// globalFlags declares the flags before the verb, for parsing and help.
+func globalFlags(g *globals) *flag.FlagSet {
+	fs := newFlags("berth")
+	fs.StringVar(&g.root, "root", g.root, "the `DIR` that holds images and instances (BERTH_ROOT sets the default)")
+	return fs
+}
+
 // newFlags returns a flag set that reports errors instead of exiting and
 // stops at the first non-flag argument.
 func newFlags(name string) *flag.FlagSet {
@@ -85,6 +93,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 	var operands []string
 	for {
 		if err := parseStrict(fs, args); err != nil {
+			if h, ok := err.(*helpRequest); ok {
+				h.interspersed = true
+			}
 			return err
 		}
 		rest := fs.Args()
@@ -102,11 +113,13 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 // parseStrict parses flags up to the first operand, as commands that run
-// a command line (`run IMAGE CMD...`, `exec ID CMD...`) need.
+// a command line (`run IMAGE CMD...`, `exec ID CMD...`) need. -h, -help
+// and --help (where the verb does not define -h itself) return a
+// *helpRequest carrying fs, from which the verb's help is written.
 func parseStrict(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(expandGroups(fs, args)); err != nil {
 		if err == flag.ErrHelp {
-			return fmt.Errorf("see berth help")
+			return &helpRequest{fs: fs}
 		}
 		return err
 	}

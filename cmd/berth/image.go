@@ -9,23 +9,6 @@ import (
 	"time"
 )
 
-func cmdImage(g *globals, args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("want a subcommand: import, ls, rm or inspect")
-	}
-	switch args[0] {
-	case "import":
-		return cmdImageImport(g, args[1:])
-	case "ls", "list":
-		return cmdImageLs(g, args[1:])
-	case "rm", "remove":
-		return cmdImageRm(g, args[1:])
-	case "inspect":
-		return cmdImageInspect(g, args[1:])
-	}
-	return fmt.Errorf("unknown subcommand %q: want import, ls, rm or inspect", args[0])
-}
-
 func cmdImageImport(g *globals, args []string) error {
 	fs := newFlags("image import")
 	name := fs.String("name", "", "reference to give the image")

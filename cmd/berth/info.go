@@ -103,8 +103,3 @@ func printJSON(v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
-
-func cmdVersion(g *globals, args []string) error {
-	fmt.Printf("berth %s %s\n", version, runtime.Version())
-	return nil
-}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/container"
@@ -17,32 +18,141 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// command is one verb of the command line.
+// command is one verb of the command line. Its flags are declared where
+// it parses them, in its own file; help, completion and the reference in
+// docs/cli.md read them from there (see flagsOf), so there is one source.
 type command struct {
-	name  string
-	usage string
-	run   func(g *globals, args []string) error
+	name    string
+	aliases []string
+	args    string // the operands in the usage line, after [OPTIONS]
+	short   string // one line for the list of commands
+	long    string // one paragraph for the command's help
+	run     func(g *globals, args []string) error
+	subs    []command // subcommands (`image import`); run is then nil
+	hidden  bool      // internal verbs: no help, no completion
+
+	// What shell completion offers for an operand.
+	operand   operandKind
+	firstOnly bool     // only the first operand is one (run IMAGE CMD...)
+	words     []string // the choices when operand is aWord
 }
+
+// operandKind is what an operand of a command names, for completion.
+type operandKind int
+
+const (
+	noOperand  operandKind = iota
+	anImage                // an image's name or ID
+	anInstance             // an instance's name or ID
+	aRunning               // a running instance's name or ID
+	aFile                  // a path
+	aWord                  // one of the command's words
+	aCommand               // a command (and a subcommand) of berth
+)
 
 func commands() []command {
 	return []command{
-		{"info", "info                       host facts: cgroup mode, root, versions", cmdInfo},
-		{"image", "image import|ls|rm|inspect  manage images", cmdImage},
-		{"run", "run [OPTIONS] IMAGE [CMD...] run an instance", cmdRun},
-		{"ps", "ps [-a] [--format json]    list instances", cmdPs},
-		{"logs", "logs [-f] ID                show a detached instance's output", cmdLogs},
-		{"exec", "exec [-i] [-t] ID CMD...    run a command in a running instance", cmdExec},
-		{"stop", "stop [-t SECONDS] ID...     SIGTERM, then SIGKILL after the grace period", cmdStop},
-		{"kill", "kill [-s SIGNAL] ID...      send a signal", cmdKill},
-		{"rm", "rm [-f] ID...               remove stopped instances", cmdRm},
-		{"pause", "pause ID...                 freeze every process of instances", cmdPause},
-		{"unpause", "unpause ID...               thaw paused instances", cmdUnpause},
-		{"inspect", "inspect ID...               instance details as JSON", cmdInspect},
-		{"stats", "stats [--no-stream] [--format json] [ID...] resource usage of instances", cmdStats},
-		{"top", "top ID                      processes of an instance", cmdTop},
-		{"bench", "bench [start] [memory]      measure berth against runc", cmdBench},
-		{"version", "version                    print berth's version", cmdVersion},
-		{monitorVerb, "", cmdMonitor},
+		{name: "run", args: "IMAGE [COMMAND [ARG...]]", short: "run an instance of an image",
+			long: "Runs COMMAND (by default the image's entrypoint and command) in a new instance of IMAGE: " +
+				"a Linux container, or with --vm a QEMU virtual machine with its own kernel. " +
+				"In the foreground berth's exit status is the command's; with -d berth prints the instance's ID " +
+				"and a monitor process keeps the instance's output in a bounded log (see berth logs). " +
+				"Flags stop at IMAGE: what follows it is the command.",
+			run: cmdRun, operand: anImage, firstOnly: true},
+		{name: "exec", args: "INSTANCE COMMAND [ARG...]", short: "run a command in a running instance",
+			long: "Runs COMMAND inside a running instance, container or VM, with the instance's environment " +
+				"and user unless the flags say otherwise. berth's exit status is the command's. " +
+				"Flags stop at INSTANCE: what follows it is the command.",
+			run: cmdExec, operand: aRunning, firstOnly: true},
+		{name: "ps", short: "list instances",
+			long: "Lists running instances, or with -a every instance berth still has a record of, " +
+				"newest first, with its image, command, age, status, isolation (container or vm) and name.",
+			run: cmdPs},
+		{name: "logs", args: "INSTANCE", short: "show a detached instance's output",
+			long: "Prints the output a detached instance (run -d) has written to its log: standard output " +
+				"to standard output, standard error to standard error. With -f it keeps printing until the instance ends.",
+			run: cmdLogs, operand: anInstance},
+		{name: "stop", args: "INSTANCE...", short: "stop instances: SIGTERM, then SIGKILL after a grace period",
+			long: "Sends SIGTERM to each instance's main process (a VM's guest command), waits the grace period " +
+				"for it to end and then sends SIGKILL.",
+			run: cmdStop, operand: aRunning},
+		{name: "kill", args: "INSTANCE...", short: "send a signal to instances",
+			long: "Sends a signal, SIGKILL unless -s names another, to each instance's main process.",
+			run:  cmdKill, operand: aRunning},
+		{name: "rm", args: "INSTANCE...", short: "remove stopped instances",
+			long: "Removes each stopped instance: its record, log, cgroup and root file system. " +
+				"A running instance is refused unless -f, which kills it first.",
+			run: cmdRm, operand: anInstance},
+		{name: "pause", args: "INSTANCE...", short: "freeze every process of instances",
+			long: "Freezes each running instance: a container's processes through its cgroup's freezer, " +
+				"a VM's virtual CPUs through QEMU. A paused instance takes no exec; stop and kill thaw it after signalling.",
+			run: cmdPause, operand: aRunning},
+		{name: "unpause", args: "INSTANCE...", short: "thaw paused instances",
+			long: "Lets each paused instance run again.",
+			run:  cmdUnpause, operand: anInstance},
+		{name: "stats", args: "[INSTANCE...]", short: "show instances' resource usage",
+			long: "Shows CPU, memory, network and block I/O and process counts of the instances named, or of every " +
+				"running instance, refreshed every second until interrupted (--no-stream: once). A VM's figures are " +
+				"its guest workload's, read through its agent, with QEMU's own host memory beside them.",
+			run: cmdStats, operand: aRunning},
+		{name: "top", args: "INSTANCE", short: "show the processes of an instance",
+			long: "Lists the processes of a running instance: the host's processes of a container, the guest's " +
+				"processes of a VM's workload.",
+			run: cmdTop, operand: aRunning},
+		{name: "inspect", args: "INSTANCE...", short: "show instances' details as JSON",
+			long: "Prints the records of the instances as a JSON array: configuration, status, " +
+				"process IDs, exit code, isolation and resources. Instances that are not found make it fail " +
+				"after the others are printed.",
+			run: cmdInspect, operand: anInstance},
+		{name: "image", short: "manage images",
+			long: "Manages the images in berth's content store. berth pulls nothing from a registry: " +
+				"images come in as OCI layouts or docker-save archives made elsewhere.",
+			subs: []command{
+				{name: "import", args: "PATH", short: "import an OCI layout (directory or tar) or a docker-save tar",
+					long: "Imports the image at PATH, an OCI image layout directory or tar, or a tar written by " +
+						"docker save, into the store, and prints its names and ID.",
+					run: cmdImageImport, operand: aFile},
+				{name: "ls", aliases: []string{"list"}, short: "list images",
+					long: "Lists the images in the store with their names, IDs, ages and sizes.",
+					run:  cmdImageLs},
+				{name: "rm", aliases: []string{"remove"}, args: "IMAGE...", short: "remove images",
+					long: "Removes each IMAGE: a name removes that name (the image goes with its last name), an ID the image with all its names. Layers no image uses any more are then collected.",
+					run:  cmdImageRm, operand: anImage},
+				{name: "inspect", args: "IMAGE", short: "show an image's details as JSON",
+					long: "Prints an image's record as JSON: names, ID, configuration, layers and size.",
+					run:  cmdImageInspect, operand: anImage},
+			}},
+		{name: "info", short: "show host facts: cgroup mode, root, accelerator, peers",
+			long: "Prints the facts about this host that decide how berth runs instances: kernel, cgroup mode, " +
+				"whether berth runs as root, its data root, the VM accelerator and transport, the guest kernel, " +
+				"VM templates, and which peer runtimes are installed.",
+			run: cmdInfo},
+		{name: "bench", args: "[SCENARIO...]", short: "measure berth against runc, QEMU and containerd",
+			long: "Runs benchmark scenarios with the image --image names and prints each figure's median beside its spread: " +
+				"start (berth run --rm against runc run), memory (the memory a detached instance's monitor and init hold), " +
+				"vm (a VM's start from its template against QEMU restoring a saved guest, and a cold boot against a plain boot), " +
+				"compare (the image as a container against as a VM), ctr (containerd's ctr with berth-runtime against runc) " +
+				"and exec (berth-runtime exec against runc exec). Without SCENARIO it runs start and memory.",
+			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec"}},
+		{name: "version", short: "show berth's version and the versions of the interfaces it speaks",
+			long: "Prints berth's version and the version of each interface between its parts: the OCI runtime " +
+				"and image specifications it implements, the guest agent's protocol, the container stage protocol " +
+				"between berth and berth-init, and the Go release it was built with.",
+			run: cmdVersion},
+		{name: "completion", args: "bash|zsh", short: "print a shell completion script",
+			long: "Prints a script that makes bash or zsh complete berth's commands, flags, instance names and " +
+				"IDs, and image names. Load it with `source <(berth completion bash)` in ~/.bashrc, or " +
+				"`source <(berth completion zsh)` in ~/.zshrc.",
+			run: cmdCompletion, operand: aWord, words: []string{"bash", "zsh"}},
+		{name: "docs", args: "markdown|man", short: "print the command-line reference",
+			long: "Prints the reference of every command and flag, as Markdown (docs/cli.md is this output) " +
+				"or as a man page in roff.",
+			run: cmdDocs, operand: aWord, words: []string{"markdown", "man"}},
+		{name: "help", args: "[COMMAND [SUBCOMMAND]]", short: "show the help of berth or of a command",
+			long: "Prints the help of berth, or of COMMAND: what it does, its usage and every flag with its meaning and default.",
+			run:  cmdHelp, operand: aCommand},
+		{name: monitorVerb, run: cmdMonitor, hidden: true},
+		{name: completeVerb, run: cmdComplete, hidden: true},
 	}
 }
 
@@ -56,45 +166,96 @@ func main() {
 
 func realMain(args []string) int {
 	g, rest, err := parseGlobals(args)
+	if _, ok := err.(*helpRequest); ok {
+		return printHelp(os.Stdout, nil)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "berth: %v\n", err)
 		return 125
 	}
-	if len(rest) == 0 || rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
-		usage()
-		if len(rest) == 0 {
-			return 125
-		}
+	if len(rest) == 0 {
+		writeMainHelp(os.Stderr)
+		return 125
+	}
+	path, args, err := findCommand(rest)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 125
+	}
+	c := path[len(path)-1]
+	if c.subs != nil {
+		return printHelp(os.Stdout, path) // `image --help`
+	}
+	if c.name == "run" {
+		catchEarlySignals()
+	}
+	err = c.run(g, args)
+	if err == nil {
 		return 0
 	}
-	for _, c := range commands() {
-		if c.name == rest[0] {
-			if c.name == "run" {
-				catchEarlySignals()
-			}
-			err := c.run(g, rest[1:])
-			if err == nil {
-				return 0
-			}
-			var st exitStatus
-			if errors.As(err, &st) {
-				return int(st)
-			}
-			fmt.Fprintf(os.Stderr, "berth %s: %s\n", c.name, oneLine(err))
-			return exitCode(err)
-		}
+	if _, ok := err.(*helpRequest); ok && !c.hidden {
+		return printHelp(os.Stdout, path)
 	}
-	fmt.Fprintf(os.Stderr, "berth: unknown command %q (see berth help)\n", rest[0])
-	return 125
+	var st exitStatus
+	if errors.As(err, &st) {
+		return int(st)
+	}
+	fmt.Fprintf(os.Stderr, "berth %s: %s\n", path[0].name, oneLine(err)) // "berth image: ..."
+	return exitCode(err)
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: berth [--root DIR] COMMAND [ARGS]\n\ncommands:")
-	for _, c := range commands() {
-		if c.usage != "" {
-			fmt.Fprintln(os.Stderr, "  "+c.usage)
+// findCommand finds the command args name, down to a subcommand, and
+// returns the path to it and its arguments. The path ends at a command
+// with subcommands only when its help was asked for (`image --help`).
+// Its errors are whole lines for the user.
+func findCommand(args []string) ([]command, []string, error) {
+	var path []command
+	list := commands()
+	for {
+		c, ok := lookupCommand(list, args[0])
+		if !ok && len(path) == 0 {
+			return nil, nil, fmt.Errorf("berth: unknown command %q (see berth --help)", args[0])
+		}
+		if !ok {
+			return nil, nil, fmt.Errorf("berth %s: unknown subcommand %q: want %s", commandName(path), args[0], subcommandNames(path[len(path)-1]))
+		}
+		path, args = append(path, c), args[1:]
+		switch {
+		case c.subs == nil:
+			return path, args, nil
+		case len(args) == 0:
+			return nil, nil, fmt.Errorf("berth %s: want a subcommand: %s", commandName(path), subcommandNames(c))
+		case args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
+			return path, nil, nil
+		}
+		list = c.subs
+	}
+}
+
+func lookupCommand(list []command, name string) (command, bool) {
+	for _, c := range list {
+		if c.name == name || slices.Contains(c.aliases, name) {
+			return c, true
 		}
 	}
+	return command{}, false
+}
+
+// commandName is "image import" for the path to that subcommand.
+func commandName(path []command) string {
+	var names []string
+	for _, c := range path {
+		names = append(names, c.name)
+	}
+	return strings.Join(names, " ")
+}
+
+func subcommandNames(c command) string {
+	var names []string
+	for _, s := range c.subs {
+		names = append(names, s.name)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // exitStatus is returned by verbs whose own exit status is the workload's.

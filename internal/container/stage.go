@@ -17,6 +17,9 @@ const (
 // whenever a message or the stage's arguments change.
 const stageProtocol = "berth-stage-3"
 
+// StageProtocol is the stage protocol's version, for `berth version`.
+const StageProtocol = stageProtocol
+
 // exitStageMismatch is a stage's exit status when its parent speaks
 // another version of the protocol.
 const exitStageMismatch = 3
