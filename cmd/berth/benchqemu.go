@@ -94,37 +94,67 @@ func (p *plainGuest) waiting(extra ...string) (cmd *exec.Cmd, serial, control st
 	return exec.Command(args[0], args[1:]...), serial, control
 }
 
+// plainRun is one QEMU of the plain guest waiting on its serial port,
+// with that port and QMP connected.
+type plainRun struct {
+	cmd    *exec.Cmd
+	out    strings.Builder
+	exited chan error
+	ended  bool // QEMU exited and was reaped
+	port   net.Conn
+	qmp    *qmp.Client
+}
+
+// start starts QEMU with extra options and connects to it.
+func (p *plainGuest) start(ctx context.Context, extra ...string) (*plainRun, error) {
+	cmd, serial, control := p.waiting(extra...)
+	r := &plainRun{cmd: cmd, exited: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = &r.out, &r.out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { r.exited <- cmd.Wait() }()
+	var err error
+	if r.port, err = dialWhenUp(ctx, serial, r.exited); err != nil {
+		r.close()
+		return nil, fmt.Errorf("%v: %s", err, r.out.String())
+	}
+	if r.qmp, err = dialQMP(ctx, control, r.exited); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// close disconnects and kills QEMU unless it has exited.
+func (r *plainRun) close() {
+	if r.qmp != nil {
+		r.qmp.Close()
+	}
+	if r.port != nil {
+		r.port.Close()
+	}
+	if !r.ended {
+		r.cmd.Process.Kill()
+		<-r.exited
+	}
+}
+
 // save boots the guest until it waits on its serial port and saves it to
 // p.state through QMP's migrate.
 func (p *plainGuest) save() error {
 	ctx, cancel := context.WithTimeout(context.Background(), plainStep)
 	defer cancel()
-	cmd, serial, control := p.waiting()
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-	}()
-	port, err := dialWhenUp(ctx, serial, exited)
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, out.String())
-	}
-	defer port.Close()
-	port.SetReadDeadline(time.Now().Add(plainStep))
-	if line, err := bufio.NewReader(port).ReadString('\n'); err != nil || !strings.Contains(line, "ready") {
-		return fmt.Errorf("the guest never said ready (%q, %v): %s", line, err, out.String())
-	}
-	c, err := dialQMP(ctx, control, exited)
+	r, err := p.start(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer r.close()
+	r.port.SetReadDeadline(time.Now().Add(plainStep))
+	if line, err := bufio.NewReader(r.port).ReadString('\n'); err != nil || !strings.Contains(line, "ready") {
+		return fmt.Errorf("the guest never said ready (%q, %v): %s", line, err, r.out.String())
+	}
+	c := r.qmp
 	if err := c.Stop(ctx); err != nil {
 		return err
 	}
@@ -151,36 +181,16 @@ func (p *plainGuest) save() error {
 func (p *plainGuest) restore() error {
 	ctx, cancel := context.WithTimeout(context.Background(), plainStep)
 	defer cancel()
-	cmd, serial, control := p.waiting("-incoming", "exec:cat "+p.state)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	finished := false
-	defer func() {
-		if !finished {
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	port, err := dialWhenUp(ctx, serial, exited)
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, out.String())
-	}
-	defer port.Close()
-	c, err := dialQMP(ctx, control, exited)
+	r, err := p.start(ctx, "-incoming", "exec:cat "+p.state)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer r.close()
 	// A line sent before the saved guest is loaded would be lost in the
 	// serial device's state: wait until it is loaded, and resume it (it
 	// was saved stopped, as a snapshot is).
 	for {
-		st, err := c.QueryStatus(ctx)
+		st, err := r.qmp.QueryStatus(ctx)
 		if err != nil {
 			return err
 		}
@@ -189,7 +199,7 @@ func (p *plainGuest) restore() error {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if err := c.Cont(ctx); err != nil {
+	if err := r.qmp.Cont(ctx); err != nil {
 		return err
 	}
 	// Right after the resume the serial port may drop a line (seen with
@@ -198,28 +208,28 @@ func (p *plainGuest) restore() error {
 	echoed := make(chan struct{})
 	go func() {
 		b := make([]byte, 64)
-		port.SetReadDeadline(time.Now().Add(plainStep))
-		if n, _ := port.Read(b); n > 0 {
+		r.port.SetReadDeadline(time.Now().Add(plainStep))
+		if n, _ := r.port.Read(b); n > 0 {
 			close(echoed)
 		}
 	}()
 	for sent := false; ; {
 		if !sent {
-			if _, err := port.Write([]byte("go\n")); err != nil {
+			if _, err := r.port.Write([]byte("go\n")); err != nil {
 				return err
 			}
 		}
 		select {
 		case <-echoed:
 			sent, echoed = true, nil
-		case err := <-exited:
-			finished = true
+		case err := <-r.exited:
+			r.ended = true
 			if err != nil {
-				return fmt.Errorf("%v: %s", err, out.String())
+				return fmt.Errorf("%v: %s", err, r.out.String())
 			}
 			return nil
 		case <-ctx.Done():
-			return fmt.Errorf("the restored guest did not power off: %s", out.String())
+			return fmt.Errorf("the restored guest did not power off: %s", r.out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
