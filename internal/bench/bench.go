@@ -86,7 +86,11 @@ type Result struct {
 // Spread is where a subject's samples lie: min, first quartile, median,
 // third quartile, max.
 type Spread struct {
-	Min, P25, Median, P75, Max Msec
+	Min    Msec `json:"min"`
+	P25    Msec `json:"p25"`
+	Median Msec `json:"median"`
+	P75    Msec `json:"p75"`
+	Max    Msec `json:"max"`
 }
 
 // Msec is a duration printed in milliseconds.
