@@ -111,6 +111,13 @@ func TestRuntimeVMLifecycle(t *testing.T) {
 	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); !bytes.Contains(cmdline, []byte("__vm-owner")) {
 		t.Fatalf("pid %d is not the VM owner: %q", pid, cmdline)
 	}
+	// A created VM is not running: pause is refused, as runc refuses it.
+	if r := runCmd(t, nil, rt, "--root", root, "pause", id); r.code == 0 || !strings.Contains(r.stderr, "created") {
+		t.Errorf("pause of a created VM: exit %d, %q; want a refusal naming its status", r.code, r.stderr)
+	}
+	if s := ociState(t, rt, root, id)["status"]; s != "created" {
+		t.Fatalf("before start: status %v", s)
+	}
 	mustCmd(t, rt, "--root", root, "start", id)
 	if s := ociState(t, rt, root, id)["status"]; s != "running" {
 		t.Fatalf("after start: status %v", s)

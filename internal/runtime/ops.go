@@ -145,7 +145,9 @@ func (st *Store) Resume(id string) error {
 
 func (st *Store) freeze(id string, on bool) error {
 	_, err := st.update(id, func(s *State) error {
-		status := s.Status()
+		// A VM's status is its own (a created VM's owner is alive and no
+		// longer berth's init, which s.Status would read as running).
+		status := string(st.StateOf(s).Status)
 		want := Running
 		if !on {
 			want = Paused
