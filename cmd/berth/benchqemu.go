@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/internal/initramfs"
@@ -74,7 +75,7 @@ func newPlainGuest(guest vm.Guest, dir string) (*plainGuest, error) {
 // boot is one sample of the peer's cold boot: boot, power off, exit.
 func (p *plainGuest) boot() error {
 	args := append(append([]string{}, p.args...), "-append", "console=ttyS0 quiet panic=-1 bench=boot")
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := qemuCommand(args)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -91,7 +92,15 @@ func (p *plainGuest) waiting(extra ...string) (cmd *exec.Cmd, serial, control st
 		"-chardev", "socket,id=s1,path="+serial+",server=on,wait=off", "-serial", "chardev:s1",
 		"-qmp", "unix:"+control+",server=on,wait=off")
 	args = append(args, extra...)
-	return exec.Command(args[0], args[1:]...), serial, control
+	return qemuCommand(args), serial, control
+}
+
+// qemuCommand runs the peer's QEMU, which dies with berth: a benchmark
+// killed half way leaves no guest behind.
+func qemuCommand(args []string) *exec.Cmd {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 // plainRun is one QEMU of the plain guest waiting on its serial port,
