@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/internal/usage"
 )
 
 // Subject is one side of a comparison: a command, or a function, run
@@ -229,16 +231,7 @@ func PSS(pid int) (int64, error) { return smapsField(pid, "Pss:") }
 func RSS(pid int) (int64, error) { return smapsField(pid, "Rss:") }
 
 func smapsField(pid int, key string) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
-			return strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("pid %d: no %s line in smaps_rollup", pid, key)
+	return usage.KBField("/proc/"+strconv.Itoa(pid)+"/smaps_rollup", key)
 }
 
 // Tree returns pid and all its descendants, from /proc.
@@ -250,17 +243,8 @@ func Tree(pid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
+		_, f, err := usage.StatFields("/proc/" + e.Name())
+		if err != nil || len(f) < 2 {
 			continue
 		}
 		if pp, err := strconv.Atoi(f[1]); err == nil {

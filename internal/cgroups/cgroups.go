@@ -174,3 +174,16 @@ func checkPath(path string) error {
 	}
 	return nil
 }
+
+// SetFrozen freezes (frozen) or thaws every process of the cgroup at path
+// with the host's layout (New).
+func SetFrozen(path string, frozen bool) error {
+	cg, err := New(path)
+	if err != nil {
+		return err
+	}
+	if frozen {
+		return cg.Freeze()
+	}
+	return cg.Thaw()
+}

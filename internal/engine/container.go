@@ -90,16 +90,7 @@ func (h containerHandle) Pause() error  { return h.freeze(true) }
 func (h containerHandle) Resume() error { return h.freeze(false) }
 
 func (h containerHandle) freeze(on bool) error {
-	cg, err := h.cgroup()
-	if err != nil {
-		return err
-	}
-	if on {
-		err = cg.Freeze()
-	} else {
-		err = cg.Thaw()
-	}
-	if err != nil {
+	if err := cgroups.SetFrozen(h.in.Cgroup, on); err != nil {
 		return fmt.Errorf("instance %s: %w", h.in.ShortID(), err)
 	}
 	return nil

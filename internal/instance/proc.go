@@ -1,9 +1,9 @@
 package instance
 
 import (
-	"os"
 	"strconv"
-	"strings"
+
+	"github.com/berth-dev/berth/internal/usage"
 )
 
 // ProcStart returns the start time of process pid in clock ticks since
@@ -25,18 +25,11 @@ func statFields(pid int) []string {
 	if pid <= 0 {
 		return nil
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	_, f, err := usage.StatFields("/proc/" + strconv.Itoa(pid))
 	if err != nil {
 		return nil
 	}
-	// The command name (field 2) may hold spaces and parentheses; fields
-	// after it start past the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(s[i+1:])
+	return f
 }
 
 // Alive reports whether the process recorded as (pid, start) still runs.

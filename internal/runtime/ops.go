@@ -155,16 +155,7 @@ func (st *Store) freeze(id string, on bool) error {
 		if status != want {
 			return fmt.Errorf("container %s is %s, not %s: %w", id, status, want, errdefs.ErrConflict)
 		}
-		cg, err := cgroups.New(s.Cgroup)
-		if err != nil {
-			return err
-		}
-		if on {
-			err = cg.Freeze()
-		} else {
-			err = cg.Thaw()
-		}
-		if err != nil {
+		if err := cgroups.SetFrozen(s.Cgroup, on); err != nil {
 			return err
 		}
 		s.Paused = on

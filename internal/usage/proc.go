@@ -63,7 +63,7 @@ func Processes(proc string, pids []int) ([]Process, error) {
 
 func readProcess(proc string, pid int, boot time.Time, up time.Duration) (Process, error) {
 	dir := filepath.Join(proc, strconv.Itoa(pid))
-	name, f, err := statFields(dir)
+	name, f, err := StatFields(dir)
 	if err != nil {
 		return Process{}, err
 	}
@@ -104,7 +104,7 @@ func readProcess(proc string, pid int, boot time.Time, up time.Duration) (Proces
 // statFields reads DIR/stat: the command name (field 2) and the fields
 // after it, the state (field 3) first. The name may hold spaces and
 // parentheses; the fields after it start past the last ')'.
-func statFields(dir string) (name string, fields []string, err error) {
+func StatFields(dir string) (name string, fields []string, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, "stat"))
 	if err != nil {
 		return "", nil, err
@@ -196,7 +196,7 @@ func NetDev(path string) (rx, tx int64, err error) {
 
 // MemTotal is the machine's memory in bytes, from meminfo under proc.
 func MemTotal(proc string) (int64, error) {
-	v, err := kbField(filepath.Join(proc, "meminfo"), "MemTotal:")
+	v, err := KBField(filepath.Join(proc, "meminfo"), "MemTotal:")
 	return v * 1024, err
 }
 
@@ -204,7 +204,7 @@ func MemTotal(proc string) (int64, error) {
 // process pid under proc.
 func HostOf(proc string, pid int) (*Host, error) {
 	dir := filepath.Join(proc, strconv.Itoa(pid))
-	_, f, err := statFields(dir)
+	_, f, err := StatFields(dir)
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
@@ -212,7 +212,7 @@ func HostOf(proc string, pid int) (*Host, error) {
 		return nil, fmt.Errorf("%s/stat: %d fields, want 15 or more", dir, len(f)+2)
 	}
 	h := &Host{PID: pid, CPUNanos: uint64(atoi(f[11])+atoi(f[12])) * uint64(clockTick)}
-	rss, err := kbField(filepath.Join(dir, "smaps_rollup"), "Rss:")
+	rss, err := KBField(filepath.Join(dir, "smaps_rollup"), "Rss:")
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
@@ -222,7 +222,7 @@ func HostOf(proc string, pid int) (*Host, error) {
 
 // kbField reads the kB figure of the line starting with key in a
 // "Key:   N kB" file.
-func kbField(path, key string) (int64, error) {
+func KBField(path, key string) (int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
