@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -318,8 +319,21 @@ func execJoins(initPid int) ([]nsJoin, error) {
 
 // firstChild is the oldest child of pid, 0 when it has none. Children
 // are listed per thread: the workload is the child of the init's thread
-// that forked it until that thread has ended.
+// that forked it until that thread has ended. While that thread ends,
+// its children move to another thread and for a moment show in no list;
+// so a live pid with no child is asked again, for up to 100 ms.
 func firstChild(pid int) int {
+	for try := 0; ; try++ {
+		c := listedChild(pid)
+		if c > 0 || try == 20 || unix.Kill(pid, 0) != nil {
+			return c
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// listedChild is the first child that pid's threads list, 0 for none.
+func listedChild(pid int) int {
 	tids := []string{strconv.Itoa(pid)}
 	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); err == nil {
 		for _, e := range ents {
