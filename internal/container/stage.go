@@ -3,6 +3,7 @@ package container
 import (
 	"encoding/json"
 	"os"
+	"runtime"
 )
 
 // Hidden verbs of the berth binary that run a container stage.
@@ -23,6 +24,19 @@ const StageProtocol = stageProtocol
 // exitStageMismatch is a stage's exit status when its parent speaks
 // another version of the protocol.
 const exitStageMismatch = 3
+
+// A stage's setup runs on the process's first thread (the thread group
+// leader): its name is the process's comm (what /proc/1/comm and ps
+// show), and its namespaces and credentials are the ones the workload
+// forked from it inherits. Go runs init functions on that thread with
+// the main goroutine locked to it; locking once more here keeps it there
+// through main, where the goroutine could otherwise move to another
+// thread before the stage locks it.
+func init() {
+	if len(os.Args) > 1 && (os.Args[1] == verbInit || os.Args[1] == verbExec) {
+		runtime.LockOSThread()
+	}
+}
 
 // RunStage runs a container stage when args (os.Args) name one: the
 // caller's main must call it first, before anything else. A stage never
