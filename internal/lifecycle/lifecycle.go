@@ -263,7 +263,8 @@ func Pause(st *instance.Store, in *instance.Instance) error {
 }
 
 // Resume thaws what Pause froze and records the instance running. Only a
-// paused instance can be resumed.
+// paused instance can be resumed (a created one becomes running by its
+// start alone).
 func Resume(st *instance.Store, in *instance.Instance) error {
 	return setPaused(st, in, false)
 }
@@ -276,6 +277,10 @@ func setPaused(st *instance.Store, in *instance.Instance, on bool) error {
 	return st.Locked(in.ID, func(x *instance.Instance, write func(*instance.Instance) error) error {
 		if err := instance.CanMove(x.Status, to); err != nil {
 			return fmt.Errorf("instance %s: %w", x.ShortID(), err)
+		}
+		if !on && x.Status != instance.Paused {
+			// A created instance becomes running by its start alone.
+			return fmt.Errorf("instance %s is %s, not paused: %w", x.ShortID(), x.Status, errdefs.ErrConflict)
 		}
 		h, err := Handle(st, x)
 		if err != nil {
