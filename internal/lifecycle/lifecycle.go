@@ -245,6 +245,11 @@ func Signal(st *instance.Store, in *instance.Instance, sig syscall.Signal) error
 			return nil
 		}
 		if err := h.Resume(); err != nil {
+			if dying(x.Pid, x.PidStart) {
+				// It ended meanwhile (its cgroup may be gone): the
+				// owner records the end.
+				return nil
+			}
 			return err
 		}
 		x.Status = instance.Running
@@ -311,8 +316,8 @@ func setPaused(st *instance.Store, in *instance.Instance, on bool) error {
 
 // dying reports whether the process (pid, start) has been sent SIGKILL
 // (pending, or taken and exiting) or is gone. A process frozen with
-// SIGKILL pending never takes it: under cgroup v1's freezer it stays
-// frozen until thawed.
+// SIGKILL pending may never take it: under cgroup v1's freezer it can
+// stay frozen until thawed.
 func dying(pid int, start uint64) bool {
 	if !instance.Alive(pid, start) {
 		return true
