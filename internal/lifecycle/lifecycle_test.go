@@ -380,12 +380,7 @@ func TestPauseRacingKill(t *testing.T) {
 		if got.Status != instance.Stopped {
 			t.Errorf("round %d: recorded %s after the kill", i, got.Status)
 		}
-		if d := cgroupDirs(o.in.Cgroup); len(d) > 0 {
-			t.Errorf("round %d: cgroup left: %v (frozen: %v)", i, d, frozen(o.in.Cgroup))
-		}
-		if instance.Alive(o.in.Pid, o.in.PidStart) {
-			t.Errorf("round %d: the init %d lives", i, o.in.Pid)
-		}
+		wantNothingLeft(t, o.in)
 	}
 }
 
@@ -440,6 +435,17 @@ func gone(pid int, start uint64) bool {
 	return false
 }
 
+// wantNothingLeft checks that in's workload and cgroup are gone.
+func wantNothingLeft(t *testing.T, in *instance.Instance) {
+	t.Helper()
+	if !gone(in.Pid, in.PidStart) {
+		t.Errorf("the workload's init %d lives on", in.Pid)
+	}
+	if d := cgroupDirs(in.Cgroup); len(d) > 0 {
+		t.Errorf("cgroup left: %v (frozen: %v)", d, frozen(in.Cgroup))
+	}
+}
+
 // Reconcile after the owner was killed (kill -9) at each step of an
 // instance's life.
 func TestReconcileAfterOwnerKilled(t *testing.T) {
@@ -473,12 +479,7 @@ func TestReconcileAfterOwnerKilled(t *testing.T) {
 			t.Fatal("the workload died with its owner")
 		}
 		wantLost(t, Reconcile(e.st, in))
-		if !gone(in.Pid, in.PidStart) {
-			t.Errorf("the workload's init %d lives on", in.Pid)
-		}
-		if d := cgroupDirs(in.Cgroup); len(d) > 0 {
-			t.Errorf("cgroup left: %v", d)
-		}
+		wantNothingLeft(t, in)
 	})
 	t.Run("paused", func(t *testing.T) {
 		ow := e.startOwner(t, ownerSpec{Script: "sleep 1000", Start: true})
@@ -494,12 +495,7 @@ func TestReconcileAfterOwnerKilled(t *testing.T) {
 			t.Fatalf("before: %v, %v", in, err)
 		}
 		wantLost(t, Reconcile(e.st, in))
-		if !gone(in.Pid, in.PidStart) {
-			t.Errorf("the frozen workload's init %d lives on", in.Pid)
-		}
-		if d := cgroupDirs(in.Cgroup); len(d) > 0 {
-			t.Errorf("cgroup left: %v", d)
-		}
+		wantNothingLeft(t, in)
 	})
 	t.Run("rm", func(t *testing.T) {
 		ow := e.startOwner(t, ownerSpec{Script: "sleep 1000", Start: true, AutoRemove: true})
@@ -518,12 +514,7 @@ func TestReconcileAfterOwnerKilled(t *testing.T) {
 		if _, err := os.Stat(e.st.Dir(in.ID)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("its directory is left: %v", err)
 		}
-		if !gone(in.Pid, in.PidStart) {
-			t.Errorf("the workload's init %d lives on", in.Pid)
-		}
-		if d := cgroupDirs(in.Cgroup); len(d) > 0 {
-			t.Errorf("cgroup left: %v", d)
-		}
+		wantNothingLeft(t, in)
 	})
 }
 
