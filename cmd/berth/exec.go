@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/tty"
 )
 
@@ -43,7 +44,7 @@ func cmdExec(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := requireRunning(in); err != nil {
+	if err := lifecycle.RequireActive(in); err != nil {
 		return err
 	}
 	if in.Status == instance.Paused {
@@ -71,11 +72,11 @@ func cmdExec(g *globals, args []string) error {
 		}
 		p.User.UID, p.User.GID, p.User.AdditionalGids = u.UID, u.GID, u.Groups
 	}
-	h, err := handleOf(st, in)
+	h, err := lifecycle.Handle(st, in)
 	if err != nil {
 		return err
 	}
-	return execAttached(h, traitsOf(in), &p, *interactive)
+	return execAttached(h, lifecycle.Traits(in), &p, *interactive)
 }
 
 // execAttached runs p in the instance with this terminal's stdio and

@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/signame"
 )
 
@@ -17,6 +18,6 @@ func cmdKill(g *globals, args []string) error {
 		return err
 	}
 	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
-		return signalInstance(st, in, sig)
+		return lifecycle.Signal(st, in, sig)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 )
 
 func cmdLogs(g *globals, args []string) error {
@@ -26,7 +27,7 @@ func cmdLogs(g *globals, args []string) error {
 	}
 	done := func() bool {
 		cur, err := st.Get(in.ID)
-		return err != nil || reconcile(st, cur).Status == instance.Stopped
+		return err != nil || lifecycle.Reconcile(st, cur).Status == instance.Stopped
 	}
 	return instance.ReadLogs(st.LogPath(in.ID), os.Stdout, os.Stderr, *follow, done)
 }

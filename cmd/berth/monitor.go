@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 )
 
 // monitorVerb is the hidden verb of the per-instance monitor process.
@@ -64,7 +65,7 @@ func runDetached(g *globals, guard *startGuard, st *instance.Store, in *instance
 			// The start won the race with the signal: the workload gets
 			// it, as a foreground one would.
 			if _, cur, err := lookupInstance(g, in.ID); err == nil {
-				_ = signalInstance(st, cur, sig)
+				_ = lifecycle.Signal(st, cur, sig)
 			}
 		}
 		return nil
@@ -125,9 +126,9 @@ func cmdMonitor(g *globals, args []string) error {
 	if err != nil {
 		return failMonitor(st, in, report, err)
 	}
-	c, err := startInstance(monitorContext(), g, st, in, nil, nil, stdio, nil)
+	c, err := lifecycle.Start(monitorContext(), lifecycle.StartOptions{Store: st, Instance: in, Stdio: stdio, Root: g.root})
 	drain := copiers.Wait
-	if traitsOf(in).OwnerWritesOutput {
+	if lifecycle.Traits(in).OwnerWritesOutput {
 		// The monitor itself writes the workload's output into the
 		// pipes: they close once the workload has ended.
 		drain = func() { closeChild(); copiers.Wait() }
@@ -154,7 +155,7 @@ func cmdMonitor(g *globals, args []string) error {
 	// Start-up (image lookup, spec, seccomp compile) is over: hand its
 	// heap back to the kernel, the monitor idles from now on.
 	debug.FreeOSMemory()
-	_, _ = finishInstance(st, in, c, drain)
+	_, _ = lifecycle.Finish(st, in, c, drain)
 	if heldStdin != nil {
 		heldStdin.Close()
 	}
@@ -186,7 +187,7 @@ func monitorStdio(in *instance.Instance, log *instance.LogWriter) (container.Std
 		}()
 	}
 	var stdio container.Stdio
-	if in.Tty && traitsOf(in).LocalTerminal {
+	if in.Tty && lifecycle.Traits(in).LocalTerminal {
 		return stdio, &wg, closeChild, nil
 	}
 	if in.Interactive {

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 )
 
 func cmdPs(g *globals, args []string) error {
@@ -28,7 +29,7 @@ func cmdPs(g *globals, args []string) error {
 	}
 	shown := []*instance.Instance{}
 	for _, in := range list {
-		in = reconcile(st, in)
+		in = lifecycle.Reconcile(st, in)
 		if in.AutoRemove && in.Status == instance.Stopped {
 			continue // reconcile removed it
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 )
 
 func cmdRm(g *globals, args []string) error {
@@ -27,7 +28,7 @@ func cmdRm(g *globals, args []string) error {
 			if !*force {
 				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
 			}
-			_ = signalInstance(st, in, syscall.SIGKILL)
+			_ = lifecycle.Signal(st, in, syscall.SIGKILL)
 			if !waitStopped(st, in.ID, 10*time.Second) {
 				return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
 			}

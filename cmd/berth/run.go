@@ -13,6 +13,7 @@ import (
 	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/tty"
 	"github.com/berth-dev/berth/internal/vm"
 )
@@ -292,10 +293,12 @@ func runForeground(g *globals, guard *startGuard, st *instance.Store, in *instan
 	// With -t an engine with a local terminal allocates it on the host
 	// and stdio is not used (c.Console() is its master); otherwise the
 	// instance's own terminal streams through stdio.
-	if in.Tty && !traitsOf(in).LocalTerminal {
+	if in.Tty && !lifecycle.Traits(in).LocalTerminal {
 		stdio.Stdin = os.Stdin
 	}
-	c, err := startInstance(guard.context(), g, st, in, b, saved, stdio, pre)
+	c, err := lifecycle.Start(guard.context(), lifecycle.StartOptions{
+		Store: st, Instance: in, Bundle: b, Saved: saved, Stdio: stdio, Prepared: pre, Root: g.root,
+	})
 	trace("workload started")
 	if err != nil {
 		_ = st.Remove(in.ID)
@@ -312,7 +315,7 @@ func runForeground(g *globals, guard *startGuard, st *instance.Store, in *instan
 		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) { _ = c.Resize(uint16(b.Height), uint16(b.Width)) })
 		defer restore()
 	}
-	exit, endErr := finishInstance(st, in, c, nil)
+	exit, endErr := lifecycle.Finish(st, in, c, nil)
 	trace("instance finished and cleaned up")
 	stop()
 	if endErr != nil {

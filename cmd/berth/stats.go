@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 	ustats "github.com/berth-dev/berth/internal/usage" // main has a usage()
 )
 
@@ -106,7 +107,7 @@ func statsTargets(g *globals, refs []string) ([]statsTarget, error) {
 			return nil, err
 		}
 		for _, in := range all {
-			if in = reconcile(st, in); in.Status == instance.Running {
+			if in = lifecycle.Reconcile(st, in); in.Status == instance.Running {
 				list = append(list, in)
 			}
 		}
@@ -116,14 +117,14 @@ func statsTargets(g *globals, refs []string) ([]statsTarget, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := requireRunning(in); err != nil {
+		if err := lifecycle.RequireActive(in); err != nil {
 			return nil, err
 		}
 		list = append(list, in)
 	}
 	var out []statsTarget
 	for _, in := range list {
-		h, err := handleOf(st, in)
+		h, err := lifecycle.Handle(st, in)
 		if err != nil {
 			return nil, err
 		}

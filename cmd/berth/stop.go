@@ -9,6 +9,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 )
 
 func cmdStop(g *globals, args []string) error {
@@ -51,35 +52,14 @@ func stopInstance(st *instance.Store, in *instance.Instance, grace time.Duration
 	if !in.Status.Active() {
 		return nil
 	}
-	if err := signalInstance(st, in, syscall.SIGTERM); err == nil && waitStopped(st, in.ID, grace) {
+	if err := lifecycle.Signal(st, in, syscall.SIGTERM); err == nil && waitStopped(st, in.ID, grace) {
 		return nil
 	}
-	_ = signalInstance(st, in, syscall.SIGKILL)
+	_ = lifecycle.Signal(st, in, syscall.SIGKILL)
 	if waitStopped(st, in.ID, 10*time.Second) {
 		return nil
 	}
 	return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
-}
-
-// signalInstance relays sig to the instance's workload through its
-// engine (SIGKILL ends the whole instance).
-func signalInstance(st *instance.Store, in *instance.Instance, sig syscall.Signal) error {
-	if !in.Status.Active() || !instance.Alive(in.Pid, in.PidStart) {
-		return fmt.Errorf("instance %s is not running: %w", in.ShortID(), errdefs.ErrConflict)
-	}
-	h, err := handleOf(st, in)
-	if err != nil {
-		return err
-	}
-	if err := h.Signal(sig); err != nil {
-		return err
-	}
-	if in.Status == instance.Paused {
-		// A frozen workload takes the signal once it thaws: as Docker
-		// does for a paused container, berth thaws it after signalling.
-		return setPaused(st, in, false)
-	}
-	return nil
 }
 
 // waitStopped waits until the record says stopped (or is gone, for --rm
@@ -91,7 +71,7 @@ func waitStopped(st *instance.Store, id string, timeout time.Duration) bool {
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return true
 		}
-		if err == nil && reconcile(st, in).Status == instance.Stopped {
+		if err == nil && lifecycle.Reconcile(st, in).Status == instance.Stopped {
 			return true
 		}
 		if time.Since(start) > timeout {

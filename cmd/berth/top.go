@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/lifecycle"
 )
 
 // cmdTop lists the processes of an instance with `docker top`'s default
@@ -27,10 +28,10 @@ func cmdTop(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := requireRunning(in); err != nil {
+	if err := lifecycle.RequireActive(in); err != nil {
 		return err
 	}
-	h, err := handleOf(st, in)
+	h, err := lifecycle.Handle(st, in)
 	if err != nil {
 		return err
 	}

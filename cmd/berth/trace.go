@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/lifecycle"
 )
 
 // processStart is when this process's main began; BERTH_TRACE=1 makes
@@ -26,5 +27,6 @@ func traceAt(step string, at time.Time) {
 func init() {
 	if tracing {
 		container.Trace = func(step string, at time.Time) { traceAt("engine: "+step, at) }
+		lifecycle.Trace = traceAt
 	}
 }

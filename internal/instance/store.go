@@ -278,25 +278,49 @@ func (s *Store) List() ([]*Instance, error) {
 // Update applies fn to the current record under the instance's lock and
 // writes it back. A status change must be one the state machine allows.
 func (s *Store) Update(id string, fn func(*Instance) error) (*Instance, error) {
-	unlock, err := lockFile(filepath.Join(s.Dir(id), "lock"))
+	var out *Instance
+	err := s.Locked(id, func(in *Instance, write func(*Instance) error) error {
+		if err := fn(in); err != nil {
+			return err
+		}
+		out = in
+		return write(in)
+	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// Locked calls fn with the current record of instance id under the
+// instance's lock, so that what fn does to the instance (freeze it,
+// signal it) and to its record is one step for every other process that
+// takes the lock (Update, Locked). fn may change the record and write
+// it with write, which checks the status change against the state
+// machine; what fn does not write is not kept.
+func (s *Store) Locked(id string, fn func(in *Instance, write func(*Instance) error) error) error {
+	unlock, err := lockFile(filepath.Join(s.Dir(id), "lock"))
+	if err != nil {
+		return err
 	}
 	defer unlock()
 	in, err := s.read(id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	before := in.Status
-	if err := fn(in); err != nil {
-		return nil, err
-	}
-	if in.Status != before {
-		if err := CanMove(before, in.Status); err != nil {
-			return nil, fmt.Errorf("instance %s: %w", in.ShortID(), err)
+	return fn(in, func(x *Instance) error {
+		if x.Status != before {
+			if err := CanMove(before, x.Status); err != nil {
+				return fmt.Errorf("instance %s: %w", x.ShortID(), err)
+			}
 		}
-	}
-	return in, s.write(in)
+		if err := s.write(x); err != nil {
+			return err
+		}
+		before = x.Status
+		return nil
+	})
 }
 
 // Remove deletes the record, its name and everything in its directory.
