@@ -29,7 +29,7 @@ func cmdRm(g *globals, args []string) error {
 				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
 			}
 			_ = lifecycle.Signal(st, in, syscall.SIGKILL)
-			if !waitStopped(st, in.ID, 10*time.Second) {
+			if !lifecycle.WaitStopped(st, in.ID, 10*time.Second) {
 				return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
 			}
 		}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -24,7 +22,7 @@ func cmdStop(g *globals, args []string) error {
 		return err
 	}
 	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
-		return stopInstance(st, in, grace)
+		return lifecycle.Stop(st, in, grace)
 	})
 }
 
@@ -44,39 +42,4 @@ func gracePeriod(secs int) (time.Duration, error) {
 		return noLimit, nil
 	}
 	return time.Duration(secs) * time.Second, nil
-}
-
-// stopInstance sends SIGTERM, waits up to grace for the instance to end,
-// then sends SIGKILL and waits for its owner to record the end.
-func stopInstance(st *instance.Store, in *instance.Instance, grace time.Duration) error {
-	if !in.Status.Active() {
-		return nil
-	}
-	if err := lifecycle.Signal(st, in, syscall.SIGTERM); err == nil && waitStopped(st, in.ID, grace) {
-		return nil
-	}
-	_ = lifecycle.Signal(st, in, syscall.SIGKILL)
-	if waitStopped(st, in.ID, 10*time.Second) {
-		return nil
-	}
-	return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
-}
-
-// waitStopped waits until the record says stopped (or is gone, for --rm
-// instances), reconciling it in case its owner died.
-func waitStopped(st *instance.Store, id string, timeout time.Duration) bool {
-	start := time.Now()
-	for {
-		in, err := st.Get(id)
-		if errors.Is(err, errdefs.ErrNotFound) {
-			return true
-		}
-		if err == nil && lifecycle.Reconcile(st, in).Status == instance.Stopped {
-			return true
-		}
-		if time.Since(start) > timeout {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -372,3 +372,38 @@ func Handle(st *instance.Store, in *instance.Instance) (engine.Handle, error) {
 func OneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 }
+
+// Stop sends SIGTERM, waits up to grace for the instance to end,
+// then sends SIGKILL and waits for its owner to record the end.
+func Stop(st *instance.Store, in *instance.Instance, grace time.Duration) error {
+	if !in.Status.Active() {
+		return nil
+	}
+	if err := Signal(st, in, syscall.SIGTERM); err == nil && WaitStopped(st, in.ID, grace) {
+		return nil
+	}
+	_ = Signal(st, in, syscall.SIGKILL)
+	if WaitStopped(st, in.ID, 10*time.Second) {
+		return nil
+	}
+	return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
+}
+
+// WaitStopped waits until the record says stopped (or is gone, for --rm
+// instances), reconciling it in case its owner died.
+func WaitStopped(st *instance.Store, id string, timeout time.Duration) bool {
+	start := time.Now()
+	for {
+		in, err := st.Get(id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return true
+		}
+		if err == nil && Reconcile(st, in).Status == instance.Stopped {
+			return true
+		}
+		if time.Since(start) > timeout {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -542,4 +543,68 @@ func TestReconcileLeavesALiveOwnersInstance(t *testing.T) {
 	if !gone(in.Pid, in.PidStart) {
 		t.Errorf("the workload's init %d lives on", in.Pid)
 	}
+}
+
+// TestStop: a workload that ends on SIGTERM ends with it; one that ignores
+// it is killed once the grace period is over.
+func TestStop(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		script string
+		code   int
+	}{
+		{"exec sleep 1000", 143},
+		{"trap '' TERM; sleep 1000", 137},
+	} {
+		o := e.start(t, c.script)
+		if c.code == 137 {
+			waitIgnoring(t, o.in.Cgroup, syscall.SIGTERM)
+		}
+		if err := Stop(e.st, o.in, 300*time.Millisecond); err != nil {
+			t.Fatalf("stop %q: %v", c.script, err)
+		}
+		o.wait(t)
+		got, err := e.st.Get(o.in.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != instance.Stopped || got.ExitCode == nil || *got.ExitCode != c.code {
+			t.Errorf("stop %q: %s, exit %v; want stopped, %d", c.script, got.Status, exitOf(got), c.code)
+		}
+		wantNothingLeft(t, got)
+		// Stopping a stopped instance does nothing.
+		if err := Stop(e.st, got, time.Second); err != nil {
+			t.Errorf("stop of a stopped instance: %v", err)
+		}
+	}
+}
+
+// exitOf is a record's exit code as text, "none" when it has none.
+func exitOf(in *instance.Instance) string {
+	if in.ExitCode == nil {
+		return "none"
+	}
+	return strconv.Itoa(*in.ExitCode)
+}
+
+// waitIgnoring waits until a process of cgroup cg ignores sig (its shell
+// has run its trap).
+func waitIgnoring(t *testing.T, cg string, sig syscall.Signal) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, d := range cgroupDirs(cg) {
+			procs, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			for _, pid := range strings.Fields(string(procs)) {
+				status, _ := os.ReadFile("/proc/" + pid + "/status")
+				for _, line := range strings.Split(string(status), "\n") {
+					if mask, ok := strings.CutPrefix(line, "SigIgn:\t"); ok {
+						if m, err := strconv.ParseUint(mask, 16, 64); err == nil && m&(1<<(sig-1)) != 0 {
+							return
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Fatalf("no process of %s came to ignore %v", cg, sig)
 }
