@@ -9,7 +9,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
-	rt "github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/instance"
 )
 
 // event is runc's event envelope; data is a stats object for "stats".
@@ -71,7 +71,7 @@ func cmdEvents(_ context.Context, g *globals, args []string) error {
 		if err != nil {
 			return err
 		}
-		if s.Status() == rt.Stopped {
+		if s.Status == instance.Stopped {
 			if *once {
 				return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
 			}
