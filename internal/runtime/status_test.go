@@ -130,29 +130,49 @@ func TestReconcileDeadIsStopped(t *testing.T) {
 	}
 }
 
+// fixture is a store with records written by hand over live processes:
+// "created" (a container whose init waits for start), "started" (a
+// container that says created, whose init execve'd), "createdvm",
+// "running" (a container) and "stopped" (a VM whose pid is alive).
+func fixture(t *testing.T) (st *Store, pid int) {
+	t.Helper()
+	st = newTestStore(t)
+	waiting, wstart := liveProcess(t, true)
+	pid, start := liveProcess(t, false)
+	for id, r := range map[string]struct {
+		isolation, status string
+		pid               int
+		start             uint64
+	}{
+		"created":   {"container", "created", waiting, wstart},
+		"started":   {"container", "created", pid, start},
+		"createdvm": {"vm", "created", pid, start},
+		"running":   {"container", "running", pid, start},
+		"stopped":   {"vm", "stopped", pid, start},
+	} {
+		record(t, st, id, map[string]any{"isolation": r.isolation, "status": r.status, "pid": r.pid, "pidStart": r.start})
+	}
+	return st, pid
+}
+
 // A created container whose init no longer waits for start runs; one
 // whose init waits is created. A created VM runs once its owner made the
 // running marker.
 func TestReconcileCreatedToRunning(t *testing.T) {
-	st := newTestStore(t)
-	waiting, wstart := liveProcess(t, true)
-	execed, estart := liveProcess(t, false)
-	record(t, st, "waits", map[string]any{"isolation": "container", "status": "created", "pid": waiting, "pidStart": wstart})
-	record(t, st, "started", map[string]any{"isolation": "container", "status": "created", "pid": execed, "pidStart": estart})
-	record(t, st, "vm", map[string]any{"isolation": "vm", "status": "created", "pid": execed, "pidStart": estart})
-	for id, want := range map[string]instance.Status{"waits": instance.Created, "started": instance.Running, "vm": instance.Created} {
+	st, pid := fixture(t)
+	for id, want := range map[string]instance.Status{"created": instance.Created, "started": instance.Running, "createdvm": instance.Created} {
 		if s := mustLoad(t, st, id); s.Status != want {
 			t.Errorf("%s: status %s, want %s", id, s.Status, want)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(st.Dir("vm"), vmRunningFile), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(st.Dir("createdvm"), vmRunningFile), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := mustLoad(t, st, "vm")
+	s := mustLoad(t, st, "createdvm")
 	if s.Status != instance.Running {
 		t.Fatalf("VM with its running marker: %s", s.Status)
 	}
-	if oci := s.OCI(); oci.Pid != execed || oci.Status != specs.StateRunning {
+	if oci := s.OCI(); oci.Pid != pid || oci.Status != specs.StateRunning {
 		t.Fatalf("OCI state of a running VM: %+v", oci)
 	}
 }
@@ -199,13 +219,7 @@ func wantRefusal(t *testing.T, what string, err error, msg string) {
 // The verbs check their moves with the state machine and refuse, in one
 // line, what it forbids; nothing is changed by a refusal.
 func TestTransitionsRefused(t *testing.T) {
-	st := newTestStore(t)
-	waiting, wstart := liveProcess(t, true)
-	pid, start := liveProcess(t, false)
-	record(t, st, "created", map[string]any{"isolation": "container", "status": "created", "pid": waiting, "pidStart": wstart})
-	record(t, st, "createdvm", map[string]any{"isolation": "vm", "status": "created", "pid": pid, "pidStart": start})
-	record(t, st, "running", map[string]any{"isolation": "container", "status": "running", "pid": pid, "pidStart": start})
-	record(t, st, "stopped", map[string]any{"isolation": "vm", "status": "stopped", "pid": pid, "pidStart": start})
+	st, _ := fixture(t)
 
 	wantRefusal(t, "pause of a created container", st.Pause("created"), "container created is created, cannot become paused")
 	wantRefusal(t, "pause of a created VM", st.Pause("createdvm"), "container createdvm is created, cannot become paused")
