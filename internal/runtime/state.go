@@ -184,7 +184,8 @@ type legacyRecord struct {
 // upgrade fills in the isolation and status of a record written by an
 // older berth-runtime, which stored neither: a VM is the one with a VM
 // record beside it; the status is what its started and paused flags said
-// (reconcile does the rest).
+// (reconcile does the rest). An isolation or status it does not know is
+// refused.
 func (st *Store) upgrade(s *State, b []byte) error {
 	if s.Isolation == "" {
 		s.Isolation = instance.IsolationContainer
@@ -192,8 +193,15 @@ func (st *Store) upgrade(s *State, b []byte) error {
 			s.Isolation = instance.IsolationVM
 		}
 	}
-	if s.Status != "" {
+	if s.Isolation != instance.IsolationContainer && s.Isolation != instance.IsolationVM {
+		return fmt.Errorf("isolation %q: want container or vm: %w", s.Isolation, errdefs.ErrInvalid)
+	}
+	switch s.Status {
+	case instance.Created, instance.Running, instance.Paused, instance.Stopped:
 		return nil
+	case "":
+	default:
+		return fmt.Errorf("status %q: want created, running, paused or stopped: %w", s.Status, errdefs.ErrInvalid)
 	}
 	var old legacyRecord
 	if err := json.Unmarshal(b, &old); err != nil {

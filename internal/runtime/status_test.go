@@ -206,6 +206,10 @@ func TestUpgradeOldRecord(t *testing.T) {
 			t.Errorf("%s: %s %s, want %s %s", id, s.Isolation, s.Status, want.isolation, want.status)
 		}
 	}
+	record(t, st, "odd", map[string]any{"isolation": "container", "status": "frozen", "pid": pid, "pidStart": start})
+	if _, err := st.Load("odd"); !errors.Is(err, errdefs.ErrInvalid) || err.Error() != `container odd: state.json: status "frozen": want created, running, paused or stopped: invalid` {
+		t.Errorf("unknown status: %v", err)
+	}
 }
 
 // wantRefusal checks a refused verb: a conflict, in one line.
