@@ -146,7 +146,7 @@ func TestRuntimeLifecycle(t *testing.T) {
 	if s := ociState(t, rt, root, id)["status"]; s != "running" {
 		t.Fatalf("after start: status %v", s)
 	}
-	if r := runCmd(t, nil, rt, "--root", root, "start", id); r.code == 0 || !strings.Contains(r.stderr, "only a created container") {
+	if r := runCmd(t, nil, rt, "--root", root, "start", id); r.code == 0 || !strings.Contains(r.stderr, "is running, cannot become running") {
 		t.Fatalf("second start: exit %d, %q", r.code, r.stderr)
 	}
 	if out := mustCmd(t, rt, "--root", root, "exec", id, "hostname"); out != "rtbox\n" {

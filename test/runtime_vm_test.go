@@ -130,7 +130,7 @@ func TestRuntimeVMLifecycle(t *testing.T) {
 	if tmpl, _ := filepath.Glob(filepath.Join(data, "vm", "runtime", id+"-*", "cache", "templates")); len(tmpl) > 0 {
 		t.Errorf("berth-runtime made templates for its bundle: %v", tmpl)
 	}
-	if r := runCmd(t, nil, rt, "--root", root, "start", id); r.code == 0 || !strings.Contains(r.stderr, "only a created container") {
+	if r := runCmd(t, nil, rt, "--root", root, "start", id); r.code == 0 || !strings.Contains(r.stderr, "is running, cannot become running") {
 		t.Fatalf("second start: exit %d, %q", r.code, r.stderr)
 	}
 	if out := mustCmd(t, rt, "--root", root, "exec", id, "hostname"); out != "vmbox\n" {

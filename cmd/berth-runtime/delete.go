@@ -16,8 +16,5 @@ func cmdDelete(_ context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if st.IsVM(id) {
-		return st.DeleteVM(id, *force)
-	}
 	return st.Delete(id, *force)
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
-	rt "github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/instance"
 )
 
 // event is runc's event envelope; data is a stats object for "stats".
@@ -71,13 +71,10 @@ func cmdEvents(_ context.Context, g *globals, args []string) error {
 		if err != nil {
 			return err
 		}
-		if s.Status() == rt.Stopped {
-			if *once {
-				return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
-			}
+		if s.Status == instance.Stopped && !*once {
 			return nil
 		}
-		cs, err := st.Stats(id)
+		cs, err := st.Stats(id) // refuses a stopped container
 		if err != nil {
 			return err
 		}

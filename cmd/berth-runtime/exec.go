@@ -99,45 +99,14 @@ func cmdExec(ctx context.Context, g *globals, args []string) error {
 	if p.Terminal && detach && consoleSocket == "" {
 		return fmt.Errorf("a terminal with --detach needs --console-socket: %w", errdefs.ErrInvalid)
 	}
-	if st.IsVM(id) {
-		code, err := st.ExecVM(ctx, id, p, rt.ExecOptions{Detach: detach, PidFile: pidFile, ConsoleSocket: consoleSocket})
-		if err != nil || detach {
-			return err
-		}
-		return exitStatus(code)
-	}
-	proc, err := st.Exec(ctx, id, p, container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
-	if err != nil {
+	code, err := st.Exec(ctx, id, p, rt.ExecOptions{
+		Stdio:  container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+		Detach: detach, PidFile: pidFile, ConsoleSocket: consoleSocket,
+	})
+	if err != nil || detach {
 		return err
 	}
-	var stopCopy func()
-	if cons := proc.Console(); cons != nil {
-		if consoleSocket != "" {
-			err := rt.SendConsole(consoleSocket, cons)
-			cons.Close()
-			if err != nil {
-				proc.Signal(9)
-				return err
-			}
-		} else {
-			stopCopy = copyTerminal(cons)
-		}
-	}
-	if err := rt.WritePidFile(pidFile, proc.Pid()); err != nil {
-		proc.Signal(9)
-		return err
-	}
-	if detach {
-		return nil
-	}
-	exit, err := proc.Wait()
-	if stopCopy != nil {
-		stopCopy()
-	}
-	if err != nil {
-		return err
-	}
-	return exitStatus(exit.Code)
+	return exitStatus(code)
 }
 
 // parseUser takes UID[:GID] or a user name.

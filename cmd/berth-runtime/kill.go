@@ -32,11 +32,5 @@ func cmdKill(_ context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if st.IsVM(fs.Arg(0)) {
-		// The owner relays the signal to the guest's workload, and
-		// --all has nothing more to reach: the guest's processes are
-		// not the host's.
-		return st.KillVM(fs.Arg(0), sig)
-	}
 	return st.Kill(fs.Arg(0), sig, *all)
 }

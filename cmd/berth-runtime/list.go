@@ -42,7 +42,7 @@ func cmdList(_ context.Context, g *globals, args []string) error {
 	case "json":
 		out := make([]stateJSON, 0, len(all))
 		for _, s := range all {
-			oci := st.StateOf(s)
+			oci := s.OCI()
 			out = append(out, stateJSON{OCIVersion: oci.Version, ID: s.ID, Pid: oci.Pid, Status: string(oci.Status),
 				Bundle: s.Bundle, Rootfs: s.Rootfs, Created: s.Created, Owner: s.Owner, Annotations: s.Annotations})
 		}
@@ -51,7 +51,7 @@ func cmdList(_ context.Context, g *globals, args []string) error {
 		w := tabwriter.NewWriter(os.Stdout, 12, 1, 3, ' ', 0)
 		fmt.Fprintln(w, "ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER")
 		for _, s := range all {
-			oci := st.StateOf(s)
+			oci := s.OCI()
 			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", s.ID, oci.Pid, oci.Status, s.Bundle, s.Created.Format(time.RFC3339Nano), s.Owner)
 		}
 		return w.Flush()

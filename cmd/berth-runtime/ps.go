@@ -27,9 +27,6 @@ func cmdPs(_ context.Context, g *globals, args []string) error {
 		return err
 	}
 	pids, err := st.Pids(fs.Arg(0))
-	if st.IsVM(fs.Arg(0)) {
-		pids, err = st.PidsVM(fs.Arg(0))
-	}
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/instance"
+	rt "github.com/berth-dev/berth/internal/runtime"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,14 +40,10 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 	}
 	var stopCopy func()
 	if c.Console != nil {
-		stopCopy = copyTerminal(c.Console)
+		stopCopy = rt.CopyTerminal(c.Console, o.Stdio)
 	}
-	start, del := st.Start, st.Delete
-	if st.IsVM(id) {
-		start, del = st.StartVM, st.DeleteVM
-	}
-	if err := start(id); err != nil {
-		del(id, true)
+	if err := st.Start(id); err != nil {
+		st.Delete(id, true)
 		return err
 	}
 	if *detach {
@@ -73,7 +70,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 		stopCopy()
 	}
 	if !*keep {
-		if err := del(id, true); err != nil {
+		if err := st.Delete(id, true); err != nil {
 			return err
 		}
 	}

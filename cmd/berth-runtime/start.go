@@ -12,8 +12,5 @@ func cmdStart(_ context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if st.IsVM(id) {
-		return st.StartVM(id)
-	}
 	return st.Start(id)
 }

@@ -34,7 +34,7 @@ func cmdState(_ context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	oci := st.StateOf(s)
+	oci := s.OCI()
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(stateJSON{

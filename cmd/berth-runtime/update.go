@@ -10,7 +10,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
-	rt "github.com/berth-dev/berth/internal/runtime"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -137,9 +136,6 @@ func cmdUpdate(_ context.Context, g *globals, args []string) error {
 	st, err := g.store()
 	if err != nil {
 		return err
-	}
-	if st.IsVM(id) {
-		return rt.VMNotSupported(id, "update")
 	}
 	return st.Update(id, r)
 }

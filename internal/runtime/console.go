@@ -2,9 +2,11 @@ package runtime
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 
+	"github.com/berth-dev/berth/internal/container"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,4 +29,26 @@ func SendConsole(socket string, master *os.File) error {
 		return fmt.Errorf("console socket %s: send the terminal: %w", socket, err)
 	}
 	return nil
+}
+
+// CopyTerminal relays a terminal's master to stdio (for run and exec in
+// the foreground without a console socket). The returned function waits
+// for the output to drain, then closes the master.
+func CopyTerminal(master *os.File, stdio container.Stdio) func() {
+	done := make(chan struct{})
+	go func() {
+		var out io.Writer = io.Discard
+		if stdio.Stdout != nil {
+			out = stdio.Stdout
+		}
+		io.Copy(out, master) // ends with EIO once every slave is closed
+		close(done)
+	}()
+	if stdio.Stdin != nil {
+		go io.Copy(master, stdio.Stdin)
+	}
+	return func() {
+		<-done
+		master.Close()
+	}
 }

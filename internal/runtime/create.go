@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/internal/caps"
@@ -76,7 +75,7 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 	if err != nil {
 		return nil, err
 	}
-	if isolation == "vm" {
+	if isolation == instance.IsolationVM {
 		return st.createVM(o, bundle, spec) // vm.go
 	}
 	if err := checkSpec(spec); err != nil {
@@ -142,6 +141,8 @@ func (st *Store) Create(ctx context.Context, o CreateOptions) (_ *CreateResult, 
 		Created:     time.Now().UTC(),
 		Annotations: spec.Annotations,
 		Resources:   spec.Linux.Resources,
+		Isolation:   instance.IsolationContainer,
+		Status:      instance.Created,
 		Owner:       "root",
 	}
 	defer func() {
@@ -271,9 +272,9 @@ func isolationOf(flag string, spec *specs.Spec) (string, error) {
 	}
 	switch level {
 	case "", "container":
-		return "container", nil
+		return instance.IsolationContainer, nil
 	case "vm":
-		return "vm", nil
+		return instance.IsolationVM, nil
 	}
 	return "", fmt.Errorf("isolation %q: want container or vm: %w", level, errdefs.ErrInvalid)
 }
@@ -325,16 +326,4 @@ func cgroupPath(id, p string) (string, error) {
 		return "", fmt.Errorf("cgroupsPath %q: the root cgroup: %w", p, errdefs.ErrInvalid)
 	}
 	return c, nil
-}
-
-// killAll kills a container's process and everything in its cgroup
-// and waits for the cgroup to empty.
-func killAll(s *State) error {
-	if instance.Alive(s.Pid, s.PidStart) {
-		unix.Kill(s.Pid, syscall.SIGKILL)
-	}
-	if err := container.Cleanup(s.Cgroup); err != nil {
-		return err
-	}
-	return nil
 }

@@ -1,8 +1,12 @@
 package runtime
 
+// The OCI verbs. Each is one method of Store for both isolations: it
+// locks and loads the record, checks the transition with the state
+// machine (instance.CanMove), has the isolation's backend do what only
+// it knows how to, runs the hooks and writes the new status.
+
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,25 +16,58 @@ import (
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/instance"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
+// backend is what differs between a container (containerBackend) and a
+// VM (vmBackend) under the OCI verbs.
+type backend interface {
+	// started reports whether the workload of a record that says
+	// created has started all the same (reconcile's fact).
+	started(s *State) bool
+	// start releases a created workload through its start listener at
+	// addr and returns once it runs (spec is the bundle's).
+	start(s *State, spec *specs.Spec, addr string) error
+	// kill sends sig to the workload; with all, to every host process
+	// of it.
+	kill(s *State, sig syscall.Signal, all bool) error
+	// destroy kills whatever is left of the instance and frees what it
+	// holds outside its state directory.
+	destroy(s *State) error
+	// pids lists the host processes of a live instance.
+	pids(s *State) ([]int, error)
+	// exec runs p in the instance and returns its exit status (0 with
+	// Detach, once it runs).
+	exec(ctx context.Context, s *State, p *specs.Process, o ExecOptions) (int, error)
+	// update changes the limits in force (s.Resources with them).
+	update(s *State, r *specs.LinuxResources) error
+}
+
+// backend is the one place where the isolation of a record picks the
+// code that runs it.
+func (st *Store) backend(s *State) backend {
+	if s.Isolation == instance.IsolationVM {
+		return vmBackend{dir: st.Dir(s.ID)}
+	}
+	return containerBackend{dir: st.Dir(s.ID)}
+}
+
 // Start releases a created container's workload (the OCI "start"
-// operation): startContainer hooks, the start message to the init, which
-// execve's the workload, then poststart hooks. A poststart failure is
-// returned but the workload keeps running, as the runtime spec says.
+// operation): startContainer hooks, the workload, then poststart hooks.
+// A poststart failure is returned but the workload keeps running, as the
+// runtime spec says.
 func (st *Store) Start(id string) error {
-	s, l, err := st.loadCreated(id, (*State).Status)
+	s, l, err := st.loadLocked(id)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
-	spec, err := st.Spec(id)
-	if err != nil {
+	if err := s.can(instance.Running, ""); err != nil {
 		return err
 	}
-	state, err := json.Marshal(s.OCI()) // startContainer hooks run in the container
+	spec, err := st.Spec(id)
 	if err != nil {
 		return err
 	}
@@ -39,67 +76,46 @@ func (st *Store) Start(id string) error {
 		return fmt.Errorf("container %s: %w", id, unwrap(err))
 	}
 	defer d.Close()
-	if err := container.StartDetached(startAddr(int(d.Fd())), state); err != nil {
+	if err := st.backend(s).start(s, spec, startAddr(int(d.Fd()))); err != nil {
 		return err
 	}
 	os.Remove(filepath.Join(st.Dir(id), "start.sock"))
-	s.Started = true
+	if err := s.move(instance.Running); err != nil {
+		return err
+	}
 	if err := st.Save(s); err != nil {
 		return err
 	}
 	return runHooks(spec, HookPoststart, s.OCI())
 }
 
-// Kill sends sig to the container's process, or with all to every
-// process in its cgroup.
+// Kill sends sig to the container's workload, or with all to every host
+// process of it (a VM's owner relays the signal into the guest, whose
+// processes are not the host's). A paused one is thawed for SIGKILL and
+// SIGTERM: frozen processes only act on them once thawed.
 func (st *Store) Kill(id string, sig syscall.Signal, all bool) error {
 	s, err := st.Load(id)
 	if err != nil {
 		return err
 	}
-	if s.Status() == Stopped {
-		return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
-	}
-	if !all {
-		if err := unix.Kill(s.Pid, sig); err != nil {
-			return fmt.Errorf("container %s: kill %d: %w", id, s.Pid, err)
-		}
-		return nil
-	}
-	cg, err := cgroups.New(s.Cgroup)
-	if err != nil {
+	if err := s.can(instance.Stopped, "be killed"); err != nil {
 		return err
 	}
-	pids, err := cg.Pids()
-	if err != nil {
+	if err := st.backend(s).kill(s, sig, all); err != nil {
 		return err
 	}
-	for _, p := range pids {
-		unix.Kill(p, sig)
-	}
-	if s.Paused && (sig == unix.SIGKILL || sig == unix.SIGTERM) {
-		// Frozen processes only act on the signal once thawed.
-		cg.Thaw()
+	if s.Status == instance.Paused && (sig == unix.SIGKILL || sig == unix.SIGTERM) && s.Cgroup != "" {
+		cgroups.SetFrozen(s.Cgroup, false)
 	}
 	return nil
 }
 
-// lockForDelete locks and loads container id for Delete and DeleteVM;
-// with force a container that does not exist is no error (a nil lock).
-func (st *Store) lockForDelete(id string, force bool) (*Lock, *State, error) {
-	l, err := st.lock(id)
-	if err != nil {
-		if force && errorsIsNotFound(err) {
-			return nil, nil, nil
-		}
-		return nil, nil, err
+// signalPid sends sig to the workload's own process.
+func signalPid(s *State, sig syscall.Signal) error {
+	if err := unix.Kill(s.Pid, sig); err != nil {
+		return fmt.Errorf("container %s: kill %d: %w", s.ID, s.Pid, err)
 	}
-	s, err := st.Load(id)
-	if err != nil {
-		l.Unlock()
-		return nil, nil, err
-	}
-	return l, s, nil
+	return nil
 }
 
 // Delete removes a container (the OCI "delete" operation). A running or
@@ -108,24 +124,26 @@ func (st *Store) lockForDelete(id string, force bool) (*Lock, *State, error) {
 // after everything is gone. With force a missing container is not an
 // error.
 func (st *Store) Delete(id string, force bool) error {
-	l, s, err := st.lockForDelete(id, force)
-	if err != nil || l == nil {
+	s, l, err := st.loadLocked(id)
+	if err != nil {
+		if force && errorsIsNotFound(err) {
+			return nil
+		}
 		return err
 	}
 	defer l.Unlock()
-	status := s.Status()
-	if (status == Running || status == Paused) && !force {
-		return fmt.Errorf("container %s is %s: stop it first or use --force: %w", id, status, errdefs.ErrConflict)
+	if !force {
+		if err := s.need("be deleted", instance.Created, instance.Stopped); err != nil {
+			return fmt.Errorf("%w: stop it first or use --force", err)
+		}
 	}
-	if err := killAll(s); err != nil {
-		return err
+	if err := st.backend(s).destroy(s); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
 	}
+	s.Status = instance.Stopped
 	var hookErr error
 	if spec, err := st.Spec(id); err == nil {
-		state := s.OCI()
-		state.Status = specs.StateStopped
-		state.Pid = 0
-		hookErr = runHooks(spec, HookPoststop, state)
+		hookErr = runHooks(spec, HookPoststop, s.OCI())
 	}
 	if err := os.RemoveAll(st.Dir(id)); err != nil {
 		return fmt.Errorf("container %s: remove state: %w", id, unwrap(err))
@@ -133,33 +151,28 @@ func (st *Store) Delete(id string, force bool) error {
 	return hookErr
 }
 
-// Pause freezes every process of the container.
+// Pause freezes every process of a running container (a VM's cgroup
+// holds QEMU: the whole guest stops).
 func (st *Store) Pause(id string) error {
-	return st.freeze(id, true)
+	return st.freeze(id, instance.Paused)
 }
 
 // Resume thaws a paused container.
 func (st *Store) Resume(id string) error {
-	return st.freeze(id, false)
+	return st.freeze(id, instance.Running)
 }
 
-func (st *Store) freeze(id string, on bool) error {
+func (st *Store) freeze(id string, to instance.Status) error {
 	_, err := st.update(id, func(s *State) error {
-		// A VM's status is its own (a created VM's owner is alive and no
-		// longer berth's init, which s.Status would read as running).
-		status := string(st.StateOf(s).Status)
-		want := Running
-		if !on {
-			want = Paused
+		if to == instance.Running {
+			if err := s.need("resume", instance.Paused); err != nil {
+				return err
+			}
 		}
-		if status != want {
-			return fmt.Errorf("container %s is %s, not %s: %w", id, status, want, errdefs.ErrConflict)
-		}
-		if err := cgroups.SetFrozen(s.Cgroup, on); err != nil {
+		if err := s.move(to); err != nil {
 			return err
 		}
-		s.Paused = on
-		return nil
+		return cgroups.SetFrozen(s.Cgroup, to == instance.Paused)
 	})
 	return err
 }
@@ -168,30 +181,69 @@ func (st *Store) freeze(id string, on bool) error {
 // limits in force: a field that r leaves nil keeps its value.
 func (st *Store) Update(id string, r *specs.LinuxResources) error {
 	_, err := st.update(id, func(s *State) error {
-		if s.Status() == Stopped {
-			return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
-		}
-		merged := mergeResources(s.Resources, r)
-		cg, err := cgroups.New(s.Cgroup)
-		if err != nil {
+		if err := s.need("be updated", instance.Created, instance.Running, instance.Paused); err != nil {
 			return err
 		}
-		var devices []specs.LinuxDevice // what the device rules allow besides
-		if spec, err := st.Spec(id); err == nil && spec.Linux != nil {
-			devices = spec.Linux.Devices
-		}
-		if err := cg.Update(container.ResourcesOf(merged, devices)); err != nil {
-			return err
-		}
-		// What the engine does not drive (cpuset, real-time, memory
-		// extras): the fields r sets, applied again.
-		if err := applyExtraResources(s.Cgroup, r); err != nil {
-			return err
-		}
-		s.Resources = merged
-		return nil
+		return st.backend(s).update(s, r)
 	})
 	return err
+}
+
+// Stats reads the counters of the container's cgroup (a VM's: its owner,
+// QEMU and virtiofsd).
+func (st *Store) Stats(id string) (cgroups.Stats, error) {
+	s, err := st.Load(id)
+	if err != nil {
+		return cgroups.Stats{}, err
+	}
+	if err := s.need("report stats", instance.Created, instance.Running, instance.Paused); err != nil {
+		return cgroups.Stats{}, err
+	}
+	cg, err := cgroups.New(s.Cgroup)
+	if err != nil {
+		return cgroups.Stats{}, err
+	}
+	return cg.Stats()
+}
+
+// Pids lists the host pids of the container's processes (none once it
+// stopped).
+func (st *Store) Pids(id string) ([]int, error) {
+	s, err := st.Load(id)
+	if err != nil {
+		return nil, err
+	}
+	if s.Status == instance.Stopped {
+		return []int{}, nil
+	}
+	return st.backend(s).pids(s)
+}
+
+// ExecOptions are how an exec's process is run.
+type ExecOptions struct {
+	// Stdio is the process's fds 0-2 (without a terminal).
+	Stdio container.Stdio
+	// Detach returns once the process runs (the caller, a subreaper such
+	// as the containerd shim, waits for it).
+	Detach bool
+	// PidFile receives the process's host pid.
+	PidFile string
+	// ConsoleSocket receives a terminal's master; without it the
+	// terminal is relayed to Stdio.
+	ConsoleSocket string
+}
+
+// Exec runs p in a created or running container and returns its exit
+// status (see ExecOptions). Its host process is a child of the caller.
+func (st *Store) Exec(ctx context.Context, id string, p *specs.Process, o ExecOptions) (int, error) {
+	s, err := st.Load(id)
+	if err != nil {
+		return 125, err
+	}
+	if err := s.need("exec", instance.Created, instance.Running); err != nil {
+		return 125, err
+	}
+	return st.backend(s).exec(ctx, s, p, o)
 }
 
 // mergeResources lays the set fields of r over cur.
@@ -267,60 +319,6 @@ func mergeResources(cur, r *specs.LinuxResources) *specs.LinuxResources {
 		out.Devices = append(append([]specs.LinuxDeviceCgroup{}, out.Devices...), r.Devices...)
 	}
 	return out
-}
-
-// Stats reads the container's cgroup counters.
-func (st *Store) Stats(id string) (cgroups.Stats, error) {
-	s, err := st.Load(id)
-	if err != nil {
-		return cgroups.Stats{}, err
-	}
-	if s.Status() == Stopped {
-		return cgroups.Stats{}, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
-	}
-	cg, err := cgroups.New(s.Cgroup)
-	if err != nil {
-		return cgroups.Stats{}, err
-	}
-	return cg.Stats()
-}
-
-// Pids lists the host pids of the container's processes.
-func (st *Store) Pids(id string) ([]int, error) {
-	s, err := st.Load(id)
-	if err != nil {
-		return nil, err
-	}
-	if s.Status() == Stopped {
-		return []int{}, nil
-	}
-	cg, err := cgroups.New(s.Cgroup)
-	if err != nil {
-		return nil, err
-	}
-	pids, err := cg.Pids()
-	if pids == nil {
-		pids = []int{}
-	}
-	return pids, err
-}
-
-// Exec starts p in a created or running container with the container's
-// own seccomp profile. The process is a child of the caller; its host pid
-// is Process.Pid.
-func (st *Store) Exec(ctx context.Context, id string, p *specs.Process, stdio container.Stdio) (*container.Process, error) {
-	s, err := st.Load(id)
-	if err != nil {
-		return nil, err
-	}
-	if status := s.Status(); status != Running && status != Created {
-		return nil, fmt.Errorf("container %s is %s: cannot exec: %w", id, status, errdefs.ErrConflict)
-	}
-	spec, err := st.Spec(id)
-	if err != nil {
-		return nil, err
-	}
-	return container.ExecWithSeccomp(ctx, s.Pid, s.Cgroup, p, spec.Linux.Seccomp, stdio)
 }
 
 // errorsIsNotFound reports an ErrNotFound-class error.

@@ -3,14 +3,16 @@
 // separate process, so everything a container is lives on disk, in its
 // state directory ROOT/ID (ROOT is --root, /run/berth-runtime by default):
 //
-//	ROOT/ID/state.json   the record: pid and its start time, bundle, cgroup, ...
+//	ROOT/ID/state.json   the record: isolation, status, pid and its start time, bundle, cgroup, ...
 //	ROOT/ID/config.json  the bundle's spec as it was at create
 //	ROOT/ID/start.sock   the init's start listener while the container is created
 //	ROOT/ID/lock         flocked by every verb that changes the record
 //
-// The status is never stored: it is derived from the process (see
-// State.Status), so a container whose process died is "stopped" without
-// anyone recording it.
+// The status is stored (an instance.Status) and written at each
+// transition a verb makes, which instance.CanMove checks. What happens
+// without a verb (the process dies, the workload starts) is observed
+// when the record is loaded (see reconcile): a container whose process
+// died is "stopped" without anyone recording it first.
 package runtime
 
 import (
@@ -21,8 +23,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/internal/atomicfile"
@@ -36,56 +38,22 @@ import (
 // DefaultRoot is where container state lives unless --root says otherwise.
 const DefaultRoot = "/run/berth-runtime"
 
-// The statuses of the OCI state, plus paused (runc's too).
-const (
-	Creating = "creating"
-	Created  = "created"
-	Running  = "running"
-	Paused   = "paused"
-	Stopped  = "stopped"
-)
-
 // State is one container's record (ROOT/ID/state.json).
 type State struct {
-	ID          string                `json:"id"`
-	Bundle      string                `json:"bundle"`
-	Rootfs      string                `json:"rootfs"`
-	Pid         int                   `json:"pid"`
-	PidStart    uint64                `json:"pidStart"` // the pid's start time, so a reused pid is not taken for it
-	Cgroup      string                `json:"cgroup"`
-	Created     time.Time             `json:"created"`
-	Annotations map[string]string     `json:"annotations,omitempty"`
-	Started     bool                  `json:"started"` // start released the workload
-	Paused      bool                  `json:"paused"`
-	Resources   *specs.LinuxResources `json:"resources,omitempty"` // the limits now in force
-	Owner       string                `json:"owner,omitempty"`
-}
-
-// Status derives the container's status from its process: stopped when
-// the process is gone (or its pid was reused), created while the init
-// still waits for start, paused when frozen, running otherwise.
-func (s *State) Status() string {
-	if !instance.Alive(s.Pid, s.PidStart) {
-		return Stopped
-	}
-	if s.Paused {
-		return Paused
-	}
-	if !s.Started && awaitingStart(s.Pid) {
-		return Created
-	}
-	return Running
-}
-
-// awaitingStart reports whether pid is still berth's init (before the
-// execve of the workload): its command line is the init stage's.
-func awaitingStart(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	args := strings.Split(string(b), "\x00")
-	return len(args) >= 2 && args[0] == "berth-init" && args[1] == "__init"
+	ID          string            `json:"id"`
+	Bundle      string            `json:"bundle"`
+	Rootfs      string            `json:"rootfs"`
+	Pid         int               `json:"pid"`
+	PidStart    uint64            `json:"pidStart"` // the pid's start time, so a reused pid is not taken for it
+	Cgroup      string            `json:"cgroup"`
+	Created     time.Time         `json:"created"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Isolation is instance.IsolationContainer or instance.IsolationVM.
+	Isolation string `json:"isolation"`
+	// Status is the status as of the last transition or observation.
+	Status    instance.Status       `json:"status"`
+	Resources *specs.LinuxResources `json:"resources,omitempty"` // the limits now in force
+	Owner     string                `json:"owner,omitempty"`
 }
 
 // OCI is the state as the runtime spec defines it (hooks get it on stdin,
@@ -94,7 +62,7 @@ func (s *State) OCI() specs.State {
 	st := specs.State{
 		Version:     specs.Version,
 		ID:          s.ID,
-		Status:      specs.ContainerState(s.Status()),
+		Status:      specs.ContainerState(s.Status),
 		Bundle:      s.Bundle,
 		Annotations: s.Annotations,
 	}
@@ -173,23 +141,142 @@ func notExist(id string) error {
 	return fmt.Errorf("container %s does not exist: %w", id, errdefs.ErrNotFound)
 }
 
-// Load reads a container's record.
+// Load reads a container's record, its status brought up to date with
+// what its processes say (reconcile); only a verb that holds the lock
+// writes that back (loadLocked).
 func (st *Store) Load(id string) (*State, error) {
+	s, _, err := st.load(id)
+	return s, err
+}
+
+// load is Load that also returns the status as stored.
+func (st *Store) load(id string) (*State, instance.Status, error) {
 	if err := CheckID(id); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	b, err := os.ReadFile(filepath.Join(st.Dir(id), "state.json"))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, notExist(id)
+			return nil, "", notExist(id)
 		}
-		return nil, fmt.Errorf("container %s: %w", id, unwrap(err))
+		return nil, "", fmt.Errorf("container %s: %w", id, unwrap(err))
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("container %s: state.json: %w", id, err)
+		return nil, "", fmt.Errorf("container %s: state.json: %w", id, err)
 	}
-	return &s, nil
+	stored := s.Status
+	if err := st.upgrade(&s, b); err != nil {
+		return nil, "", fmt.Errorf("container %s: state.json: %w", id, err)
+	}
+	st.reconcile(&s)
+	return &s, stored, nil
+}
+
+// legacyRecord is what a record written by a berth-runtime older than
+// the stored status had instead: whether start released the workload and
+// whether it was paused.
+type legacyRecord struct {
+	Started bool `json:"started"`
+	Paused  bool `json:"paused"`
+}
+
+// upgrade fills in the isolation and status of a record written by an
+// older berth-runtime, which stored neither: a VM is the one with a VM
+// record beside it; the status is what its started and paused flags said
+// (reconcile does the rest). An isolation or status it does not know is
+// refused.
+func (st *Store) upgrade(s *State, b []byte) error {
+	if s.Isolation == "" {
+		s.Isolation = instance.IsolationContainer
+		if _, err := os.Stat(filepath.Join(st.Dir(s.ID), vmRecordFile)); err == nil {
+			s.Isolation = instance.IsolationVM
+		}
+	}
+	if s.Isolation != instance.IsolationContainer && s.Isolation != instance.IsolationVM {
+		return fmt.Errorf("isolation %q: want container or vm: %w", s.Isolation, errdefs.ErrInvalid)
+	}
+	switch s.Status {
+	case instance.Created, instance.Running, instance.Paused, instance.Stopped:
+		return nil
+	case "":
+	default:
+		return fmt.Errorf("status %q: want created, running, paused or stopped: %w", s.Status, errdefs.ErrInvalid)
+	}
+	var old legacyRecord
+	if err := json.Unmarshal(b, &old); err != nil {
+		return err
+	}
+	switch {
+	case old.Paused:
+		s.Status = instance.Paused
+	case old.Started:
+		s.Status = instance.Running
+	default:
+		s.Status = instance.Created
+	}
+	return nil
+}
+
+// reconcile moves the stored status on to what the processes say
+// happened without a verb: a workload whose process is gone (or whose pid
+// was reused) is stopped; a created one whose workload started all the
+// same (see backend.started) is running.
+func (st *Store) reconcile(s *State) {
+	switch {
+	case s.Status == instance.Stopped:
+	case !instance.Alive(s.Pid, s.PidStart):
+		s.Status = instance.Stopped
+	case s.Status == instance.Created && st.backend(s).started(s):
+		s.Status = instance.Running
+	}
+}
+
+// transitionError is a verb refused by the state machine: "container ID
+// is FROM, cannot VERB", classed as a conflict.
+type transitionError struct {
+	id, verb string
+	*instance.TransitionError
+}
+
+func (e *transitionError) Error() string {
+	return fmt.Sprintf("container %s is %s, cannot %s", e.id, e.From, e.verb)
+}
+
+func (e *transitionError) Unwrap() error { return e.TransitionError }
+
+// can checks that s may become to, for a verb described as what ("" is
+// "become TO").
+func (s *State) can(to instance.Status, what string) error {
+	err := instance.CanMove(s.Status, to)
+	if err == nil {
+		return nil
+	}
+	if what == "" {
+		what = "become " + string(to)
+	}
+	var te *instance.TransitionError
+	errors.As(err, &te)
+	return &transitionError{id: s.ID, verb: what, TransitionError: te}
+}
+
+// move makes s's status to, if the state machine allows it.
+func (s *State) move(to instance.Status) error {
+	if err := s.can(to, ""); err != nil {
+		return err
+	}
+	s.Status = to
+	return nil
+}
+
+// need refuses a verb in any status but those given: one that makes no
+// transition (exec, update, stats), or resume, whose move (to running)
+// start makes too.
+func (s *State) need(what string, ok ...instance.Status) error {
+	if slices.Contains(ok, s.Status) {
+		return nil
+	}
+	return &transitionError{id: s.ID, verb: what, TransitionError: &instance.TransitionError{From: s.Status}}
 }
 
 // Save writes a container's record atomically.
@@ -223,31 +310,20 @@ func (st *Store) List() ([]*State, error) {
 	return out, nil
 }
 
-// loadLocked takes a container's lock and loads its record; the caller
-// unlocks.
+// loadLocked takes a container's lock and loads its record, writing
+// back what reconcile observed; the caller unlocks.
 func (st *Store) loadLocked(id string) (*State, *Lock, error) {
 	l, err := st.lock(id)
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := st.Load(id)
+	s, stored, err := st.load(id)
+	if err == nil && s.Status != stored {
+		err = st.Save(s)
+	}
 	if err != nil {
 		l.Unlock()
 		return nil, nil, err
-	}
-	return s, l, nil
-}
-
-// loadCreated is loadLocked for a container that must be created (and
-// not yet started): status is its status as the caller sees it.
-func (st *Store) loadCreated(id string, status func(*State) string) (*State, *Lock, error) {
-	s, l, err := st.loadLocked(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	if now := status(s); now != Created {
-		l.Unlock()
-		return nil, nil, fmt.Errorf("container %s is %s: only a created container can be started: %w", id, now, errdefs.ErrConflict)
 	}
 	return s, l, nil
 }

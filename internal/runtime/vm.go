@@ -78,20 +78,6 @@ type procRef struct {
 	Start uint64 `json:"start"`
 }
 
-// VMNotSupported is the error of the verbs VM isolation does not have.
-func VMNotSupported(id, what string) error {
-	return fmt.Errorf("container %s: %s is not supported for VM isolation: %w", id, what, errdefs.ErrNotSupported)
-}
-
-// IsVM reports whether container id runs in a VM.
-func (st *Store) IsVM(id string) bool {
-	if CheckID(id) != nil {
-		return false
-	}
-	_, err := os.Stat(filepath.Join(st.Dir(id), vmRecordFile))
-	return err == nil
-}
-
 // dataRoot is berth's data root, whose vm/ directory holds the guest
 // caches (shared with `berth run --vm`) and the VMs' work directories.
 func dataRoot() string {
@@ -227,6 +213,8 @@ func (st *Store) createVM(o CreateOptions, bundle string, spec *specs.Spec) (_ *
 		Cgroup:      cgroup,
 		Created:     time.Now().UTC(),
 		Annotations: spec.Annotations,
+		Isolation:   instance.IsolationVM,
+		Status:      instance.Created,
 		Owner:       "root",
 	}
 	if spec.Linux != nil {
@@ -241,7 +229,7 @@ func (st *Store) createVM(o CreateOptions, bundle string, spec *specs.Spec) (_ *
 	if err := st.Save(s); err != nil {
 		return nil, err
 	}
-	state := st.vmOCI(s)
+	state := s.OCI()
 	state.Status = specs.StateCreating
 	for _, point := range []string{HookPrestart, HookCreateRuntime, HookCreateContainer} {
 		if err := runHooks(spec, point, state); err != nil {
@@ -299,17 +287,7 @@ func startOwner(dir string, listener *os.File, stdio []*os.File, terminal bool, 
 	cmd := exec.Command("/proc/self/exe", OwnerVerb, dir)
 	cmd.Args[0] = "berth-runtime"
 	cmd.Dir = "/"
-	// Assigned one by one: a nil *os.File in the interface would not
-	// be os/exec's nil (/dev/null).
-	if stdio[0] != nil {
-		cmd.Stdin = stdio[0]
-	}
-	if stdio[1] != nil {
-		cmd.Stdout = stdio[1]
-	}
-	if stdio[2] != nil {
-		cmd.Stderr = stdio[2]
-	}
+	setStdio(cmd, stdio)
 	cmd.ExtraFiles = []*os.File{w, listener}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: terminal}
 	err = startIn(cmd, netns)
@@ -328,6 +306,21 @@ func startOwner(dir string, listener *os.File, stdio []*os.File, terminal bool, 
 		return 0, fmt.Errorf("VM owner: %s", msg)
 	}
 	return 0, fmt.Errorf("the VM owner exited at start: %w", errdefs.ErrUnavailable)
+}
+
+// setStdio makes stdio (nil for /dev/null) cmd's fds 0-2. They are
+// assigned one by one: a nil *os.File in the interface would not be
+// os/exec's nil.
+func setStdio(cmd *exec.Cmd, stdio []*os.File) {
+	if stdio[0] != nil {
+		cmd.Stdin = stdio[0]
+	}
+	if stdio[1] != nil {
+		cmd.Stdout = stdio[1]
+	}
+	if stdio[2] != nil {
+		cmd.Stderr = stdio[2]
+	}
 }
 
 // startIn starts cmd, in the network namespace at path netns if given.
