@@ -7,6 +7,7 @@
 //	snapshots/<hex>/     one unpacked layer per diffID, in overlayfs form
 //	leases/<alg>-<hex>   flock files: a shared lock marks a manifest in use
 //	tmp/                 staging; every entry is flocked while in use
+//	locks/<alg>-<hex>    flock files: a pull downloading a blob holds its lock
 //	lock                 flock serialising refs.json updates and GC
 //
 // Lifecycle: Import stages and verifies every blob in tmp and unpacks each
