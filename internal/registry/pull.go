@@ -92,7 +92,7 @@ func Pull(ctx context.Context, s *image.Store, ref string, o Options) (*Result, 
 	}
 	res, err := pull(ctx, s, r, o)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, err)
+		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
 	return res, nil
 }
@@ -119,9 +119,11 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 		return nil, err
 	}
 	defer in.Close()
-	report := o.Progress
-	if report == nil {
-		report = func(Event) {}
+	// Progress speaks of layers, as Docker's does, not of the config.
+	report := func(e Event) {
+		if o.Progress != nil && e.Layer != m.Config.Digest {
+			o.Progress(e)
+		}
 	}
 	blobs := append([]ocispec.Descriptor{m.Config}, m.Layers...)
 	var ds []digest.Digest

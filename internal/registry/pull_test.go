@@ -247,7 +247,7 @@ func TestPullFailures(t *testing.T) {
 			reg.set(func(f *faults) { *f = tc.f })
 			_, err := Pull(context.Background(), s, tc.ref, quick())
 			reg.set(func(f *faults) { *f = faults{} })
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pull "+tc.ref+": ") || strings.Contains(err.Error(), "\n") {
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), tc.ref+": ") || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("got %v, want one line naming %s and %q", err, tc.ref, tc.want)
 			}
 			t.Logf("%v", err)
@@ -296,12 +296,12 @@ func TestPlainHTTPOnlyToLoopback(t *testing.T) {
 
 func TestParseReference(t *testing.T) {
 	for in, want := range map[string][2]string{
-		"busybox":                      {"busybox:latest", "index.docker.io/library/busybox:latest"},
-		"library/busybox:1.36":         {"busybox:1.36", "index.docker.io/library/busybox:1.36"},
-		"docker.io/user/app":           {"user/app:latest", "index.docker.io/user/app:latest"},
+		"busybox":                      {"busybox:latest", "docker.io/library/busybox:latest"},
+		"library/busybox:1.36":         {"busybox:1.36", "docker.io/library/busybox:1.36"},
+		"docker.io/user/app":           {"user/app:latest", "docker.io/user/app:latest"},
 		"localhost:5000/app:v1":        {"localhost:5000/app:v1", "localhost:5000/app:v1"},
 		"ghcr.io/org/app/sub:tag":      {"ghcr.io/org/app/sub:tag", "ghcr.io/org/app/sub:tag"},
-		"busybox@sha256:" + hex64('a'): {"", "index.docker.io/library/busybox@sha256:" + hex64('a')},
+		"busybox@sha256:" + hex64('a'): {"", "docker.io/library/busybox@sha256:" + hex64('a')},
 	} {
 		r, err := ParseReference(in)
 		if err != nil || r.Name != want[0] || r.String() != want[1] {

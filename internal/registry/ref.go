@@ -59,8 +59,32 @@ func ParseReference(s string) (Reference, error) {
 	return r, nil
 }
 
-// String is the full reference: "index.docker.io/library/busybox:latest".
-func (r Reference) String() string { return r.ref.Name() }
+// String is the full reference as Docker prints it:
+// "docker.io/library/busybox:latest".
+func (r Reference) String() string {
+	if r.Host() == name.DefaultRegistry {
+		return "docker.io/" + strings.TrimPrefix(r.ref.Name(), name.DefaultRegistry+"/")
+	}
+	return r.ref.Name()
+}
+
+// Familiar is the short form Docker's messages use: "busybox:latest",
+// "busybox@sha256:...".
+func (r Reference) Familiar() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return r.familiarRepo() + "@" + r.Digest.String()
+}
+
+// familiarRepo is the repository without Docker Hub's host and
+// "library/": "busybox", "user/app", "localhost:5000/app".
+func (r Reference) familiarRepo() string {
+	if r.Host() == name.DefaultRegistry {
+		return strings.TrimPrefix(r.Repository(), "library/")
+	}
+	return r.Host() + "/" + r.Repository()
+}
 
 // Host is the registry's host[:port]: "index.docker.io", "localhost:5000".
 func (r Reference) Host() string { return r.ref.Context().RegistryStr() }
@@ -77,7 +101,7 @@ func (r Reference) Pinned(d digest.Digest) string {
 	if r.Name != "" {
 		return r.Name
 	}
-	return r.ref.Context().Name() + "@" + d.String()
+	return r.familiarRepo() + "@" + d.String()
 }
 
 // HostPlatform is the platform of this host, the default of Pull.
