@@ -3,10 +3,15 @@ package test
 import (
 	"io"
 	"log"
+	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
@@ -95,4 +100,67 @@ func TestPullAndRun(t *testing.T) {
 			t.Fatalf("run --vm of the pulled image: %q", out)
 		}
 	})
+}
+
+// slowBlobs passes requests to h, writing blob bodies in small pieces
+// with pauses, so a pull can be killed in the middle of its downloads.
+func slowBlobs(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			w = &slowWriter{ResponseWriter: w}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type slowWriter struct{ http.ResponseWriter }
+
+func (s *slowWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), 32<<10)
+		m, err := s.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+		time.Sleep(10 * time.Millisecond)
+	}
+	return n, nil
+}
+
+// TestPullKilled kills berth pull with SIGKILL at moments spread over the
+// pull: each time no image appears and nothing of the pull stays in the
+// store's staging area once the next pull has run; the last pull completes.
+func TestPullKilled(t *testing.T) {
+	srv := httptest.NewServer(slowBlobs(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))))
+	defer srv.Close()
+	layout := ociLayout(t, testutilRootfs(t), "v1")
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/e2e/killed:v1"
+	skopeoPush(t, layout, "v1", ref)
+	for i := range 8 {
+		cmd := exec.Command(berthBin, "--root", berthRoot, "pull", ref)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(20+rand.IntN(550)) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		if out := must(t, "image", "ls"); strings.Contains(out, ref) {
+			// A pull that finished before the kill is fine once.
+			must(t, "image", "rm", ref)
+			t.Logf("kill %d came after the pull completed", i)
+		}
+	}
+	start := time.Now()
+	must(t, "pull", ref)
+	t.Logf("a whole pull took %v", time.Since(start))
+	if ents, err := os.ReadDir(filepath.Join(berthRoot, "image", "tmp")); err != nil || len(ents) != 0 {
+		t.Fatalf("staging after the killed pulls and a complete one: %v %v", ents, err)
+	}
+	if out := must(t, "run", "--rm", ref, "echo", "survived"); out != "survived\n" {
+		t.Fatalf("run: %q", out)
+	}
+	must(t, "image", "rm", ref)
 }
