@@ -128,23 +128,7 @@ func (s *Store) lockBlob(ctx context.Context, d digest.Digest) (*os.File, error)
 
 // sweepLocks removes the blob lock files nobody holds; the caller holds
 // the store lock exclusively.
-func (s *Store) sweepLocks() {
-	ents, err := os.ReadDir(s.path("locks"))
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		p := s.path("locks", e.Name())
-		f, err := os.Open(p)
-		if err != nil {
-			continue
-		}
-		if lockfile.Flock(f, unix.LOCK_EX|unix.LOCK_NB) == nil {
-			os.Remove(p)
-		}
-		f.Close()
-	}
-}
+func (s *Store) sweepLocks() { s.sweepUnheld("locks", nil) }
 
 // Commit imports the image whose manifest is desc (the manifest and every
 // blob it names at their BlobPath) and names it name, or leaves it unnamed
@@ -180,23 +164,16 @@ func (in *Ingest) Commit(ctx context.Context, desc ocispec.Descriptor, name stri
 // HasManifest reports whether an image of the store has the manifest d,
 // under name when name is not "" (normalised as NormalizeName does).
 func (s *Store) HasManifest(d digest.Digest, name string) (Image, bool) {
-	unlock, err := s.lock(false)
-	if err != nil {
-		return Image{}, false
-	}
-	defer unlock()
-	r, err := s.readRefs()
-	if err != nil {
-		return Image{}, false
-	}
 	n, _ := NormalizeName(name)
-	for id, rec := range r.Images {
-		if rec.Manifest == d && (name == "" || slices.Contains(rec.Names, n)) {
-			img, err := s.loadImage(id, rec)
-			return img, err == nil
+	img, err := s.withRefs(false, func(r *refs) (digest.Digest, error) {
+		for id, rec := range r.Images {
+			if rec.Manifest == d && (name == "" || slices.Contains(rec.Names, n)) {
+				return id, nil
+			}
 		}
-	}
-	return Image{}, false
+		return "", errdefs.ErrNotFound
+	})
+	return img, err == nil
 }
 
 // Tag gives the image src names (as Resolve finds it) the name dst too;
@@ -206,22 +183,11 @@ func (s *Store) Tag(src, dst string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	unlock, err := s.lock(true)
-	if err != nil {
-		return Image{}, err
-	}
-	defer unlock()
-	r, err := s.readRefs()
-	if err != nil {
-		return Image{}, err
-	}
-	id, _, err := r.find(src)
-	if err != nil {
-		return Image{}, err
-	}
-	r.addImage(id, r.Images[id].Manifest, []string{name})
-	if err := s.writeRefs(r); err != nil {
-		return Image{}, err
-	}
-	return s.loadImage(id, r.Images[id])
+	return s.withRefs(true, func(r *refs) (digest.Digest, error) {
+		id, _, err := r.find(src)
+		if err == nil {
+			r.addImage(id, r.Images[id].Manifest, []string{name})
+		}
+		return id, err
+	})
 }

@@ -240,7 +240,17 @@ func (s *Store) List() ([]Image, error) {
 // prefix of at least 4 hex digits of its ID. It fails with ErrNotFound
 // when nothing, or more than one image, matches.
 func (s *Store) Resolve(ref string) (Image, error) {
-	unlock, err := s.lock(false)
+	return s.withRefs(false, func(r *refs) (digest.Digest, error) {
+		id, _, err := r.find(ref)
+		return id, err
+	})
+}
+
+// withRefs runs pick on refs.json under the store lock and returns the
+// image whose ID pick returns. With write, the lock is exclusive and
+// refs.json is written back after pick (which may change it).
+func (s *Store) withRefs(write bool, pick func(r *refs) (digest.Digest, error)) (Image, error) {
+	unlock, err := s.lock(write)
 	if err != nil {
 		return Image{}, err
 	}
@@ -249,9 +259,14 @@ func (s *Store) Resolve(ref string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	id, _, err := r.find(ref)
+	id, err := pick(r)
 	if err != nil {
 		return Image{}, err
+	}
+	if write {
+		if err := s.writeRefs(r); err != nil {
+			return Image{}, err
+		}
 	}
 	return s.loadImage(id, r.Images[id])
 }

@@ -54,6 +54,14 @@ func storeState(t *testing.T, s *image.Store) []string {
 	return files
 }
 
+// sameStore fails the test when the store is not as storeState saw it.
+func sameStore(t *testing.T, s *image.Store, before []string) {
+	t.Helper()
+	if after := storeState(t, s); !slices.Equal(before, after) {
+		t.Fatalf("store changed:\n%q\n%q", before, after)
+	}
+}
+
 func pullOK(t *testing.T, s *image.Store, ref string, o Options) *Result {
 	t.Helper()
 	res, err := Pull(context.Background(), s, ref, o)
@@ -146,9 +154,7 @@ func TestPullPlatforms(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "no linux/s390x image") || !strings.Contains(err.Error(), ref) {
 		t.Fatalf("pull of a platform the index lacks: %v", err)
 	}
-	if after := storeState(t, s); !slices.Equal(before, after) {
-		t.Fatalf("store changed:\n%q\n%q", before, after)
-	}
+	sameStore(t, s, before)
 }
 
 func TestPullByDigest(t *testing.T) {
@@ -211,9 +217,7 @@ func TestPullAuth(t *testing.T) {
 				t.Fatalf("pull with a wrong password: %v", err)
 			}
 			t.Logf("wrong password: %v", err)
-			if after := storeState(t, s); !slices.Equal(before, after) {
-				t.Fatalf("store changed:\n%q\n%q", before, after)
-			}
+			sameStore(t, s, before)
 			dockerConfig(t, reg.host(), "alice", "secret")
 			pullOK(t, s, ref, quick())
 		})
@@ -251,9 +255,7 @@ func TestPullFailures(t *testing.T) {
 				t.Fatalf("got %v, want one line naming %s and %q", err, tc.ref, tc.want)
 			}
 			t.Logf("%v", err)
-			if after := storeState(t, s); !slices.Equal(before, after) {
-				t.Fatalf("store changed:\n%q\n%q", before, after)
-			}
+			sameStore(t, s, before)
 		})
 	}
 }

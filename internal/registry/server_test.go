@@ -285,13 +285,18 @@ func (r *testRegistry) push(t *testing.T, repoTag string, img v1.Image) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var saved faults
-	r.set(func(f *faults) { saved, *f = *f, faults{} })
-	defer r.set(func(f *faults) { *f = saved })
+	defer r.withoutFaults()()
 	if err := remote.Write(ref, img); err != nil {
 		t.Fatal(err)
 	}
 	return ref.String()
+}
+
+// withoutFaults turns the faults off and returns what turns them on again.
+func (r *testRegistry) withoutFaults() (restore func()) {
+	var saved faults
+	r.set(func(f *faults) { saved, *f = *f, faults{} })
+	return func() { r.set(func(f *faults) { *f = saved }) }
 }
 
 // pushIndex writes an index of imgs (one per platform) as repoTag.
@@ -308,9 +313,7 @@ func (r *testRegistry) pushIndex(t *testing.T, repoTag string, imgs map[string]v
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: p}})
 	}
-	var saved faults
-	r.set(func(f *faults) { saved, *f = *f, faults{} })
-	defer r.set(func(f *faults) { *f = saved })
+	defer r.withoutFaults()()
 	if err := remote.WriteIndex(ref, idx); err != nil {
 		t.Fatal(err)
 	}
