@@ -63,15 +63,17 @@ func cmdPull(g *globals, args []string) error {
 
 // pullImage pulls ref as `berth pull` does, progress and summary written
 // to out. SIGINT and SIGTERM stop it, leaving the store as it was.
-func pullImage(s *image.Store, ref string, o registry.Options, out io.Writer) (*registry.Result, error) {
+// The lines of preface come first, once the pull has something to show:
+// a pull that fails before it finds the image prints only its error.
+func pullImage(s *image.Store, ref string, o registry.Options, out io.Writer, preface ...string) (*registry.Result, error) {
 	r, err := registry.ParseReference(ref)
 	if err != nil {
 		return nil, err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(out, "%s: Pulling from %s\n", r.Identifier(), r.Repository())
 	d := newPullDisplay(out)
+	d.preface = append(preface, fmt.Sprintf("%s: Pulling from %s", r.Identifier(), r.Repository()))
 	o.Progress = d.event
 	res, err := registry.Pull(ctx, s, ref, o)
 	d.finish(err == nil)
@@ -107,6 +109,7 @@ func pullRef(g *globals, policy, ref string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	var preface []string
 	if policy == "missing" {
 		_, err := s.Resolve(ref)
 		if !errors.Is(err, errdefs.ErrNotFound) {
@@ -116,9 +119,9 @@ func pullRef(g *globals, policy, ref string) (string, error) {
 		if perr != nil {
 			return "", err // not a name a registry has: the store's error
 		}
-		fmt.Fprintf(os.Stderr, "Unable to find image '%s' locally\n", r.Familiar())
+		preface = append(preface, fmt.Sprintf("Unable to find image '%s' locally", r.Familiar()))
 	}
-	res, err := pullImage(s, ref, registry.Options{}, os.Stderr)
+	res, err := pullImage(s, ref, registry.Options{}, os.Stderr, preface...)
 	if err != nil {
 		return "", fmt.Errorf("pull %w", err)
 	}
@@ -139,6 +142,16 @@ type pullDisplay struct {
 	last   time.Time
 	// complete is set once the image is in the store.
 	complete bool
+	// preface is printed before the first layer's line, or at the end.
+	preface []string
+}
+
+// flushPreface prints the preface if it is still due; the caller holds mu.
+func (d *pullDisplay) flushPreface() {
+	for _, l := range d.preface {
+		fmt.Fprintln(d.w, l)
+	}
+	d.preface = nil
 }
 
 func newPullDisplay(w io.Writer) *pullDisplay {
@@ -149,6 +162,7 @@ func newPullDisplay(w io.Writer) *pullDisplay {
 func (d *pullDisplay) event(e registry.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.flushPreface()
 	prev, seen := d.events[e.Layer]
 	if !seen {
 		d.order = append(d.order, e.Layer)
@@ -172,6 +186,9 @@ func (d *pullDisplay) finish(stored bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.complete = stored
+	if stored {
+		d.flushPreface()
+	}
 	switch {
 	case d.tty && len(d.order) > 0:
 		d.draw()
