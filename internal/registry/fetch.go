@@ -34,6 +34,8 @@ type fetcher struct {
 	attempts int
 	// backoff is the first wait between tries; it doubles after each.
 	backoff time.Duration
+	// stall is how long a request may receive nothing.
+	stall time.Duration
 }
 
 // retryable marks an error after which another try may succeed.
@@ -50,6 +52,19 @@ type download struct {
 	have int64 // bytes in f, all hashed
 	// report is told of the bytes so far.
 	report func(Status, int64)
+	// alive is called whenever bytes arrive.
+	alive func()
+}
+
+// errStalled ends a request that received nothing for too long.
+var errStalled = errors.New("no data received for too long")
+
+// stalled is err, or errStalled when that is why ctx ended.
+func stalled(ctx context.Context, err error) error {
+	if context.Cause(ctx) == errStalled {
+		return errStalled
+	}
+	return err
 }
 
 // fetch downloads d into partial and renames it to dst once verified.
@@ -119,7 +134,14 @@ func (dl *download) restart() error {
 }
 
 // try makes one request for the rest of the blob and copies what comes.
-func (f *fetcher) try(ctx context.Context, dl *download) error {
+func (f *fetcher) try(parent context.Context, dl *download) error {
+	// A request that receives nothing for f.stall is given up on and
+	// tried again: a connection can hang without ever breaking.
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(f.stall, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	dl.alive = func() { watchdog.Reset(f.stall) }
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.c.blobURL(dl.d.Digest), nil)
 	if err != nil {
 		return err
@@ -129,10 +151,10 @@ func (f *fetcher) try(ctx context.Context, dl *download) error {
 	}
 	resp, err := f.c.http.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if parent.Err() != nil {
+			return parent.Err()
 		}
-		return retryable{err}
+		return retryable{stalled(ctx, err)}
 	}
 	defer resp.Body.Close()
 	switch {
@@ -163,13 +185,13 @@ func (f *fetcher) try(ctx context.Context, dl *download) error {
 		return fmt.Errorf("longer than the %d bytes its descriptor says: %w", dl.d.Size, errdefs.ErrInvalid)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if parent.Err() != nil {
+			return parent.Err()
 		}
 		if w.err != nil {
 			return w.err // the disk, not the network
 		}
-		return retryable{fmt.Errorf("cut after %d of %d bytes: %w", dl.have, dl.d.Size, err)}
+		return retryable{fmt.Errorf("cut after %d of %d bytes: %w", dl.have, dl.d.Size, stalled(ctx, err))}
 	}
 	if n < rest {
 		return retryable{fmt.Errorf("body ended after %d of %d bytes", dl.have, dl.d.Size)}
@@ -189,6 +211,7 @@ func (w *progressWriter) Write(p []byte) (int, error) {
 	dl.hash.Write(p[:n])
 	dl.have += int64(n)
 	dl.report(Downloading, dl.have)
+	dl.alive()
 	if err != nil {
 		w.err = err
 	}

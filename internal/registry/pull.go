@@ -36,6 +36,9 @@ type Options struct {
 	// (default 5); Backoff is the first wait between them (default 200ms).
 	Attempts int
 	Backoff  time.Duration
+	// Stall is how long a blob request may receive nothing before it is
+	// dropped and tried again (default 30s).
+	Stall time.Duration
 	// Progress, when set, is told how each layer's download goes. It is
 	// called from several goroutines at once.
 	Progress func(Event)
@@ -142,12 +145,15 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 	if err := os.WriteFile(in.BlobPath(desc.Digest), data, 0o600); err != nil {
 		return nil, err
 	}
-	f := &fetcher{c: c, attempts: o.Attempts, backoff: o.Backoff}
+	f := &fetcher{c: c, attempts: o.Attempts, backoff: o.Backoff, stall: o.Stall}
 	if f.attempts <= 0 {
 		f.attempts = 5
 	}
 	if f.backoff <= 0 {
 		f.backoff = 200 * time.Millisecond
+	}
+	if f.stall <= 0 {
+		f.stall = 30 * time.Second
 	}
 	jobs := o.Jobs
 	if jobs <= 0 {

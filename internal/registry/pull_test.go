@@ -35,7 +35,9 @@ func openStore(t *testing.T) *image.Store {
 }
 
 // quick are options for tests: short waits between tries.
-func quick() Options { return Options{Backoff: time.Millisecond, Platform: HostPlatform()} }
+func quick() Options {
+	return Options{Backoff: time.Millisecond, Stall: 200 * time.Millisecond, Platform: HostPlatform()}
+}
 
 // storeState is what a failed pull must not change: the files of the
 // store but its locks, and what is left in its staging area.
@@ -189,6 +191,7 @@ func TestPullResumes(t *testing.T) {
 		{"no-range-support", faults{cuts: 2, cutAfter: 100 << 10, noRange: true}, true},
 		{"wrong-content-range", faults{cuts: 1, cutAfter: 100 << 10, badRange: true}, true},
 		{"503-then-ok", faults{unavail: 2}, false},
+		{"stalled", faults{stalls: 2, cutAfter: 100 << 10}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := newTestRegistry(t)

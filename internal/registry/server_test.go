@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -41,6 +42,9 @@ type faults struct {
 	unavail  int  // how many blob requests get a 503 first
 	corrupt  bool // flip a byte of every blob
 	endless  bool // blob bodies never end
+	// stalls is how many blob bodies stop for a second after cutAfter
+	// bytes (and then go on).
+	stalls int
 	// manifest faults: a Docker-Content-Digest that lies, a body past
 	// every bound.
 	lyingDigest, hugeManifest bool
@@ -170,6 +174,18 @@ func (r *testRegistry) serve(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(http.StatusPartialContent)
 	} else {
 		w.WriteHeader(http.StatusOK)
+	}
+	if f.stalls > 0 && f.cutAfter < int64(len(part)) {
+		r.set(func(f *faults) { f.stalls-- })
+		w.Write(part[:f.cutAfter])
+		w.(http.Flusher).Flush()
+		select {
+		case <-time.After(time.Second):
+		case <-req.Context().Done():
+			return
+		}
+		w.Write(part[f.cutAfter:])
+		return
 	}
 	if f.cuts > 0 && f.cutAfter < int64(len(part)) {
 		r.set(func(f *faults) { f.cuts-- })
