@@ -26,7 +26,7 @@ const helpWidth = 80
 // mainLong is berth's own paragraph in `berth --help`.
 const mainLong = "berth runs OCI images as Linux containers or, with run --vm, as QEMU virtual machines, " +
 	"behind one Docker-like command line. There is no daemon: each command does its work and exits, " +
-	"and a small monitor process owns each detached instance. Images come in with berth image import; " +
+	"and a small monitor process owns each detached instance. Images come in with berth pull or berth image import; " +
 	"berth-runtime offers the same engines to containerd and Docker as an OCI runtime."
 
 // flagsOf returns the flags command c parses, by running it with --help:

@@ -107,7 +107,7 @@ func TestFindCommand(t *testing.T) {
 		{[]string{"image", "list"}, "image ls", 0, ""},
 		{[]string{"image", "remove", "x"}, "image rm", 1, ""},
 		{[]string{"image", "--help"}, "image", 0, ""},
-		{[]string{"image"}, "", 0, "berth image: want a subcommand: import, ls, rm or inspect"},
+		{[]string{"image"}, "", 0, "berth image: want a subcommand: import, ls, rm, tag or inspect"},
 		{[]string{"image", "zz"}, "", 0, `berth image: unknown subcommand "zz"`},
 		{[]string{"zz"}, "", 0, `berth: unknown command "zz"`},
 	} {

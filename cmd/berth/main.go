@@ -105,9 +105,17 @@ func commands() []command {
 				"process IDs, exit code, isolation and resources. Instances that are not found make it fail " +
 				"after the others are printed.",
 			run: cmdInspect, operand: anInstance},
+		{name: "pull", args: "IMAGE", short: "pull an image from a registry",
+			long: "Pulls IMAGE (NAME[:TAG] or NAME@DIGEST; a short name is Docker Hub's docker.io/library/NAME:latest) " +
+				"from its registry into the store, with the credentials of docker login (DOCKER_CONFIG or " +
+				"~/.docker/config.json, credential helpers). From a multi-platform image it takes this host's " +
+				"platform unless --platform names another. Layers download in parallel, are verified while they " +
+				"stream, and enter the store only once the whole image is verified and unpacked. Plain HTTP is used " +
+				"only for registries on localhost or loopback addresses.",
+			run: cmdPull, operand: anImage},
 		{name: "image", short: "manage images",
-			long: "Manages the images in berth's content store. berth pulls nothing from a registry: " +
-				"images come in as OCI layouts or docker-save archives made elsewhere.",
+			long: "Manages the images in berth's content store: images pulled from registries (berth pull) " +
+				"and OCI layouts or docker-save archives made elsewhere (berth image import).",
 			subs: []command{
 				{name: "import", args: "PATH", short: "import an OCI layout (directory or tar) or a docker-save tar",
 					long: "Imports the image at PATH, an OCI image layout directory or tar, or a tar written by " +
@@ -119,6 +127,9 @@ func commands() []command {
 				{name: "rm", aliases: []string{"remove"}, args: "IMAGE...", short: "remove images",
 					long: "Removes each IMAGE: a name removes that name (the image goes with its last name), an ID the image with all its names. Layers no image uses any more are then collected.",
 					run:  cmdImageRm, operand: anImage},
+				{name: "tag", args: "SOURCE TARGET", short: "give an image another name",
+					long: "Gives the image SOURCE (a name or an ID) the name TARGET as well; TARGET moves from any image that had it.",
+					run:  cmdImageTag, operand: anImage},
 				{name: "inspect", args: "IMAGE", short: "show an image's details as JSON",
 					long: "Prints an image's record as JSON: names, ID, configuration, layers and size.",
 					run:  cmdImageInspect, operand: anImage},

@@ -26,6 +26,7 @@ type runFlags struct {
 	rm         bool
 	detach     bool
 	memory     string
+	pull       string
 	network    string
 	bootTime   time.Duration
 	entrypoint optString
@@ -68,6 +69,7 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.BoolVar(&o.ReadOnly, "read-only", false, "mount the root file system read-only")
 	fs.StringVar(&f.network, "network", "none", "network: none (loopback only) or host")
 	fs.Var(&f.entrypoint, "entrypoint", "override the image's entrypoint")
+	fs.StringVar(&f.pull, "pull", "missing", "pull the image from its registry: missing (when the store lacks it), always or never")
 	fs.Var(&f.logOpts, "log-opt", "bound the log of a detached run: max-size=SIZE (default 20m), max-file=N (default 5)")
 	if err := parseStrict(fs, args); err != nil {
 		return nil, "", err
@@ -120,6 +122,9 @@ func parseRun(args []string) (*runFlags, string, error) {
 func cmdRun(g *globals, args []string) error {
 	f, ref, err := parseRun(args)
 	if err != nil {
+		return err
+	}
+	if ref, err = pullRef(g, f.pull, ref); err != nil {
 		return err
 	}
 	if f.vm && f.opts.NetworkHost {

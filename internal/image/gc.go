@@ -188,6 +188,7 @@ func (s *Store) gcLocked(r *refs) error {
 		}
 	}
 	errs = append(errs, s.sweepTmp())
+	s.sweepLocks()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("image store gc: %w", err)
 	}
@@ -196,20 +197,37 @@ func (s *Store) gcLocked(r *refs) error {
 
 // markLeases keeps what held leases refer to and deletes unheld lease files.
 func (s *Store) markLeases(l *live) error {
-	ents, err := os.ReadDir(s.path("leases"))
+	err := s.sweepUnheld("leases", func(name string) {
+		if alg, hex, ok := strings.Cut(name, "-"); ok {
+			s.mark(l, digest.NewDigestFromEncoded(digest.Algorithm(alg), hex))
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("image store leases: %w", err)
 	}
+	return nil
+}
+
+// sweepUnheld removes the flock files in the store's directory dir that
+// nobody holds, and calls held (when not nil) with the names of the
+// others. The caller holds the store lock exclusively: leases are taken
+// under it, and a blob lock counts only while its file stays linked
+// (see lockBlob).
+func (s *Store) sweepUnheld(dir string, held func(name string)) error {
+	ents, err := os.ReadDir(s.path(dir))
+	if err != nil {
+		return err
+	}
 	for _, e := range ents {
-		p := s.path("leases", e.Name())
+		p := s.path(dir, e.Name())
 		f, err := os.Open(p)
 		if err != nil {
 			continue
 		}
 		if lockfile.Flock(f, unix.LOCK_EX|unix.LOCK_NB) == nil {
 			os.Remove(p)
-		} else if alg, hex, ok := strings.Cut(e.Name(), "-"); ok {
-			s.mark(l, digest.NewDigestFromEncoded(digest.Algorithm(alg), hex))
+		} else if held != nil {
+			held(e.Name())
 		}
 		f.Close()
 	}

@@ -46,11 +46,14 @@ var layerMediaTypes = []string{
 
 // importer carries the state of one import.
 type importer struct {
-	ctx    context.Context
-	src    source
-	dir    string                   // staging directory for verified blobs
-	staged map[digest.Digest]string // verified blob -> staged file
-	want   string                   // normalised name asked for, or ""
+	ctx context.Context
+	src source
+	dir string // staging directory for verified blobs
+	// linkDir is the directory of a layout whose blobs are hard-linked
+	// rather than copied (see importFrom), or "".
+	linkDir string
+	staged  map[digest.Digest]string // verified blob -> staged file
+	want    string                   // normalised name asked for, or ""
 	// The image's layer blobs and their diffIDs, lowest first.
 	layers  []ocispec.Descriptor
 	diffIDs []digest.Digest
@@ -71,14 +74,6 @@ type result struct {
 // it is copied; any mismatch fails the import with ErrInvalid and leaves
 // nothing behind.
 func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
-	im := &importer{ctx: ctx, staged: map[digest.Digest]string{}}
-	if name != "" {
-		n, err := NormalizeName(name)
-		if err != nil {
-			return Image{}, err
-		}
-		im.want = n
-	}
 	// Collect first what crashed imports left in tmp/ and what leases
 	// kept of removed images: both are garbage once their owners are gone.
 	_ = s.GC()
@@ -87,14 +82,36 @@ func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
 		return Image{}, err
 	}
 	defer st.close()
+	src, err := openSource(ctx, path, filepath.Join(st.dir, "in"))
+	if err != nil {
+		return Image{}, err
+	}
+	img, err := s.importFrom(ctx, st, src, "", name)
+	if err != nil {
+		return Image{}, fmt.Errorf("import %s: %w", path, err)
+	}
+	return img, nil
+}
+
+// importFrom imports the image src holds, staging in st. When linkDir is
+// not empty, src is an OCI layout there that berth wrote itself (a pull's)
+// and its blobs are hard-linked into the stage instead of copied; they are
+// verified all the same.
+func (s *Store) importFrom(ctx context.Context, st *stage, src source, linkDir, name string) (Image, error) {
+	im := &importer{ctx: ctx, src: src, linkDir: linkDir, staged: map[digest.Digest]string{}}
+	if name != "" {
+		n, err := NormalizeName(name)
+		if err != nil {
+			return Image{}, err
+		}
+		im.want = n
+	}
 	im.dir = filepath.Join(st.dir, "blobs")
 	if err := os.Mkdir(im.dir, 0o700); err != nil {
 		return Image{}, err
 	}
-	if im.src, err = openSource(ctx, path, filepath.Join(st.dir, "in")); err != nil {
-		return Image{}, err
-	}
 	var res *result
+	var err error
 	switch {
 	case im.has("index.json"):
 		res, err = im.importOCI()
@@ -104,15 +121,15 @@ func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
 		err = fmt.Errorf("neither an OCI layout (index.json) nor a docker archive (manifest.json): %w", errdefs.ErrInvalid)
 	}
 	if err != nil {
-		return Image{}, fmt.Errorf("import %s: %w", path, err)
+		return Image{}, err
 	}
 	snapshots, err := s.unpackStaged(ctx, st, im.staged, im.layers, im.diffIDs)
 	if err != nil {
-		return Image{}, fmt.Errorf("import %s: %w", path, err)
+		return Image{}, err
 	}
 	// One sync of the blobs and snapshots staged, before they are named.
 	if err := unix.Syncfs(int(st.f.Fd())); err != nil {
-		return Image{}, fmt.Errorf("import %s: sync: %w", path, err)
+		return Image{}, fmt.Errorf("sync: %w", err)
 	}
 	names := res.names
 	if im.want != "" {
@@ -229,13 +246,9 @@ func (im *importer) stageBlob(d ocispec.Descriptor) (string, error) {
 	if p, ok := im.staged[d.Digest]; ok {
 		return p, nil
 	}
-	rc, err := im.open("blobs/" + d.Digest.Algorithm().String() + "/" + d.Digest.Encoded())
-	if err != nil {
-		return "", fmt.Errorf("blob %s: %w", d.Digest, err)
-	}
-	defer rc.Close()
+	member := "blobs/" + d.Digest.Algorithm().String() + "/" + d.Digest.Encoded()
 	p := filepath.Join(im.dir, d.Digest.Algorithm().String()+"-"+d.Digest.Encoded())
-	got, n, err := writeHashed(p, &ctxReader{ctx: im.ctx, r: io.LimitReader(rc, d.Size+1)}, d.Digest.Algorithm())
+	got, n, err := im.copyBlob(member, p, d)
 	if err != nil {
 		return "", fmt.Errorf("blob %s: %w", d.Digest, err)
 	}
@@ -249,6 +262,31 @@ func (im *importer) stageBlob(d ocispec.Descriptor) (string, error) {
 	}
 	im.staged[d.Digest] = p
 	return p, nil
+}
+
+// copyBlob copies the archive's member into the new file p (or, from a
+// layout of berth's own, links it there) and returns the digest and
+// length of what p then holds.
+func (im *importer) copyBlob(member, p string, d ocispec.Descriptor) (digest.Digest, int64, error) {
+	if im.linkDir != "" {
+		if err := os.Link(filepath.Join(im.linkDir, filepath.FromSlash(member)), p); err != nil {
+			return "", 0, fmt.Errorf("missing from the pull: %w", errdefs.ErrInvalid)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return "", 0, err
+		}
+		defer f.Close()
+		dg := d.Digest.Algorithm().Digester()
+		n, err := io.Copy(dg.Hash(), &ctxReader{ctx: im.ctx, r: io.LimitReader(f, d.Size+1)})
+		return dg.Digest(), n, err
+	}
+	rc, err := im.open(member)
+	if err != nil {
+		return "", 0, err
+	}
+	defer rc.Close()
+	return writeHashed(p, &ctxReader{ctx: im.ctx, r: io.LimitReader(rc, d.Size+1)}, d.Digest.Algorithm())
 }
 
 // stageJSON stages a verified small blob and returns its content.

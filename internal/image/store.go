@@ -7,6 +7,7 @@
 //	snapshots/<hex>/     one unpacked layer per diffID, in overlayfs form
 //	leases/<alg>-<hex>   flock files: a shared lock marks a manifest in use
 //	tmp/                 staging; every entry is flocked while in use
+//	locks/<alg>-<hex>    flock files: a pull downloading a blob holds its lock
 //	lock                 flock serialising refs.json updates and GC
 //
 // Lifecycle: Import stages and verifies every blob in tmp and unpacks each
@@ -239,7 +240,17 @@ func (s *Store) List() ([]Image, error) {
 // prefix of at least 4 hex digits of its ID. It fails with ErrNotFound
 // when nothing, or more than one image, matches.
 func (s *Store) Resolve(ref string) (Image, error) {
-	unlock, err := s.lock(false)
+	return s.withRefs(false, func(r *refs) (digest.Digest, error) {
+		id, _, err := r.find(ref)
+		return id, err
+	})
+}
+
+// withRefs runs pick on refs.json under the store lock and returns the
+// image whose ID pick returns. With write, the lock is exclusive and
+// refs.json is written back after pick (which may change it).
+func (s *Store) withRefs(write bool, pick func(r *refs) (digest.Digest, error)) (Image, error) {
+	unlock, err := s.lock(write)
 	if err != nil {
 		return Image{}, err
 	}
@@ -248,9 +259,14 @@ func (s *Store) Resolve(ref string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	id, _, err := r.find(ref)
+	id, err := pick(r)
 	if err != nil {
 		return Image{}, err
+	}
+	if write {
+		if err := s.writeRefs(r); err != nil {
+			return Image{}, err
+		}
 	}
 	return s.loadImage(id, r.Images[id])
 }

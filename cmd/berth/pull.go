@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/term"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/registry"
+)
+
+func cmdPull(g *globals, args []string) error {
+	fs := newFlags("pull")
+	platform := fs.String("platform", "", "the `OS/ARCH[/VARIANT]` to take from a multi-platform image (default this host's)")
+	quiet := fs.Bool("q", false, "print only the image's reference, no progress")
+	fs.BoolVar(quiet, "quiet", false, "print only the image's reference, no progress")
+	jobs := fs.Int("max-concurrent-downloads", 3, "how many layers to download at once")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("want exactly one image reference: %w", errdefs.ErrInvalid)
+	}
+	o := registry.Options{Jobs: *jobs}
+	if *jobs < 1 {
+		return fmt.Errorf("--max-concurrent-downloads %d: want at least 1: %w", *jobs, errdefs.ErrInvalid)
+	}
+	if *platform != "" {
+		p, err := registry.ParsePlatform(*platform)
+		if err != nil {
+			return err
+		}
+		o.Platform = p
+	}
+	s, err := g.imageStore()
+	if err != nil {
+		return err
+	}
+	var out io.Writer = os.Stdout
+	if *quiet {
+		out = io.Discard
+	}
+	res, err := pullImage(s, fs.Arg(0), o, out)
+	if err != nil {
+		return err
+	}
+	if *quiet {
+		fmt.Println(res.Ref.String())
+	}
+	return nil
+}
+
+// pullImage pulls ref as `berth pull` does, progress and summary written
+// to out. SIGINT and SIGTERM stop it, leaving the store as it was.
+// The lines of preface come first, once the pull has something to show:
+// a pull that fails before it finds the image prints only its error.
+func pullImage(s *image.Store, ref string, o registry.Options, out io.Writer, preface ...string) (*registry.Result, error) {
+	r, err := registry.ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := newPullDisplay(out)
+	d.preface = append(preface, fmt.Sprintf("%s: Pulling from %s", r.Identifier(), r.Repository()))
+	o.Progress = d.event
+	res, err := registry.Pull(ctx, s, ref, o)
+	d.finish(err == nil)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil, fmt.Errorf("%s: interrupted", ref)
+		}
+		return nil, err
+	}
+	fmt.Fprintf(out, "Digest: %s\n", res.Digest)
+	if res.Fresh {
+		fmt.Fprintf(out, "Status: Downloaded newer image for %s\n", r.Familiar())
+	} else {
+		fmt.Fprintf(out, "Status: Image is up to date for %s\n", r.Familiar())
+	}
+	fmt.Fprintln(out, r.String())
+	return res, nil
+}
+
+// pullRef makes sure the image ref names is in the store before run
+// uses it, as policy says (Docker's --pull): "missing" pulls it when the
+// store lacks it, "always" pulls it, "never" leaves it to the store. It
+// returns the reference by which the store finds the image.
+func pullRef(g *globals, policy, ref string) (string, error) {
+	switch policy {
+	case "never":
+		return ref, nil
+	case "missing", "always":
+	default:
+		return "", fmt.Errorf("--pull %q: want missing, always or never: %w", policy, errdefs.ErrInvalid)
+	}
+	s, err := g.imageStore()
+	if err != nil {
+		return "", err
+	}
+	var preface []string
+	if policy == "missing" {
+		_, err := s.Resolve(ref)
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			return ref, nil // found, or an error that run reports
+		}
+		r, perr := registry.ParseReference(ref)
+		if perr != nil {
+			return "", err // not a name a registry has: the store's error
+		}
+		preface = append(preface, fmt.Sprintf("Unable to find image '%s' locally", r.Familiar()))
+	}
+	res, err := pullImage(s, ref, registry.Options{}, os.Stderr, preface...)
+	if err != nil {
+		return "", fmt.Errorf("pull %w", err)
+	}
+	return res.Ref.Pinned(res.Image.Manifest), nil
+}
+
+// pullDisplay shows a pull's progress as Docker does: on a terminal one
+// line per layer, redrawn in place; elsewhere a line per change of a
+// layer's status.
+type pullDisplay struct {
+	w   io.Writer
+	tty bool
+
+	mu     sync.Mutex
+	order  []digest.Digest
+	events map[digest.Digest]registry.Event
+	drawn  int // lines drawn on the terminal
+	last   time.Time
+	// complete is set once the image is in the store.
+	complete bool
+	// preface is printed before the first layer's line, or at the end.
+	preface []string
+}
+
+// flushPreface prints the preface if it is still due; the caller holds mu.
+func (d *pullDisplay) flushPreface() {
+	for _, l := range d.preface {
+		fmt.Fprintln(d.w, l)
+	}
+	d.preface = nil
+}
+
+func newPullDisplay(w io.Writer) *pullDisplay {
+	f, ok := w.(*os.File)
+	return &pullDisplay{w: w, tty: ok && term.IsTerminal(int(f.Fd())), events: map[digest.Digest]registry.Event{}}
+}
+
+func (d *pullDisplay) event(e registry.Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.flushPreface()
+	prev, seen := d.events[e.Layer]
+	if !seen {
+		d.order = append(d.order, e.Layer)
+	}
+	d.events[e.Layer] = e
+	changed := !seen || prev.Status != e.Status
+	if !d.tty {
+		if changed {
+			fmt.Fprintf(d.w, "%s: %s\n", shortDigest(e.Layer), e.Status)
+		}
+		return
+	}
+	if changed || time.Since(d.last) > 100*time.Millisecond {
+		d.draw()
+	}
+}
+
+// finish draws the last state: once the image is in the store, every
+// layer downloaded is "Pull complete".
+func (d *pullDisplay) finish(stored bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.complete = stored
+	if stored {
+		d.flushPreface()
+	}
+	switch {
+	case d.tty && len(d.order) > 0:
+		d.draw()
+	case stored:
+		for _, l := range d.order {
+			if d.events[l].Status == registry.Done {
+				fmt.Fprintf(d.w, "%s: Pull complete\n", shortDigest(l))
+			}
+		}
+	}
+}
+
+// draw rewrites every layer's line; the caller holds mu.
+func (d *pullDisplay) draw() {
+	var b strings.Builder
+	if d.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", d.drawn)
+	}
+	for _, l := range d.order {
+		line := layerLine(d.events[l])
+		if d.complete && d.events[l].Status == registry.Done {
+			line = shortDigest(l) + ": Pull complete"
+		}
+		b.WriteString("\x1b[2K" + line + "\n")
+	}
+	d.drawn = len(d.order)
+	d.last = time.Now()
+	io.WriteString(d.w, b.String())
+}
+
+// layerLine is one layer's line on a terminal.
+func layerLine(e registry.Event) string {
+	line := shortDigest(e.Layer) + ": " + e.Status.String()
+	if e.Status == registry.Downloading && e.Total > 0 {
+		const width = 40
+		n := int(min(e.Current, e.Total) * width / e.Total)
+		bar := strings.Repeat("=", n)
+		if n < width {
+			bar += ">" + strings.Repeat(" ", width-n-1)
+		}
+		line = fmt.Sprintf("%s [%s] %s/%s", line, bar, humanSize(e.Current), humanSize(e.Total))
+	}
+	return line
+}
+
+func shortDigest(d digest.Digest) string {
+	if e := d.Encoded(); len(e) >= 12 {
+		return e[:12]
+	}
+	return d.String()
+}

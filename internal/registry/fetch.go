@@ -1,0 +1,219 @@
+package registry
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// fetcher downloads blobs of one repository: each streams into its own
+// partial file, hashed on the way, and is renamed to its destination
+// only once its size and digest are right. A cut download resumes from
+// where it stopped with an HTTP range when the registry honours it, and
+// starts over when it does not; failures that may pass (a cut
+// connection, 429, 5xx) are retried a bounded number of times, the
+// others end the fetch at once.
+type fetcher struct {
+	c *client
+	// attempts bounds the tries of one blob in a row that make no
+	// progress; three times as many end it whatever they made.
+	attempts int
+	// backoff is the first wait between tries; it doubles after each.
+	backoff time.Duration
+	// stall is how long a request may receive nothing.
+	stall time.Duration
+}
+
+// retryable marks an error after which another try may succeed.
+type retryable struct{ err error }
+
+func (r retryable) Error() string { return r.err.Error() }
+func (r retryable) Unwrap() error { return r.err }
+
+// download is one blob's download in progress.
+type download struct {
+	d    ocispec.Descriptor
+	f    *os.File
+	hash hash.Hash
+	have int64 // bytes in f, all hashed
+	// report is told of the bytes so far.
+	report func(Status, int64)
+	// alive is called whenever bytes arrive.
+	alive func()
+}
+
+// errStalled ends a request that received nothing for too long.
+var errStalled = errors.New("no data received for too long")
+
+// stalled is err, or errStalled when that is why ctx ended.
+func stalled(ctx context.Context, err error) error {
+	if context.Cause(ctx) == errStalled {
+		return errStalled
+	}
+	return err
+}
+
+// fetch downloads d into partial and renames it to dst once verified.
+func (f *fetcher) fetch(ctx context.Context, d ocispec.Descriptor, partial, dst string, report func(Status, int64)) error {
+	if !d.Digest.Algorithm().Available() {
+		return fmt.Errorf("blob %s: unsupported digest algorithm: %w", d.Digest, errdefs.ErrNotSupported)
+	}
+	file, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	dl := &download{d: d, f: file, hash: d.Digest.Algorithm().Hash(), report: report}
+	wait := f.backoff
+	for failures, tries := 0, 1; ; tries++ {
+		before := dl.have
+		err := f.try(ctx, dl)
+		if err == nil {
+			break
+		}
+		var r retryable
+		if !errors.As(err, &r) || ctx.Err() != nil {
+			return fmt.Errorf("blob %s: %w", d.Digest, err)
+		}
+		if dl.have > before {
+			failures, wait = 0, f.backoff // it moved on: a fresh budget
+		}
+		// Tries that make progress get a fresh budget, up to a bound
+		// of their own: a registry that cuts every body is given up on.
+		if failures++; failures >= f.attempts || tries >= 3*f.attempts {
+			return fmt.Errorf("blob %s: %d tries failed, the last: %w", d.Digest, tries, r.err)
+		}
+		report(Retrying, dl.have)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+	report(Verifying, dl.have)
+	if dl.digest() != d.Digest {
+		return fmt.Errorf("blob %s: content has digest %s: %w", d.Digest, dl.digest(), errdefs.ErrInvalid)
+	}
+	if err := file.Close(); err != nil {
+		return err
+	}
+	return os.Rename(partial, dst)
+}
+
+func (dl *download) digest() digest.Digest {
+	return digest.NewDigestFromEncoded(dl.d.Digest.Algorithm(), hex.EncodeToString(dl.hash.Sum(nil)))
+}
+
+// restart drops what was downloaded.
+func (dl *download) restart() error {
+	if err := dl.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := dl.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	dl.hash.Reset()
+	dl.have = 0
+	dl.report(Downloading, 0)
+	return nil
+}
+
+// try makes one request for the rest of the blob and copies what comes.
+func (f *fetcher) try(parent context.Context, dl *download) error {
+	// A request that receives nothing for f.stall is given up on and
+	// tried again: a connection can hang without ever breaking.
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(f.stall, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	dl.alive = func() { watchdog.Reset(f.stall) }
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.c.blobURL(dl.d.Digest), nil)
+	if err != nil {
+		return err
+	}
+	if dl.have > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(dl.have, 10)+"-")
+	}
+	resp, err := f.c.http.Do(req)
+	if err != nil {
+		if parent.Err() != nil {
+			return parent.Err()
+		}
+		return retryable{stalled(ctx, err)}
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK && dl.have > 0:
+		// The registry ignored the range: take the whole blob again.
+		if err := dl.restart(); err != nil {
+			return err
+		}
+	case resp.StatusCode == http.StatusPartialContent && dl.have > 0:
+		if !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(dl.have, 10)+"-") {
+			// Not the part asked for: start over with a plain request.
+			if err := dl.restart(); err != nil {
+				return err
+			}
+			return retryable{fmt.Errorf("the registry answered the range with %q", resp.Header.Get("Content-Range"))}
+		}
+	case resp.StatusCode != http.StatusOK:
+		err := transport.CheckError(resp, http.StatusOK)
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+			return retryable{classify(f.c.host, err)}
+		}
+		return classify(f.c.host, err)
+	}
+	rest := dl.d.Size - dl.have
+	w := &progressWriter{dl: dl}
+	n, err := io.Copy(w, io.LimitReader(resp.Body, rest+1))
+	if err == nil && n > rest {
+		return fmt.Errorf("longer than the %d bytes its descriptor says: %w", dl.d.Size, errdefs.ErrInvalid)
+	}
+	if err != nil {
+		if parent.Err() != nil {
+			return parent.Err()
+		}
+		if w.err != nil {
+			return w.err // the disk, not the network
+		}
+		return retryable{fmt.Errorf("cut after %d of %d bytes: %w", dl.have, dl.d.Size, stalled(ctx, err))}
+	}
+	if n < rest {
+		return retryable{fmt.Errorf("body ended after %d of %d bytes", dl.have, dl.d.Size)}
+	}
+	return nil
+}
+
+// progressWriter appends to a download's file and hash.
+type progressWriter struct {
+	dl  *download
+	err error // a write to the file failed
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	dl := w.dl
+	n, err := dl.f.Write(p)
+	dl.hash.Write(p[:n])
+	dl.have += int64(n)
+	dl.report(Downloading, dl.have)
+	dl.alive()
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}

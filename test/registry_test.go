@@ -1,0 +1,166 @@
+package test
+
+import (
+	"io"
+	"log"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/berth-dev/berth/internal/testutil"
+)
+
+// localRegistry starts go-containerregistry's registry on 127.0.0.1 for
+// the test and returns its host:port.
+func localRegistry(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// skopeoPush copies the image tagged tag in an OCI layout to ref in a
+// registry, with skopeo (another tool than berth).
+func skopeoPush(t *testing.T, layout, tag, ref string) {
+	t.Helper()
+	testutil.NeedTool(t, "skopeo")
+	out, err := exec.Command("skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
+		"oci:"+layout+":"+tag, "docker://"+ref).CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo copy to %s: %v\n%s", ref, err, out)
+	}
+}
+
+// TestPullAndRun pushes the demo image with skopeo to a local registry,
+// pulls it with berth and runs it, as a container and as a VM.
+func TestPullAndRun(t *testing.T) {
+	host := localRegistry(t)
+	layout := ociLayout(t, testutilRootfs(t), "v1")
+	ref := host + "/e2e/busybox:v1"
+	skopeoPush(t, layout, "v1", ref)
+
+	r := berth(t, "pull", ref)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || lines[0] != "v1: Pulling from e2e/busybox" || !strings.Contains(r.stdout, ": Pull complete\n") ||
+		!strings.Contains(r.stdout, "\nDigest: sha256:") || !strings.Contains(r.stdout, "\nStatus: Downloaded newer image for "+ref+"\n") ||
+		lines[len(lines)-1] != ref {
+		t.Fatalf("berth pull: exit %d\nstdout:\n%s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if out := must(t, "pull", ref); !strings.Contains(out, "Status: Image is up to date for "+ref+"\n") || strings.Contains(out, "Pull complete") {
+		t.Fatalf("second pull:\n%s", out)
+	}
+	if out := must(t, "pull", "-q", ref); out != ref+"\n" {
+		t.Fatalf("pull -q: %q", out)
+	}
+	if out := must(t, "run", "--rm", ref, "echo", "pulled"); out != "pulled\n" {
+		t.Fatalf("run of the pulled image: %q", out)
+	}
+
+	// Tagging, and run pulling what the store lacks (its default
+	// --pull missing), and refusing to with --pull never.
+	other := host + "/e2e/other:v2"
+	must(t, "image", "tag", ref, other)
+	if out := must(t, "image", "ls"); !strings.Contains(out, other) || !strings.Contains(out, ref) {
+		t.Fatalf("image ls after tag:\n%s", out)
+	}
+	lazy := host + "/e2e/lazy:v3"
+	skopeoPush(t, layout, "v1", lazy)
+	if r := berth(t, "run", "--rm", "--pull", "never", lazy, "true"); r.code != 125 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("run --pull never of a missing image: exit %d, stderr %s", r.code, r.stderr)
+	}
+	r = berth(t, "run", "--rm", lazy, "echo", "lazy")
+	if r.code != 0 || r.stdout != "lazy\n" || !strings.Contains(r.stderr, "Unable to find image '"+lazy+"' locally") {
+		t.Fatalf("run of a missing image: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+
+	// Failures: one line naming the reference, exit 125, the store as it was.
+	before := must(t, "image", "ls", "--format", "json")
+	for _, bad := range []string{host + "/e2e/nothing:v1", host + "/e2e/busybox:nope", "127.0.0.1:1/e2e/busybox:v1"} {
+		r := berth(t, "pull", bad)
+		t.Logf("pull %s: %s", bad, strings.TrimSpace(r.stderr))
+		if r.code != 125 || !strings.HasPrefix(r.stderr, "berth pull: "+bad+": ") || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("pull %s: exit %d, stderr %q", bad, r.code, r.stderr)
+		}
+	}
+	if after := must(t, "image", "ls", "--format", "json"); after != before {
+		t.Fatalf("failed pulls changed the store:\n%s\n%s", before, after)
+	}
+
+	t.Run("vm", func(t *testing.T) {
+		needVM(t)
+		if out := must(t, "run", "--rm", "--vm", ref, "echo", "pulled in a vm"); out != "pulled in a vm\n" {
+			t.Fatalf("run --vm of the pulled image: %q", out)
+		}
+	})
+}
+
+// slowBlobs passes requests to h, writing blob bodies in small pieces
+// with pauses, so a pull can be killed in the middle of its downloads.
+func slowBlobs(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			w = &slowWriter{ResponseWriter: w}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type slowWriter struct{ http.ResponseWriter }
+
+func (s *slowWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), 32<<10)
+		m, err := s.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+		time.Sleep(10 * time.Millisecond)
+	}
+	return n, nil
+}
+
+// TestPullKilled kills berth pull with SIGKILL at moments spread over the
+// pull: each time no image appears and nothing of the pull stays in the
+// store's staging area once the next pull has run; the last pull completes.
+func TestPullKilled(t *testing.T) {
+	srv := httptest.NewServer(slowBlobs(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))))
+	defer srv.Close()
+	layout := ociLayout(t, testutilRootfs(t), "v1")
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/e2e/killed:v1"
+	skopeoPush(t, layout, "v1", ref)
+	for i := range 8 {
+		cmd := exec.Command(berthBin, "--root", berthRoot, "pull", ref)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(20+rand.IntN(550)) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		if out := must(t, "image", "ls"); strings.Contains(out, ref) {
+			// A pull that finished before the kill is fine once.
+			must(t, "image", "rm", ref)
+			t.Logf("kill %d came after the pull completed", i)
+		}
+	}
+	start := time.Now()
+	must(t, "pull", ref)
+	t.Logf("a whole pull took %v", time.Since(start))
+	if ents, err := os.ReadDir(filepath.Join(berthRoot, "image", "tmp")); err != nil || len(ents) != 0 {
+		t.Fatalf("staging after the killed pulls and a complete one: %v %v", ents, err)
+	}
+	if out := must(t, "run", "--rm", ref, "echo", "survived"); out != "survived\n" {
+		t.Fatalf("run: %q", out)
+	}
+	must(t, "image", "rm", ref)
+}
