@@ -289,8 +289,8 @@ func execPidsError(initPid int, cgroupPath string, cg cgroups.Manager) error {
 // container's init holds beside the workload's (cgroupResources): one
 // when the init's main thread is outside the cgroup (v1, an init that
 // forks the workload, whose forking thread stays in the pids
-// hierarchy), none when it is inside (v2, or a detached init that became
-// the workload).
+// hierarchy), none when it is inside (v2, or an init that became the
+// workload).
 func initPidsSlot(initPid int, cgroupPath string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", initPid))
 	if err != nil {
