@@ -118,10 +118,10 @@ func noTraceback(t *testing.T, what, out string) {
 	}
 }
 
-// The workload cannot kill berth's init, nor have a signal it sends PID 1
-// come back to it: PID 1 is immune to every signal of the container, as
-// the kernel makes a handler-less PID 1. The host's signals (berth kill,
-// stop) are still relayed to the workload.
+// The workload cannot kill berth's init (--init), nor have a signal it
+// sends PID 1 come back to it: PID 1 is immune to every signal of the
+// container, as the kernel makes a handler-less PID 1. The host's
+// signals (berth kill, stop) are still relayed to the workload.
 func TestHostileSignalsToPID1(t *testing.T) {
 	img := busybox(t)
 	// One signal at a time, each followed by a while in which PID 1 would
@@ -131,7 +131,7 @@ func TestHostileSignalsToPID1(t *testing.T) {
 	for _, sig := range pid1Signals {
 		script += "kill -" + sig + " 1 && sleep 0.2 && echo " + sig + "; "
 	}
-	r := berth(t, "run", "--rm", img, "sh", "-c", script)
+	r := berth(t, "run", "--rm", "--init", img, "sh", "-c", script)
 	if want := strings.Join(pid1Signals, "\n") + "\n"; r.code != 0 || r.stdout != want {
 		t.Errorf("kill -SIG 1 from the workload: exit %d, stdout %q, stderr %q; want every signal survived", r.code, r.stdout, r.stderr)
 	}
@@ -139,7 +139,7 @@ func TestHostileSignalsToPID1(t *testing.T) {
 
 	// Detached, nothing reaches the log either; and the host's signals
 	// still reach the workload.
-	id := strings.TrimSpace(must(t, "run", "-d", img, "sh", "-c",
+	id := strings.TrimSpace(must(t, "run", "-d", "--init", img, "sh", "-c",
 		`trap 'echo got-usr1' USR1; trap 'echo got-term; exit 7' TERM; kill -SEGV 1; kill -ABRT 1; echo up; while :; do sleep 0.1; done`))
 	defer berth(t, "rm", "-f", id)
 	waitFor(t, "the workload to start", func() bool { return strings.Contains(must(t, "logs", id), "up") })
@@ -174,10 +174,11 @@ func sigpid1Image(t *testing.T) string {
 
 // Neither sigqueue, whose siginfo the sender writes (a SIGSEGV "from
 // outside the container", which the Go runtime takes for a fault), nor a
-// signal to one of PID 1's threads gets through.
+// signal to one of PID 1's threads gets through, to berth's init
+// (--init).
 func TestHostileSigqueueToPID1(t *testing.T) {
 	img := sigpid1Image(t)
-	r := berth(t, "run", "--rm", img, "/bin/sigpid1")
+	r := berth(t, "run", "--rm", "--init", img, "/bin/sigpid1")
 	if r.code != 0 || r.stdout != "alive\n" {
 		t.Errorf("sigqueue, kill and tgkill to PID 1: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}

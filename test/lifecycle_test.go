@@ -92,9 +92,13 @@ func TestStopEscalatesToKill(t *testing.T) {
 	}
 }
 
+// kill -s TERM reaches a workload that is PID 1 when it handles it
+// (sleep as PID 1 would not die of it: TestStopPID1), and a workload
+// under --init whatever it does (TestInitRelaysSignals).
 func TestKillSignal(t *testing.T) {
 	img := busybox(t)
-	id := detach(t, img, "sleep", "100")
+	id := detach(t, img, "sh", "-c", "trap 'exit 143' TERM; echo up; while :; do sleep 0.1; done")
+	waitFor(t, "the trap", func() bool { return strings.Contains(must(t, "logs", id), "up") })
 	must(t, "kill", "-s", "TERM", id)
 	waitFor(t, "the instance to stop", func() bool { return status(t, id) == "stopped" })
 	if in := inspect(t, id); in["exit_code"] != float64(143) {

@@ -110,7 +110,8 @@ func TestKilledMonitorIsReconciled(t *testing.T) {
 // created and started ends it with 143, as it would a moment later: it
 // cancels the start, or reaches the workload if that already runs. The
 // CLI neither dies of it nor leaves the workload running without an
-// owner (see also hostile_run_test.go).
+// owner (see also hostile_run_test.go). With --init: sleep as PID 1
+// would ignore the SIGTERM (TestStopPID1), which berth's init relays.
 func TestSignalDuringStartReachesWorkload(t *testing.T) {
 	img := busybox(t)
 	for i := 0; i < 5; i++ {
@@ -118,7 +119,7 @@ func TestSignalDuringStartReachesWorkload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(berthBin, "--root", berthRoot, "run", "--rm", "--name", "early-signal", img, "sleep", "100")
+		cmd := exec.Command(berthBin, "--root", berthRoot, "run", "--rm", "--init", "--name", "early-signal", img, "sleep", "100")
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -23,7 +23,19 @@ type runCase struct {
 var runTable = []runCase{
 	{name: "echo", args: []string{"IMG", "echo", "hello"}, stdout: "hello\n", vm: true},
 	{name: "exit status", args: []string{"IMG", "sh", "-c", "exit 3"}, code: 3, vm: true},
-	{name: "killed by signal", args: []string{"IMG", "sh", "-c", "kill -9 $$"}, code: 137, vm: true},
+	// --init: a workload that is PID 1 cannot kill itself (next row).
+	{name: "killed by signal", args: []string{"--init", "IMG", "sh", "-c", "kill -9 $$"}, code: 137, vm: true},
+	// Docker's PID 1: the workload itself, which the kernel spares the
+	// signals of its own namespace. Container only until the guest
+	// agent runs the workload through the container engine (issue 12).
+	{name: "workload is PID 1", args: []string{"IMG", "sh", "-c", "echo $$; read -r c </proc/1/comm; echo $c"}, stdout: "1\nsh\n"},
+	{name: "PID 1 survives its own SIGKILL", args: []string{"IMG", "sh", "-c", "kill -9 $$; echo alive"}, stdout: "alive\n"},
+	{name: "--init is PID 1", args: []string{"--init", "IMG", "sh", "-c", "read -r c </proc/1/comm; echo $c; [ $$ != 1 ] && echo not-pid1"}, stdout: "berth-init\nnot-pid1\n"},
+	// --pids-limit N is the workload's N processes, whoever is PID 1.
+	{name: "pids limit: N processes", args: []string{"--pids-limit", "2", "IMG", "sh", "-c", "sleep 0.3 & wait; echo ok"}, stdout: "ok\n"},
+	{name: "pids limit: not N+1", args: []string{"--pids-limit", "2", "IMG", "sh", "-c", "sleep 0.3 & echo one; (echo two); echo after"}, stdout: "one\n", stderr: "can't fork", code: 2},
+	{name: "pids limit: N processes, --init", args: []string{"--init", "--pids-limit", "2", "IMG", "sh", "-c", "sleep 0.3 & wait; echo ok"}, stdout: "ok\n"},
+	{name: "pids limit: not N+1, --init", args: []string{"--init", "--pids-limit", "2", "IMG", "sh", "-c", "sleep 0.3 & echo one; (echo two); echo after"}, stdout: "one\n", stderr: "can't fork", code: 2},
 	{name: "not found", args: []string{"IMG", "/no/such/binary"}, code: 127, stderr: "/no/such/binary", vm: true},
 	{name: "not found on PATH", args: []string{"IMG", "nosuchcommand"}, code: 127, stderr: "nosuchcommand", vm: true},
 	{name: "not executable", args: []string{"IMG", "/etc/passwd"}, code: 126, stderr: "/etc/passwd", vm: true},
@@ -59,7 +71,9 @@ var runTable = []runCase{
 	{name: "rlimit nofile", args: []string{"IMG", "sh", "-c", `[ "$(ulimit -n)" = "$(ulimit -Hn)" ] && [ "$(ulimit -n)" -ge 20000 ] && echo ok`}, stdout: "ok\n", vm: true},
 	{name: "stdin closed without -i", args: []string{"IMG", "cat"}, stdout: "", vm: true},
 	{name: "entrypoint override", args: []string{"--entrypoint", "/bin/echo", "IMG", "a", "b"}, stdout: "a b\n", vm: true},
-	{name: "orphans reaped", args: []string{"IMG", "sh", "-c", "p=$( (sleep 0.2 >/dev/null & echo $!) ); for i in $(seq 300); do [ -e /proc/$p ] || break; sleep 0.1; done; [ -e /proc/$p ] && grep State /proc/$p/status || echo reaped"}, stdout: "reaped\n", vm: true},
+	// berth's init reaps what is reparented to it (a shell as PID 1
+	// would too, but that is the shell's doing).
+	{name: "orphans reaped", args: []string{"--init", "IMG", "sh", "-c", "p=$( (sleep 0.2 >/dev/null & echo $!) ); for i in $(seq 300); do [ -e /proc/$p ] || break; sleep 0.1; done; [ -e /proc/$p ] && grep State /proc/$p/status || echo reaped"}, stdout: "reaped\n", vm: true},
 }
 
 func TestRunTable(t *testing.T) {

@@ -67,6 +67,7 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.BoolVar(&o.Tty, "t", false, "allocate a terminal")
 	fs.BoolVar(&o.Tty, "tty", false, "allocate a terminal")
 	fs.BoolVar(&o.ReadOnly, "read-only", false, "mount the root file system read-only")
+	fs.BoolVar(&o.Init, "init", false, "run berth's init as PID 1 in front of the command: it reaps orphans and relays signals")
 	fs.StringVar(&f.network, "network", "none", "network: none (loopback only) or host")
 	fs.Var(&f.entrypoint, "entrypoint", "override the image's entrypoint")
 	fs.StringVar(&f.pull, "pull", "missing", "pull the image from its registry: missing (when the store lacks it), always or never")
@@ -201,10 +202,7 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 		return nil, nil, nil, err
 	}
 	if f.bootTime > 0 {
-		if spec.Annotations == nil {
-			spec.Annotations = map[string]string{}
-		}
-		spec.Annotations[vm.AnnotationBootTimeout] = f.bootTime.String()
+		annotate(spec, vm.AnnotationBootTimeout, f.bootTime.String())
 	}
 	if o.Tty {
 		// The workload sees the user's terminal size from its first
@@ -229,6 +227,7 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 		AutoRemove:  f.rm,
 		Tty:         o.Tty,
 		Interactive: o.Interactive,
+		Init:        o.Init,
 		Cgroup:      eng.Cgroup(id),
 		LogConfig:   f.logConfig,
 		Created:     time.Now().UTC(),
@@ -261,7 +260,18 @@ func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOpti
 	spec.Mounts = instance.WithVolumes(spec.Mounts, mounts)
 	spec.Root.Readonly = o.ReadOnly
 	spec.Linux.Resources = instance.Resources(o.Limits)
+	if o.Init {
+		annotate(spec, instance.AnnotationInit, "true")
+	}
 	return spec, nil
+}
+
+// annotate sets one of spec's annotations.
+func annotate(spec *specs.Spec, key, value string) {
+	if spec.Annotations == nil {
+		spec.Annotations = map[string]string{}
+	}
+	spec.Annotations[key] = value
 }
 
 // baseSpec is berth's default spec with the namespaces the run options

@@ -40,6 +40,13 @@ type Config struct {
 	// A taken init keeps the stdio Prestart gave it: Create's must be the
 	// same.
 	Init *Init
+	// KeepInit keeps berth's init as the container's PID 1 (berth run
+	// --init, as docker run --init puts tini there): it forks the
+	// workload, relays signals to it and reaps orphans. Otherwise the
+	// init execve's the workload, which is PID 1 and the process the
+	// owner waits for, as with Docker and runc: the kernel drops the
+	// signals it has no handler for (but SIGKILL and SIGSTOP).
+	KeepInit bool
 }
 
 // Trace, when set, is called with the name of each step of Create and

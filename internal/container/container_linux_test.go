@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/cgroups"
 
@@ -123,17 +124,24 @@ func TestEchoAndExitCodes(t *testing.T) {
 	if r.stdout != "hello world\n" || r.exit != (Exit{}) {
 		t.Fatalf("echo: got %q %+v", r.stdout, r.exit)
 	}
+	// A workload that is PID 1 cannot kill itself with a signal (the
+	// kernel spares PID 1 its own namespace's signals); under an init
+	// that stays it can.
 	for _, tc := range []struct {
-		script string
-		want   Exit
+		script   string
+		keepInit bool
+		want     Exit
 	}{
-		{"exit 0", Exit{}},
-		{"exit 3", Exit{Code: 3}},
-		{"kill -9 $$", Exit{Code: 137, Signal: 9}},
-		{"kill -TERM $$", Exit{Code: 143, Signal: 15}},
+		{"exit 0", false, Exit{}},
+		{"exit 3", false, Exit{Code: 3}},
+		{"kill -9 $$", false, Exit{}},
+		{"kill -9 $$", true, Exit{Code: 137, Signal: 9}},
+		{"kill -TERM $$", true, Exit{Code: 143, Signal: 15}},
 	} {
-		if r := run(t, sh(t, tc.script)); r.exit != tc.want {
-			t.Errorf("%q: got %+v, want %+v (stderr %q)", tc.script, r.exit, tc.want, r.stderr)
+		cfg := sh(t, tc.script)
+		cfg.KeepInit = tc.keepInit
+		if r := run(t, cfg); r.exit != tc.want {
+			t.Errorf("%q (KeepInit %v): got %+v, want %+v (stderr %q)", tc.script, tc.keepInit, r.exit, tc.want, r.stderr)
 		}
 	}
 }
@@ -196,9 +204,31 @@ func TestUser(t *testing.T) {
 	assertGone(t, cfg)
 }
 
-func TestPidNamespaceAndReaping(t *testing.T) {
+// By default the workload is PID 1 (the init execve'd it) and the only
+// process; background jobs do not outlive it.
+func TestWorkloadIsPID1(t *testing.T) {
+	// echo and the glob are built in.
+	r := run(t, sh(t, "echo /proc/[0-9]*; echo $$; read -r c </proc/1/comm; echo $c"))
+	if r.stdout != "/proc/1\n1\nsh\n" {
+		t.Fatalf("pid view: got %q (stderr %q)", r.stdout, r.stderr)
+	}
+	cfg := sh(t, "sleep 1000 & echo started")
+	r = run(t, cfg)
+	if r.stdout != "started\n" || r.exit.Code != 0 {
+		t.Fatalf("background: got %q %+v", r.stdout, r.exit)
+	}
+}
+
+// keepInit is sh's container with berth's init staying as PID 1.
+func keepInit(t *testing.T, script string) *Config {
+	cfg := sh(t, script)
+	cfg.KeepInit = true
+	return cfg
+}
+
+func TestKeepInitReaps(t *testing.T) {
 	// Only the init and the shell exist (echo and the glob are built in).
-	r := run(t, sh(t, "echo /proc/[0-9]*; echo $$; cat /proc/1/comm"))
+	r := run(t, keepInit(t, "echo /proc/[0-9]*; echo $$; cat /proc/1/comm"))
 	f := strings.Fields(r.stdout)
 	if len(f) != 4 || f[0] != "/proc/1" || f[1] != "/proc/"+f[2] || f[3] != "berth-init" {
 		t.Fatalf("pid view: got %q (stderr %q)", r.stdout, r.stderr)
@@ -213,11 +243,11 @@ while [ $i -lt 100 ]; do
   i=$((i+1)); sleep 0.05
 done
 echo zombie`
-	if r := run(t, sh(t, script)); r.stdout != "reaped\n" {
+	if r := run(t, keepInit(t, script)); r.stdout != "reaped\n" {
 		t.Fatalf("orphan: got %q (stderr %q)", r.stdout, r.stderr)
 	}
 	// Background jobs do not outlive the workload.
-	cfg := sh(t, "sleep 1000 & echo started")
+	cfg := keepInit(t, "sleep 1000 & echo started")
 	r = run(t, cfg)
 	if r.stdout != "started\n" || r.exit.Code != 0 {
 		t.Fatalf("background: got %q %+v", r.stdout, r.exit)
@@ -271,31 +301,42 @@ func TestLimits(t *testing.T) {
 // On v1 the init stays out of the container's cgroup, so a pids limit
 // counts the workload's processes, not the init's threads (five or more,
 // which used to leave a shell under a limit of 4 unable to fork, or the
-// init unable to start). The init's thread that forks the workload may
-// still count for an instant: the shell and its two children fit beside
-// it.
+// init unable to start). The init's thread that forks or execs the
+// workload may still count for an instant: the shell and its two
+// children fit beside it.
 func TestPidsLimitCountsWorkloadOnly(t *testing.T) {
 	if cgroups.DetectMode() == cgroups.ModeV2 {
 		t.Skip("on a cgroup v2 host the init is cloned into the container's cgroup")
 	}
 	pids := int64(4)
-	cfg := sh(t, "true & true & wait && echo forked")
-	cfg.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &pids}}
-	r := run(t, cfg)
-	if r.exit.Code != 0 || r.stdout != "forked\n" {
-		t.Fatalf("pids limit %d: exit %+v, stdout %q, stderr %q", pids, r.exit, r.stdout, r.stderr)
+	for _, keep := range []bool{false, true} {
+		cfg := sh(t, "true & true & wait && echo forked")
+		cfg.KeepInit = keep
+		cfg.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &pids}}
+		r := run(t, cfg)
+		if r.exit.Code != 0 || r.stdout != "forked\n" {
+			t.Fatalf("pids limit %d, KeepInit %v: exit %+v, stdout %q, stderr %q", pids, keep, r.exit, r.stdout, r.stderr)
+		}
 	}
 }
 
 // A pids limit of N is the workload's N processes, as with runc: one
 // process runs under a limit of 1, a second cannot be forked, and exec
-// into the full container is a PidsLimitError naming the spec's limit.
-// v1 only, where the init keeps its own place under the limit.
+// into the full container is a PidsLimitError naming the spec's limit:
+// whether the init becomes the workload or stays (v1 only, where such an
+// init keeps a place of its own under the limit).
 func TestPidsLimitIsTheWorkloads(t *testing.T) {
 	if cgroups.DetectMode() == cgroups.ModeV2 {
 		t.Skip("on a cgroup v2 host the init is cloned into the container's cgroup")
 	}
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("KeepInit=%v", keep), func(t *testing.T) { testPidsLimitIsTheWorkloads(t, keep) })
+	}
+}
+
+func testPidsLimitIsTheWorkloads(t *testing.T, keep bool) {
 	limit := func(cfg *Config, n int64) *Config {
+		cfg.KeepInit = keep
 		cfg.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &n}}
 		return cfg
 	}
@@ -309,7 +350,7 @@ func TestPidsLimitIsTheWorkloads(t *testing.T) {
 	c := runUntilUp(t, cfg)
 	p := DefaultSpec(cfg.ID).Process
 	p.Args = []string{"true"}
-	_, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{})
+	_, err := Exec(context.Background(), c.Pid(), cfg.KeepInit, cfg.CgroupPath, p, Stdio{})
 	var pe *PidsLimitError
 	if !errors.As(err, &pe) || pe.Limit != 2 || err.Error() != "pids limit 2 reached" {
 		t.Fatalf("exec into a container at its pids limit of 2: %v", err)
@@ -420,7 +461,7 @@ func TestExecTerminal(t *testing.T) {
 		p.ConsoleSize = &specs.Box{Height: 20, Width: 70}
 		p.User = specs.User{UID: 1000, GID: 1000}
 		// Stdio is not used with a terminal.
-		proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: os.Stderr})
+		proc, err := Exec(context.Background(), c.Pid(), cfg.KeepInit, cfg.CgroupPath, p, Stdio{Stdout: os.Stderr})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -459,7 +500,7 @@ func TestExec(t *testing.T) {
 	er, ew, _ := os.Pipe()
 	defer er.Close()
 	ir, iw, _ := os.Pipe()
-	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdin: ir, Stdout: ew, Stderr: ew})
+	proc, err := Exec(context.Background(), c.Pid(), cfg.KeepInit, cfg.CgroupPath, p, Stdio{Stdin: ir, Stdout: ew, Stderr: ew})
 	ew.Close()
 	ir.Close()
 	if err != nil {
@@ -475,23 +516,58 @@ func TestExec(t *testing.T) {
 	if err != nil || exit.Code != 0 {
 		t.Fatalf("exec wait: %+v %v (%q)", exit, err, out)
 	}
-	want := "exechost\nmarker\nberth-init\n" // then memory line and caps
+	want := "exechost\nmarker\nsleep\n" // then memory line and caps
 	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), ":memory:/\n") ||
 		!strings.Contains(string(out), "CapEff:\t00000000a80425fb\nSeccomp:\t2\n") {
 		t.Fatalf("exec output: got %q, want prefix %q", out, want)
 	}
 
 	p.Args = []string{"no-such-command"}
-	if _, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{}); !isExecCode(err, 127) {
+	if _, err := Exec(context.Background(), c.Pid(), cfg.KeepInit, cfg.CgroupPath, p, Stdio{}); !isExecCode(err, 127) {
 		t.Fatalf("exec not found: got %v", err)
 	}
 
-	if err := c.Signal(syscall.SIGTERM); err != nil {
+	if err := c.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	exit, err = c.Wait()
-	if err != nil || exit.Code != 143 {
-		t.Fatalf("after SIGTERM: %+v %v", exit, err)
+	if err != nil || exit != (Exit{Code: 137, Signal: 9}) {
+		t.Fatalf("after SIGKILL: %+v %v", exit, err)
+	}
+}
+
+// The host's signals reach a workload that is PID 1 when it handles
+// them; one it does not handle (SIGTERM to sleep) the kernel drops, as
+// with Docker, and SIGKILL still ends it. An init that stays relays
+// SIGTERM to the workload, which dies of it.
+func TestSignalsToPID1(t *testing.T) {
+	c := runUntilUp(t, sh(t, "trap 'exit 7' TERM; echo up; while :; do sleep 0.1; done"))
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if exit, err := c.Wait(); err != nil || exit.Code != 7 {
+		t.Fatalf("trapped SIGTERM: %+v %v", exit, err)
+	}
+
+	c = runUntilUp(t, sh(t, "echo up; exec sleep 1000"))
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := unix.Kill(c.Pid(), 0); err != nil {
+		t.Fatalf("sleep as PID 1 ended on SIGTERM: %v", err)
+	}
+	c.Signal(syscall.SIGKILL)
+	if exit, err := c.Wait(); err != nil || exit.Code != 137 {
+		t.Fatalf("SIGKILL: %+v %v", exit, err)
+	}
+
+	c = runUntilUp(t, keepInit(t, "echo up; exec sleep 1000"))
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if exit, err := c.Wait(); err != nil || exit != (Exit{Code: 143, Signal: 15}) {
+		t.Fatalf("SIGTERM relayed by the init: %+v %v", exit, err)
 	}
 }
 
@@ -616,7 +692,7 @@ func TestManyLayers(t *testing.T) {
 // process that reaches its /proc/PID/exe cannot write the host's binary
 // through it (CVE-2019-5736).
 func TestInitBinaryIsReadOnly(t *testing.T) {
-	c := runUntilUp(t, sh(t, "echo up; exec sleep 1000"))
+	c := runUntilUp(t, keepInit(t, "echo up; exec sleep 1000"))
 	v := readOnlyView(stageBinary())
 	if v == nil {
 		t.Skip("needs open_tree and mount_setattr (Linux 5.12)")
@@ -659,7 +735,7 @@ func runUntilUp(t *testing.T, cfg *Config) *Container {
 // does not fit (other namespaces) is killed and reaped while Create
 // starts one of its own.
 func TestPrestartedInit(t *testing.T) {
-	cfg := sh(t, "echo prestarted; cat /proc/1/comm")
+	cfg := sh(t, "echo prestarted; read -r c </proc/1/comm; echo $c")
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -679,7 +755,7 @@ func TestPrestartedInit(t *testing.T) {
 	}
 	defer c.Destroy()
 	out, _ := io.ReadAll(outR)
-	if exit, err := c.Wait(); err != nil || exit.Code != 0 || string(out) != "prestarted\nberth-init\n" {
+	if exit, err := c.Wait(); err != nil || exit.Code != 0 || string(out) != "prestarted\nsh\n" {
 		t.Fatalf("exit %+v %v, output %q", exit, err, out)
 	}
 	if c.cmd != pre.cmd {

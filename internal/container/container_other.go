@@ -42,7 +42,7 @@ func (c *Container) Signal(syscall.Signal) error                 { return errNot
 func (c *Container) Destroy() error                              { return nil }
 func Cleanup(string) error                                       { return errNotLinux }
 func DefaultSpec(id string) *specs.Spec                          { return &specs.Spec{Hostname: id} }
-func Exec(context.Context, int, string, *specs.Process, Stdio) (*Process, error) {
+func Exec(context.Context, int, bool, string, *specs.Process, Stdio) (*Process, error) {
 	return nil, errNotLinux
 }
 func ExecWithSeccomp(context.Context, int, string, *specs.Process, *specs.LinuxSeccomp, Stdio) (*Process, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,7 @@ type Container struct {
 
 	filter  chan compiled // the workload's seccomp program, compiled during Create
 	atOnce  bool          // the init starts the workload without "start" (Run)
+	becomes bool          // the init execve's the workload (no KeepInit): its status is the workload's
 	console *os.File      // the terminal's master, with Process.Terminal
 
 	waitOnce sync.Once
@@ -150,13 +152,15 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	if err != nil {
 		return nil, err
 	}
+	// On v1 an init that stays keeps a place under the pids limit.
+	initSlot := !v2 && cfg.KeepInit
 	// The cgroup is made, with its limits, while the init starts; with a
 	// prestarted init there is nothing to wait for meanwhile.
 	cgMade := make(chan error, 1)
 	if prestarted {
-		cgMade <- cg.Create(cgroupResources(cfg.Spec, v2))
+		cgMade <- cg.Create(cgroupResources(cfg.Spec, initSlot))
 	} else {
-		go func() { cgMade <- cg.Create(cgroupResources(cfg.Spec, v2)) }()
+		go func() { cgMade <- cg.Create(cgroupResources(cfg.Spec, initSlot)) }()
 	}
 	undo.add(func() { cg.Destroy() })
 	waitCgroup := func() error {
@@ -292,7 +296,7 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 		return nil, initGone(ctx, cmd, ctx.Err())
 	}
 	undo.release()
-	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, atOnce: icfg.StartAtOnce, ended: make(chan struct{}), done: make(chan struct{})}, nil
+	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, atOnce: icfg.StartAtOnce, becomes: !cfg.KeepInit, ended: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // launchInit starts a container's init: cloned with flags into new
@@ -442,6 +446,7 @@ func prepare(cfg *Config) (*initConfig, []nsJoin, uintptr, error) {
 		CgroupPath: cfg.CgroupPath,
 		Console:    cfg.Spec.Process.Terminal,
 		Hooks:      cfg.CreateHooks != nil,
+		KeepInit:   cfg.KeepInit,
 	}
 	if len(cfg.Layers) == 0 {
 		if cfg.Spec.Root == nil || cfg.Spec.Root.Path == "" {
@@ -611,11 +616,13 @@ func (c *Container) claimStart() ([]byte, error) {
 	return f.prog, f.err
 }
 
-// Pid is the init's pid on the host.
+// Pid is the host pid of the container's PID 1: the init, which becomes
+// the workload unless Config.KeepInit.
 func (c *Container) Pid() int { return c.cmd.Process.Pid }
 
 // Start runs the workload (step 5): the init applies capabilities,
-// no_new_privs and seccomp and starts the command. A command that is not
+// no_new_privs and seccomp and execs the command (with KeepInit: forks
+// it). It returns once the command runs. A command that is not
 // found or cannot be invoked comes back as an *ExecError. After a failed
 // Start the init has exited; call Destroy.
 func (c *Container) Start() error {
@@ -634,16 +641,30 @@ func (c *Container) Start() error {
 		return fmt.Errorf("container %s: init died before starting the workload", c.cfg.ID)
 	}
 	traceStamps("init", m.Trace)
-	if m.Type != msgStarted {
+	switch {
+	case m.Type == msgStarted && !c.becomes:
+		return nil
+	case m.Type != msgExecing || !c.becomes:
 		return errorFromMessage(&m)
 	}
-	return nil
+	// The socket is close-on-exec: end of file once the execve is past
+	// the point of no return.
+	m = message{}
+	switch err := c.ch.recv(&m); err {
+	case io.EOF:
+		return nil
+	case nil:
+		return errorFromMessage(&m)
+	default:
+		return fmt.Errorf("container %s: start: %w", c.cfg.ID, err)
+	}
 }
 
 // Wait waits for the workload to end and reports how: its exit status,
-// 128+N for signal N, and whether the cgroup's OOM killer fired. It
-// returns as soon as the init reports the end (the init then exits, and
-// Destroy reaps it); when the init itself was killed, its own status is
+// 128+N for signal N, and whether the cgroup's OOM killer fired. An init
+// that stays reports the workload's end (it then exits, and Destroy
+// reaps it); otherwise the init is the workload, and its own status is
+// the workload's. When an init that stays was killed, its own status is
 // reported.
 func (c *Container) Wait() (Exit, error) {
 	c.startWaiting()
@@ -709,9 +730,11 @@ func exitOf(ws syscall.WaitStatus) Exit {
 	return Exit{Code: ws.ExitStatus()}
 }
 
-// Signal sends sig to the init, which forwards it to the workload
-// (SIGKILL and SIGSTOP act on the init itself and so on the whole
-// container).
+// Signal sends sig to the container's PID 1: the workload, which the
+// kernel spares the signals it has no handler for (but SIGKILL and
+// SIGSTOP), or, with KeepInit, berth's init, which forwards it to the
+// workload (SIGKILL and SIGSTOP act on the init itself and so on the
+// whole container).
 func (c *Container) Signal(sig syscall.Signal) error {
 	if err := c.cmd.Process.Signal(sig); err != nil {
 		if errors.Is(err, os.ErrProcessDone) {

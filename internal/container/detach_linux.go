@@ -55,9 +55,10 @@ func (c *Container) Detach(listener *os.File) error {
 		}
 		return err
 	}
-	// The init becomes the workload: no thread of its own holds a place
-	// under the pids limit (cgroupResources).
-	if n := pidsLimit(c.cfg.Spec); n > 0 && cgroups.DetectMode() != cgroups.ModeV2 {
+	// The init becomes the workload even when created to stay: then no
+	// thread of its own holds the place it was given under the pids
+	// limit (cgroupResources).
+	if n := pidsLimit(c.cfg.Spec); n > 0 && !c.becomes && cgroups.DetectMode() != cgroups.ModeV2 {
 		if err := c.cg.SetPids(n); err != nil {
 			c.kill()
 			return fmt.Errorf("container %s: %w", c.cfg.ID, err)
@@ -139,17 +140,11 @@ func awaitStart(ch *channel, cfg *initConfig, w *workload, m *message, files []*
 		os.Exit(1)
 	}
 	w.filter = prog
-	p := cfg.Spec.Process
-	path, err := lookPath(p.Args[0], envPath(w.env), p.Cwd)
+	// Now, not at start: the container's namespaces are all there once
+	// create returns.
+	path, err := readyToExec(cfg, w)
 	if err != nil {
 		sendExecError(ch, err)
-		os.Exit(1)
-	}
-	// Now, not at start: the container's namespaces are all there once
-	// create returns. The main thread is the one that execve's the
-	// workload, and so the one in the cgroup.
-	if err := enterCgroup(cfg, w.cgroupMoves); err != nil {
-		ch.send(errorMessage(err))
 		os.Exit(1)
 	}
 	lfd := int(files[0].Fd()) // Fd puts it in blocking mode
@@ -194,6 +189,40 @@ func awaitStart(ch *channel, cfg *initConfig, w *workload, m *message, files []*
 		sendExecError(conn, err)
 		os.Exit(1)
 	}
+}
+
+// becomeWorkload is the end of an attached init that does not stay
+// (KeepInit unset): it execve's the workload, which so is the
+// container's PID 1 and the child its parent waits for, whose exit
+// status is the workload's. The parent reads "execing", then end of file
+// once the execve has closed the socket. It never returns.
+func becomeWorkload(ch *channel, cfg *initConfig, w *workload) {
+	path, err := readyToExec(cfg, w)
+	if err == nil {
+		note("workload exec")
+		if ch.send(message{Type: msgExecing, Trace: takeStamps()}) != nil {
+			os.Exit(1)
+		}
+		err = execWorkload(cfg, w, path)
+	}
+	sendExecError(ch, err)
+	os.Exit(1)
+}
+
+// readyToExec resolves the workload's command and puts the calling
+// thread, the main one, which execve's it, in the container's cgroup
+// (and a cgroup namespace of its own): all that is left before
+// execWorkload.
+func readyToExec(cfg *initConfig, w *workload) (string, error) {
+	p := cfg.Spec.Process
+	path, err := lookPath(p.Args[0], envPath(w.env), p.Cwd)
+	if err != nil {
+		return "", err
+	}
+	if err := enterCgroup(cfg, w.cgroupMoves); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // sendExecError reports a failed start on ch in its wire form.

@@ -81,8 +81,10 @@ var execNamespaces = []struct {
 	{"cgroup", unix.CLONE_NEWCGROUP},
 }
 
-// Exec starts p in the running container whose init has host pid initPid
-// and whose cgroup is cgroupPath (see docs/design.md, "exec"). It returns
+// Exec starts p in the running container whose PID 1 has host pid pid1
+// and whose cgroup is cgroupPath (see docs/design.md, "exec"); keepInit
+// says that PID 1 is berth's init (Config.KeepInit), the workload its
+// child, rather than the workload itself. It returns
 // once the command runs; a command that is not found or cannot be invoked
 // is an *ExecError (127 or 126). p carries the capabilities and
 // no_new_privs to apply; the seccomp filter is berth's default when the
@@ -90,23 +92,37 @@ var execNamespaces = []struct {
 // the container's own profile). With p.Terminal the command's stdio is a
 // terminal allocated in the container (stdio is not used): see
 // Process.Console.
-func Exec(ctx context.Context, initPid int, cgroupPath string, p *specs.Process, stdio Stdio) (*Process, error) {
+func Exec(ctx context.Context, pid1 int, keepInit bool, cgroupPath string, p *specs.Process, stdio Stdio) (*Process, error) {
+	workload := pid1
+	if keepInit {
+		if c := firstChild(pid1); c > 0 {
+			workload = c
+		}
+	}
 	var filter *specs.LinuxSeccomp
-	if seccompMode(firstChild(initPid)) == 2 {
+	if seccompMode(workload) == 2 {
 		filter = seccomp.Default()
 	}
-	return ExecWithSeccomp(ctx, initPid, cgroupPath, p, filter, stdio)
+	return execIn(ctx, pid1, workload, cgroupPath, p, filter, stdio)
 }
 
-// ExecWithSeccomp is Exec with the seccomp profile given (nil: none).
-func ExecWithSeccomp(ctx context.Context, initPid int, cgroupPath string, p *specs.Process, filter *specs.LinuxSeccomp, stdio Stdio) (_ *Process, err error) {
+// ExecWithSeccomp is Exec into a container whose PID 1 is its workload
+// (a detached one: berth-runtime's), with the seccomp profile given
+// (nil: none).
+func ExecWithSeccomp(ctx context.Context, pid1 int, cgroupPath string, p *specs.Process, filter *specs.LinuxSeccomp, stdio Stdio) (*Process, error) {
+	return execIn(ctx, pid1, pid1, cgroupPath, p, filter, stdio)
+}
+
+// execIn is Exec into the container whose PID 1 is initPid on the host
+// and whose workload, PID 1 itself or its child, is workload.
+func execIn(ctx context.Context, initPid, workload int, cgroupPath string, p *specs.Process, filter *specs.LinuxSeccomp, stdio Stdio) (_ *Process, err error) {
 	if p == nil || len(p.Args) == 0 {
 		return nil, fmt.Errorf("exec: no command given: %w", errdefs.ErrInvalid)
 	}
 	if err := unix.Kill(initPid, 0); err != nil {
 		return nil, fmt.Errorf("exec: container init %d: not running: %w", initPid, errdefs.ErrConflict)
 	}
-	joins, err := execJoins(initPid)
+	joins, err := execJoins(initPid, workload)
 	if err != nil {
 		return nil, err
 	}
@@ -273,8 +289,8 @@ func execPidsError(initPid int, cgroupPath string, cg cgroups.Manager) error {
 // container's init holds beside the workload's (cgroupResources): one
 // when the init's main thread is outside the cgroup (v1, an init that
 // forks the workload, whose forking thread stays in the pids
-// hierarchy), none when it is inside (v2, or a detached init that became
-// the workload).
+// hierarchy), none when it is inside (v2, or an init that became the
+// workload).
 func initPidsSlot(initPid int, cgroupPath string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", initPid))
 	if err != nil {
@@ -294,16 +310,14 @@ func initPidsSlot(initPid int, cgroupPath string) int64 {
 }
 
 // execJoins lists the container's namespaces that differ from ours. The
-// cgroup namespace is the workload's (the init's first child), since only
-// the workload has one of its own.
-func execJoins(initPid int) ([]nsJoin, error) {
+// cgroup namespace is the workload's: an init that stays has none of its
+// own.
+func execJoins(initPid, workload int) ([]nsJoin, error) {
 	var joins []nsJoin
 	for _, ns := range execNamespaces {
 		pid := initPid
 		if ns.name == "cgroup" {
-			if w := firstChild(initPid); w > 0 {
-				pid = w
-			}
+			pid = workload
 		}
 		path := fmt.Sprintf("/proc/%d/ns/%s", pid, ns.name)
 		same, err := sameFile(path, "/proc/self/ns/"+ns.name)

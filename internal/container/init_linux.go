@@ -16,9 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The init stage: the container's PID 1. It is started by Create with
-// fd 3 the sync socket and fds 0-2 the workload's stdio (/dev/null with a
-// terminal, which the init allocates in the container's devpts).
+// The init stage: the container's PID 1 until it becomes the workload
+// (execve, the default) or, with KeepInit, for the container's life, the
+// workload its child. It is started by Create with fd 3 the sync socket
+// and fds 0-2 the workload's stdio (/dev/null with a terminal, which the
+// init allocates in the container's devpts).
 
 // stageSocketFD is the sync socket's fd in a stage process.
 const stageSocketFD = 3
@@ -64,7 +66,7 @@ func runInitStage() {
 	// Starting at once with the program at hand, the thread that forks
 	// the workload gets ready while the root is built.
 	var sp *spawner
-	if cfg.StartAtOnce && !cfg.HostMount {
+	if cfg.StartAtOnce && !cfg.HostMount && cfg.KeepInit {
 		prog, err := decodeFilter(cfg.StartFilter)
 		if err != nil {
 			fail(err)
@@ -139,6 +141,9 @@ func runInitStage() {
 			fail(fmt.Errorf("seccomp: no program came with the start: %w", errdefs.ErrInvalid))
 		}
 		w.filter = prog
+	}
+	if !cfg.KeepInit {
+		becomeWorkload(ch, &cfg, w) // never returns
 	}
 	sigs := <-caught
 	pid, err := startWorkload(&cfg, w, sp)

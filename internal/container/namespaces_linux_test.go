@@ -323,7 +323,7 @@ func execOutput(t *testing.T, c *Container, cfg *Config, args ...string) string 
 	p.Args = args
 	er, ew, _ := os.Pipe()
 	defer er.Close()
-	proc, err := Exec(context.Background(), c.Pid(), cfg.CgroupPath, p, Stdio{Stdout: ew, Stderr: ew})
+	proc, err := Exec(context.Background(), c.Pid(), cfg.KeepInit, cfg.CgroupPath, p, Stdio{Stdout: ew, Stderr: ew})
 	ew.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -21,10 +21,13 @@ import (
 // the stage) with newline-delimited JSON messages. The parent sends the
 // stage's configuration first; with a terminal the stage sends "console"
 // with the pty master attached (SCM_RIGHTS); the init answers "ready" or
-// "error"; the parent sends "start"; the init answers "started" (or
-// "exec-error" or "error") and, when the workload has ended, "exit" with
-// its wait status. The exec stage's socket is close-on-exec: end of file
-// after the config (and "console") means the command runs.
+// "error"; the parent sends "start". An init that stays (KeepInit)
+// answers "started" (or "exec-error" or "error") and, when the workload
+// has ended, "exit" with its wait status; one that becomes the workload
+// answers "execing", then end of file once its execve has closed the
+// socket (or "exec-error" or "error"), and the parent waits for its pid.
+// The exec stage's socket is close-on-exec too: end of file after the
+// config (and "console") means the command runs.
 
 // Message types.
 const (
@@ -32,6 +35,7 @@ const (
 	msgReady     = "ready"      // init -> parent: rootfs is done, waiting for start
 	msgStart     = "start"      // parent -> init: run the workload
 	msgStarted   = "started"    // init -> parent: the workload runs (Pid is its pid in the container)
+	msgExecing   = "execing"    // init -> parent: the init execve's the workload next; end of file follows once it runs
 	msgError     = "error"      // stage -> parent: setup failed (Err, Class)
 	msgExecError = "exec-error" // stage -> parent: the command could not be started (Path, Errno, Code)
 	msgExit      = "exit"       // init -> parent: the workload ended (Status is its wait status)
@@ -103,7 +107,7 @@ const warmConfig = `{"id":"","spec":{"ociVersion":"","process":{"terminal":false
 	`"namespaces":[{"type":"","path":""}],"devices":[{"type":"","path":"","major":0,"minor":0,` +
 	`"fileMode":0,"uid":0,"gid":0}],"seccomp":{"defaultAction":"","architectures":[""],"flags":[""]},` +
 	`"rootfsPropagation":"","maskedPaths":[""],"readonlyPaths":[""]}},"layers":[""],"dir":"",` +
-	`"cgroupPath":"","newNet":true,"cgroupJoins":0,"startAtOnce":true,"startFilter":"AAAAAAAAAAA="}`
+	`"cgroupPath":"","newNet":true,"cgroupJoins":0,"startAtOnce":true,"startFilter":"AAAAAAAAAAA=","keepInit":true}`
 
 // warmDecoder decodes warmConfig (see there).
 func warmDecoder() {
@@ -143,6 +147,9 @@ type initConfig struct {
 	// the seccomp program, without waiting for "start" (Run).
 	StartAtOnce bool   `json:"startAtOnce,omitempty"`
 	StartFilter []byte `json:"startFilter,omitempty"`
+	// KeepInit: the init stays as PID 1 and forks the workload
+	// (Config.KeepInit); otherwise, at start, it execve's the workload.
+	KeepInit bool `json:"keepInit,omitempty"`
 }
 
 // execConfig is what the parent sends the exec stage.

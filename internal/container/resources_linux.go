@@ -13,13 +13,13 @@ func ResourcesOf(r *specs.LinuxResources, devices []specs.LinuxDevice) cgroups.R
 }
 
 // cgroupResources are the limits a container's cgroup is made with: the
-// spec's, but on v1 one more task than its pids limit, for the init's
-// thread that forks the workload and stays in the cgroup's pids
-// hierarchy (leaveCgroup). A detached container, whose init becomes the
-// workload, goes back to the spec's (Detach).
-func cgroupResources(s *specs.Spec, v2 bool) cgroups.Resources {
+// spec's, but with initSlot (v1, an init that stays) one more task than
+// its pids limit, for the init's thread that forks the workload and
+// stays in the cgroup's pids hierarchy (leaveCgroup). An init that
+// becomes the workload holds no place of its own.
+func cgroupResources(s *specs.Spec, initSlot bool) cgroups.Resources {
 	r := resourcesOf(s)
-	if r.Pids > 0 && !v2 {
+	if r.Pids > 0 && initSlot {
 		r.Pids++
 	}
 	return r

@@ -8,7 +8,7 @@ import (
 
 // Hidden verbs of the berth binary that run a container stage.
 const (
-	verbInit = "__init" // the container's PID 1 (see init_linux.go)
+	verbInit = "__init" // the container's init, PID 1 until it execs or forks the workload (see init_linux.go)
 	verbExec = "__exec" // a process joining a running container (see execstage_linux.go)
 )
 
@@ -16,7 +16,7 @@ const (
 // started by a parent of another version (a berth-init left from another
 // build) exits with exitStageMismatch before reading anything. Change it
 // whenever a message or the stage's arguments change.
-const stageProtocol = "berth-stage-3"
+const stageProtocol = "berth-stage-4"
 
 // StageProtocol is the stage protocol's version, for `berth version`.
 const StageProtocol = stageProtocol

@@ -14,7 +14,8 @@ import (
 )
 
 // containers is the container engine: the workload shares the host's
-// kernel, in namespaces and a cgroup of its own, under berth's init.
+// kernel, in namespaces and a cgroup of its own, as their PID 1 or, with
+// the spec's instance.AnnotationInit, under berth's init.
 type containers struct{}
 
 func init() { register(containers{}) }
@@ -45,6 +46,7 @@ func (containers) Start(ctx context.Context, cfg Config, stdio Stdio) (Running, 
 		Dir:        cfg.Dir,
 		CgroupPath: cfg.Cgroup,
 		Init:       pre,
+		KeepInit:   cfg.Spec.Annotations[instance.AnnotationInit] == "true",
 	}, stdio)
 	if err != nil {
 		return nil, err
@@ -65,12 +67,13 @@ func (containers) Open(in *instance.Instance, dir string) Handle {
 	return containerHandle{in}
 }
 
-// containerHandle reaches a container through its init's pid and its
-// cgroup: no owner is needed.
+// containerHandle reaches a container through its PID 1's pid (the
+// workload's, or with --init the init's) and its cgroup: no owner is
+// needed.
 type containerHandle struct{ in *instance.Instance }
 
-// Signal goes to the init, which relays it to the workload (SIGKILL ends
-// the whole pid namespace).
+// Signal goes to PID 1: the workload, or the init that relays it to the
+// workload (SIGKILL ends the whole pid namespace).
 func (h containerHandle) Signal(sig syscall.Signal) error {
 	if err := syscall.Kill(h.in.Pid, sig); err != nil {
 		return fmt.Errorf("signal instance %s: %w", h.in.ShortID(), err)
@@ -79,7 +82,7 @@ func (h containerHandle) Signal(sig syscall.Signal) error {
 }
 
 func (h containerHandle) Exec(ctx context.Context, p *specs.Process, stdio Stdio, _ <-chan specs.Box) (Exec, error) {
-	proc, err := container.Exec(ctx, h.in.Pid, h.in.Cgroup, p, stdio)
+	proc, err := container.Exec(ctx, h.in.Pid, h.in.Init, h.in.Cgroup, p, stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +109,7 @@ func (h containerHandle) cgroup() (cgroups.Manager, error) {
 
 // Stats reads the container's cgroup, the host's memory as the limit
 // when the cgroup has none, and the network interfaces (but lo) of the
-// init's network namespace.
+// container's network namespace.
 func (h containerHandle) Stats() (usage.Stats, error) {
 	cg, err := h.cgroup()
 	if err != nil {
@@ -127,8 +130,8 @@ func (h containerHandle) Stats() (usage.Stats, error) {
 	return s, nil
 }
 
-// Top lists the processes of the container's cgroup and its init, with
-// the host's pids.
+// Top lists the processes of the container's cgroup and its PID 1 (an
+// init that stays is outside the cgroup on v1), with the host's pids.
 func (h containerHandle) Top() ([]usage.Process, error) {
 	cg, err := h.cgroup()
 	if err != nil {

@@ -30,7 +30,14 @@ type RunOptions struct {
 	Tty         bool
 	Interactive bool
 	NetworkHost bool // --network host
+	Init        bool // --init: berth's init is PID 1 (AnnotationInit)
 }
+
+// AnnotationInit, set to "true" in a spec's annotations, puts berth's
+// init in front of the workload as its PID 1 (run --init, docker run
+// --init): it reaps orphans and relays signals. Without it the workload
+// is PID 1.
+const AnnotationInit = "dev.berth.init"
 
 // MinMemory is the smallest --memory berth accepts, Docker's: below it
 // the container's init cannot start.

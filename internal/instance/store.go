@@ -53,6 +53,7 @@ type Instance struct {
 	AutoRemove  bool       `json:"auto_remove"`
 	Tty         bool       `json:"tty"`
 	Interactive bool       `json:"interactive"`
+	Init        bool       `json:"init"`                  // --init: berth's init is PID 1, else the workload is
 	Cgroup      string     `json:"cgroup,omitempty"`      // a container's host cgroup
 	Kernel      string     `json:"kernel,omitempty"`      // a VM's --kernel; "" for berth's default
 	Accel       string     `json:"accel,omitempty"`       // a VM's accelerator: kvm or tcg
@@ -63,7 +64,7 @@ type Instance struct {
 	Created     time.Time  `json:"created"`
 
 	Status     Status    `json:"status"`
-	Pid        int       `json:"pid,omitempty"`         // host pid of the container's init or the VM's QEMU
+	Pid        int       `json:"pid,omitempty"`         // host pid of the container's PID 1 (init or workload) or the VM's QEMU
 	PidStart   uint64    `json:"pid_start,omitempty"`   // its start time in clock ticks, against pid reuse
 	MonitorPid int       `json:"monitor_pid,omitempty"` // process that waits for it (CLI or monitor)
 	MonStart   uint64    `json:"monitor_start,omitempty"`
