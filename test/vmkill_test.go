@@ -215,3 +215,29 @@ func TestVMForegroundTermTwice(t *testing.T) {
 	}
 	assertKilled(t, "vmfgterm")
 }
+
+// An owner that hangs (here stopped) does not hang kill -s KILL: the
+// request to it times out and QEMU is killed by its recorded pid. Once the
+// owner runs again it records the end.
+func TestVMKillHungOwner(t *testing.T) {
+	img := busybox(t)
+	needVM(t)
+	t.Parallel()
+	id := detach(t, "--vm", img, "sleep", "1000")
+	pid, start := qemuOf(t, id)
+	mon := int(inspect(t, id)["monitor_pid"].(float64))
+	if err := syscall.Kill(mon, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(mon, syscall.SIGCONT)
+	if r := berthLimit(t, 30*time.Second, nil, nil, "kill", "-s", "KILL", id); r.code != 0 {
+		t.Fatalf("kill with a hung owner: exit %d: %s", r.code, r.stderr)
+	}
+	waitFor(t, "QEMU to end", func() bool { return !instance.Alive(pid, start) })
+	_ = syscall.Kill(mon, syscall.SIGCONT)
+	waitFor(t, "the instance to stop", func() bool { return status(t, id) == "stopped" })
+	if in := inspect(t, id); in["exit_code"] != float64(137) {
+		t.Errorf("exit %v error %v, want 137", in["exit_code"], in["error"])
+	}
+	assertNothingLeft(t, id, false)
+}
