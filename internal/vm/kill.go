@@ -60,26 +60,28 @@ func (m *Machine) relay(sig syscall.Signal) error {
 // is told to kill it, and when QEMU has not ended within killBound (a
 // guest whose agent is frozen, stopped or gone; or a guest still flushing
 // its shares after the workload ended), QEMU is killed. Wait then reports
-// exit status 137 unless the workload ended by itself first. It is
-// idempotent.
-func (m *Machine) Kill() {
+// exit status 137 unless the workload ended by itself first.
+func (m *Machine) Kill() { m.kill(killBound) }
+
+// kill is Kill with QEMU killed after bound (at once for 0).
+func (m *Machine) kill(bound time.Duration) {
 	m.killOnce.Do(func() {
 		close(m.killed)
 		// The relay may block on a guest that stopped reading: it
 		// ends with the connection.
 		go func() { _ = m.proc.Signal(syscall.SIGKILL) }()
-		go func() {
-			select {
-			case <-m.vm.Exited():
-			case <-time.After(killBound):
-				trace("the guest did not end the workload after SIGKILL: killing qemu")
-				_ = m.vm.Kill()
-			}
-		}()
 	})
+	go func() {
+		select {
+		case <-m.vm.Exited():
+		case <-time.After(bound):
+			trace("the guest did not end the workload: killing qemu")
+			_ = m.vm.Kill()
+		}
+	}()
 }
 
-// killRequested reports whether Kill was called.
+// killRequested reports whether the workload was killed (Kill).
 func (m *Machine) killRequested() bool {
 	select {
 	case <-m.killed:
@@ -91,23 +93,24 @@ func (m *Machine) killRequested() bool {
 
 // Interrupt relays a terminating signal (SIGTERM, SIGINT, SIGHUP,
 // SIGQUIT) that the owner itself got, as a foreground run does, and keeps
-// the guest to it: when the agent does not take the signal or does not
-// answer within answerBound, or when a second such signal comes, the
-// instance ends as with SIGKILL. A paused guest holds the signal until it
-// resumes and is left alone.
+// the guest to it: when the agent does not take the signal within
+// relayBound or does not answer within answerBound, QEMU is killed at
+// once; when a second such signal comes, the instance ends as with
+// SIGKILL. A paused guest holds the signal until it resumes and is left
+// alone.
 func (m *Machine) Interrupt(sig syscall.Signal) error {
 	if m.interrupted.Swap(true) {
 		m.Kill()
 		return nil
 	}
 	if err := m.relay(sig); err != nil {
-		m.Kill()
+		m.kill(0)
 		return err
 	}
 	go func() {
 		if !m.answers(answerBound) {
-			trace("the guest agent does not answer after a terminating signal: killing the workload")
-			m.Kill()
+			// It did not answer: waiting for it to kill is in vain.
+			m.kill(0)
 		}
 	}()
 	return nil
