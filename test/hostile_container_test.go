@@ -158,18 +158,23 @@ func TestHostileSignalsToPID1(t *testing.T) {
 
 // sigpid1Image imports, once per test, an image whose /bin/sigpid1 is the
 // hostile program in testdata/sigpid1, and returns its name.
-func sigpid1Image(t *testing.T) string {
+func sigpid1Image(t *testing.T) string { return programImage(t, "sigpid1") }
+
+// programImage imports, once per test, an image named name whose
+// /bin/name is the program in testdata/name (with busybox beside it), and
+// returns its name.
+func programImage(t *testing.T, name string) string {
 	t.Helper()
 	busybox(t)
 	rootfs := testutil.BusyboxRootfs(t)
-	build := exec.Command("go", "build", "-o", filepath.Join(rootfs, "bin", "sigpid1"), "./testdata/sigpid1")
+	build := exec.Command("go", "build", "-o", filepath.Join(rootfs, "bin", name), "./testdata/"+name)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the hostile workload: %v\n%s", err, out)
+		t.Fatalf("build the hostile workload %s: %v\n%s", name, err, out)
 	}
-	must(t, "image", "import", "--name", "sigpid1", ociLayout(t, rootfs, "latest"))
-	t.Cleanup(func() { berth(t, "image", "rm", "sigpid1") })
-	return "sigpid1"
+	must(t, "image", "import", "--name", name, ociLayout(t, rootfs, "latest"))
+	t.Cleanup(func() { berth(t, "image", "rm", name) })
+	return name
 }
 
 // Neither sigqueue, whose siginfo the sender writes (a SIGSEGV "from

@@ -73,10 +73,20 @@ type runningVM struct {
 	stopControl func()
 }
 
-func (r *runningVM) Pid() int                        { return r.m.Pid() }
-func (r *runningVM) Signal(sig syscall.Signal) error { return r.m.Signal(sig) }
-func (r *runningVM) Resize(rows, cols uint16) error  { return r.m.Resize(rows, cols) }
-func (r *runningVM) Console() *os.File               { return nil }
+func (r *runningVM) Pid() int                       { return r.m.Pid() }
+func (r *runningVM) Resize(rows, cols uint16) error { return r.m.Resize(rows, cols) }
+func (r *runningVM) Console() *os.File              { return nil }
+
+// Signal relays a signal the owner got (a foreground run's). One that
+// asks the instance to end holds the guest to it: a guest that cannot
+// take it, or a second one, ends the VM as SIGKILL does (vm.Interrupt).
+func (r *runningVM) Signal(sig syscall.Signal) error {
+	switch sig {
+	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+		return r.m.Interrupt(sig)
+	}
+	return r.m.Signal(sig)
+}
 
 func (r *runningVM) Wait() (Exit, error) {
 	st, err := r.m.Wait()
@@ -106,12 +116,17 @@ type vmHandle struct {
 	socket string
 }
 
-// Signal relays sig through the owner; a SIGKILL whose owner does not
-// answer kills the guest's QEMU directly.
+// Signal relays sig through the owner, which ends QEMU itself when the
+// guest does not take a SIGKILL in time (vm.Machine.Kill). A SIGKILL
+// whose owner is gone or does not answer kills QEMU directly, by the pid
+// recorded (and its start time, against reuse).
 func (h vmHandle) Signal(sig syscall.Signal) error {
 	err := instance.ControlSignal(h.socket, sig)
 	if err != nil && sig == syscall.SIGKILL && instance.Alive(h.in.Pid, h.in.PidStart) {
-		return syscall.Kill(h.in.Pid, syscall.SIGKILL)
+		if kerr := syscall.Kill(h.in.Pid, syscall.SIGKILL); kerr != nil {
+			return fmt.Errorf("instance %s: kill qemu (pid %d): %w", h.in.ShortID(), h.in.Pid, kerr)
+		}
+		return nil
 	}
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -240,6 +241,20 @@ func ControlQuery(path, kind string, out any) error {
 	return controlCall(path, controlRequest{Op: "query", Kind: kind}, out)
 }
 
+// controlTimeout bounds a request other than exec, answer included: an
+// owner that hangs must not hang the caller (a SIGKILL then reaches the
+// instance another way). A signal is answered at once; a pause or a
+// query may wait on the guest for up to 10 s.
+func controlTimeout(op string) time.Duration {
+	if op == "signal" {
+		return signalTimeout
+	}
+	return 3 * signalTimeout
+}
+
+// signalTimeout bounds a signal request (a variable for tests).
+var signalTimeout = 10 * time.Second
+
 // controlCall sends one request without files and reads its reply, whose
 // data goes into out unless out is nil.
 func controlCall(path string, req controlRequest, out any) error {
@@ -248,10 +263,17 @@ func controlCall(path string, req controlRequest, out any) error {
 		return err
 	}
 	defer c.Close()
+	timeout := controlTimeout(req.Op)
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return fmt.Errorf("control request: %w", err)
+	}
 	if err := sendRequest(c, req, nil); err != nil {
 		return err
 	}
 	rep, err := readReplyData(c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("the instance's owner did not answer a %s request within %v: %w", req.Op, timeout, errdefs.ErrUnavailable)
+	}
 	if err != nil || out == nil {
 		return err
 	}
@@ -337,6 +359,9 @@ func readReply(c *net.UnixConn) (int, error) {
 
 func readReplyData(c *net.UnixConn) (controlReply, error) {
 	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return controlReply{Code: 125}, err
+	}
 	if err != nil {
 		return controlReply{Code: 125}, errors.New("the instance's owner closed the control connection without answering")
 	}

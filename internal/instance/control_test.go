@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
@@ -147,5 +150,38 @@ func TestControlSocket(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "control.sock")); err == nil {
 		t.Fatal("the socket file outlived close")
+	}
+}
+
+// An owner that takes a request and never answers (hung, stopped) does
+// not hang the caller: the request fails, as one line, within its bound.
+func TestControlOwnerHangs(t *testing.T) {
+	defer func(d time.Duration) { signalTimeout = d }(signalTimeout)
+	signalTimeout = 200 * time.Millisecond
+	path := ControlSocket(t.TempDir())
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, unanswered
+		}
+	}()
+	start := time.Now()
+	err = ControlSignal(path, syscall.SIGKILL)
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "did not answer a signal request within 200ms") {
+		t.Fatalf("signal to a hung owner: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("signal to a hung owner took %v", d)
+	}
+	if err := ControlPause(path, true); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("pause of a hung owner: %v", err)
 	}
 }

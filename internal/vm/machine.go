@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,6 +94,10 @@ type Machine struct {
 	// template names the template the VM is a clone of; "" for a cold
 	// boot.
 	template string
+
+	killOnce    sync.Once
+	killed      chan struct{} // closed by Kill
+	interrupted atomic.Bool   // a terminating signal was relayed (Interrupt)
 }
 
 // BERTH_TRACE=1 makes Boot and Wait print how long each step took, in
@@ -212,7 +218,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		Virtiofsd: rc.Guest.Virtiofsd,
 		Append:    appendArgs,
 	}
-	m := &Machine{cfg: rc}
+	m := &Machine{cfg: rc, killed: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			m.Destroy()
@@ -431,10 +437,20 @@ func (m *Machine) Pid() int { return m.vm.Pid() }
 // workload has ended, rather than waiting for the guest to unmount and
 // power off. Only what the workload wrote to virtio-fs shares must reach
 // the host first: with shares the agent's Shutdown flushes them.
+//
+// After Kill, a guest that lost its agent is no fault: the workload was
+// killed (137). Kill's bound cuts the flush of shares short too.
 func (m *Machine) Wait() (agent.ExitStatus, error) {
 	st, err := m.proc.Wait()
+	killed := agent.ExitStatus{Code: 137, Signal: int(syscall.SIGKILL)}
+	if err != nil && m.killRequested() {
+		_ = m.vm.Kill()
+		<-m.vm.Exited()
+		trace("qemu killed")
+		return killed, nil
+	}
 	if err != nil {
-		return agent.ExitStatus{Code: 137, Signal: 9}, m.lostGuest(err)
+		return killed, m.lostGuest(err)
 	}
 	trace("workload exited")
 	if len(m.vm.Config().Shares) > 0 {
@@ -536,9 +552,6 @@ func printable(s string) string {
 	}
 	return b.String()
 }
-
-// Signal relays sig to the workload in the guest.
-func (m *Machine) Signal(sig syscall.Signal) error { return m.proc.Signal(sig) }
 
 // Resize changes the workload's terminal size.
 func (m *Machine) Resize(rows, cols uint16) error { return m.proc.Resize(rows, cols) }
