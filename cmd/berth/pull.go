@@ -51,7 +51,9 @@ func cmdPull(g *globals, args []string) error {
 	if *quiet {
 		out = io.Discard
 	}
-	res, err := pullImage(s, fs.Arg(0), o, out)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := pullImage(ctx, s, fs.Arg(0), o, out)
 	if err != nil {
 		return err
 	}
@@ -62,16 +64,14 @@ func cmdPull(g *globals, args []string) error {
 }
 
 // pullImage pulls ref as `berth pull` does, progress and summary written
-// to out. SIGINT and SIGTERM stop it, leaving the store as it was.
+// to out. Cancelling ctx stops it, leaving the store as it was.
 // The lines of preface come first, once the pull has something to show:
 // a pull that fails before it finds the image prints only its error.
-func pullImage(s *image.Store, ref string, o registry.Options, out io.Writer, preface ...string) (*registry.Result, error) {
+func pullImage(ctx context.Context, s *image.Store, ref string, o registry.Options, out io.Writer, preface ...string) (*registry.Result, error) {
 	r, err := registry.ParseReference(ref)
 	if err != nil {
 		return nil, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	d := newPullDisplay(out)
 	d.preface = append(preface, fmt.Sprintf("%s: Pulling from %s", r.Identifier(), r.Repository()))
 	o.Progress = d.event
@@ -93,39 +93,33 @@ func pullImage(s *image.Store, ref string, o registry.Options, out io.Writer, pr
 	return res, nil
 }
 
-// pullRef makes sure the image ref names is in the store before run
-// uses it, as policy says (Docker's --pull): "missing" pulls it when the
-// store lacks it, "always" pulls it, "never" leaves it to the store. It
-// returns the reference by which the store finds the image.
-func pullRef(g *globals, policy, ref string) (string, error) {
-	switch policy {
-	case "never":
-		return ref, nil
-	case "missing", "always":
-	default:
-		return "", fmt.Errorf("--pull %q: want missing, always or never: %w", policy, errdefs.ErrInvalid)
-	}
-	s, err := g.imageStore()
-	if err != nil {
-		return "", err
-	}
+// resolveForRun finds the image run uses, pulling it first as policy
+// says (Docker's --pull): "missing" pulls it when the store lacks it,
+// "always" pulls it, "never" leaves it to the store. Cancelling ctx (the
+// start's guard) stops a pull. An image the store has costs run nothing
+// more than its lookup.
+func resolveForRun(ctx context.Context, s *image.Store, policy, ref string) (image.Image, error) {
 	var preface []string
-	if policy == "missing" {
-		_, err := s.Resolve(ref)
-		if !errors.Is(err, errdefs.ErrNotFound) {
-			return ref, nil // found, or an error that run reports
+	switch policy {
+	case "always":
+	case "missing", "never":
+		img, err := s.Resolve(ref)
+		if policy == "never" || !errors.Is(err, errdefs.ErrNotFound) {
+			return img, err // found, or an error that run reports
 		}
 		r, perr := registry.ParseReference(ref)
 		if perr != nil {
-			return "", err // not a name a registry has: the store's error
+			return img, err // not a name a registry has: the store's error
 		}
 		preface = append(preface, fmt.Sprintf("Unable to find image '%s' locally", r.Familiar()))
+	default:
+		return image.Image{}, fmt.Errorf("--pull %q: want missing, always or never: %w", policy, errdefs.ErrInvalid)
 	}
-	res, err := pullImage(s, ref, registry.Options{}, os.Stderr, preface...)
+	res, err := pullImage(ctx, s, ref, registry.Options{}, os.Stderr, preface...)
 	if err != nil {
-		return "", fmt.Errorf("pull %w", err)
+		return image.Image{}, fmt.Errorf("pull %w", err)
 	}
-	return res.Ref.Pinned(res.Image.Manifest), nil
+	return s.Resolve(res.Ref.Pinned(res.Image.Manifest))
 }
 
 // pullDisplay shows a pull's progress as Docker does: on a terminal one

@@ -110,6 +110,11 @@ func parseRun(args []string) (*runFlags, string, error) {
 	if f.kernel != "" && !f.vm {
 		return nil, "", fmt.Errorf("--kernel %q: a guest kernel needs --vm: %w", f.kernel, errdefs.ErrInvalid)
 	}
+	switch f.pull {
+	case "missing", "always", "never":
+	default:
+		return nil, "", fmt.Errorf("--pull %q: want missing, always or never: %w", f.pull, errdefs.ErrInvalid)
+	}
 	switch f.network {
 	case "none", "":
 	case "host":
@@ -123,9 +128,6 @@ func parseRun(args []string) (*runFlags, string, error) {
 func cmdRun(g *globals, args []string) error {
 	f, ref, err := parseRun(args)
 	if err != nil {
-		return err
-	}
-	if ref, err = pullRef(g, f.pull, ref); err != nil {
 		return err
 	}
 	if f.vm && f.opts.NetworkHost {
@@ -178,7 +180,7 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 		return nil, nil, nil, err
 	}
 	trace("image store open")
-	img, err := images.Resolve(ref)
+	img, err := resolveForRun(guard.context(), images, f.pull, ref)
 	if err != nil {
 		return nil, nil, nil, err
 	}
