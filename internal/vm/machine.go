@@ -325,6 +325,11 @@ func (m *Machine) connect(parent context.Context, v *VM, timeout time.Duration) 
 		if err := parent.Err(); err != nil {
 			return fmt.Errorf("vm %s: %w", m.cfg.ID, err)
 		}
+		if ctx.Err() != nil {
+			// The dial failed because the boot timeout ran out (both
+			// were ready at once): that is what to say.
+			return guestError(v, fmt.Errorf("no answer from the guest agent within %v", timeout))
+		}
 		// A guest that powers off or dies resets the agent's
 		// connection as QEMU exits: say so rather than how the read
 		// failed.
