@@ -26,13 +26,18 @@ func cmdPull(g *globals, args []string) error {
 	quiet := fs.Bool("q", false, "print only the image's reference, no progress")
 	fs.BoolVar(quiet, "quiet", false, "print only the image's reference, no progress")
 	jobs := fs.Int("max-concurrent-downloads", 3, "how many layers to download at once")
+	insecure := insecureFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("want exactly one image reference: %w", errdefs.ErrInvalid)
 	}
-	o := registry.Options{Jobs: *jobs}
+	o, err := registryOptions(g, insecure)
+	if err != nil {
+		return err
+	}
+	o.Jobs = *jobs
 	if *jobs < 1 {
 		return fmt.Errorf("--max-concurrent-downloads %d: want at least 1: %w", *jobs, errdefs.ErrInvalid)
 	}
@@ -121,7 +126,11 @@ func pullRef(g *globals, policy, ref string) (string, error) {
 		}
 		preface = append(preface, fmt.Sprintf("Unable to find image '%s' locally", r.Familiar()))
 	}
-	res, err := pullImage(s, ref, registry.Options{}, os.Stderr, preface...)
+	o, err := registryOptions(g, nil)
+	if err != nil {
+		return "", err
+	}
+	res, err := pullImage(s, ref, o, os.Stderr, preface...)
 	if err != nil {
 		return "", fmt.Errorf("pull %w", err)
 	}
