@@ -2,6 +2,7 @@ package test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +25,15 @@ func TestSaveLoadRun(t *testing.T) {
 			must(t, "image", "save", "--format", format, "-o", file, name)
 			if ents, _ := os.ReadDir(dir); len(ents) != 1 && format == "docker-archive" {
 				t.Fatalf("save left %d files", len(ents))
+			}
+			// Another tool reads it: skopeo, as docker-archive or oci-archive.
+			testutil.NeedTool(t, "skopeo")
+			src := "docker-archive:" + file
+			if format == "oci" {
+				src = "oci-archive:" + file + ":v1"
+			}
+			if out, err := exec.Command("skopeo", "--insecure-policy", "copy", "--quiet", src, "oci:"+filepath.Join(t.TempDir(), "copy")+":v1").CombinedOutput(); err != nil {
+				t.Fatalf("skopeo copy %s: %v\n%s", src, err, out)
 			}
 			other := t.TempDir()
 			r := berth(t, "--root", other, "image", "load", "-i", file)
