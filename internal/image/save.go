@@ -242,13 +242,9 @@ func archiveNames(src source) ([]string, error) {
 	var names []string
 	switch {
 	case im.has(ocispec.ImageIndexFile):
-		data, err := im.readFile(ocispec.ImageIndexFile)
-		if err != nil {
-			return nil, err
-		}
 		var idx ocispec.Index
-		if err := decodeJSON(data, &idx); err != nil {
-			return nil, fmt.Errorf("index.json: %v: %w", err, errdefs.ErrInvalid)
+		if err := im.readJSON(ocispec.ImageIndexFile, &idx); err != nil {
+			return nil, err
 		}
 		if allSame(idx.Manifests) {
 			return []string{""}, nil
@@ -259,13 +255,9 @@ func archiveNames(src source) ([]string, error) {
 			}
 		}
 	case im.has("manifest.json"):
-		data, err := im.readFile("manifest.json")
-		if err != nil {
-			return nil, err
-		}
 		var entries []dockerEntry
-		if err := decodeJSON(data, &entries); err != nil {
-			return nil, fmt.Errorf("manifest.json: %v: %w", err, errdefs.ErrInvalid)
+		if err := im.readJSON("manifest.json", &entries); err != nil {
+			return nil, err
 		}
 		if len(entries) <= 1 {
 			return []string{""}, nil

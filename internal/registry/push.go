@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	digest "github.com/opencontainers/go-digest"
@@ -120,7 +119,13 @@ func push(ctx context.Context, s *image.Store, r Reference, img image.Image, o O
 			progress(e)
 		}
 	}
-	if err := pushAll(ctx, s, c, append(layers, m.Config), from, jobs, report); err != nil {
+	err = eachBlob(ctx, append(layers, m.Config), jobs, func(ctx context.Context, b ocispec.Descriptor) error {
+		if err := c.pushBlob(ctx, s, b, from, report); err != nil {
+			return fmt.Errorf("blob %s: %w", b.Digest, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+"/manifests/"+r.Identifier(), strings.NewReader(string(data)))
@@ -146,39 +151,6 @@ func (c *client) do(req *http.Request, want ...int) error {
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	return nil
-}
-
-// pushAll uploads blobs, jobs at a time, stopping them all at the first
-// failure.
-func pushAll(ctx context.Context, s *image.Store, c *client, blobs []ocispec.Descriptor, from []string, jobs int, report func(PushEvent)) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	sem := make(chan struct{}, jobs)
-	var wg sync.WaitGroup
-	done := map[digest.Digest]bool{}
-	for _, b := range blobs {
-		if done[b.Digest] {
-			continue
-		}
-		done[b.Digest] = true
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := c.pushBlob(ctx, s, b, from, report); err != nil {
-				cancel(fmt.Errorf("blob %s: %w", b.Digest, err))
-			}
-		}()
-	}
-	wg.Wait()
-	return context.Cause(ctx)
 }
 
 // pushBlob makes sure the repository has blob b: it has it already (a
