@@ -169,9 +169,10 @@ func commands() []command {
 			long: "Runs benchmark scenarios with the image --image names and prints each figure's median beside its spread: " +
 				"start (berth run --rm against runc run), memory (the memory a detached instance's monitor and init hold), " +
 				"vm (a VM's start from its template against QEMU restoring a saved guest, and a cold boot against a plain boot), " +
-				"compare (the image as a container against as a VM), ctr (containerd's ctr with berth-runtime against runc) " +
-				"and exec (berth-runtime exec against runc exec). Without SCENARIO it runs start and memory.",
-			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec"}},
+				"compare (the image as a container against as a VM), ctr (containerd's ctr with berth-runtime against runc), " +
+				"exec (berth-runtime exec against runc exec) and pull (berth pull of a 108 MiB five-layer image from a local " +
+				"registry against skopeo copy, with berth's peak RSS). Without SCENARIO it runs start and memory.",
+			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec", "pull"}},
 		{name: "version", short: "show berth's version and the versions of the interfaces it speaks",
 			long: "Prints berth's version and the version of each interface between its parts: the OCI runtime " +
 				"and image specifications it implements, the guest agent's protocol, the container stage protocol " +
