@@ -61,6 +61,9 @@ func TestPushThenSkopeoPull(t *testing.T) {
 	if again := pushDigest(t, berth(t, "push", ref), host+"/e2e/pushed", "v1", "Layer already exists"); again != d {
 		t.Fatalf("second push: %s, first %s", again, d)
 	}
+	if out := must(t, "push", "-q", ref); out != ref+"\n" {
+		t.Fatalf("push -q: %q", out)
+	}
 	for _, bad := range []string{host + "/e2e/absent:v1", ref + "@" + d, "127.0.0.1:1/e2e/pushed:v1"} {
 		r := berth(t, "push", bad)
 		if r.code != 125 || !strings.HasPrefix(r.stderr, "berth push: ") || strings.Count(r.stderr, "\n") != 1 {

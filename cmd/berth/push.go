@@ -14,8 +14,8 @@ import (
 
 func cmdPush(g *globals, args []string) error {
 	fs := newFlags("push")
-	quiet := fs.Bool("q", false, "print no progress")
-	fs.BoolVar(quiet, "quiet", false, "print no progress")
+	quiet := fs.Bool("q", false, "print only the image's reference, no progress")
+	fs.BoolVar(quiet, "quiet", false, "print only the image's reference, no progress")
 	jobs := fs.Int("max-concurrent-uploads", 5, "how many layers to upload at once")
 	insecure := insecureFlag(fs)
 	if err := parse(fs, args); err != nil {
@@ -65,6 +65,10 @@ func cmdPush(g *globals, args []string) error {
 			return fmt.Errorf("%s: interrupted", ref)
 		}
 		return err
+	}
+	if *quiet {
+		fmt.Println(res.Ref.String())
+		return nil
 	}
 	fmt.Printf("%s: digest: %s size: %d\n", res.Ref.Identifier(), res.Digest, res.Size)
 	return nil
