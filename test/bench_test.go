@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // bench vm compares a template start with plain QEMU's restore and a cold
@@ -66,5 +68,30 @@ func TestBenchVMLabels(t *testing.T) {
 				t.Errorf("%s: idle PSS %d KiB", row.Mode, kib)
 			}
 		}
+	}
+}
+
+// bench pull times berth pull against skopeo copy from a registry it
+// starts, and reports berth's peak RSS, which stays far under the image's
+// 108 MiB: layers stream to disk.
+func TestBenchPull(t *testing.T) {
+	testutil.NeedTool(t, "skopeo")
+	r := berthLimit(t, 4*time.Minute, nil, nil, "bench", "-n", "1", "--format", "json", "pull")
+	if r.code != 0 {
+		t.Fatalf("bench pull: exit %d: %s", r.code, r.stderr)
+	}
+	var out []struct {
+		Subjects []string           `json:"subjects"`
+		Medians  map[string]float64 `json:"median_ms"`
+		Ratio    float64            `json:"ratio"`
+		PeakRSS  int64              `json:"berth_peak_rss_kib"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out) != 1 {
+		t.Fatalf("bench output: %v\n%s", err, r.stdout)
+	}
+	p := out[0]
+	t.Logf("berth pull %.0f ms, skopeo copy %.0f ms, ratio %.2f, peak RSS %d KiB", p.Medians["berth pull"], p.Medians["skopeo copy"], p.Ratio, p.PeakRSS)
+	if len(p.Subjects) != 2 || p.Ratio <= 0 || p.PeakRSS <= 0 || p.PeakRSS > 64<<10 {
+		t.Fatalf("bench pull: %+v", p)
 	}
 }

@@ -45,8 +45,10 @@ func cmdBench(g *globals, args []string) error {
 			r, err = benchCompare(g, *ref, *n)
 		case "ctr", "exec":
 			r, err = benchRuntime(g, sc, *ref, *n)
+		case "pull":
+			r, err = benchPull(*n)
 		default:
-			return fmt.Errorf("unknown scenario %q: want start, memory, vm, compare, ctr or exec: %w", sc, errdefs.ErrInvalid)
+			return fmt.Errorf("unknown scenario %q: want start, memory, vm, compare, ctr, exec or pull: %w", sc, errdefs.ErrInvalid)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc, err)

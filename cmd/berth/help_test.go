@@ -107,7 +107,7 @@ func TestFindCommand(t *testing.T) {
 		{[]string{"image", "list"}, "image ls", 0, ""},
 		{[]string{"image", "remove", "x"}, "image rm", 1, ""},
 		{[]string{"image", "--help"}, "image", 0, ""},
-		{[]string{"image"}, "", 0, "berth image: want a subcommand: import, ls, rm, tag or inspect"},
+		{[]string{"image"}, "", 0, "berth image: want a subcommand: import, save, load, ls, rm, tag or inspect"},
 		{[]string{"image", "zz"}, "", 0, `berth image: unknown subcommand "zz"`},
 		{[]string{"zz"}, "", 0, `berth: unknown command "zz"`},
 	} {
@@ -168,7 +168,7 @@ func TestCompletions(t *testing.T) {
 		{[]string{"ps", "-a"}, "--f", []string{"--format"}},
 		{[]string{"bench"}, "c", []string{"compare", "ctr"}},
 		{[]string{"completion"}, "", []string{"bash", "zsh"}},
-		{[]string{"help", "image"}, "l", []string{"ls"}},
+		{[]string{"help", "image"}, "l", []string{"load", "ls"}},
 		{append(r, "stop"), "", []string{"web"}},
 		{append(r, "rm", "-f"), "", []string{"old", "web"}}, // newest first
 		{append(r, "logs"), "o", []string{"old"}},

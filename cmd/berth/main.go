@@ -110,17 +110,43 @@ func commands() []command {
 				"from its registry into the store, with the credentials of docker login (DOCKER_CONFIG or " +
 				"~/.docker/config.json, credential helpers). From a multi-platform image it takes this host's " +
 				"platform unless --platform names another. Layers download in parallel, are verified while they " +
-				"stream, and enter the store only once the whole image is verified and unpacked. Plain HTTP is used " +
-				"only for registries on localhost or loopback addresses.",
+				"stream, and enter the store only once the whole image is verified and unpacked. Plain HTTP and " +
+				"unverified TLS are used only for registries on localhost or loopback addresses and for insecure " +
+				"registries (--insecure-registry, BERTH_INSECURE_REGISTRIES, ROOT/registries.json).",
 			run: cmdPull, operand: anImage},
+		{name: "push", args: "IMAGE", short: "push an image to a registry",
+			long: "Pushes IMAGE (a name in the store, NAME[:TAG]) to its registry with the credentials of berth login " +
+				"or docker login, printing a line per layer as Docker does. Blobs stream from the store; those the " +
+				"registry has already, in this repository or (mounted) in another repository of the image's names there, " +
+				"are not sent again. Plain HTTP and unverified TLS only for loopback and insecure registries.",
+			run: cmdPush, operand: anImage},
+		{name: "login", args: "[REGISTRY]", short: "log in to a registry",
+			long: "Checks a user name and password against REGISTRY (default Docker Hub) and stores them as Docker " +
+				"does, in DOCKER_CONFIG/config.json or ~/.docker/config.json (base64 in \"auths\", mode 0600; through " +
+				"the credential helper that credsStore or credHelpers name). Without -u or a password it asks on the terminal.",
+			run: cmdLogin},
+		{name: "logout", args: "[REGISTRY]", short: "log out from a registry",
+			long: "Removes the credentials of REGISTRY (default Docker Hub) from Docker's config file or its credential helper.",
+			run:  cmdLogout},
 		{name: "image", short: "manage images",
 			long: "Manages the images in berth's content store: images pulled from registries (berth pull) " +
-				"and OCI layouts or docker-save archives made elsewhere (berth image import).",
+				"and OCI layouts or docker-save archives made elsewhere (berth image import, berth image load).",
 			subs: []command{
 				{name: "import", args: "PATH", short: "import an OCI layout (directory or tar) or a docker-save tar",
 					long: "Imports the image at PATH, an OCI image layout directory or tar, or a tar written by " +
 						"docker save, into the store, and prints its names and ID.",
 					run: cmdImageImport, operand: aFile},
+				{name: "save", args: "IMAGE...", short: "write images to a docker-archive or OCI archive",
+					long: "Writes the images named to FILE (-o) or standard output as a tar: by default a docker-archive " +
+						"as docker save writes it (which docker load, podman load, skopeo and berth image load read), with " +
+						"--format oci an OCI archive. Blobs stream from the store as they are.",
+					run: cmdImageSave, operand: anImage},
+				{name: "load", short: "load images from a docker-archive or OCI archive",
+					long: "Reads a docker-archive (docker save, skopeo, berth image save) or an OCI archive, plain or " +
+						"gzip-compressed, from FILE (-i) or standard input, and imports every image in it as image import " +
+						"does: every digest verified, every layer checked, nothing stored of an image that fails. " +
+						"Prints \"Loaded image: NAME\" for each name.",
+					run: cmdImageLoad},
 				{name: "ls", aliases: []string{"list"}, short: "list images",
 					long: "Lists the images in the store with their names, IDs, ages and sizes.",
 					run:  cmdImageLs},
@@ -143,9 +169,10 @@ func commands() []command {
 			long: "Runs benchmark scenarios with the image --image names and prints each figure's median beside its spread: " +
 				"start (berth run --rm against runc run), memory (the memory a detached instance's monitor and init hold), " +
 				"vm (a VM's start from its template against QEMU restoring a saved guest, and a cold boot against a plain boot), " +
-				"compare (the image as a container against as a VM), ctr (containerd's ctr with berth-runtime against runc) " +
-				"and exec (berth-runtime exec against runc exec). Without SCENARIO it runs start and memory.",
-			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec"}},
+				"compare (the image as a container against as a VM), ctr (containerd's ctr with berth-runtime against runc), " +
+				"exec (berth-runtime exec against runc exec) and pull (berth pull of a 108 MiB five-layer image from a local " +
+				"registry against skopeo copy, with berth's peak RSS). Without SCENARIO it runs start and memory.",
+			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec", "pull"}},
 		{name: "version", short: "show berth's version and the versions of the interfaces it speaks",
 			long: "Prints berth's version and the version of each interface between its parts: the OCI runtime " +
 				"and image specifications it implements, the guest agent's protocol, the container stage protocol " +

@@ -7,13 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
-	"sync"
 	"syscall"
-	"time"
-
-	digest "github.com/opencontainers/go-digest"
-	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
@@ -26,13 +20,18 @@ func cmdPull(g *globals, args []string) error {
 	quiet := fs.Bool("q", false, "print only the image's reference, no progress")
 	fs.BoolVar(quiet, "quiet", false, "print only the image's reference, no progress")
 	jobs := fs.Int("max-concurrent-downloads", 3, "how many layers to download at once")
+	insecure := insecureFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("want exactly one image reference: %w", errdefs.ErrInvalid)
 	}
-	o := registry.Options{Jobs: *jobs}
+	o, err := registryOptions(g, insecure)
+	if err != nil {
+		return err
+	}
+	o.Jobs = *jobs
 	if *jobs < 1 {
 		return fmt.Errorf("--max-concurrent-downloads %d: want at least 1: %w", *jobs, errdefs.ErrInvalid)
 	}
@@ -72,9 +71,12 @@ func pullImage(ctx context.Context, s *image.Store, ref string, o registry.Optio
 	if err != nil {
 		return nil, err
 	}
-	d := newPullDisplay(out)
+	d := newLayerDisplay(out, "Pull complete")
 	d.preface = append(preface, fmt.Sprintf("%s: Pulling from %s", r.Identifier(), r.Repository()))
-	o.Progress = d.event
+	o.Progress = func(e registry.Event) {
+		d.update(e.Layer, layerState{status: e.Status.String(), current: e.Current, total: e.Total,
+			moving: e.Status == registry.Downloading, done: e.Status == registry.Done})
+	}
 	res, err := registry.Pull(ctx, s, ref, o)
 	d.finish(err == nil)
 	if err != nil {
@@ -98,7 +100,7 @@ func pullImage(ctx context.Context, s *image.Store, ref string, o registry.Optio
 // "always" pulls it, "never" leaves it to the store. Cancelling ctx (the
 // start's guard) stops a pull. An image the store has costs run nothing
 // more than its lookup.
-func resolveForRun(ctx context.Context, s *image.Store, policy, ref string) (image.Image, error) {
+func resolveForRun(ctx context.Context, g *globals, s *image.Store, policy, ref string) (image.Image, error) {
 	var preface []string
 	switch policy {
 	case "always":
@@ -115,122 +117,13 @@ func resolveForRun(ctx context.Context, s *image.Store, policy, ref string) (ima
 	default:
 		return image.Image{}, fmt.Errorf("--pull %q: want missing, always or never: %w", policy, errdefs.ErrInvalid)
 	}
-	res, err := pullImage(ctx, s, ref, registry.Options{}, os.Stderr, preface...)
+	o, err := registryOptions(g, nil)
+	if err != nil {
+		return image.Image{}, err
+	}
+	res, err := pullImage(ctx, s, ref, o, os.Stderr, preface...)
 	if err != nil {
 		return image.Image{}, fmt.Errorf("pull %w", err)
 	}
 	return s.Resolve(res.Ref.Pinned(res.Image.Manifest))
-}
-
-// pullDisplay shows a pull's progress as Docker does: on a terminal one
-// line per layer, redrawn in place; elsewhere a line per change of a
-// layer's status.
-type pullDisplay struct {
-	w   io.Writer
-	tty bool
-
-	mu     sync.Mutex
-	order  []digest.Digest
-	events map[digest.Digest]registry.Event
-	drawn  int // lines drawn on the terminal
-	last   time.Time
-	// complete is set once the image is in the store.
-	complete bool
-	// preface is printed before the first layer's line, or at the end.
-	preface []string
-}
-
-// flushPreface prints the preface if it is still due; the caller holds mu.
-func (d *pullDisplay) flushPreface() {
-	for _, l := range d.preface {
-		fmt.Fprintln(d.w, l)
-	}
-	d.preface = nil
-}
-
-func newPullDisplay(w io.Writer) *pullDisplay {
-	f, ok := w.(*os.File)
-	return &pullDisplay{w: w, tty: ok && term.IsTerminal(int(f.Fd())), events: map[digest.Digest]registry.Event{}}
-}
-
-func (d *pullDisplay) event(e registry.Event) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.flushPreface()
-	prev, seen := d.events[e.Layer]
-	if !seen {
-		d.order = append(d.order, e.Layer)
-	}
-	d.events[e.Layer] = e
-	changed := !seen || prev.Status != e.Status
-	if !d.tty {
-		if changed {
-			fmt.Fprintf(d.w, "%s: %s\n", shortDigest(e.Layer), e.Status)
-		}
-		return
-	}
-	if changed || time.Since(d.last) > 100*time.Millisecond {
-		d.draw()
-	}
-}
-
-// finish draws the last state: once the image is in the store, every
-// layer downloaded is "Pull complete".
-func (d *pullDisplay) finish(stored bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.complete = stored
-	if stored {
-		d.flushPreface()
-	}
-	switch {
-	case d.tty && len(d.order) > 0:
-		d.draw()
-	case stored:
-		for _, l := range d.order {
-			if d.events[l].Status == registry.Done {
-				fmt.Fprintf(d.w, "%s: Pull complete\n", shortDigest(l))
-			}
-		}
-	}
-}
-
-// draw rewrites every layer's line; the caller holds mu.
-func (d *pullDisplay) draw() {
-	var b strings.Builder
-	if d.drawn > 0 {
-		fmt.Fprintf(&b, "\x1b[%dA", d.drawn)
-	}
-	for _, l := range d.order {
-		line := layerLine(d.events[l])
-		if d.complete && d.events[l].Status == registry.Done {
-			line = shortDigest(l) + ": Pull complete"
-		}
-		b.WriteString("\x1b[2K" + line + "\n")
-	}
-	d.drawn = len(d.order)
-	d.last = time.Now()
-	io.WriteString(d.w, b.String())
-}
-
-// layerLine is one layer's line on a terminal.
-func layerLine(e registry.Event) string {
-	line := shortDigest(e.Layer) + ": " + e.Status.String()
-	if e.Status == registry.Downloading && e.Total > 0 {
-		const width = 40
-		n := int(min(e.Current, e.Total) * width / e.Total)
-		bar := strings.Repeat("=", n)
-		if n < width {
-			bar += ">" + strings.Repeat(" ", width-n-1)
-		}
-		line = fmt.Sprintf("%s [%s] %s/%s", line, bar, humanSize(e.Current), humanSize(e.Total))
-	}
-	return line
-}
-
-func shortDigest(d digest.Digest) string {
-	if e := d.Encoded(); len(e) >= 12 {
-		return e[:12]
-	}
-	return d.String()
 }

@@ -14,7 +14,7 @@ import (
 // a line per change of a layer's status, and "Pull complete" once stored.
 func TestPullDisplayPlain(t *testing.T) {
 	var out bytes.Buffer
-	d := newPullDisplay(&out)
+	d := newLayerDisplay(&out, "Pull complete")
 	d.preface = []string{"v1: Pulling from app"}
 	a, b := digest.FromString("a"), digest.FromString("b")
 	for _, e := range []registry.Event{
@@ -25,7 +25,7 @@ func TestPullDisplayPlain(t *testing.T) {
 		{Layer: a, Status: registry.Verifying, Current: 10, Total: 10},
 		{Layer: a, Status: registry.Done, Current: 10, Total: 10},
 	} {
-		d.event(e)
+		d.update(e.Layer, layerState{status: e.Status.String(), done: e.Status == registry.Done})
 	}
 	d.finish(true)
 	sa, sb := shortDigest(a), shortDigest(b)
@@ -39,7 +39,7 @@ func TestPullDisplayPlain(t *testing.T) {
 // A pull that fails before any layer prints nothing but its error.
 func TestPullDisplayFailsQuietly(t *testing.T) {
 	var out bytes.Buffer
-	d := newPullDisplay(&out)
+	d := newLayerDisplay(&out, "Pull complete")
 	d.preface = []string{"Unable to find image 'x:latest' locally", "latest: Pulling from library/x"}
 	d.finish(false)
 	if out.Len() != 0 {
@@ -48,7 +48,7 @@ func TestPullDisplayFailsQuietly(t *testing.T) {
 }
 
 func TestLayerLineBar(t *testing.T) {
-	line := layerLine(registry.Event{Layer: digest.FromString("a"), Status: registry.Downloading, Current: 500, Total: 1000})
+	line := layerLine(digest.FromString("a"), layerState{status: "Downloading", moving: true, current: 500, total: 1000})
 	if !strings.Contains(line, "Downloading [====================>                   ] 500B/1kB") {
 		t.Fatalf("line %q", line)
 	}

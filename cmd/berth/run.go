@@ -180,7 +180,7 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 		return nil, nil, nil, err
 	}
 	trace("image store open")
-	img, err := resolveForRun(guard.context(), images, f.pull, ref)
+	img, err := resolveForRun(guard.context(), g, images, f.pull, ref)
 	if err != nil {
 		return nil, nil, nil, err
 	}

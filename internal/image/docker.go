@@ -26,13 +26,9 @@ type dockerEntry struct {
 // importDocker reads a docker save archive and builds the OCI manifest the
 // store keeps for it.
 func (im *importer) importDocker() (*result, error) {
-	data, err := im.readFile("manifest.json")
-	if err != nil {
-		return nil, err
-	}
 	var entries []dockerEntry
-	if err := decodeJSON(data, &entries); err != nil {
-		return nil, fmt.Errorf("manifest.json: %v: %w", err, errdefs.ErrInvalid)
+	if err := im.readJSON("manifest.json", &entries); err != nil {
+		return nil, err
 	}
 	e, err := im.pickDocker(entries)
 	if err != nil {

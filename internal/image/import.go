@@ -194,6 +194,18 @@ func (im *importer) readFile(name string) ([]byte, error) {
 	return data, nil
 }
 
+// readJSON reads and decodes a small JSON file of the archive.
+func (im *importer) readJSON(name string, v any) error {
+	data, err := im.readFile(name)
+	if err != nil {
+		return err
+	}
+	if err := decodeJSON(data, v); err != nil {
+		return fmt.Errorf("%s: %v: %w", name, err, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
 // decodeJSON is json.Unmarshal with errors that speak of the document,
 // not of berth's Go types.
 func decodeJSON(data []byte, v any) error {

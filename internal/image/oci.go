@@ -26,25 +26,17 @@ func isIndex(mt string) bool {
 // importOCI reads an OCI image layout.
 func (im *importer) importOCI() (*result, error) {
 	if im.has(ocispec.ImageLayoutFile) {
-		data, err := im.readFile(ocispec.ImageLayoutFile)
-		if err != nil {
-			return nil, err
-		}
 		var l ocispec.ImageLayout
-		if err := decodeJSON(data, &l); err != nil {
-			return nil, fmt.Errorf("oci-layout: %v: %w", err, errdefs.ErrInvalid)
+		if err := im.readJSON(ocispec.ImageLayoutFile, &l); err != nil {
+			return nil, err
 		}
 		if !strings.HasPrefix(l.Version, "1.") {
 			return nil, fmt.Errorf("oci-layout version %q: %w", l.Version, errdefs.ErrNotSupported)
 		}
 	}
-	data, err := im.readFile(ocispec.ImageIndexFile)
-	if err != nil {
-		return nil, err
-	}
 	var idx ocispec.Index
-	if err := decodeJSON(data, &idx); err != nil {
-		return nil, fmt.Errorf("index.json: %v: %w", err, errdefs.ErrInvalid)
+	if err := im.readJSON(ocispec.ImageIndexFile, &idx); err != nil {
+		return nil, err
 	}
 	top, names, err := im.pickTop(idx.Manifests)
 	if err != nil {

@@ -76,7 +76,13 @@ func openTarSource(ctx context.Context, p, dir string) (*tarSource, error) {
 		return nil, fmt.Errorf("open archive: %w", err)
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
+	return readTarSource(ctx, f, p, dir)
+}
+
+// readTarSource extracts the archive (plain or gzip-compressed tar) that
+// in streams into dir; p names it in errors.
+func readTarSource(ctx context.Context, in io.Reader, p, dir string) (*tarSource, error) {
+	br := bufio.NewReader(in)
 	var r io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)

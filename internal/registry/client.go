@@ -8,10 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -45,53 +45,49 @@ type client struct {
 	base string
 }
 
-// plainHTTP is the transport under everything: it refuses plain HTTP to
-// any host but loopback ones and those the user lists as insecure.
-type plainHTTP struct {
-	inner    http.RoundTripper
-	insecure []string
-}
-
-func (p *plainHTTP) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Scheme == "http" && !allowPlain(r.URL.Host, p.insecure) {
-		return nil, fmt.Errorf("plain HTTP to %s refused: only loopback addresses and insecure registries are reached without TLS", r.URL.Host)
+// registryOf is r's registry, marked insecure (plain HTTP tried after
+// HTTPS) when the user lists it.
+func registryOf(host string, o *Options) (name.Registry, error) {
+	var opts []name.Option
+	if listed(host, o.Insecure) {
+		opts = append(opts, name.Insecure)
 	}
-	return p.inner.RoundTrip(r)
-}
-
-// allowPlain reports whether plain HTTP may reach host (host[:port]):
-// localhost, 127.0.0.0/8, ::1, or a host listed in insecure.
-func allowPlain(host string, insecure []string) bool {
-	if slices.Contains(insecure, host) {
-		return true
-	}
-	h, _, err := net.SplitHostPort(host)
+	reg, err := name.NewRegistry(host, opts...)
 	if err != nil {
-		h = strings.Trim(host, "[]")
+		return name.Registry{}, fmt.Errorf("registry %q: %v: %w", host, err, errdefs.ErrInvalid)
 	}
-	if slices.Contains(insecure, h) || h == "localhost" {
-		return true
+	return reg, nil
+}
+
+// authTransport pings reg and returns a transport authenticated with auth
+// for scopes, over the guard of o's insecure registries.
+func authTransport(ctx context.Context, reg name.Registry, auth authn.Authenticator, o *Options, scopes []string) (http.RoundTripper, error) {
+	rt, err := transport.NewWithContext(ctx, reg, auth, newGuard(o.Transport, o.Insecure), scopes)
+	if err != nil {
+		return nil, classify(reg.RegistryStr(), err)
 	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
+	return rt, nil
 }
 
 // newClient pings the registry of r, authenticates with the keychain for
-// pulling from its repository, and returns a client for it.
-func newClient(ctx context.Context, r Reference, o *Options) (*client, error) {
-	base := o.Transport
-	if base == nil {
-		base = http.DefaultTransport.(*http.Transport).Clone()
+// scopes of its repository (pulling when none), and returns a client
+// for it.
+func newClient(ctx context.Context, r Reference, o *Options, scopes ...string) (*client, error) {
+	reg, err := registryOf(r.Host(), o)
+	if err != nil {
+		return nil, err
 	}
-	guarded := &plainHTTP{inner: base, insecure: o.Insecure}
-	repo := r.ref.Context()
+	repo := reg.Repo(r.Repository())
 	auth, err := authn.Resolve(ctx, o.keychain(), repo)
 	if err != nil {
 		return nil, fmt.Errorf("credentials for %s: %w", r.Host(), err)
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, guarded, []string{repo.Scope(transport.PullScope)})
+	if len(scopes) == 0 {
+		scopes = []string{repo.Scope(transport.PullScope)}
+	}
+	rt, err := authTransport(ctx, reg, auth, o, scopes)
 	if err != nil {
-		return nil, classify(r.Host(), err)
+		return nil, err
 	}
 	return &client{
 		http: &http.Client{Transport: rt},

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 )
@@ -109,6 +110,9 @@ func (f *fetcher) fetch(ctx context.Context, d ocispec.Descriptor, partial, dst 
 	if dl.digest() != d.Digest {
 		return fmt.Errorf("blob %s: content has digest %s: %w", d.Digest, dl.digest(), errdefs.ErrInvalid)
 	}
+	// Start writing it out now, while other blobs download: the commit's
+	// sync then finds most of it on disk already.
+	_ = unix.SyncFileRange(int(file.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	if err := file.Close(); err != nil {
 		return err
 	}

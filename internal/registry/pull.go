@@ -173,6 +173,24 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 // fetchAll downloads the blobs the store lacks, jobs at a time, and
 // stops them all at the first failure.
 func fetchAll(ctx context.Context, f *fetcher, in *image.Ingest, blobs []ocispec.Descriptor, jobs int, report func(Event)) error {
+	return eachBlob(ctx, blobs, jobs, func(ctx context.Context, b ocispec.Descriptor) error {
+		if in.Reuse(b.Digest) {
+			report(Event{Layer: b.Digest, Status: Exists, Current: b.Size, Total: b.Size})
+			return nil
+		}
+		err := f.fetch(ctx, b, in.Partial(b.Digest), in.BlobPath(b.Digest), func(st Status, n int64) {
+			report(Event{Layer: b.Digest, Status: st, Current: n, Total: b.Size})
+		})
+		if err == nil {
+			report(Event{Layer: b.Digest, Status: Done, Current: b.Size, Total: b.Size})
+		}
+		return err
+	})
+}
+
+// eachBlob runs work on each distinct blob, jobs at a time, and stops
+// them all at the first failure, which it returns.
+func eachBlob(ctx context.Context, blobs []ocispec.Descriptor, jobs int, work func(context.Context, ocispec.Descriptor) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	sem := make(chan struct{}, jobs)
@@ -183,10 +201,6 @@ func fetchAll(ctx context.Context, f *fetcher, in *image.Ingest, blobs []ocispec
 			continue
 		}
 		done[b.Digest] = true
-		if in.Reuse(b.Digest) {
-			report(Event{Layer: b.Digest, Status: Exists, Current: b.Size, Total: b.Size})
-			continue
-		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -198,14 +212,9 @@ func fetchAll(ctx context.Context, f *fetcher, in *image.Ingest, blobs []ocispec
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := f.fetch(ctx, b, in.Partial(b.Digest), in.BlobPath(b.Digest), func(st Status, n int64) {
-				report(Event{Layer: b.Digest, Status: st, Current: n, Total: b.Size})
-			})
-			if err != nil {
+			if err := work(ctx, b); err != nil {
 				cancel(err)
-				return
 			}
-			report(Event{Layer: b.Digest, Status: Done, Current: b.Size, Total: b.Size})
 		}()
 	}
 	wg.Wait()

@@ -288,17 +288,6 @@ func TestConcurrentPullsFetchEachBlobOnce(t *testing.T) {
 	}
 }
 
-func TestPlainHTTPOnlyToLoopback(t *testing.T) {
-	for host, want := range map[string]bool{
-		"localhost:5000": true, "127.0.0.1:5000": true, "127.1.2.3": true, "[::1]:5000": true,
-		"10.0.0.1:5000": false, "192.168.1.1": false, "registry.example": false, "insecure.example:5000": true,
-	} {
-		if got := allowPlain(host, []string{"insecure.example:5000"}); got != want {
-			t.Errorf("allowPlain(%s) = %v", host, got)
-		}
-	}
-}
-
 func TestParseReference(t *testing.T) {
 	for in, want := range map[string][2]string{
 		"busybox":                      {"busybox:latest", "docker.io/library/busybox:latest"},

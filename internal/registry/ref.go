@@ -147,3 +147,12 @@ func matches(want ocispec.Platform, got *ocispec.Platform) bool {
 	}
 	return want.Architecture == "arm64" && want.Variant == "v8" && got.Variant == ""
 }
+
+// Repo is the repository as Docker's push names it:
+// "docker.io/library/busybox", "localhost:5000/app".
+func (r Reference) Repo() string {
+	if r.Host() == name.DefaultRegistry {
+		return "docker.io/" + r.Repository()
+	}
+	return r.Host() + "/" + r.Repository()
+}
