@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/berth-dev/berth/internal/units"
 )
 
 func cmdImageImport(g *globals, args []string) error {
@@ -57,7 +59,7 @@ func cmdImageLs(g *globals, args []string) error {
 		if names == "" {
 			names = "<none>"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", names, img.ID.Encoded()[:12], ago(img.Created), humanSize(img.Size))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", names, img.ID.Encoded()[:12], ago(img.Created), units.HumanSize(img.Size))
 	}
 	return w.Flush()
 }
@@ -117,18 +119,4 @@ func ago(t time.Time) string {
 		return fmt.Sprintf("%d hours ago", int(d.Hours()))
 	}
 	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
-}
-
-func humanSize(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	v, suffix := float64(n), "kMGT"
-	i := -1
-	for v >= unit && i < len(suffix)-1 {
-		v /= unit
-		i++
-	}
-	return fmt.Sprintf("%.3g%cB", v, suffix[i])
 }

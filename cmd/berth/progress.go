@@ -10,6 +10,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/term"
+
+	"github.com/berth-dev/berth/internal/units"
 )
 
 // layerState is where one layer of a pull or push stands.
@@ -124,7 +126,7 @@ func layerLine(l digest.Digest, st layerState) string {
 		if n < width {
 			bar += ">" + strings.Repeat(" ", width-n-1)
 		}
-		line = fmt.Sprintf("%s [%s] %s/%s", line, bar, humanSize(st.current), humanSize(st.total))
+		line = fmt.Sprintf("%s [%s] %s/%s", line, bar, units.HumanSize(st.current), units.HumanSize(st.total))
 	}
 	return line
 }

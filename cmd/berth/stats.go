@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/lifecycle"
+	"github.com/berth-dev/berth/internal/units"
 	ustats "github.com/berth-dev/berth/internal/usage" // main has a usage()
 )
 
@@ -208,7 +209,7 @@ func decimalSize(n int64) string {
 	if n < 0 {
 		return "--"
 	}
-	return humanSize(n)
+	return units.HumanSize(n)
 }
 
 // sleepCtx sleeps for d, false when ctx ended first.
