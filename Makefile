@@ -28,6 +28,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-runtime ./cmd/berth-runtime
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-agent ./cmd/berth-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-init ./cmd/berth-init
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-registry ./cmd/berth-registry
 
 install: deps build
 	install -m 0755 $(BIN)/berth $(PREFIX)/bin/berth
@@ -35,6 +36,7 @@ install: deps build
 	ln -sf berth-runtime $(PREFIX)/bin/berth-runtime-vm
 	install -D -m 0755 $(BIN)/berth-agent $(PREFIX)/lib/berth/berth-agent
 	install -D -m 0755 $(BIN)/berth-init $(PREFIX)/lib/berth/berth-init
+	install -D -m 0755 $(BIN)/berth-registry $(PREFIX)/lib/berth/berth-registry
 
 deps:
 	@command -v umoci >/dev/null && command -v busybox >/dev/null && command -v skopeo >/dev/null || \

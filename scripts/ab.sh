@@ -28,7 +28,9 @@ build() { # build SIDE REV
 	else
 		src=$top
 	fi
-	(cd "$src" && go build -o "$work/$1/" ./cmd/berth ./cmd/berth-init)
+	local cmds="./cmd/berth ./cmd/berth-init"
+	[ -d "$src/cmd/berth-registry" ] && cmds="$cmds ./cmd/berth-registry" # since the registry client left berth
+	(cd "$src" && go build -o "$work/$1/" $cmds)
 	"$work/$1/berth" --root "$work/root-$1" image import /tmp/berth-demo-oci --name demo >/dev/null
 	"$work/$1/berth" --root "$work/root-$1" run -d --name ab demo sleep 100000 >/dev/null
 }

@@ -40,9 +40,9 @@ func TestMain(m *testing.M) {
 	}
 	berthBin = filepath.Join(dir, "berth")
 	berthRoot = filepath.Join(dir, "root")
-	// The guest agent and the container stage binary are found next to
-	// berth (and berth-runtime, built there too).
-	for _, cmd := range []string{"berth-agent", "berth-init", "berth"} {
+	// The guest agent, the container stage binary and the registry client
+	// are found next to berth (and berth-runtime, built there too).
+	for _, cmd := range []string{"berth-agent", "berth-init", "berth-registry", "berth"} {
 		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -9,7 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,15 +134,23 @@ func (s *slowWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// slowImage pushes the demo image as repo (NAME:TAG) to a registry on
+// 127.0.0.1 that serves blobs slowly (slowBlobs), for the test, and
+// returns its reference.
+func slowImage(t *testing.T, repo string) string {
+	t.Helper()
+	srv := httptest.NewServer(slowBlobs(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))))
+	t.Cleanup(srv.Close)
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/" + repo
+	skopeoPush(t, ociLayout(t, testutilRootfs(t), "v1"), "v1", ref)
+	return ref
+}
+
 // TestPullKilled kills berth pull with SIGKILL at moments spread over the
 // pull: each time no image appears and nothing of the pull stays in the
 // store's staging area once the next pull has run; the last pull completes.
 func TestPullKilled(t *testing.T) {
-	srv := httptest.NewServer(slowBlobs(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))))
-	defer srv.Close()
-	layout := ociLayout(t, testutilRootfs(t), "v1")
-	ref := strings.TrimPrefix(srv.URL, "http://") + "/e2e/killed:v1"
-	skopeoPush(t, layout, "v1", ref)
+	ref := slowImage(t, "e2e/killed:v1")
 	for i := range 8 {
 		cmd := exec.Command(berthBin, "--root", berthRoot, "pull", ref)
 		if err := cmd.Start(); err != nil {
@@ -163,4 +175,64 @@ func TestPullKilled(t *testing.T) {
 		t.Fatalf("run: %q", out)
 	}
 	must(t, "image", "rm", ref)
+}
+
+// TestRunPullCancelled sends SIGTERM to berth run while berth-registry
+// pulls the image run lacks: berth exits 143 at once, as for any start
+// cancelled before its record, and the helper stops too, leaving no image
+// and nothing staged in the store.
+func TestRunPullCancelled(t *testing.T) {
+	ref := slowImage(t, "e2e/cancelled:v1")
+	cmd := exec.Command(berthBin, "--root", berthRoot, "run", "--rm", ref, "true")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(stderr).ReadString('\n')
+	if !strings.Contains(line, "Unable to find image") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("berth run's first line: %q", line)
+	}
+	helper := helperPID(t, ref)
+	cmd.Process.Signal(syscall.SIGTERM)
+	go io.Copy(io.Discard, stderr)
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 143 {
+		t.Fatalf("berth run after SIGTERM: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); helper != 0 && syscall.Kill(helper, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(helper, syscall.SIGKILL)
+			t.Fatalf("berth-registry %d still runs 10 s after berth run ended", helper)
+		}
+	}
+	if out := must(t, "image", "ls"); strings.Contains(out, ref) {
+		t.Fatalf("the cancelled pull stored the image:\n%s", out)
+	}
+	if ents, err := os.ReadDir(filepath.Join(berthRoot, "image", "tmp")); err != nil || len(ents) != 0 {
+		t.Fatalf("staging after the cancelled pull: %v %v", ents, err)
+	}
+}
+
+// helperPID is the pid of the berth-registry that pulls ref, 0 if there
+// is none (the pull ended already).
+func helperPID(t *testing.T, ref string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		if args[0] == "berth-registry" && slices.Contains(args, "run-pull") && slices.Contains(args, ref) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	t.Logf("no berth-registry pulling %s", ref)
+	return 0
 }

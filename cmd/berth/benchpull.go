@@ -1,40 +1,25 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
-	"context"
-	"errors"
+
 	"fmt"
 	"io"
-	"log"
-	"net"
-	"net/http"
+
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
+
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	"github.com/berth-dev/berth/internal/bench"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/regcli"
 )
-
-// benchPullLayers are the sizes of the bench image's layers: 108 MiB in
-// five layers, the largest first as in a base image.
-var benchPullLayers = []int64{48 << 20, 32 << 20, 16 << 20, 8 << 20, 4 << 20}
 
 // pullResult is the pull scenario's comparison and berth's peak memory.
 type pullResult struct {
@@ -48,16 +33,21 @@ func (p pullResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  berth pull's peak RSS: %d KiB (goal <= 65536)\n", p.PeakRSS)
 }
 
-// benchPull starts a registry on 127.0.0.1 (go-containerregistry's, its
-// blobs on disk), pushes a five-layer image of 108 MiB (gzip) to it, and times
-// `berth pull` into an empty data root against `skopeo copy docker://...
-// oci:...`, alternately, each starting from nothing every time.
+// benchPull starts a registry on 127.0.0.1 (berth-registry serve-bench:
+// go-containerregistry's, its blobs on disk, holding a five-layer image of
+// 108 MiB) and times `berth pull` into an empty data root against `skopeo
+// copy docker://... oci:...`, alternately, each starting from nothing
+// every time.
 func benchPull(n int) (pullResult, error) {
 	skopeo, err := exec.LookPath("skopeo")
 	if err != nil {
 		return pullResult{}, fmt.Errorf("skopeo is not installed: %w", errdefs.ErrUnavailable)
 	}
 	self, err := os.Executable()
+	if err != nil {
+		return pullResult{}, err
+	}
+	helper, err := registryHelper()
 	if err != nil {
 		return pullResult{}, err
 	}
@@ -69,21 +59,29 @@ func benchPull(n int) (pullResult, error) {
 	if err := os.Mkdir(filepath.Join(tmp, "registry"), 0o700); err != nil {
 		return pullResult{}, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// The registry serves until its standard input ends: when this
+	// function returns, or berth ends.
+	srv := exec.Command(helper, regcli.ServeBench, filepath.Join(tmp, "registry"))
+	stdin, err := srv.StdinPipe()
 	if err != nil {
 		return pullResult{}, err
 	}
-	srv := &http.Server{Handler: ggcrregistry.New(
-		ggcrregistry.Logger(log.New(io.Discard, "", 0)),
-		ggcrregistry.WithBlobHandler(ggcrregistry.NewDiskBlobHandler(filepath.Join(tmp, "registry"))),
-	)}
-	go srv.Serve(l)
-	defer srv.Close()
-	ref := l.Addr().String() + "/bench/pull:v1"
-	if err := pushBenchImage(ref); err != nil {
-		return pullResult{}, fmt.Errorf("push the bench image: %w", err)
+	var srvErr bytes.Buffer
+	srv.Stderr = &srvErr
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		return pullResult{}, err
 	}
-	debug.FreeOSMemory() // the layers made for the push are garbage now
+	if err := srv.Start(); err != nil {
+		return pullResult{}, err
+	}
+	defer srv.Wait()
+	defer stdin.Close()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	ref := strings.TrimSpace(line)
+	if ref == "" {
+		return pullResult{}, fmt.Errorf("the bench registry: %s", strings.TrimSpace(srvErr.String()))
+	}
 
 	root, layout := filepath.Join(tmp, "root"), filepath.Join(tmp, "oci")
 	var mu sync.Mutex
@@ -149,41 +147,4 @@ func vmHWM(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("process %d: no VmHWM", pid)
-}
-
-// pushBenchImage pushes an image of random layers (one file each, sizes
-// benchPullLayers) to ref.
-func pushBenchImage(ref string) error {
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		return err
-	}
-	var adds []mutate.Addendum
-	for _, size := range benchPullLayers {
-		layer, err := random.Layer(size, types.OCILayer)
-		if err != nil {
-			return err
-		}
-		adds = append(adds, mutate.Addendum{Layer: layer, MediaType: types.OCILayer})
-	}
-	img, err := mutate.Append(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1), adds...)
-	if err != nil {
-		return err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture, cfg.Created = "linux", runtime.GOARCH, v1.Time{Time: time.Now()}
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	err = remote.Write(tag, img, remote.WithContext(ctx))
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("the local registry took more than 5 minutes")
-	}
-	return err
 }

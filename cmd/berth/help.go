@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/berth-dev/berth/internal/regcli"
 )
 
 // helpRequest is what parsing returns for -h, -help or --help: the flag
@@ -156,7 +158,7 @@ func flagHelps(fs *flag.FlagSet) []flagHelp {
 		}
 		value, usage := flag.UnquoteUsage(f)
 		switch f.Value.(type) {
-		case *listFlag:
+		case *listFlag, *regcli.List:
 			value = "list"
 		case *optString:
 			value = "string"

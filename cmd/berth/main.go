@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/lifecycle"
+	"github.com/berth-dev/berth/internal/regcli"
 	"github.com/berth-dev/berth/internal/vm"
 )
 
@@ -113,21 +114,21 @@ func commands() []command {
 				"stream, and enter the store only once the whole image is verified and unpacked. Plain HTTP and " +
 				"unverified TLS are used only for registries on localhost or loopback addresses and for insecure " +
 				"registries (--insecure-registry, BERTH_INSECURE_REGISTRIES, ROOT/registries.json).",
-			run: cmdPull, operand: anImage},
+			run: registryVerb("pull", new(regcli.Pull)), operand: anImage},
 		{name: "push", args: "IMAGE", short: "push an image to a registry",
 			long: "Pushes IMAGE (a name in the store, NAME[:TAG]) to its registry with the credentials of berth login " +
 				"or docker login, printing a line per layer as Docker does. Blobs stream from the store; those the " +
 				"registry has already, in this repository or (mounted) in another repository of the image's names there, " +
 				"are not sent again. Plain HTTP and unverified TLS only for loopback and insecure registries.",
-			run: cmdPush, operand: anImage},
+			run: registryVerb("push", new(regcli.Push)), operand: anImage},
 		{name: "login", args: "[REGISTRY]", short: "log in to a registry",
 			long: "Checks a user name and password against REGISTRY (default Docker Hub) and stores them as Docker " +
 				"does, in DOCKER_CONFIG/config.json or ~/.docker/config.json (base64 in \"auths\", mode 0600; through " +
 				"the credential helper that credsStore or credHelpers name). Without -u or a password it asks on the terminal.",
-			run: cmdLogin},
+			run: registryVerb("login", new(regcli.Login))},
 		{name: "logout", args: "[REGISTRY]", short: "log out from a registry",
 			long: "Removes the credentials of REGISTRY (default Docker Hub) from Docker's config file or its credential helper.",
-			run:  cmdLogout},
+			run:  registryVerb("logout", new(regcli.Logout))},
 		{name: "image", short: "manage images",
 			long: "Manages the images in berth's content store: images pulled from registries (berth pull) " +
 				"and OCI layouts or docker-save archives made elsewhere (berth image import, berth image load).",

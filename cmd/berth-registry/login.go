@@ -11,43 +11,36 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/regcli"
 	"github.com/berth-dev/berth/internal/registry"
 )
 
-func cmdLogin(g *globals, args []string) error {
-	fs := newFlags("login")
-	user := fs.String("u", "", "the `USER` name")
-	fs.StringVar(user, "username", "", "the `USER` name")
-	pass := fs.String("p", "", "the `PASSWORD` (visible to other users of this host: prefer --password-stdin)")
-	fs.StringVar(pass, "password", "", "the `PASSWORD` (visible to other users of this host: prefer --password-stdin)")
-	stdin := fs.Bool("password-stdin", false, "read the password from standard input")
-	insecure := insecureFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 1 {
-		return fmt.Errorf("want at most one registry: %w", errdefs.ErrInvalid)
-	}
-	host, key, err := registry.ServerKey(fs.Arg(0))
+func cmdLogin(root string, args []string) error {
+	var f regcli.Login
+	server, err := parseVerb("login", &f, args, atMostOne)
 	if err != nil {
 		return err
 	}
-	o, err := registryOptions(g, insecure)
+	host, key, err := registry.ServerKey(server)
 	if err != nil {
 		return err
 	}
-	if *stdin && *pass != "" {
+	o, err := registryOptions(root, f.Insecure)
+	if err != nil {
+		return err
+	}
+	if f.PasswordStdin && f.Password != "" {
 		return fmt.Errorf("--password and --password-stdin are exclusive: %w", errdefs.ErrInvalid)
 	}
-	if *stdin && *user == "" {
+	if f.PasswordStdin && f.User == "" {
 		return fmt.Errorf("--password-stdin needs a user name (-u): %w", errdefs.ErrInvalid)
 	}
-	if *pass != "" {
+	if f.Password != "" {
 		fmt.Fprintln(os.Stderr, "WARNING! Using --password via the CLI is insecure. Use --password-stdin.")
 	}
 	tty := term.IsTerminal(int(os.Stdin.Fd()))
 	in := bufio.NewReader(os.Stdin)
-	if *user == "" {
+	if f.User == "" {
 		if !tty {
 			return fmt.Errorf("want a user name (-u) when standard input is not a terminal: %w", errdefs.ErrInvalid)
 		}
@@ -56,16 +49,16 @@ func cmdLogin(g *globals, args []string) error {
 		if err != nil && line == "" {
 			return fmt.Errorf("user name: %v: %w", err, errdefs.ErrInvalid)
 		}
-		*user = strings.TrimSpace(line)
+		f.User = strings.TrimSpace(line)
 	}
 	switch {
-	case *stdin:
+	case f.PasswordStdin:
 		data, err := io.ReadAll(io.LimitReader(in, 64<<10))
 		if err != nil {
 			return fmt.Errorf("password from standard input: %w", err)
 		}
-		*pass = strings.TrimRight(string(data), "\r\n")
-	case *pass == "":
+		f.Password = strings.TrimRight(string(data), "\r\n")
+	case f.Password == "":
 		if !tty {
 			return fmt.Errorf("want a password (--password-stdin) when standard input is not a terminal: %w", errdefs.ErrInvalid)
 		}
@@ -75,34 +68,32 @@ func cmdLogin(g *globals, args []string) error {
 		if err != nil {
 			return fmt.Errorf("password: %w", err)
 		}
-		*pass = string(p)
+		f.Password = string(p)
 	}
-	if *user == "" || *pass == "" {
+	if f.User == "" || f.Password == "" {
 		return fmt.Errorf("want a user name and a password: %w", errdefs.ErrInvalid)
 	}
 	c, err := registry.LoadDockerConfig()
 	if err != nil {
 		return err
 	}
-	if err := registry.Login(context.Background(), host, *user, *pass, o); err != nil {
+	if err := registry.Login(context.Background(), host, f.User, f.Password, o); err != nil {
 		return err
 	}
-	if err := c.Store(key, *user, *pass); err != nil {
+	if err := c.Store(key, f.User, f.Password); err != nil {
 		return err
 	}
 	fmt.Println("Login Succeeded")
 	return nil
 }
 
-func cmdLogout(g *globals, args []string) error {
-	fs := newFlags("logout")
-	if err := parse(fs, args); err != nil {
+func cmdLogout(root string, args []string) error {
+	var f regcli.Logout
+	server, err := parseVerb("logout", &f, args, atMostOne)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 1 {
-		return fmt.Errorf("want at most one registry: %w", errdefs.ErrInvalid)
-	}
-	_, key, err := registry.ServerKey(fs.Arg(0))
+	_, key, err := registry.ServerKey(server)
 	if err != nil {
 		return err
 	}

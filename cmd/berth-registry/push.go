@@ -8,36 +8,25 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/regcli"
 	"github.com/berth-dev/berth/internal/registry"
 )
 
-func cmdPush(g *globals, args []string) error {
-	fs := newFlags("push")
-	quiet := fs.Bool("q", false, "print only the image's reference, no progress")
-	fs.BoolVar(quiet, "quiet", false, "print only the image's reference, no progress")
-	jobs := fs.Int("max-concurrent-uploads", 5, "how many layers to upload at once")
-	insecure := insecureFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("want exactly one image reference: %w", errdefs.ErrInvalid)
-	}
-	if *jobs < 1 {
-		return fmt.Errorf("--max-concurrent-uploads %d: want at least 1: %w", *jobs, errdefs.ErrInvalid)
-	}
-	o, err := registryOptions(g, insecure)
+func cmdPush(root string, args []string) error {
+	var f regcli.Push
+	ref, err := parseVerb("push", &f, args, oneOperand)
 	if err != nil {
 		return err
 	}
-	o.Jobs = *jobs
-	ref := fs.Arg(0)
+	o, err := transferOptions(root, f.Insecure, "max-concurrent-uploads", f.Jobs)
+	if err != nil {
+		return err
+	}
 	r, err := registry.ParseReference(ref)
 	if err != nil {
 		return err
 	}
-	s, err := g.imageStore()
+	s, err := openStore(root)
 	if err != nil {
 		return err
 	}
@@ -46,7 +35,7 @@ func cmdPush(g *globals, args []string) error {
 	d := newLayerDisplay(os.Stdout, "")
 	d.preface = []string{fmt.Sprintf("The push refers to repository [%s]", r.Repo())}
 	var progress func(registry.PushEvent)
-	if !*quiet {
+	if !f.Quiet {
 		progress = func(e registry.PushEvent) {
 			st := layerState{status: e.Status.String(), current: e.Current, total: e.Total,
 				moving: e.Status == registry.Pushing, done: e.Status >= registry.Pushed}
@@ -57,7 +46,7 @@ func cmdPush(g *globals, args []string) error {
 		}
 	}
 	res, err := registry.Push(ctx, s, ref, o, progress)
-	if !*quiet {
+	if !f.Quiet {
 		d.finish(err == nil)
 	}
 	if err != nil {
@@ -66,7 +55,7 @@ func cmdPush(g *globals, args []string) error {
 		}
 		return err
 	}
-	if *quiet {
+	if f.Quiet {
 		fmt.Println(res.Ref.String())
 		return nil
 	}
