@@ -109,7 +109,7 @@ var errNotAName = errors.New("not a registry's name")
 func pullForRun(ctx context.Context, g *globals, policy, ref string) (string, error) {
 	path, err := registryHelper()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s: %w", ref, err)
 	}
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, path, "--root", g.root, regcli.RunPull, policy, ref)
