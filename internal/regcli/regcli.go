@@ -3,7 +3,7 @@
 //
 // The registry client (net/http, TLS, x509, go-containerregistry) lives in
 // a binary of its own, berth-registry, so that berth does not link it:
-// initialising those packages cost every berth process about 3.5 ms of
+// initialising those packages cost every berth process 3 to 4 ms of
 // its start, whether it talked to a registry or not. berth declares a
 // verb's flags from here, for its help, completion and docs and to parse
 // the command line the user typed, and then executes berth-registry with
