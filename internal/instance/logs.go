@@ -279,11 +279,20 @@ func nextLog(path string, cur *os.File) *os.File {
 		names := logFiles(path)
 		next := 0 // cur gone (rotated out): every file is newer
 		if cur != nil {
+			next = -1
 			for i, name := range names {
 				if st, err := os.Stat(name); err == nil && os.SameFile(st, curSt) {
 					next = i + 1
 					break
 				}
+			}
+			if next < 0 {
+				if linked(cur) {
+					// Renamed while we listed (a rotation moves every
+					// file up one): list again.
+					continue
+				}
+				next = 0
 			}
 		}
 		if next >= len(names) {
@@ -301,6 +310,16 @@ func nextLog(path string, cur *os.File) *os.File {
 	return nil
 }
 
+// linked reports whether f still has a name in the file system.
+func linked(f *os.File) bool {
+	st, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return !ok || sys.Nlink > 0
+}
+
 // ReadLogs writes the entries of the log at path, its rotated files
 // first, to stdout and stderr. With follow it keeps reading new entries,
 // across rotations, until done reports true and the log has no more.
@@ -313,7 +332,8 @@ func ReadLogs(path string, stdout, stderr io.Writer, follow bool, done func() bo
 	}()
 	var br *bufio.Reader
 	var partial []byte
-	for {
+	// drain writes out the entries of cur up to its end.
+	drain := func() error {
 		for cur != nil {
 			chunk, err := br.ReadBytes('\n')
 			partial = append(partial, chunk...)
@@ -321,7 +341,7 @@ func ReadLogs(path string, stdout, stderr io.Writer, follow bool, done func() bo
 				if !errors.Is(err, io.EOF) {
 					return err
 				}
-				break
+				return nil
 			}
 			var e logEntry
 			if json.Unmarshal(partial, &e) == nil {
@@ -341,8 +361,21 @@ func ReadLogs(path string, stdout, stderr io.Writer, follow bool, done func() bo
 			}
 			partial = partial[:0]
 		}
+		return nil
+	}
+	for {
+		if err := drain(); err != nil {
+			return err
+		}
 		if next := nextLog(path, cur); next != nil {
 			if cur != nil {
+				// The writer wrote its last to cur before it made the
+				// next file: what came after our read reached its end
+				// is read now, or it would be skipped.
+				if err := drain(); err != nil {
+					next.Close()
+					return err
+				}
 				cur.Close()
 			}
 			// What a killed writer left of its last record is dropped.
