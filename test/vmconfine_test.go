@@ -108,7 +108,7 @@ func TestVMConfinedQEMU(t *testing.T) {
 	id, _ := inspect(t, name)["id"].(string)
 	mem := checkConfined(t, pid, "/berth/"+id)
 	// 256 MiB of guest RAM (the least) and QEMU's overhead.
-	if mem < 256<<20+192<<20 {
+	if mem < 256<<20+128<<20 {
 		t.Errorf("QEMU's memory limit %d is below guest RAM and overhead", mem)
 	}
 

@@ -78,7 +78,7 @@ func makeJail(dir string) error {
 // KVM there is no translation cache.
 const (
 	tcgCacheMiB    = 256
-	qemuOverheadMi = 192
+	qemuOverheadMi = 128
 )
 
 // hostPidsMax bounds the tasks in a VM's host cgroup: QEMU's threads (a
