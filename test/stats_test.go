@@ -51,9 +51,13 @@ func TestStatsTop(t *testing.T) {
 				Pids        int64
 				NetRx       int64
 				Host        *struct {
-					PID      int
-					CPUNanos uint64
-					RSS      int64
+					PID         int
+					CPUNanos    uint64
+					RSS         int64
+					Cgroup      string
+					Memory      int64
+					MemoryLimit int64
+					Pids        int64
 				}
 			}
 			if err := json.Unmarshal([]byte(out), &s); err != nil {
@@ -64,6 +68,12 @@ func TestStatsTop(t *testing.T) {
 			}
 			if mode == "vm" && (s.Host == nil || s.Host.RSS <= 0 || s.Host.CPUNanos == 0) {
 				t.Errorf("a VM's stats lack its QEMU's host usage: %s", out)
+			}
+			// QEMU's host cgroup: 256 MiB of guest RAM (the least), and
+			// QEMU's overhead under TCG or KVM.
+			if mode == "vm" && s.Host != nil && (s.Host.Cgroup == "" || s.Host.Memory <= 0 || s.Host.Pids < 1 ||
+				s.Host.MemoryLimit < 256<<20+128<<20 || s.Host.MemoryLimit > 256<<20+128<<20+256<<20) {
+				t.Errorf("a VM's stats lack its QEMU's host cgroup (usage, limit of guest RAM and overhead, tasks): %s", out)
 			}
 			if mode == "container" && s.Host != nil {
 				t.Errorf("a container's stats have a QEMU: %s", out)

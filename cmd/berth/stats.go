@@ -180,10 +180,15 @@ func printStats(w io.Writer, rows []statsRow, format string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tMEM %\tNET I/O\tBLOCK I/O\tPIDS\tQEMU RSS")
+	fmt.Fprintln(tw, "CONTAINER ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tMEM %\tNET I/O\tBLOCK I/O\tPIDS\tQEMU MEM / LIMIT")
 	for _, r := range rows {
+		// A VM's QEMU: its host cgroup's use and limit, or without one
+		// (a VM started before berth gave QEMU one) its resident memory.
 		qemu := "--"
-		if r.Host != nil {
+		switch {
+		case r.Host != nil && r.Host.Cgroup != "":
+			qemu = binarySize(r.Host.Memory) + " / " + binarySize(r.Host.MemoryLimit)
+		case r.Host != nil:
 			qemu = binarySize(r.Host.RSS)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%.2f%%\t%s / %s\t%s / %s\t%d\t%s\n",

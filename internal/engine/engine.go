@@ -47,7 +47,8 @@ type Engine interface {
 	// it.
 	Prepare(skeleton *specs.Spec, stdio Stdio) Prepared
 	// Cgroup is the host cgroup an instance of this engine gets, "" for
-	// none (a VM's cgroups are inside its guest).
+	// none (a container's processes; a VM's QEMU and virtiofsd, whose
+	// workload's cgroups are inside its guest).
 	Cgroup(id string) string
 	// Start creates and starts the instance cfg describes, with stdio;
 	// the caller owns it from then on. Cancelling ctx cancels the start

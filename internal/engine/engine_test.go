@@ -19,7 +19,7 @@ func TestFor(t *testing.T) {
 	}{
 		{"", "container", "/berth/x", Traits{LocalTerminal: true, RemoveWhileEnding: true}},
 		{"container", "container", "/berth/x", Traits{LocalTerminal: true, RemoveWhileEnding: true}},
-		{"vm", "vm", "", Traits{OwnerWritesOutput: true}},
+		{"vm", "vm", "/berth/x", Traits{OwnerWritesOutput: true}}, // QEMU's
 	} {
 		e, err := For(tc.isolation)
 		if err != nil {

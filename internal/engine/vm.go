@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/usage"
@@ -31,7 +32,9 @@ func (vms) Traits() Traits { return Traits{OwnerWritesOutput: true} }
 // Prepare has nothing to begin: the guest's parts are found at Start.
 func (vms) Prepare(*specs.Spec, Stdio) Prepared { return nil }
 
-func (vms) Cgroup(string) string { return "" }
+// Cgroup is the host cgroup QEMU and virtiofsd run in, bounded to the
+// guest's RAM and QEMU's overhead (vm.HostResources).
+func (vms) Cgroup(id string) string { return "/berth/" + id }
 
 func (vms) Start(ctx context.Context, cfg Config, stdio Stdio) (Running, error) {
 	guest, err := vm.FindGuest(cfg.Kernel, cfg.Root)
@@ -53,7 +56,7 @@ func (vms) Start(ctx context.Context, cfg Config, stdio Stdio) (Running, error) 
 	if stdio.Stderr != nil {
 		as.Stderr = stdio.Stderr
 	}
-	m, err := vm.Boot(ctx, vm.RunConfig{ID: cfg.ID, Dir: cfg.Dir, Spec: cfg.Spec, Layers: layers, Guest: guest}, as)
+	m, err := vm.Boot(ctx, vm.RunConfig{ID: cfg.ID, Dir: cfg.Dir, Spec: cfg.Spec, Layers: layers, Guest: guest, Cgroup: cfg.Cgroup}, as)
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +174,27 @@ func (h vmHandle) Stats() (usage.Stats, error) {
 	if err != nil {
 		return usage.Stats{}, fmt.Errorf("instance %s: QEMU: %w", h.in.ShortID(), err)
 	}
+	if h.in.Cgroup != "" {
+		if err := hostCgroup(host, h.in.Cgroup); err != nil {
+			return usage.Stats{}, fmt.Errorf("instance %s: QEMU: %w", h.in.ShortID(), err)
+		}
+	}
 	s.Host = host
 	return s, nil
+}
+
+// hostCgroup adds the figures of QEMU's host cgroup at path to h.
+func hostCgroup(h *usage.Host, path string) error {
+	cg, err := cgroups.New(path)
+	if err != nil {
+		return err
+	}
+	cs, err := cg.Stats()
+	if err != nil {
+		return err
+	}
+	h.Cgroup, h.Memory, h.MemoryLimit, h.Pids = path, cs.MemoryUsage, cs.MemoryLimit, cs.Pids
+	return nil
 }
 
 // Top asks the owner for the guest's workload processes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"sort"
 )
 
@@ -113,6 +114,13 @@ func (c *Client) SetMigrationCapabilities(ctx context.Context, caps map[string]b
 // holds, "exec:CMD", ...); QueryMigrate says when it is done.
 func (c *Client) Migrate(ctx context.Context, uri string) error {
 	return c.Execute(ctx, "migrate", map[string]string{"uri": uri}, nil)
+}
+
+// GetFD passes f to QEMU, which keeps its own copy under name (the
+// getfd command): "fd:NAME" in Migrate names it. The connection must be
+// a unix socket.
+func (c *Client) GetFD(ctx context.Context, name string, f *os.File) error {
+	return c.execute(ctx, "getfd", map[string]string{"fdname": name}, nil, f)
 }
 
 // MigrateIncoming starts loading a saved VM from uri into a QEMU started

@@ -19,8 +19,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -128,6 +130,7 @@ type request struct {
 	id    string
 	cmd   string
 	data  []byte
+	fd    *os.File   // passed with the command (SCM_RIGHTS), or nil
 	reply chan reply // buffered, receives exactly one reply or none
 }
 
@@ -250,6 +253,12 @@ func (c *Client) Close() error {
 // ignore it). A QMP error reply is returned as *Error. When ctx ends first
 // Execute returns ctx's error at once; the command may still run in QEMU.
 func (c *Client) Execute(ctx context.Context, cmd string, args any, result any) error {
+	return c.execute(ctx, cmd, args, result, nil)
+}
+
+// execute is Execute, with fd (when not nil) passed along with the
+// command over a unix socket connection.
+func (c *Client) execute(ctx context.Context, cmd string, args any, result any, fd *os.File) error {
 	c.nextIDMu.Lock()
 	c.nextID++
 	id := "berth-" + strconv.FormatUint(c.nextID, 10)
@@ -264,7 +273,7 @@ func (c *Client) Execute(ctx context.Context, cmd string, args any, result any) 
 	if err != nil {
 		return fmt.Errorf("qmp %s: arguments: %v: %w", cmd, err, errdefs.ErrInvalid)
 	}
-	req := &request{id: id, cmd: cmd, data: append(data, '\n'), reply: make(chan reply, 1)}
+	req := &request{id: id, cmd: cmd, data: append(data, '\n'), fd: fd, reply: make(chan reply, 1)}
 
 	select {
 	case c.submit <- req:
@@ -346,12 +355,25 @@ func (c *Client) write() {
 	for {
 		select {
 		case req := <-c.toWriter:
-			_, err := c.conn.Write(req.data)
-			c.writeDone <- err
+			c.writeDone <- c.send(req)
 		case <-c.done:
 			return
 		}
 	}
+}
+
+// send writes req, with its descriptor as ancillary data.
+func (c *Client) send(req *request) error {
+	if req.fd == nil {
+		_, err := c.conn.Write(req.data)
+		return err
+	}
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("qmp %s: passing a descriptor needs a unix socket connection", req.cmd)
+	}
+	_, _, err := uc.WriteMsgUnix(req.data, syscall.UnixRights(int(req.fd.Fd())), nil)
+	return err
 }
 
 // loop owns the command queue and the pending table. It ends when the

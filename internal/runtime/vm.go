@@ -56,6 +56,10 @@ const (
 	ExecRelayVerb = "__vm-exec"
 )
 
+// ownerMiB is the room the VM owner (a Go process of some 20 MiB) takes
+// in the spec's cgroup beside QEMU.
+const ownerMiB = 64
+
 const (
 	vmRecordFile  = "vm.json"
 	vmRunningFile = "running"
@@ -190,13 +194,15 @@ func (st *Store) createVM(o CreateOptions, bundle string, spec *specs.Spec) (_ *
 		}
 	}()
 	// The owner, and so QEMU and virtiofsd, live in the spec's cgroup,
-	// without limits (those are the guest's: a host limit sized for the
+	// bounded as berth run's QEMU is (vm.HostResources: guest RAM and
+	// QEMU's overhead, room for the owner, a pids limit), not by the
+	// spec's limits (those are the guest's: a host limit sized for the
 	// workload would kill QEMU): the shim and dockerd find the VM's host
 	// usage there, pause freezes the whole guest, and delete kills
 	// whatever is left.
 	cg, err := cgroups.New(cgroup)
 	if err == nil {
-		err = cg.Create(cgroups.Resources{})
+		err = cg.Create(vm.HostResourcesOf(spec, guest.Accel, ownerMiB))
 	}
 	if err == nil {
 		err = cg.Add(pid)

@@ -32,11 +32,20 @@ type Stats struct {
 	Host *Host `json:"host,omitempty"`
 }
 
-// Host is one host process's usage.
+// Host is one host process's usage and, for a VM, that of the host
+// cgroup QEMU runs in.
 type Host struct {
 	PID      int    `json:"pid"`
 	CPUNanos uint64 `json:"cpuNanos"`
 	RSS      int64  `json:"rss"` // bytes
+	// Cgroup is QEMU's host cgroup (path below the hierarchy's root),
+	// "" when it has none of berth's; then the figures below are 0.
+	Cgroup string `json:"cgroup,omitempty"`
+	// Memory and MemoryLimit are the cgroup's memory use and limit
+	// (bytes), Pids its tasks (QEMU's threads, virtiofsd).
+	Memory      int64 `json:"memory,omitempty"`
+	MemoryLimit int64 `json:"memoryLimit,omitempty"`
+	Pids        int64 `json:"pids,omitempty"`
 }
 
 // FromCgroup makes Stats of a cgroup's figures; machineMemory is the

@@ -67,6 +67,14 @@ type Config struct {
 	// RestoreFrom is a template's saved device state: QEMU starts with
 	// -incoming defer, and Start loads the state before resuming the guest.
 	RestoreFrom string
+
+	// RunAs is the uid:gid QEMU drops to once it has opened its files;
+	// "" means DefaultRunAs.
+	RunAs string
+	// Cgroup is the host cgroup (path below the hierarchy's root) that
+	// QEMU and virtiofsd start in; it must exist. "" leaves them in
+	// berth's.
+	Cgroup string
 }
 
 // Qboot is where Debian's qemu-system-data installs qboot, a minimal
@@ -108,7 +116,21 @@ const (
 	// A template's device state to restore (RestoreFrom) is fd 6: a VM
 	// with a template has no shares.
 	fdState = 6
+	// Then the disks (diskFDs): each layer read-only, and the scratch
+	// disk read-write and read-only in one fd set, from which QEMU,
+	// chrooted, takes the mode it reopens the disk with (it does when a
+	// template is saved or restored).
 )
+
+// diskFDs is the first descriptor of cfg's disks, after the shares or
+// the template's state.
+func diskFDs(cfg Config) int {
+	fd := fdShare0 + len(cfg.Shares)
+	if cfg.RestoreFrom != "" {
+		fd++
+	}
+	return fd
+}
 
 const defaultMemoryMiB = 256
 
@@ -168,7 +190,7 @@ func KernelCmdline(cfg Config) string {
 // guest's CID), fd 5 (the console's pipe), and from fd 6 on one connected
 // vhost-user socket per share or a template's saved state.
 func CommandLine(cfg Config) []string {
-	accel, cpu := "tcg", "max"
+	accel, cpu := "tcg,tb-size="+strconv.Itoa(tcgCacheMiB), "max"
 	if cfg.Accel == AccelKVM {
 		accel, cpu = "kvm", "host"
 	}
@@ -179,7 +201,7 @@ func CommandLine(cfg Config) []string {
 	}
 	a := []string{cfg.qemu(),
 		"-name", "berth-" + escape(name) + ",process=berth-" + escape(name),
-		"-M", "q35,accel=" + accel,
+		"-M", "q35", "-accel", accel,
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(cfg.cpus()),
 		"-m", strconv.Itoa(mem) + "M",
@@ -196,6 +218,7 @@ func CommandLine(cfg Config) []string {
 		"-kernel", cfg.Kernel.Path,
 		"-append", KernelCmdline(cfg),
 	}
+	a = append(a, confineArgs(cfg)...)
 	if cfg.Initramfs != "" {
 		a = append(a, "-initrd", cfg.Initramfs)
 	}
@@ -229,15 +252,20 @@ func CommandLine(cfg Config) []string {
 			"-device", "virtserialport,bus=vser0.0,chardev=agent,id="+agentPortID+",name="+AgentPort,
 		)
 	}
-	for i, l := range cfg.Layers {
+	fd := diskFDs(cfg)
+	addFD := func(fd, set int) []string {
+		return []string{"-add-fd", "fd=" + strconv.Itoa(fd) + ",set=" + strconv.Itoa(set)}
+	}
+	for i := range cfg.Layers {
 		id := "layer" + strconv.Itoa(i)
-		a = append(a,
-			"-drive", "file="+escape(l)+",if=none,id="+id+",format=raw,readonly=on",
+		a = append(append(a, addFD(fd, fd)...),
+			"-drive", "file=/dev/fdset/"+strconv.Itoa(fd)+",if=none,id="+id+",format=raw,readonly=on",
 			"-device", "virtio-blk-pci,drive="+id+",serial="+id)
+		fd++
 	}
 	if cfg.Scratch != "" {
-		a = append(a,
-			"-drive", "file="+escape(cfg.Scratch)+",if=none,id=scratch,format=raw,discard=unmap",
+		a = append(append(append(a, addFD(fd, fd)...), addFD(fd+1, fd)...),
+			"-drive", "file=/dev/fdset/"+strconv.Itoa(fd)+",if=none,id=scratch,format=raw,discard=unmap",
 			"-device", "virtio-blk-pci,drive=scratch,serial="+scratchSerial)
 	}
 	if cfg.RestoreFrom != "" {

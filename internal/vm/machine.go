@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
 )
 
@@ -36,6 +37,9 @@ type RunConfig struct {
 	// BootTimeout bounds the wait for the guest agent; 0 means the
 	// spec's AnnotationBootTimeout, else DefaultBootTimeout.
 	BootTimeout time.Duration
+	// Cgroup is the host cgroup QEMU and virtiofsd run in, "" for
+	// none: Boot makes it with HostResources and Destroy removes it.
+	Cgroup string
 }
 
 // AnnotationBootTimeout, in the spec's annotations, bounds the wait for
@@ -94,6 +98,8 @@ type Machine struct {
 	// template names the template the VM is a clone of; "" for a cold
 	// boot.
 	template string
+	// cgroup is the host cgroup Boot made, nil for none.
+	cgroup cgroups.Manager
 
 	killOnce    sync.Once
 	killed      chan struct{} // closed by Kill
@@ -139,6 +145,15 @@ func guestMemoryMiB(limit int64) int {
 		mib = defaultMemoryMiB
 	}
 	return mib
+}
+
+// specMemoryMiB is the guest RAM for spec's memory limit.
+func specMemoryMiB(spec *specs.Spec) int {
+	var limit int64
+	if r := spec.Linux; r != nil && r.Resources != nil && r.Resources.Memory != nil && r.Resources.Memory.Limit != nil {
+		limit = *r.Resources.Memory.Limit
+	}
+	return guestMemoryMiB(limit)
 }
 
 // vcpus rounds a CFS quota up to whole vCPUs.
@@ -191,10 +206,6 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	if tracing {
 		appendArgs = append(appendArgs, "berth.trace=1")
 	}
-	var limit int64
-	if r := rc.Spec.Linux; r != nil && r.Resources != nil && r.Resources.Memory != nil && r.Resources.Memory.Limit != nil {
-		limit = *r.Resources.Memory.Limit
-	}
 	var res *specs.LinuxResources
 	if rc.Spec.Linux != nil {
 		res = rc.Spec.Linux.Resources
@@ -207,7 +218,7 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		Dir:       rc.Dir,
 		Kernel:    rc.Guest.Kernel,
 		Initramfs: initrd,
-		MemoryMiB: guestMemoryMiB(limit),
+		MemoryMiB: specMemoryMiB(rc.Spec),
 		CPUs:      vcpus(res),
 		Layers:    disks,
 		Scratch:   filepath.Join(rc.Dir, "scratch.img"),
@@ -224,6 +235,12 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 			m.Destroy()
 		}
 	}()
+	if rc.Cgroup != "" {
+		if m.cgroup, err = makeCgroup(rc.Cgroup, HostResources(cfg.MemoryMiB, cfg.Accel, 0)); err != nil {
+			return nil, fmt.Errorf("vm %s: %w", rc.ID, err)
+		}
+		cfg.Cgroup = rc.Cgroup
+	}
 	// startGuest owns each VM it tries until it returns one: answer
 	// leaves m.vm alone.
 	answer := func(v *VM, wait time.Duration) error {
@@ -610,14 +627,18 @@ func (m *Machine) Query(kind string) (any, error) {
 	return v, err
 }
 
-// Destroy kills whatever is left of the guest and removes its sockets and
-// scratch disk. It is idempotent.
+// Destroy kills whatever is left of the guest and removes its sockets,
+// scratch disk and host cgroup. It is idempotent.
 func (m *Machine) Destroy() error {
 	if m.client != nil {
 		m.client.Close()
 	}
-	if m.vm == nil { // a cold boot after a broken clone failed to start
-		return nil
+	var errs []error
+	if m.vm != nil { // else a cold boot after a broken clone failed to start
+		errs = append(errs, m.vm.Cleanup())
 	}
-	return m.vm.Cleanup()
+	if m.cgroup != nil {
+		errs = append(errs, m.cgroup.Destroy())
+	}
+	return errors.Join(errs...)
 }

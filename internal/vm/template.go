@@ -265,13 +265,6 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 	if e := v.Exit(); e.Code != 0 || e.Signal != 0 {
 		return templateErr(t.ID, fmt.Errorf("qemu failed after saving the guest (status %d, signal %d): %w", e.Code, int(e.Signal), errdefs.ErrUnavailable))
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		if _, err := os.Stat(t.SaveTo); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			return templateErr(t.ID, fmt.Errorf("the saved state never appeared: %w", err))
-		}
-	}
 	if t.Scratch != "" {
 		if err := os.Rename(t.Scratch, filepath.Join(dir, templateScratch)); err != nil {
 			return templateErr(t.ID, err)

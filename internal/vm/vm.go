@@ -26,6 +26,7 @@ type VM struct {
 	qmp       *qmp.Client
 	virtiofsd []*helper
 	sockets   []string
+	jail      string // QEMU's empty root, made by Start
 
 	exited     chan struct{} // closed once QEMU is reaped (and its console copied)
 	consoleEnd chan struct{} // closed once the console's pipe is drained
@@ -134,12 +135,22 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		files = append(files, f)
 	}
 
+	disks, err := openDisks(cfg)
+	files = append(files, disks...)
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: %w", cfg.ID, err)
+	}
+
 	argv := CommandLine(v.cfg)
 	v.cmd = exec.Command(argv[0], argv[1:]...)
 	v.cmd.ExtraFiles = files
 	v.cmd.Stdout, v.cmd.Stderr = v.stderr, v.stderr
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := v.cmd.Start(); err != nil {
+	if err := makeJail(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("vm %s: %w", cfg.ID, err)
+	}
+	v.jail = jailDir(cfg.Dir)
+	if err := startIn(v.cmd, cfg.Cgroup); err != nil {
 		v.cmd = nil
 		return nil, fmt.Errorf("vm %s: starting qemu: %v: %w", cfg.ID, err, errdefs.ErrUnavailable)
 	}
@@ -286,37 +297,48 @@ func (v *VM) restore(ctx context.Context) error {
 }
 
 // SaveState pauses the guest and saves its device state to cfg.SaveTo,
-// which appears once complete (after QEMU says it is done, maybe after
-// QEMU exits); its RAM is the shared cfg.RAMFile, complete once the guest
-// is paused. QEMU is left paused; Quit it next.
-func (v *VM) SaveState(ctx context.Context) error {
+// which appears once complete; its RAM is the shared cfg.RAMFile,
+// complete once the guest is paused. QEMU is left paused; Quit it next.
+// QEMU writes the state to a descriptor berth passes it over QMP (getfd):
+// its sandbox lets it neither run a command nor open a file.
+func (v *VM) SaveState(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("vm %s: save state: %w", v.cfg.ID, err)
+		}
+	}()
 	if v.cfg.SaveTo == "" {
-		return fmt.Errorf("vm %s: save state: no file to save to: %w", v.cfg.ID, errdefs.ErrInvalid)
+		return fmt.Errorf("no file to save to: %w", errdefs.ErrInvalid)
 	}
-	err := v.qmp.Stop(ctx)
+	part := v.cfg.SaveTo + ".part"
+	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	err = v.qmp.Stop(ctx)
 	if err == nil {
 		err = v.qmp.SetMigrationCapabilities(ctx, migrationCaps)
 	}
 	if err == nil {
-		// QEMU 7.2 saves to a descriptor only if it was passed over
-		// QMP (getfd), and to a file only through a command, which may
-		// still be writing when QEMU says it is done: the file gets its
-		// name once complete.
-		part := shellQuote(v.cfg.SaveTo + ".part")
-		err = v.qmp.Migrate(ctx, "exec:cat > "+part+" && mv "+part+" "+shellQuote(v.cfg.SaveTo))
+		err = v.qmp.GetFD(ctx, "state", f)
+	}
+	if err == nil {
+		err = v.qmp.Migrate(ctx, "fd:state")
 	}
 	if err == nil {
 		err = v.waitMigration(ctx)
 	}
-	if err != nil {
-		return fmt.Errorf("vm %s: save state: %w", v.cfg.ID, err)
+	if err == nil {
+		err = f.Sync()
 	}
-	return nil
-}
-
-// shellQuote quotes s for /bin/sh.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	if err == nil {
+		err = os.Rename(part, v.cfg.SaveTo)
+	}
+	if err != nil {
+		os.Remove(part)
+	}
+	return err
 }
 
 // migrationError is a migration QEMU reports failed, with its reason.
@@ -518,7 +540,7 @@ func (v *VM) Cleanup() error {
 			h.stop()
 		}
 		var errs []error
-		for _, p := range append(v.sockets, v.cfg.Scratch) {
+		for _, p := range append(v.sockets, v.cfg.Scratch, v.jail) {
 			if p == "" {
 				continue
 			}

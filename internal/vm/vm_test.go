@@ -139,17 +139,20 @@ func TestCommandLine(t *testing.T) {
 		QEMU: "/usr/bin/qemu-system-x86_64", Firmware: "/q/qboot.rom",
 	}
 	got := strings.Join(CommandLine(cfg), " ")
-	want := "/usr/bin/qemu-system-x86_64 -name berth-abc,process=berth-abc -M q35,accel=tcg -cpu max -smp 2 -m 512M" +
+	want := "/usr/bin/qemu-system-x86_64 -name berth-abc,process=berth-abc -M q35 -accel tcg,tb-size=256 -cpu max -smp 2 -m 512M" +
 		" -nodefaults -no-user-config -nographic -no-reboot -S" +
 		" -add-fd fd=5,set=5 -chardev file,id=console,path=/dev/fdset/5,append=on -serial chardev:console" +
 		" -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control" +
-		" -kernel /k/vmlinuz -append console=ttyS0 quiet panic=-1 berth.port=agent berth.debug=1 -initrd /k/init.cpio -bios /q/qboot.rom" +
+		" -kernel /k/vmlinuz -append console=ttyS0 quiet panic=-1 berth.port=agent berth.debug=1" +
+		" -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -runas 65534:65534 -chroot /run/b,x/qemu-root" +
+		" -initrd /k/init.cpio -bios /q/qboot.rom" +
 		" -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem" +
 		" -device virtio-serial-pci,id=vser0,max_ports=2 -chardev socket,id=agent,fd=4,server=on,wait=off" +
 		" -device virtserialport,bus=vser0.0,chardev=agent,id=agentport,name=agent" +
-		" -drive file=/c/l0.erofs,if=none,id=layer0,format=raw,readonly=on -device virtio-blk-pci,drive=layer0,serial=layer0" +
-		" -drive file=/c/l1.erofs,if=none,id=layer1,format=raw,readonly=on -device virtio-blk-pci,drive=layer1,serial=layer1" +
-		" -drive file=/run/b,,x/scratch.img,if=none,id=scratch,format=raw,discard=unmap -device virtio-blk-pci,drive=scratch,serial=scratch" +
+		" -add-fd fd=7,set=7 -drive file=/dev/fdset/7,if=none,id=layer0,format=raw,readonly=on -device virtio-blk-pci,drive=layer0,serial=layer0" +
+		" -add-fd fd=8,set=8 -drive file=/dev/fdset/8,if=none,id=layer1,format=raw,readonly=on -device virtio-blk-pci,drive=layer1,serial=layer1" +
+		" -add-fd fd=9,set=9 -add-fd fd=10,set=9" +
+		" -drive file=/dev/fdset/9,if=none,id=scratch,format=raw,discard=unmap -device virtio-blk-pci,drive=scratch,serial=scratch" +
 		" -chardev socket,id=fs0,fd=6 -device vhost-user-fs-pci,chardev=fs0,tag=vol0"
 	if got != want {
 		t.Errorf("CommandLine =\n%s\nwant\n%s", got, want)
@@ -157,7 +160,7 @@ func TestCommandLine(t *testing.T) {
 
 	// KVM, defaults, no shares: host CPU, 256 MiB without a memfd backend.
 	got = strings.Join(CommandLine(Config{Dir: "/d", Kernel: Kernel{Path: "/k"}, Accel: AccelKVM}), " ")
-	for _, want := range []string{"-M q35,accel=kvm ", "-cpu host ", "-smp 1 ", "-m 256M ", "path=/dev/fdset/5,append=on "} {
+	for _, want := range []string{"-M q35 -accel kvm ", "-cpu host ", "-smp 1 ", "-m 256M ", "path=/dev/fdset/5,append=on "} {
 		if !strings.Contains(got, want) {
 			t.Errorf("KVM command line lacks %q: %s", want, got)
 		}
