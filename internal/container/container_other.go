@@ -29,8 +29,9 @@ type Process struct{}
 // Init is a prestarted init (Linux only).
 type Init struct{}
 
-func Prestart(*specs.Spec, Stdio) *Init { return nil }
-func (in *Init) Close()                 {}
+func Prestart(*specs.Spec, Stdio) *Init           { return nil }
+func PrestartIn(*specs.Spec, Stdio, string) *Init { return nil }
+func (in *Init) Close()                           {}
 
 func Create(context.Context, *Config, Stdio) (*Container, error) { return nil, errNotLinux }
 func Run(context.Context, *Config, Stdio) (*Container, error)    { return nil, errNotLinux }
