@@ -123,6 +123,10 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 			return nil, nil, err
 		}
 		<-g.cgReady
+		// The workload's init, prestarted meanwhile, finishes its
+		// start here rather than in every clone.
+		g.pre.Settle(10 * time.Second)
+		tracef("workload init settled")
 		tracef("ready to be saved as a template")
 	}
 	port, err := ch.open()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -32,6 +33,7 @@ type Init struct{}
 func Prestart(*specs.Spec, Stdio) *Init           { return nil }
 func PrestartIn(*specs.Spec, Stdio, string) *Init { return nil }
 func (in *Init) Close()                           {}
+func (in *Init) Settle(time.Duration)             {}
 
 func Create(context.Context, *Config, Stdio) (*Container, error) { return nil, errNotLinux }
 func Run(context.Context, *Config, Stdio) (*Container, error)    { return nil, errNotLinux }

@@ -1,11 +1,15 @@
 package container
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -89,6 +93,61 @@ func prestart(spec *specs.Spec, stdio Stdio, cgroupPath string) *Init {
 		in.cmd, in.parent = cmd, parent
 	}
 	return in
+}
+
+// Settle waits, at most timeout, until what Prestart set going is done:
+// the seccomp program compiled, and the init started and idle, waiting
+// for its configuration (its main thread in recvmsg on its socket, its
+// CPU time still). berth-agent settles the init it prestarts in a
+// template's guest before the guest is saved, so that no clone of it
+// pays for the rest of the init's start.
+func (in *Init) Settle(timeout time.Duration) {
+	if in == nil {
+		return
+	}
+	deadline := time.After(timeout)
+	if in.filter != nil {
+		select {
+		case f := <-in.filter:
+			in.filter <- f
+		case <-deadline:
+			return
+		}
+	}
+	in.mu.Lock()
+	cmd := in.cmd
+	in.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	pid := cmd.Process.Pid
+	waiting := fmt.Sprintf("%d %#x ", unix.SYS_RECVMSG, stageSocketFD)
+	last := ""
+	for {
+		sc, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+		if err != nil {
+			return
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		cpu := ""
+		if i := bytes.LastIndexByte(st, ')'); i > 0 {
+			if f := strings.Fields(string(st[i+1:])); len(f) > 13 {
+				cpu = f[11] + " " + f[12] // utime, stime
+			}
+		}
+		if strings.HasPrefix(string(sc), waiting) && cpu == last {
+			return
+		}
+		last = cpu
+		select {
+		case <-deadline:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // filterFor is the seccomp program compiled from Prestart on when p is
