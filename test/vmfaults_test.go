@@ -142,6 +142,7 @@ func oneErrorLine(t *testing.T, what, stderr string, wants ...string) {
 // may trigger whatever kernel.sysrq says) ends a foreground --rm run with
 // one error line naming the panic, and leaves nothing.
 func TestVMFaultGuestPanic(t *testing.T) {
+	t.Skip("the workload can no longer panic its guest: it runs in the guest's container engine, /proc/sysrq-trigger read-only and without CAP_SYS_ADMIN; provoking a panic needs a privileged OCI bundle under berth-runtime's VM isolation (not written yet)")
 	img := busybox(t)
 	needVM(t)
 	t.Parallel()
@@ -162,6 +163,7 @@ func TestVMFaultGuestPanic(t *testing.T) {
 // detached instance records an exit status and the error, and leaves
 // nothing but its record.
 func TestVMFaultAgentDies(t *testing.T) {
+	t.Skip("the workload can no longer reach the agent: /proc/1 is its own PID 1, the agent is outside its pid namespace; killing the agent needs a privileged OCI bundle without a pid namespace under berth-runtime's VM isolation (not written yet)")
 	img := busybox(t)
 	needVM(t)
 	t.Parallel()
@@ -190,14 +192,16 @@ func TestVMFaultAgentDies(t *testing.T) {
 	assertNothingLeft(t, id, false)
 }
 
-// The guest's root user cannot kill the agent, its PID 1, with signals:
-// the kernel protects init only from signals it does not handle, and the
-// agent handles them all. The workload runs on and ends normally.
+// The workload cannot kill its PID 1, berth's init with --init, with
+// signals: the kernel protects init only from signals it does not
+// handle, and the init filters what its namespace sends. The workload
+// runs on and ends normally. (The guest's agent, which this once sent
+// them to, is out of the workload's pid namespace now.)
 func TestVMSignalsToAgent(t *testing.T) {
 	img := busybox(t)
 	needVM(t)
 	t.Parallel()
-	r := berth(t, "run", "--rm", "--vm", img, "sh", "-c",
+	r := berth(t, "run", "--rm", "--vm", "--init", img, "sh", "-c",
 		"for s in TERM INT HUP QUIT USR1 USR2 ABRT SEGV BUS FPE ILL TRAP SYS PIPE ALRM VTALRM PROF XCPU XFSZ "+
 			"TSTP TTIN TTOU STOP CONT WINCH URG IO PWR STKFLT KILL 32 33 34 40 64; do kill -$s 1 || echo $s refused; done; "+
 			"sleep 1; echo still here")

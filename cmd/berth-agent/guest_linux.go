@@ -1,23 +1,21 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/netif"
-	"github.com/berth-dev/berth/internal/tty"
+	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // workloadCgroup is the cgroup, in the guest's own cgroup2 hierarchy,
@@ -26,13 +24,13 @@ const workloadCgroup = "/berth"
 
 // guest is the agent.Handler of berth-agent.
 type guest struct {
-	reaper  *reaper
 	modules *moduleSet // being inserted since boot
 
 	// The workload cgroup is made, and the loopback brought up, at
-	// boot while the host says hello; cgReady is closed once cg, sp,
-	// cgErr and loErr are set.
+	// boot while the host says hello; cgReady is closed once cg, cgErr
+	// and loErr are set.
 	cgReady chan struct{}
+	cgMade  cgroups.Resources // what the workload cgroup was made with
 	cgErr   error
 	loErr   error
 
@@ -40,47 +38,49 @@ type guest struct {
 	// saved (kernel command line berth.root=); nil otherwise.
 	premounted *agent.Root
 
-	mu      sync.Mutex
-	ran     bool // Run was asked for (once per guest)
-	ready   bool // the root is set up
-	cg      cgroups.Manager
-	sp      *spawner
-	running map[int]bool // pids of started processes
+	mu       sync.Mutex
+	ran      bool // Run was asked for (once per guest)
+	cg       cgroups.Manager
+	ctr      *container.Container // the workload, once started
+	spec     *specs.Spec          // the workload's spec as the guest runs it
+	keepInit bool                 // berth's init is the workload's PID 1 (--init)
+
+	// pre is the workload's init, started at boot (before a template
+	// is saved) for berth's usual spec without a terminal, with its
+	// stdio on the pipes of preTask; Run takes both when its spec fits.
+	pre      *container.Init
+	preTask  *task
+	preStdio container.Stdio
 }
 
 func newGuest() *guest {
-	return &guest{reaper: &reaper{waiters: map[int]chan syscall.WaitStatus{}}, cgReady: make(chan struct{}), running: map[int]bool{}}
+	return &guest{cgReady: make(chan struct{})}
 }
 
 // Start implements agent.Handler.
 func (g *guest) Start(kind agent.Kind, p *agent.Process) (agent.Task, error) {
-	g.mu.Lock()
-	if kind == agent.KindRun {
-		if g.ran {
-			g.mu.Unlock()
-			return nil, &agent.StartError{Code: 125, Msg: "this guest already runs its workload; use exec"}
-		}
-		g.ran = true
-		tracef("run request")
-		if err := g.prepare(p); err != nil {
-			g.mu.Unlock()
-			return nil, &agent.StartError{Code: 125, Msg: "guest: " + err.Error()}
-		}
-		g.ready = true
-	} else if !g.ready {
-		g.mu.Unlock()
-		return nil, &agent.StartError{Code: 125, Msg: "guest: exec before the workload started"}
+	if kind != agent.KindRun {
+		return g.execWorkload(p)
 	}
-	cg, sp := g.cg, g.sp
+	g.mu.Lock()
+	if g.ran {
+		g.mu.Unlock()
+		return nil, &agent.StartError{Code: 125, Msg: "this guest already runs its workload; use exec"}
+	}
+	g.ran = true
 	g.mu.Unlock()
-	return g.spawn(kind, p, cg, sp)
+	tracef("run request")
+	srcs, err := g.prepare(p)
+	if err != nil {
+		return nil, &agent.StartError{Code: 125, Msg: "guest: " + err.Error()}
+	}
+	return g.runWorkload(p, srcs)
 }
 
 // prepareCgroups mounts the guest's cgroup2 file system and makes the
-// workload cgroup, without limits yet, and the spawner's. /sys, and the
-// cgroup2 mount on it, later move into the workload's root. It also
-// brings the guest's loopback up (as a container's: up, and nothing
-// else), which has nothing to wait for either.
+// workload cgroup, without limits yet (the engine sets the spec's). It
+// also brings the guest's loopback up (as a container's: up, and
+// nothing else), which has nothing to wait for either.
 func (g *guest) prepareCgroups() {
 	defer close(g.cgReady)
 	defer func() { g.loErr = netif.LoopbackUp() }()
@@ -91,18 +91,22 @@ func (g *guest) prepareCgroups() {
 	}
 	cg, err := cgroups.NewV2(mount, workloadCgroup)
 	if err == nil {
-		err = cg.Create(cgroups.Resources{})
+		// With berth run's device rules: their program is loaded
+		// now (before a template is saved), and again only for a
+		// spec with other rules.
+		g.cgMade = container.ResourcesOf(&specs.LinuxResources{Devices: instance.DefaultDeviceRules()}, nil)
+		err = cg.Create(g.cgMade)
 	}
-	var sp *spawner
-	if err == nil {
-		sp, err = newSpawner(g.reaper, mount)
-	}
-	g.cg, g.sp, g.cgErr = cg, sp, err
+	g.cg, g.cgErr = cg, err
 	tracef("cgroups ready")
+	if err == nil {
+		g.prestart()
+	}
 }
 
-// prepare sets up the root and the workload cgroup's limits for Run.
-func (g *guest) prepare(p *agent.Process) error {
+// prepare sets up the root for Run and mounts the request's shares; it
+// returns their guest paths by target.
+func (g *guest) prepare(p *agent.Process) (map[string]string, error) {
 	if g.premounted != nil && !sameRoot(g.premounted, p.Root) {
 		// Not what the template mounted (it cannot be, short of a
 		// host that names disks otherwise): start again from the disks.
@@ -110,37 +114,29 @@ func (g *guest) prepare(p *agent.Process) error {
 		unmountPremounted(len(g.premounted.Layers))
 		g.premounted = nil
 	}
-	if g.premounted != nil {
-		// A clone of a template: its guest mounted the root's disks
-		// before it was saved.
-		if err := enterRoot(p, g.modules); err != nil {
-			return err
+	if g.premounted == nil {
+		if err := mountRoot(p.Root, g.modules, g.mountScratch(p.Root)); err != nil {
+			return nil, err
 		}
-	} else if err := setupRoot(p, g.modules, g.mountScratch(p.Root)); err != nil {
-		return err
+	}
+	prefetch(p)
+	if err := g.modules.Wait(); err != nil { // virtiofs, for shares
+		return nil, err
+	}
+	tracef("modules in")
+	srcs, err := mountShares(p)
+	if err != nil {
+		return nil, err
 	}
 	tracef("root ready")
 	<-g.cgReady
 	if g.cgErr != nil {
-		return g.cgErr
+		return nil, g.cgErr
 	}
 	if g.loErr != nil {
-		return g.loErr
+		return nil, g.loErr
 	}
-	var r cgroups.Resources
-	if p.Resources != nil {
-		r = cgroups.Resources{
-			Memory:    p.Resources.MemoryBytes,
-			CPUQuota:  p.Resources.CPUQuota,
-			CPUPeriod: p.Resources.CPUPeriod,
-			Pids:      p.Resources.PidsMax,
-		}
-	}
-	if err := g.cg.Update(r); err != nil {
-		return err
-	}
-	tracef("cgroup limits set")
-	return nil
+	return srcs, nil
 }
 
 // mountScratch mounts r's scratch disk (mountScratch) in the background
@@ -176,93 +172,6 @@ func sameRoot(a, b *agent.Root) bool {
 	return a != nil && b != nil && slices.Equal(a.Layers, b.Layers) && a.Scratch == b.Scratch
 }
 
-// spawn starts p in the workload cgroup, with its stdio on pipes or a
-// new terminal.
-func (g *guest) spawn(kind agent.Kind, p *agent.Process, cg cgroups.Manager, sp *spawner) (agent.Task, error) {
-	if len(p.Args) == 0 {
-		return nil, &agent.StartError{Code: 125, Msg: "no command"}
-	}
-	c := credOf(p)
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if _, err := os.Stat(cwd); errors.Is(err, os.ErrNotExist) {
-		_ = os.MkdirAll(cwd, 0o755) // as runc does for a missing working directory
-	}
-	path, code, err := lookPath(p.Args[0], p.Env, cwd, c)
-	if err != nil {
-		return nil, &agent.StartError{Code: code, Msg: err.Error()}
-	}
-	t := &task{g: g, kind: kind, cg: cg}
-	var child []*os.File
-	defer func() {
-		for _, f := range child {
-			f.Close()
-		}
-	}()
-	if p.Terminal {
-		m, s, err := tty.Open()
-		if err != nil {
-			return nil, fmt.Errorf("terminal: %w", err)
-		}
-		if p.Rows != 0 || p.Cols != 0 {
-			_ = unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: p.Rows, Col: p.Cols})
-		}
-		t.master = m
-		t.stdin, t.stdout = agent.PtyStdio(m)
-		child = []*os.File{s, s, s}
-	} else {
-		inR, inW, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		outR, outW, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		errR, errW, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		t.stdin, t.stdout, t.stderr = inW, outR, errR
-		child = []*os.File{inR, outW, errW}
-	}
-	if cg != nil && kind != agent.KindRun { // none before the workload
-		if n, err := oomKills(); err == nil {
-			t.oomBefore = n
-		}
-	}
-	env := p.Env
-	if env == nil {
-		env = []string{} // nil would pass on the agent's own
-	}
-	groups := p.AdditionalGids
-	if groups == nil {
-		groups = []uint32{}
-	}
-	proc, ch, err := sp.start(path, p, kind == agent.KindRun, &os.ProcAttr{
-		Dir:   cwd,
-		Env:   env,
-		Files: child,
-		Sys: &syscall.SysProcAttr{
-			Setsid: true, Setctty: p.Terminal, Ctty: 0,
-			Credential: &syscall.Credential{Uid: p.UID, Gid: p.GID, Groups: groups},
-		},
-	})
-	if err != nil {
-		t.closeStdio()
-		return nil, err
-	}
-	t.pid, t.exited = proc.Pid, ch
-	_ = proc.Release()
-	g.mu.Lock()
-	g.running[t.pid] = true
-	g.mu.Unlock()
-	tracef("process started")
-	return t, nil
-}
-
 // Shutdown implements agent.Handler: it kills every process of the
 // workload and flushes what the workload wrote to host directories
 // (virtio-fs shares). The guest's own disks need nothing: the scratch
@@ -271,10 +180,11 @@ func (g *guest) spawn(kind agent.Kind, p *agent.Process, cg cgroups.Manager, sp 
 func (g *guest) Shutdown() error {
 	tracef("shutdown")
 	g.mu.Lock()
-	for pid := range g.running {
-		_ = unix.Kill(pid, unix.SIGKILL)
-	}
+	c := g.ctr
 	g.mu.Unlock()
+	if c != nil {
+		_ = c.Signal(unix.SIGKILL) // its pid namespace ends with it
+	}
 	killCgroup()
 	syncShares()
 	tracef("shutdown done")
@@ -317,120 +227,4 @@ func oomKills() (uint64, error) {
 // killCgroup kills every process left in the workload cgroup.
 func killCgroup() {
 	_ = os.WriteFile("/sys/fs/cgroup"+workloadCgroup+"/cgroup.kill", []byte("1"), 0)
-}
-
-// task is one process berth-agent started.
-type task struct {
-	g         *guest
-	kind      agent.Kind
-	cg        cgroups.Manager
-	pid       int
-	exited    chan syscall.WaitStatus
-	oomBefore uint64
-	master    *os.File
-	stdin     io.WriteCloser
-	stdout    io.ReadCloser
-	stderr    io.ReadCloser
-}
-
-func (t *task) Pid() int { return t.pid }
-
-func (t *task) Stdio() (io.WriteCloser, io.ReadCloser, io.ReadCloser) {
-	if t.stderr == nil {
-		return t.stdin, t.stdout, nil
-	}
-	return t.stdin, t.stdout, t.stderr
-}
-
-func (t *task) closeStdio() {
-	for _, c := range []io.Closer{t.stdin, t.stdout, t.stderr} {
-		if c != nil {
-			c.Close()
-		}
-	}
-}
-
-// Wait waits for the process. When the workload (Run) ends, whatever it
-// left behind in its cgroup is killed, as a container's pid namespace
-// ends with its init; that also closes its output pipes.
-func (t *task) Wait() (agent.ExitStatus, error) {
-	ws := <-t.exited
-	tracef("process exited")
-	t.g.mu.Lock()
-	delete(t.g.running, t.pid)
-	t.g.mu.Unlock()
-	st := agent.ExitStatusOf(ws)
-	if t.cg != nil {
-		if n, err := oomKills(); err == nil && n > t.oomBefore {
-			st.OOMKilled = true
-		}
-		if t.kind == agent.KindRun {
-			killCgroup()
-		}
-	}
-	return st, nil
-}
-
-func (t *task) Signal(sig syscall.Signal) error {
-	t.g.mu.Lock()
-	defer t.g.mu.Unlock()
-	if !t.g.running[t.pid] {
-		return nil // already waited for; the pid may be reused
-	}
-	return unix.Kill(t.pid, sig)
-}
-
-func (t *task) Resize(rows, cols uint16) error {
-	if t.master == nil {
-		return nil
-	}
-	return unix.IoctlSetWinsize(int(t.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
-}
-
-// reaper is PID 1's child reaping: it waits for every child, orphans
-// included, and hands the statuses of the processes it started to their
-// waiters. Starting holds the lock so a child cannot be reaped before its
-// waiter is registered.
-type reaper struct {
-	mu      sync.Mutex
-	waiters map[int]chan syscall.WaitStatus
-}
-
-func (r *reaper) start(path string, args []string, attr *os.ProcAttr) (*os.Process, chan syscall.WaitStatus, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p, err := os.StartProcess(path, args, attr)
-	if err != nil {
-		return nil, nil, err
-	}
-	ch := make(chan syscall.WaitStatus, 1)
-	r.waiters[p.Pid] = ch
-	return p, ch, nil
-}
-
-func (r *reaper) loop() {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGCHLD)
-	for range sigs {
-		r.reap()
-	}
-}
-
-func (r *reaper) reap() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-		if errors.Is(err, syscall.EINTR) {
-			continue
-		}
-		if err != nil || pid <= 0 {
-			return
-		}
-		if ch, ok := r.waiters[pid]; ok {
-			ch <- ws
-			delete(r.waiters, pid)
-		}
-	}
 }

@@ -291,17 +291,23 @@ func TestGuestRunAndExec(t *testing.T) {
 		{name: "exit code", p: agent.Process{Args: []string{"sh", "-c", "exit 7"}}, code: 7},
 		{name: "rlimit", p: agent.Process{Args: []string{"sh", "-c", "ulimit -n"},
 			Rlimits: []agent.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 123, Hard: 456}}}, out: "123\n"},
-		// Above the agent's own limit: the child inherits it, no staging.
+		// The workload's cgroup namespace: its cgroup is its root.
 		{name: "high nofile", p: agent.Process{Args: []string{"sh", "-c", "ulimit -Sn; ulimit -Hn; cat /proc/self/cgroup"},
-			Rlimits: []agent.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 20000, Hard: 30000}}}, out: "20000\n30000\n0::/berth\n"},
-		{name: "default rlimits", p: agent.Process{Args: []string{"sh", "-c", "ulimit -Sn; ulimit -Hn"}}, out: "1024\n4096\n"},
-		{name: "agent's nofile", p: agent.Process{Args: []string{"cat", "/proc/1/limits"}}, has: []string{"Max open files            4095                 4096"}},
+			Rlimits: []agent.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 20000, Hard: 30000}}}, out: "20000\n30000\n0::/\n"},
+		// An exec without rlimits of its own gets the workload's.
+		{name: "default rlimits", p: agent.Process{Args: []string{"sh", "-c", "ulimit -Sn; ulimit -Hn"}}, out: "1048576\n1048576\n"},
 		{name: "overlay is writable", p: agent.Process{Args: []string{"sh", "-c", "echo x > /new && cat /new"}}, out: "x\n"},
 		{name: "terminal", p: agent.Process{Args: []string{"sh", "-c", "[ -t 1 ] && echo tty"}, Terminal: true, Rows: 24, Cols: 80}, out: "tty\r\n"},
 		{name: "cgroup limits", p: agent.Process{Args: []string{"sh", "-c",
-			"cat /proc/self/cgroup /sys/fs/cgroup/berth/memory.max /sys/fs/cgroup/berth/cpu.max /sys/fs/cgroup/berth/pids.max"}},
-			out: "0::/berth\n67108864\n50000 100000\n64\n"},
-		{name: "guest's own pid 1", p: agent.Process{Args: []string{"cat", "/proc/1/comm"}}, out: "init\n"},
+			"cat /proc/self/cgroup /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max"}},
+			out: "0::/\n67108864\n50000 100000\n64\n"},
+		// The workload is PID 1 of its pid namespace; the agent, the
+		// guest's PID 1, and the kernel's threads are out of sight.
+		{name: "workload is pid 1", p: agent.Process{Args: []string{"cat", "/proc/1/comm"}}, out: "sh\n"},
+		{name: "only the workload's processes", p: agent.Process{Args: []string{"sh", "-c", "cat /proc/[0-9]*/comm | grep -E '^(init|kthreadd)$'; echo done"}}, out: "done\n"},
+		{name: "no capabilities beyond the spec's", p: agent.Process{Args: []string{"sh", "-c", "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status"}},
+			out: "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"},
+		{name: "mount denied", p: agent.Process{Args: []string{"mount", "-t", "tmpfs", "t", "/mnt"}}, code: 1},
 	}
 	for _, c := range cases {
 		out, errs, st, err := v.exec(c.p)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/sigfilter"
 )
@@ -79,6 +80,12 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 	if tracing {
 		traceKernel()
 		traceAt(start, "agent starts")
+		container.Trace = func(step string, at time.Time) {
+			d := time.Since(at)
+			ts := bootTime()
+			ns := ts.Nano() - d.Nanoseconds()
+			traceAt(unix.NsecToTimespec(ns), "engine: "+step)
+		}
 		tracef("early mounts done")
 	}
 	ownNofile()
@@ -95,7 +102,6 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 	if g.modules, err = insertModules(selectModules(mods, skip), first); err != nil {
 		return nil, nil, err
 	}
-	go g.reaper.loop()
 	template := cmdlineValue(string(cmdline), "berth.template", "") != ""
 	if template {
 		// A template's guest is saved as soon as the port opens: all
@@ -117,6 +123,10 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 			return nil, nil, err
 		}
 		<-g.cgReady
+		// The workload's init, prestarted meanwhile, finishes its
+		// start here rather than in every clone.
+		g.pre.Settle(10 * time.Second)
+		tracef("workload init settled")
 		tracef("ready to be saved as a template")
 	}
 	port, err := ch.open()
@@ -166,6 +176,9 @@ func ignoreSignals() {
 }
 
 func mountEarly() error {
+	if err := rootOverSelf(); err != nil {
+		return err
+	}
 	for _, m := range []struct{ src, dst, typ, data string }{
 		{"proc", "/proc", "proc", ""},
 		{"sysfs", "/sys", "sysfs", ""},
@@ -177,6 +190,42 @@ func mountEarly() error {
 		if err := unix.Mount(m.src, m.dst, m.typ, unix.MS_NOSUID, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("mount %s on %s: %w", m.typ, m.dst, err)
 		}
+	}
+	return nil
+}
+
+// rootOverSelf makes the agent's root a bind mount of the initramfs
+// over itself. The kernel's rootfs is no mount one can pivot_root away
+// from (it has no parent), and the container engine pivots the
+// workload's mount namespace, a copy of the agent's, into its root; a
+// mount on top of rootfs can be. Like switch_root: bind, step into it,
+// move it over "/", chroot.
+func rootOverSelf() error {
+	const self = "/.root"
+	if err := os.MkdirAll(self, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("/", self, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the initramfs: %w", err)
+	}
+	if err := unix.Chdir(self); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move the initramfs's bind over /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot into the initramfs's bind: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	// Shared: what the agent mounts later (the workload's root, its
+	// shares) reaches the mount namespace of a workload init started
+	// before (prestart), until that init makes its tree private when
+	// its configuration comes.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("make the agent's mounts shared: %w", err)
 	}
 	return nil
 }
@@ -277,4 +326,14 @@ func lines(p string) ([]string, error) {
 		out = append(out, s.Text())
 	}
 	return out, s.Err()
+}
+
+// ownNofile makes the agent's raised RLIMIT_NOFILE its own setting, so
+// that os/exec never puts back Go's start-up value in a child (the
+// container engine's stages, which set the spec's limits themselves).
+func ownNofile() {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		_ = unix.Prlimit(0, unix.RLIMIT_NOFILE, &rl, nil)
+	}
 }

@@ -52,9 +52,14 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/berth-dev/berth/internal/container"
 )
 
 func main() {
+	// The guest's container engine runs its stages (the workload's
+	// init, exec) from this binary.
+	container.RunStage(os.Args)
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "berth-agent: must run as PID 1 of a berth guest (it mounts, loads modules and powers off)")
 		os.Exit(2)

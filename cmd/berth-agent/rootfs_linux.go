@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,8 +15,8 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 )
 
-// Where the workload's root is assembled on the initramfs before the agent
-// moves into it.
+// Where the workload's root is assembled, in the agent's view (the
+// container engine takes newRoot as the spec's root path).
 const (
 	stageDir   = "/berth"
 	layersDir  = stageDir + "/layers"
@@ -48,21 +47,6 @@ func mountScratch(r *agent.Root) error {
 	}
 	tracef("scratch mounted")
 	return nil
-}
-
-// setupRoot assembles the workload's root from the request's disks (the
-// scratch disk is mounted by mountScratch, whose result scratch gives),
-// each step as soon as the modules it needs are in (mods), makes its
-// mounts, and moves the agent into it: the initramfs is the
-// kernel's rootfs, which pivot_root refuses, so like switch_root it moves
-// the new root over "/" (MS_MOVE) and chroots into it. /dev, /proc and
-// /sys move along (and with /sys the cgroup2 file system the agent
-// mounted at boot); /dev/pts and /dev/shm are mounted fresh.
-func setupRoot(p *agent.Process, mods *moduleSet, scratch <-chan error) error {
-	if err := mountRoot(p.Root, mods, scratch); err != nil {
-		return err
-	}
-	return enterRoot(p, mods)
 }
 
 // mountRoot mounts r's layer disks and, once scratch says the scratch disk
@@ -123,116 +107,12 @@ func unmountPremounted(n int) {
 	}
 }
 
-// enterRoot finishes the root mountRoot made for p (its mounts, /dev,
-// /proc and /sys) and moves the agent into it.
-func enterRoot(p *agent.Process, mods *moduleSet) error {
-	if err := mods.Wait(); err != nil { // virtiofs, for shares
-		return err
-	}
-	tracef("modules in")
-	for _, m := range p.Mounts {
-		if err := userMount(m); err != nil {
-			return err
-		}
-	}
-	for _, d := range []string{"/dev", "/proc", "/sys"} {
-		dst := newRoot + d
-		if err := os.MkdirAll(dst, 0o755); err != nil {
-			return fmt.Errorf("make %s in the root: %w", d, err)
-		}
-		if err := unix.Mount(d, dst, "", unix.MS_MOVE, ""); err != nil {
-			return fmt.Errorf("move %s into the root: %w", d, err)
-		}
-	}
-	if err := unix.Chdir(newRoot); err != nil {
-		return err
-	}
-	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("move the root over /: %w", err)
-	}
-	if err := unix.Chroot("."); err != nil {
-		return fmt.Errorf("chroot into the root: %w", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return err
-	}
-	prefetch(p)
-	for _, m := range []struct {
-		src, dst, typ string
-		flags         uintptr
-		data          string
-	}{
-		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
-		{"shm", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-	} {
-		if err := os.MkdirAll(m.dst, 0o755); err != nil {
-			return fmt.Errorf("mkdir %s: %w", m.dst, err)
-		}
-		if err := unix.Mount(m.src, m.dst, m.typ, m.flags, m.data); err != nil {
-			return fmt.Errorf("mount %s on %s: %w", m.typ, m.dst, err)
-		}
-	}
-	if p.Hostname != "" {
-		if err := unix.Sethostname([]byte(p.Hostname)); err != nil {
-			return fmt.Errorf("set hostname %q: %w", p.Hostname, err)
-		}
-	}
-	if p.Root.ReadOnly {
-		// The working directory is made first, as runc does, while the
-		// root can still take it.
-		if p.Cwd != "" {
-			_ = os.MkdirAll(p.Cwd, 0o755)
-		}
-		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
-			return fmt.Errorf("make the root read-only: %w", err)
-		}
-	}
-	return nil
-}
-
-// prefetchMax bounds how much of the command prefetch reads ahead.
-const prefetchMax = 8 << 20
-
-// prefetch has the kernel start reading the command p will run (up to
-// prefetchMax bytes) from its disk, so that the reading goes on while
-// the agent finishes the root, the limits and the fork, and the exec
-// finds the pages in memory. Failures are ignored: the start itself
-// reports them.
-func prefetch(p *agent.Process) {
-	if len(p.Args) == 0 {
-		return
-	}
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	path, _, err := lookPath(p.Args[0], p.Env, cwd, credOf(p))
-	var st unix.Stat_t
-	if err != nil || unix.Stat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return
-	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-	if err != nil {
-		return
-	}
-	go func() {
-		defer unix.Close(fd)
-		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-			_ = unix.Fadvise(fd, 0, min(st.Size, prefetchMax), unix.FADV_WILLNEED)
-		}
-	}()
-}
-
-// userMount makes one mount of the request inside the new root (not yet
-// moved). Targets are resolved lexically under the root; the guest is the
-// sandbox, so a symlink in the image can only point into the guest.
-func userMount(m agent.Mount) error {
-	if !path.IsAbs(m.Target) || strings.Contains(m.Target, "..") {
-		return fmt.Errorf("mount target %q must be an absolute path without ..: %w", m.Target, errdefs.ErrInvalid)
-	}
-	dst := filepath.Join(newRoot, path.Clean(m.Target))
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return fmt.Errorf("mount target %s: %w", m.Target, err)
+// mountAt mounts m (a virtio-fs share, a tmpfs or a guest disk) at dir
+// in the agent's view, outside the workload's root: the container engine
+// binds it in at m.Target.
+func mountAt(m agent.Mount, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("mount %s: %w", m.Target, err)
 	}
 	var flags uintptr
 	if m.ReadOnly {
@@ -240,18 +120,9 @@ func userMount(m agent.Mount) error {
 	}
 	src, typ := m.Source, m.Type
 	switch typ {
+	case "virtiofs", "tmpfs":
 	case "bind":
-		src = filepath.Join(newRoot, path.Clean("/"+m.Source))
-		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err)
-		}
-		if m.ReadOnly {
-			if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-				return fmt.Errorf("make %s read-only: %w", m.Target, err)
-			}
-		}
-		return nil
-	case "virtiofs", "tmpfs", "proc", "sysfs":
+		return fmt.Errorf("mount %s: a bind in the guest is the spec's, not a share: %w", m.Target, errdefs.ErrInvalid)
 	default:
 		dev, err := resolveDisk(m.Source)
 		if err != nil {
@@ -259,8 +130,8 @@ func userMount(m agent.Mount) error {
 		}
 		src = dev
 	}
-	if err := unix.Mount(src, dst, typ, flags, ""); err != nil {
-		return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, typ, m.Target, err)
+	if err := unix.Mount(src, dir, typ, flags, ""); err != nil {
+		return fmt.Errorf("mount %s (%s) for %s: %w", m.Source, typ, m.Target, err)
 	}
 	return nil
 }

@@ -9,8 +9,7 @@ import (
 )
 
 // The guest answers the host's stats and top queries (agent.Querier)
-// from its workload cgroup and its own /proc, which moved into the
-// workload's root with the agent.
+// from its workload cgroup and its own /proc (guest pids).
 
 // Stats implements agent.Querier: the workload cgroup's figures, the
 // guest's memory as the limit when the cgroup has none, and the
@@ -29,7 +28,7 @@ func (g *guest) Stats() (usage.Stats, error) {
 		return usage.Stats{}, err
 	}
 	s := usage.FromCgroup(st, total)
-	if s.NetRx, s.NetTx, err = usage.NetDev("/proc/net/dev"); err != nil {
+	if s.NetRx, s.NetTx, err = usage.NetDev(fmt.Sprintf("/proc/%d/net/dev", g.pid1())); err != nil {
 		s.NetRx, s.NetTx = -1, -1
 	}
 	return s, nil
@@ -49,11 +48,18 @@ func (g *guest) Top() ([]usage.Process, error) {
 	return usage.Processes("/proc", pids)
 }
 
+// pid1 is the guest pid of the workload's PID 1.
+func (g *guest) pid1() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ctr.Pid()
+}
+
 // workload is the workload cgroup once the workload was started.
 func (g *guest) workload() (cgroups.Manager, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.ready || g.cg == nil {
+	if g.ctr == nil || g.cg == nil {
 		return nil, fmt.Errorf("the workload has not started")
 	}
 	return g.cg, nil

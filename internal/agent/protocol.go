@@ -86,13 +86,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Version is the protocol version this package speaks. Peers with a
 // different version refuse each other at the handshake. Version 2 added
 // the clock and entropy to the host's hello, version 3 the Query and
-// Answer messages.
-const Version = 3
+// Answer messages, version 4 the OCI spec of Run and the OCI process of
+// Exec (the guest runs them through berth's container engine).
+const Version = 4
 
 // SeedSize is how many bytes of entropy the host's hello carries.
 const SeedSize = 32
@@ -179,6 +181,33 @@ type Process struct {
 	// Mounts are made inside the root after it is assembled, in order
 	// (Run only).
 	Mounts []Mount `json:"mounts,omitempty"`
+
+	// Spec is the instance's OCI runtime spec (Run only): the guest runs
+	// the workload through berth's container engine by it, with the
+	// assembled root as Spec.Root.Path, its bind mounts' sources taken
+	// from Mounts (matched by Target: a virtio-fs share is mounted outside
+	// the root and bound in), in the workload cgroup. Without it the
+	// request is refused.
+	Spec *specs.Spec `json:"spec,omitempty"`
+	// OCI is the OCI form of an Exec's process (capabilities,
+	// no_new_privs, rlimits, user), which joins the workload's
+	// namespaces and cgroup; the fields above are its summary.
+	OCI *specs.Process `json:"oci,omitempty"`
+}
+
+// IsBindMount says whether a spec's mount is a bind, by type or option
+// (containerd writes type "" or "none" with "rbind"): the mounts the
+// host turns into shares and the guest binds in from them.
+func IsBindMount(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
 }
 
 // Rlimit is one resource limit, Type named as in OCI ("RLIMIT_NOFILE").

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -235,13 +236,30 @@ func setDeviceFilter(cg, dir string, rules []DeviceRule) error {
 }
 
 // setDevices enforces rules on the cgroup with a device program. nil rules
-// leave the cgroup's device program (or its absence) as it is.
+// leave the cgroup's device program (or its absence) as it is, and so do
+// the rules this process attached there last: loading a program (the
+// verifier, the JIT) is the dearest part of a cgroup's set-up under
+// software emulation, and berth-agent attaches berth's default rules to
+// its workload cgroup before its guest is saved as a template.
 func (m *v2) setDevices(rules []DeviceRule) error {
 	if rules == nil {
 		return nil
 	}
-	return setDeviceFilter(m.path, m.dir, rules)
+	key := fmt.Sprint(rules)
+	if k, ok := attachedRules.Load(m.dir); ok && k == key {
+		return nil
+	}
+	if err := setDeviceFilter(m.path, m.dir, rules); err != nil {
+		attachedRules.Delete(m.dir)
+		return err
+	}
+	attachedRules.Store(m.dir, key)
+	return nil
 }
+
+// attachedRules are the device rules this process attached to each
+// cgroup directory (setDevices), until Destroy.
+var attachedRules sync.Map
 
 // progLoadAttr is the BPF_PROG_LOAD part of union bpf_attr, up to
 // expected_attach_type (kernel 4.17; older kernels accept the zero tail).

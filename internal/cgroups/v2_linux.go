@@ -335,6 +335,7 @@ func (m *v2) setFrozen(on bool) error {
 // cgroup.events says "populated 0", and removes the directories bottom-up.
 // Parents such as /berth are left in place.
 func (m *v2) Destroy() error {
+	attachedRules.Delete(m.dir)
 	if !exists(m.dir) {
 		return nil
 	}

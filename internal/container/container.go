@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -47,6 +48,11 @@ type Config struct {
 	// owner waits for, as with Docker and runc: the kernel drops the
 	// signals it has no handler for (but SIGKILL and SIGSTOP).
 	KeepInit bool
+	// CgroupMade, when set, says the cgroup exists already with these
+	// limits and device rules (berth-agent makes its workload cgroup
+	// before its guest is saved as a template): Create applies the
+	// spec's only when they differ.
+	CgroupMade *cgroups.Resources
 }
 
 // Trace, when set, is called with the name of each step of Create and

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -29,8 +30,10 @@ type Process struct{}
 // Init is a prestarted init (Linux only).
 type Init struct{}
 
-func Prestart(*specs.Spec, Stdio) *Init { return nil }
-func (in *Init) Close()                 {}
+func Prestart(*specs.Spec, Stdio) *Init           { return nil }
+func PrestartIn(*specs.Spec, Stdio, string) *Init { return nil }
+func (in *Init) Close()                           {}
+func (in *Init) Settle(time.Duration)             {}
 
 func Create(context.Context, *Config, Stdio) (*Container, error) { return nil, errNotLinux }
 func Run(context.Context, *Config, Stdio) (*Container, error)    { return nil, errNotLinux }

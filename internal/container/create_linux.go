@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"syscall"
@@ -157,10 +158,14 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	// The cgroup is made, with its limits, while the init starts; with a
 	// prestarted init there is nothing to wait for meanwhile.
 	cgMade := make(chan error, 1)
-	if prestarted {
-		cgMade <- cg.Create(cgroupResources(cfg.Spec, initSlot))
-	} else {
-		go func() { cgMade <- cg.Create(cgroupResources(cfg.Spec, initSlot)) }()
+	res := cgroupResources(cfg.Spec, initSlot)
+	switch {
+	case cfg.CgroupMade != nil && reflect.DeepEqual(*cfg.CgroupMade, res):
+		cgMade <- nil
+	case prestarted:
+		cgMade <- cg.Create(res)
+	default:
+		go func() { cgMade <- cg.Create(res) }()
 	}
 	undo.add(func() { cg.Destroy() })
 	waitCgroup := func() error {

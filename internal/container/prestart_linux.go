@@ -1,14 +1,19 @@
 package container
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Init is a container's init started ahead of the container's
@@ -24,6 +29,7 @@ type Init struct {
 	terminal bool
 	seccomp  *specs.LinuxSeccomp
 	filter   chan compiled // seccomp compiled, from Prestart on
+	cgroup   string        // v2: the cgroup the init was cloned into (PrestartIn)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -41,10 +47,38 @@ type Init struct {
 // namespace). A failed start is not reported: Create starts an init of
 // its own and reports what fails.
 func Prestart(spec *specs.Spec, stdio Stdio) *Init {
+	return prestart(spec, stdio, "")
+}
+
+// PrestartIn is Prestart for a container whose cgroup, cgroupPath,
+// exists already: on cgroup v2 the init is cloned into it, and Create
+// takes the init for a container of that cgroup. berth-agent starts the
+// workload's init so before its guest is saved as a template, so that
+// its clones find it started.
+func PrestartIn(spec *specs.Spec, stdio Stdio, cgroupPath string) *Init {
+	return prestart(spec, stdio, cgroupPath)
+}
+
+func prestart(spec *specs.Spec, stdio Stdio, cgroupPath string) *Init {
 	in := &Init{}
 	joins, flags, hostMount, _, err := namespacePlan(spec)
-	if err != nil || len(joins) > 0 || hostMount || len(spec.Linux.UIDMappings) > 0 || cgroups.DetectMode() == cgroups.ModeV2 {
+	if err != nil || len(joins) > 0 || hostMount || len(spec.Linux.UIDMappings) > 0 {
 		return in
+	}
+	cgfd := -1
+	if cgroups.DetectMode() == cgroups.ModeV2 {
+		if cgroupPath == "" {
+			return in
+		}
+		cg, err := cgroups.New(cgroupPath)
+		if err != nil {
+			return in
+		}
+		if cgfd, _, err = cg.FD(); err != nil {
+			return in
+		}
+		defer unix.Close(cgfd)
+		in.cgroup = cgroupPath
 	}
 	in.flags, in.terminal = flags, spec.Process.Terminal
 	in.seccomp, in.filter = spec.Linux.Seccomp, compileAsync(spec.Linux.Seccomp)
@@ -55,10 +89,65 @@ func Prestart(spec *specs.Spec, stdio Stdio) *Init {
 	// millisecond, after which the init's start (the exec'd binary, the
 	// Go runtime) runs beside the caller. A new goroutine could wait for
 	// a thread longer than that at a process's start.
-	if cmd, parent, err := launchInit(false, nil, flags, spec, stdio, -1); err == nil {
+	if cmd, parent, err := launchInit(false, nil, flags, spec, stdio, cgfd); err == nil {
 		in.cmd, in.parent = cmd, parent
 	}
 	return in
+}
+
+// Settle waits, at most timeout, until what Prestart set going is done:
+// the seccomp program compiled, and the init started and idle, waiting
+// for its configuration (its main thread in recvmsg on its socket, its
+// CPU time still). berth-agent settles the init it prestarts in a
+// template's guest before the guest is saved, so that no clone of it
+// pays for the rest of the init's start.
+func (in *Init) Settle(timeout time.Duration) {
+	if in == nil {
+		return
+	}
+	deadline := time.After(timeout)
+	if in.filter != nil {
+		select {
+		case f := <-in.filter:
+			in.filter <- f
+		case <-deadline:
+			return
+		}
+	}
+	in.mu.Lock()
+	cmd := in.cmd
+	in.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	pid := cmd.Process.Pid
+	waiting := fmt.Sprintf("%d %#x ", unix.SYS_RECVMSG, stageSocketFD)
+	last := ""
+	for {
+		sc, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+		if err != nil {
+			return
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		cpu := ""
+		if i := bytes.LastIndexByte(st, ')'); i > 0 {
+			if f := strings.Fields(string(st[i+1:])); len(f) > 13 {
+				cpu = f[11] + " " + f[12] // utime, stime
+			}
+		}
+		if strings.HasPrefix(string(sc), waiting) && cpu == last {
+			return
+		}
+		last = cpu
+		select {
+		case <-deadline:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // filterFor is the seccomp program compiled from Prestart on when p is
@@ -76,7 +165,7 @@ func (in *Init) take(icfg *initConfig, joins []nsJoin, flags uintptr, spec *spec
 	if in == nil {
 		return nil, nil, false
 	}
-	fits := in.flags == flags && len(joins) == 0 && !icfg.HostMount && !v2 &&
+	fits := in.flags == flags && len(joins) == 0 && !icfg.HostMount && (!v2 || in.cgroup == icfg.CgroupPath) &&
 		in.terminal == spec.Process.Terminal && len(spec.Linux.UIDMappings) == 0
 	if !fits {
 		in.Close()

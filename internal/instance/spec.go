@@ -253,7 +253,7 @@ func WithVolumes(defaults, volumes []specs.Mount) []specs.Mount {
 // the engine adds null, zero, full, random, urandom, tty, console, ptmx
 // and the pseudo-terminals.
 func Resources(l Limits) *specs.LinuxResources {
-	r := &specs.LinuxResources{Devices: defaultDeviceRules()}
+	r := &specs.LinuxResources{Devices: DefaultDeviceRules()}
 	if l.Memory > 0 {
 		m := l.Memory
 		r.Memory = &specs.LinuxMemory{Limit: &m, Swap: &m} // no swap beyond the limit
@@ -297,7 +297,9 @@ func ParseBytes(s string) (int64, error) {
 	return int64(v), nil
 }
 
-func defaultDeviceRules() []specs.LinuxDeviceCgroup {
+// DefaultDeviceRules are the device cgroup rules of `berth run`'s spec
+// (Docker's): no device but mknod, and tun.
+func DefaultDeviceRules() []specs.LinuxDeviceCgroup {
 	any, tun, tunMinor := int64(-1), int64(10), int64(200)
 	return []specs.LinuxDeviceCgroup{
 		{Allow: false, Access: "rwm"},

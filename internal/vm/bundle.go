@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -72,7 +73,7 @@ func BundleDisks(id, work string, guest Guest, root string, mounts []specs.Mount
 // something else (a device, a socket) is dropped too.
 func guestMounts(mounts []specs.Mount, files string) (keep []specs.Mount, n int, err error) {
 	for _, m := range mounts {
-		if !isBindMount(m) || skipInGuest(m.Destination) {
+		if !agent.IsBindMount(m) || skipInGuest(m.Destination) {
 			continue
 		}
 		fi, err := os.Stat(m.Source)
@@ -91,20 +92,6 @@ func guestMounts(mounts []specs.Mount, files string) (keep []specs.Mount, n int,
 		}
 	}
 	return keep, n, nil
-}
-
-// isBindMount: a bind by type or option (containerd writes type "" or
-// "none" with "rbind").
-func isBindMount(m specs.Mount) bool {
-	if m.Type == "bind" {
-		return true
-	}
-	for _, o := range m.Options {
-		if o == "bind" || o == "rbind" {
-			return true
-		}
-	}
-	return false
 }
 
 // skipInGuest: destinations the guest makes itself (its own /dev, /proc,

@@ -380,6 +380,8 @@ func layerSerials(n int) []string {
 // mounts into virtio-fs shares.
 func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error) {
 	p := ProcessOf(rc.Spec.Process)
+	p.OCI = nil // the spec carries it
+	p.Spec = rc.Spec
 	p.Hostname = rc.Spec.Hostname
 	p.Root = &agent.Root{Layers: layers, Scratch: scratchSerial}
 	if r := rc.Spec.Root; r != nil && r.Readonly {
@@ -429,6 +431,7 @@ func ProcessOf(sp *specs.Process) *agent.Process {
 		GID:            sp.User.GID,
 		AdditionalGids: sp.User.AdditionalGids,
 		Terminal:       sp.Terminal,
+		OCI:            sp,
 	}
 	if sp.ConsoleSize != nil {
 		p.Rows, p.Cols = uint16(sp.ConsoleSize.Height), uint16(sp.ConsoleSize.Width)
