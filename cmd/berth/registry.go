@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/berth-dev/berth/internal/companion"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/regcli"
@@ -46,21 +44,7 @@ func registryVerb(name string, v regcli.Verb) func(g *globals, args []string) er
 // registryHelper is the path of berth-registry: next to berth, or in
 // ../lib/berth from it, as berth-init.
 func registryHelper() (string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Dir(self)
-	for _, p := range []string{
-		filepath.Join(dir, regcli.Binary),
-		filepath.Join(dir, "..", "lib", "berth", regcli.Binary),
-	} {
-		if unix.Access(p, unix.X_OK) == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s, berth's registry client, is neither next to %s nor in %s: %w",
-		regcli.Binary, self, filepath.Join(dir, "..", "lib", "berth"), errdefs.ErrUnavailable)
+	return companion.Find(regcli.Binary)
 }
 
 // resolveForRun finds the image run uses, pulling it first as policy

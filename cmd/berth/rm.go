@@ -45,7 +45,7 @@ func cmdRm(g *globals, args []string) error {
 // removeCorrupt ends and removes an instance whose record cannot be read.
 // Nothing in the record can be trusted, so what is left of the instance
 // is found by what it holds (instance.Remnants): the processes of its
-// container's cgroup (the conventional one; a VM has none on the host)
+// instance's host cgroup (the conventional one: a container's, or a VM's QEMU)
 // and its init, the QEMU and virtiofsd whose sockets are in its
 // directory, its monitor. The workload's processes are killed and the
 // cgroup goes; the owner, which then ends by itself, is killed only when

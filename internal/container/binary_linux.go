@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 
+	"github.com/berth-dev/berth/internal/companion"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,19 +29,8 @@ var (
 func stageBinary() string {
 	stageOnce.Do(func() {
 		stagePath = reexecPath
-		self, err := os.Executable()
-		if err != nil {
-			return
-		}
-		dir := filepath.Dir(self)
-		for _, p := range []string{
-			filepath.Join(dir, stageBinaryName),
-			filepath.Join(dir, "..", "lib", "berth", stageBinaryName),
-		} {
-			if unix.Access(p, unix.X_OK) == nil {
-				stagePath = p
-				return
-			}
+		if p, err := companion.Find(stageBinaryName); err == nil {
+			stagePath = p
 		}
 	})
 	return stagePath
