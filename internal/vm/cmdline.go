@@ -51,6 +51,9 @@ type Config struct {
 	Append []string
 	// QEMU is the qemu-system-x86_64 binary; "" looks it up on PATH.
 	QEMU string
+	// QEMUVersion is its release, which decides how some options are
+	// spelt (confineArgs); the zero value means 7.2's spelling.
+	QEMUVersion Version
 	// Virtiofsd is the virtiofsd binary; "" means /usr/lib/qemu/virtiofsd.
 	Virtiofsd string
 	// Firmware is the BIOS image (QEMU's -bios); "" means QEMU's default

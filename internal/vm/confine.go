@@ -54,9 +54,18 @@ func (cfg Config) runAs() string {
 	return DefaultRunAs
 }
 
-// confineArgs are QEMU's options that confine it.
+// confineArgs are QEMU's options that confine it, as its release spells
+// them: -runas and -chroot until 8.0; 8.1 moved the chroot into
+// -run-with, and 9.1 the user too (the old options went later).
 func confineArgs(cfg Config) []string {
-	return []string{"-sandbox", sandboxOptions, "-runas", cfg.runAs(), "-chroot", jailDir(cfg.Dir)}
+	a := []string{"-sandbox", sandboxOptions}
+	switch v := cfg.QEMUVersion; {
+	case v.AtLeast(9, 1):
+		return append(a, "-run-with", "chroot="+escape(jailDir(cfg.Dir))+",user="+cfg.runAs())
+	case v.AtLeast(8, 1):
+		return append(a, "-runas", cfg.runAs(), "-run-with", "chroot="+escape(jailDir(cfg.Dir)))
+	}
+	return append(a, "-runas", cfg.runAs(), "-chroot", jailDir(cfg.Dir))
 }
 
 // makeJail makes the empty root QEMU chroots to, anew.

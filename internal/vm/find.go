@@ -68,8 +68,14 @@ func FindAgent() (string, error) {
 // without vhost-vsock is an error here, before anything is made). Its
 // caches live in dataRoot/vm.
 func FindGuest(kernel, dataRoot string) (Guest, error) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
 		return Guest{}, fmt.Errorf("qemu-system-x86_64 not found: install Debian's qemu-system-x86: %w", errdefs.ErrUnavailable)
+	}
+	cacheDir := filepath.Join(dataRoot, "vm")
+	version, err := qemuVersion(qemu, cacheDir)
+	if err != nil {
+		return Guest{}, err
 	}
 	k, err := FindGuestKernel(kernel, dataRoot)
 	if err != nil {
@@ -84,5 +90,5 @@ func FindGuest(kernel, dataRoot string) (Guest, error) {
 		return Guest{}, err
 	}
 	accel, _ := DetectAccel()
-	return Guest{Kernel: k, Agent: agentBin, CacheDir: filepath.Join(dataRoot, "vm"), Accel: accel, Transport: transport}, nil
+	return Guest{Kernel: k, Agent: agentBin, CacheDir: cacheDir, Accel: accel, Transport: transport, QEMUVersion: version}, nil
 }

@@ -82,7 +82,9 @@ type Guest struct {
 	Transport Transport // the agent's channel; "" means virtio-serial
 	Modules   []string  // kernel modules for the initramfs; nil: Boot picks what the guest uses
 	QEMU      string
-	Virtiofsd string
+	// QEMUVersion is the release of the QEMU found (see Config).
+	QEMUVersion Version
+	Virtiofsd   string
 	// NoTemplates makes every VM boot cold: for VMs whose disks are
 	// their own (berth-runtime's bundles), whose templates nobody else
 	// could use.
@@ -214,20 +216,21 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		return ScratchDiskCached(rc.Guest.CacheDir, path, 8<<30)
 	}
 	cfg := Config{
-		ID:        rc.ID,
-		Dir:       rc.Dir,
-		Kernel:    rc.Guest.Kernel,
-		Initramfs: initrd,
-		MemoryMiB: specMemoryMiB(rc.Spec),
-		CPUs:      vcpus(res),
-		Layers:    disks,
-		Scratch:   filepath.Join(rc.Dir, "scratch.img"),
-		Shares:    shares,
-		Accel:     rc.Guest.Accel,
-		Transport: rc.Guest.Transport,
-		QEMU:      rc.Guest.QEMU,
-		Virtiofsd: rc.Guest.Virtiofsd,
-		Append:    appendArgs,
+		ID:          rc.ID,
+		Dir:         rc.Dir,
+		Kernel:      rc.Guest.Kernel,
+		Initramfs:   initrd,
+		MemoryMiB:   specMemoryMiB(rc.Spec),
+		CPUs:        vcpus(res),
+		Layers:      disks,
+		Scratch:     filepath.Join(rc.Dir, "scratch.img"),
+		Shares:      shares,
+		Accel:       rc.Guest.Accel,
+		Transport:   rc.Guest.Transport,
+		QEMU:        rc.Guest.QEMU,
+		QEMUVersion: rc.Guest.QEMUVersion,
+		Virtiofsd:   rc.Guest.Virtiofsd,
+		Append:      appendArgs,
 	}
 	m := &Machine{cfg: rc, killed: make(chan struct{})}
 	defer func() {
