@@ -123,6 +123,4 @@ func atMostOne(args []string) (string, error) {
 }
 
 // oneLine keeps an error to a single line, as berth does.
-func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
-}
+func oneLine(err error) string { return errdefs.OneLine(err) }

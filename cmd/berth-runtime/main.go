@@ -218,9 +218,7 @@ type exitStatus int
 func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // oneLine keeps an error to a single line.
-func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
-}
+func oneLine(err error) string { return errdefs.OneLine(err) }
 
 // newFlags is a flag set that reports errors instead of exiting.
 func newFlags(name string) *flag.FlagSet {

@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/container"
-	"github.com/berth-dev/berth/internal/lifecycle"
+	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/regcli"
 	"github.com/berth-dev/berth/internal/vm"
 )
@@ -333,4 +333,4 @@ func (e *codedError) Error() string { return e.err.Error() }
 func (e *codedError) Unwrap() error { return e.err }
 
 // oneLine keeps an error to a single line.
-func oneLine(err error) string { return lifecycle.OneLine(err) }
+func oneLine(err error) string { return errdefs.OneLine(err) }

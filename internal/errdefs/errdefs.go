@@ -5,7 +5,10 @@
 // Wrap with context: fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound).
 package errdefs
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 var (
 	// ErrNotFound: the named thing (image, instance, blob, file) does not exist.
@@ -57,3 +60,8 @@ type decoded struct {
 
 func (e *decoded) Error() string { return e.msg }
 func (e *decoded) Unwrap() error { return e.class }
+
+// OneLine is err's text on one line, as records and front ends show it.
+func OneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}

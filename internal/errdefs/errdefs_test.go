@@ -35,3 +35,9 @@ func TestClassRoundTrip(t *testing.T) {
 		t.Error("an unknown class name decodes to a class")
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	if got := OneLine(errors.New("  first\nsecond\n")); got != "first; second" {
+		t.Errorf("OneLine = %q", got)
+	}
+}

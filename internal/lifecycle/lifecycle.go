@@ -157,7 +157,7 @@ func Finish(st *instance.Store, in *instance.Instance, c engine.Running, drain f
 		x.OOMKilled = exit.OOMKilled
 		x.Finished = time.Now().UTC()
 		if endErr != nil {
-			x.Error = OneLine(endErr)
+			x.Error = errdefs.OneLine(endErr)
 		}
 		return nil
 	})
@@ -366,11 +366,6 @@ func Handle(st *instance.Store, in *instance.Instance) (engine.Handle, error) {
 		return nil, err
 	}
 	return e.Open(in, st.Dir(in.ID)), nil
-}
-
-// OneLine is err's text on one line, as records and front ends show it.
-func OneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 }
 
 // Stop sends SIGTERM, waits up to grace for the instance to end,

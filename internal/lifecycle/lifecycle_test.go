@@ -111,7 +111,7 @@ func newRecord(st *instance.Store, rootfs, script string, autoRemove bool) (*ins
 // be killed.
 func runOwner(arg string) {
 	fail := func(err error) {
-		fmt.Printf("error %s\n", OneLine(err))
+		fmt.Printf("error %s\n", errdefs.OneLine(err))
 		os.Exit(1)
 	}
 	var o ownerSpec

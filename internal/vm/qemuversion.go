@@ -28,16 +28,11 @@ var versionLine = regexp.MustCompile(`QEMU emulator version (\d+)\.(\d+)`)
 func parseQEMUVersion(out string) (Version, error) {
 	m := versionLine.FindStringSubmatch(out)
 	if m == nil {
-		return Version{}, fmt.Errorf("no \"QEMU emulator version\" in %q", firstLine(out))
+		return Version{}, fmt.Errorf("no \"QEMU emulator version\" in %q", oneLine([]byte(out)))
 	}
 	major, _ := strconv.Atoi(m[1])
 	minor, _ := strconv.Atoi(m[2])
 	return Version{major, minor}, nil
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	return line
 }
 
 // qemuVersion is the release of the QEMU binary at bin. Asking QEMU costs
