@@ -13,7 +13,7 @@ GO      ?= go
 
 # Debian packages: what berth runs on, and the peers and tools its tests use.
 RUNTIME_PKGS := busybox-static umoci skopeo e2fsprogs iproute2 ca-certificates
-TEST_PKGS    := $(RUNTIME_PKGS) runc git containerd docker.io docker-registry apache2-utils
+TEST_PKGS    := $(RUNTIME_PKGS) runc git containerd docker.io docker-registry apache2-utils nftables iptables containernetworking-plugins
 # The VM engine: QEMU, the tools that build guest disks, and kmod for
 # the kernel fetch; the guest kernel itself is unpacked into KERNEL_DIR.
 VM_PKGS      := qemu-system-x86 erofs-utils cpio kmod xz-utils
