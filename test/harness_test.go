@@ -50,6 +50,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	// Only the tests of the network attach instances to one, each in
+	// namespaces of its own; the others run with loopback only.
+	os.Setenv("BERTH_DEFAULT_NETWORK", "none")
 	code := m.Run()
 	// Whatever a failed test left running must not outlive the suite.
 	out, _ := exec.Command(berthBin, "--root", berthRoot, "ps", "-a", "-q").Output()

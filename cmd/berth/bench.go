@@ -89,7 +89,7 @@ func benchStart(g *globals, ref string, n int) (bench.Result, error) {
 		return bench.Result{}, err
 	}
 	r, err := bench.Compare("start: run --rm of /bin/true",
-		bench.Subject{Name: "berth run --rm", Argv: []string{self, "--root", g.root, "run", "--rm", ref, "/bin/true"}},
+		bench.Subject{Name: "berth run --rm", Argv: []string{self, "--root", g.root, "run", "--rm", "--network", "none", ref, "/bin/true"}},
 		bench.Subject{Name: "runc run", Argv: []string{runc, "--root", filepath.Join(tmp, "runc-state"), "run", "--bundle", bundle, "bench-true"}},
 		n)
 	r.Note = "same root file system; both create namespaces, cgroups and mounts; goal: ratio <= 0.6"
@@ -162,7 +162,7 @@ func benchMemory(g *globals, ref string) (memoryResult, error) {
 	if err != nil {
 		return memoryResult{}, err
 	}
-	out, err := exec.Command(self, "--root", g.root, "run", "-d", ref, "sleep", "1000").Output()
+	out, err := exec.Command(self, "--root", g.root, "run", "-d", "--network", "none", ref, "sleep", "1000").Output()
 	if err != nil {
 		return memoryResult{}, fmt.Errorf("run -d: %v", err)
 	}

@@ -45,7 +45,7 @@ func benchVMStart(g *globals, ref string, n int) (bench.Result, error) {
 			Run: func() error {
 				seq++
 				instance = fmt.Sprintf("bench-vm-%d-%d", os.Getpid(), seq)
-				cmd := exec.Command(self, "--root", g.root, "run", "--vm", "--name", instance, ref, "/bin/true")
+				cmd := exec.Command(self, "--root", g.root, "run", "--vm", "--network", "none", "--name", instance, ref, "/bin/true")
 				cmd.Env = append(os.Environ(), "BERTH_VM_TEMPLATE="+template)
 				if out, err := cmd.CombinedOutput(); err != nil {
 					return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
@@ -182,7 +182,7 @@ func benchCompare(g *globals, ref string, n int) (compareResult, error) {
 	runOnce := func(mode string) (time.Duration, error) {
 		seq++
 		name := fmt.Sprintf("bench-compare-%d-%d", os.Getpid(), seq)
-		args := []string{"--root", g.root, "run", "--name", name}
+		args := []string{"--root", g.root, "run", "--network", "none", "--name", name}
 		if mode == "vm" {
 			args = append(args, "--vm")
 		}
@@ -247,7 +247,7 @@ func benchCompare(g *globals, ref string, n int) (compareResult, error) {
 // monitor, its init or QEMU, and their descendants (workload, virtiofsd).
 // A PSS that cannot be read is an error, never a zero.
 func idleFootprint(g *globals, self, ref string, asVM bool) (int64, error) {
-	args := []string{"--root", g.root, "run", "-d"}
+	args := []string{"--root", g.root, "run", "-d", "--network", "none"}
 	if asVM {
 		args = append(args, "--vm")
 	}

@@ -137,7 +137,7 @@ func valueCandidates(c command, f *flag.Flag, cur string) []string {
 	case "format":
 		words = []string{"json"}
 	case "network":
-		words = []string{"none", "host"}
+		words = []string{"bridge", "none", "host"}
 	case "log-opt":
 		words = []string{"max-size=", "max-file="}
 	case "kernel", "v", "volume":
@@ -171,8 +171,30 @@ func operandCandidates(g *globals, c command, operands []string, cur string) []s
 		return imageCandidates(g, cur)
 	case anInstance, aRunning:
 		return instanceCandidates(g, c.operand == aRunning, cur)
+	case aNetwork:
+		return networkCandidates(g, cur)
 	}
 	return nil
+}
+
+// networkCandidates are the names of the networks under the root.
+func networkCandidates(g *globals, cur string) []string {
+	if _, err := os.Stat(filepath.Join(g.root, "networks")); err != nil {
+		return nil // no store: none, and none made
+	}
+	st, err := networkStore(g)
+	if err != nil {
+		return nil
+	}
+	nets, err := st.List()
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, n := range nets {
+		names = append(names, n.Name)
+	}
+	return withPrefix(names, cur)
 }
 
 // imageCandidates are the names of the images under the root, and the

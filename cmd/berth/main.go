@@ -50,6 +50,7 @@ const (
 	aFile                  // a path
 	aWord                  // one of the command's words
 	aCommand               // a command (and a subcommand) of berth
+	aNetwork               // a network's name
 )
 
 func commands() []command {
@@ -161,6 +162,32 @@ func commands() []command {
 					long: "Prints an image's record as JSON: names, ID, configuration, layers and size.",
 					run:  cmdImageInspect, operand: anImage},
 			}},
+		{name: "network", short: "manage networks",
+			long: "Manages berth's networks. Each is a bridge on the host with NAT out; the default network, bridge, " +
+				"is made on first use, and run attaches instances to it unless --network says otherwise. On a user " +
+				"network instances reach each other by name and alias through a resolver on the network's gateway.",
+			subs: []command{
+				{name: "create", args: "NAME", short: "create a network",
+					long: "Records a network NAME with the subnet --subnet gives (by default the next free /24 of 10.214.0.0/16) " +
+						"and prints its ID. A subnet that overlaps another network's or a route of the host's is refused. " +
+						"Its bridge is made when the first instance attaches.",
+					run: cmdNetworkCreate, operand: aWord},
+				{name: "ls", aliases: []string{"list"}, short: "list networks",
+					long: "Lists the networks with their IDs, drivers, subnets, gateways and bridges.",
+					run:  cmdNetworkLs},
+				{name: "inspect", args: "NETWORK...", short: "show networks' details as JSON",
+					long: "Prints each network's record and the running instances on it, with their addresses and MACs, as a JSON array.",
+					run:  cmdNetworkInspect, operand: aNetwork},
+				{name: "rm", aliases: []string{"remove"}, args: "NETWORK...", short: "remove networks",
+					long: "Removes each network, its bridge and its firewall rules. A network that an instance (running or not) names is refused; so is the default network.",
+					run:  cmdNetworkRm, operand: aNetwork},
+				{name: "prune", short: "remove every network no instance names",
+					long: "Removes every user network that no instance's record names, and prints their names.",
+					run:  cmdNetworkPrune},
+			}},
+		{name: "port", args: "INSTANCE [PORT[/PROTO]]", short: "list an instance's published ports",
+			long: "Prints the ports a running instance publishes, each as PORT/PROTO -> HOSTIP:HOSTPORT, or the host's side of PORT alone.",
+			run:  cmdPort, operand: anInstance, firstOnly: true},
 		{name: "info", short: "show host facts: cgroup mode, root, accelerator, peers",
 			long: "Prints the facts about this host that decide how berth runs instances: kernel, cgroup mode, " +
 				"whether berth runs as root, its data root, the VM accelerator and transport, the guest kernel, " +

@@ -28,6 +28,8 @@ type runFlags struct {
 	memory     string
 	pull       string
 	network    string
+	net        instance.NetConfig
+	publishAll bool
 	bootTime   time.Duration
 	entrypoint optString
 	env, vols  listFlag
@@ -68,7 +70,17 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.BoolVar(&o.Tty, "tty", false, "allocate a terminal")
 	fs.BoolVar(&o.ReadOnly, "read-only", false, "mount the root file system read-only")
 	fs.BoolVar(&o.Init, "init", false, "run berth's init as PID 1 in front of the command: it reaps orphans and relays signals")
-	fs.StringVar(&f.network, "network", "none", "network: none (loopback only) or host")
+	fs.StringVar(&f.network, "network", defaultNetwork(), "network: bridge (the default network), NAME (a user network), none (loopback only) or host")
+	fs.StringVar(&f.network, "net", defaultNetwork(), "network: same as --network")
+	fs.StringVar(&f.net.IP, "ip", "", "IPv4 address on a user network")
+	fs.StringVar(&f.net.MAC, "mac-address", "", "MAC address of eth0")
+	fs.Var((*listFlag)(&f.net.DNS), "dns", "name server for the instance")
+	fs.Var((*listFlag)(&f.net.AddHosts), "add-host", "add NAME:IP to /etc/hosts (IP may be host-gateway)")
+	fs.Var((*listFlag)(&f.net.Aliases), "network-alias", "another name the instance answers to on a user network")
+	fs.Var((*listFlag)(&f.net.Publish), "p", "publish a port: [IP:][HOSTPORT:]PORT[/tcp|/udp]")
+	fs.Var((*listFlag)(&f.net.Publish), "publish", "publish a port: [IP:][HOSTPORT:]PORT[/tcp|/udp]")
+	fs.BoolVar(&f.publishAll, "P", false, "publish every port the image exposes on a free host port")
+	fs.BoolVar(&f.publishAll, "publish-all", false, "publish every port the image exposes on a free host port")
 	fs.Var(&f.entrypoint, "entrypoint", "override the image's entrypoint")
 	fs.StringVar(&f.pull, "pull", "missing", "pull the image from its registry: missing (when the store lacks it), always or never")
 	fs.Var(&f.logOpts, "log-opt", "bound the log of a detached run: max-size=SIZE (default 20m), max-file=N (default 5)")
@@ -115,12 +127,8 @@ func parseRun(args []string) (*runFlags, string, error) {
 	default:
 		return nil, "", fmt.Errorf("--pull %q: want missing, always or never: %w", f.pull, errdefs.ErrInvalid)
 	}
-	switch f.network {
-	case "none", "":
-	case "host":
-		o.NetworkHost = true
-	default:
-		return nil, "", fmt.Errorf("--network %q: want none or host: %w", f.network, errdefs.ErrInvalid)
+	if err := checkNetFlags(f); err != nil {
+		return nil, "", err
 	}
 	return f, fs.Arg(0), nil
 }
@@ -239,6 +247,12 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 	}
 	if in.Name == "" {
 		in.Name = id[:12]
+	}
+	if f.net.Attached() {
+		if in.Net, err = netConfig(g, f, img.Config.Config); err != nil {
+			return nil, nil, nil, err
+		}
+		addNetworkFiles(spec, st.Dir(id))
 	}
 	trace("spec built")
 	if err := guard.create(st, in); err != nil {

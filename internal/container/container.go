@@ -41,6 +41,12 @@ type Config struct {
 	// A taken init keeps the stdio Prestart gave it: Create's must be the
 	// same.
 	Init *Init
+	// Network, when set, is called during Create with the init's pid
+	// once its network namespace exists, while the init builds the root
+	// file system, to wire the namespace (the workload starts only after
+	// it returns); an error fails the create. The spec must give the
+	// container a network namespace of its own.
+	Network func(pid int) error
 	// KeepInit keeps berth's init as the container's PID 1 (berth run
 	// --init, as docker run --init puts tini there): it forks the
 	// workload, relays signals to it and reaps orphans. Otherwise the

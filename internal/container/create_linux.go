@@ -207,6 +207,24 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
 	defer stop()
 
+	// The network is wired while the init builds the root file system.
+	netDone := make(chan error, 1)
+	if cfg.Network != nil {
+		pid := cmd.Process.Pid
+		go func() { netDone <- cfg.Network(pid) }()
+	} else {
+		netDone <- nil
+	}
+	waitNet := func() error {
+		if netDone == nil {
+			return nil
+		}
+		err := <-netDone
+		netDone = nil
+		return err
+	}
+	defer waitNet() // never leave the wiring racing the undo
+
 	if err := waitCgroup(); err != nil {
 		return nil, err
 	}
@@ -239,7 +257,7 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	}
 	undo.add(ch.close)
 	var moves []*os.File
-	if run && cfg.CreateHooks == nil && !(v2 && rawFork) {
+	if run && cfg.CreateHooks == nil && cfg.Network == nil && !(v2 && rawFork) {
 		select {
 		case f := <-filter:
 			if f.err == nil {
@@ -299,6 +317,9 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	if !stop() {
 		// Cancelled as the init got ready: it is being killed.
 		return nil, initGone(ctx, cmd, ctx.Err())
+	}
+	if err := waitNet(); err != nil {
+		return nil, err
 	}
 	undo.release()
 	return &Container{cfg: cfg, cmd: cmd, sock: parent, ch: ch, cg: cg, filter: filter, console: console, atOnce: icfg.StartAtOnce, becomes: !cfg.KeepInit, ended: make(chan struct{}), done: make(chan struct{})}, nil

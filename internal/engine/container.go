@@ -39,7 +39,12 @@ func (containers) Cgroup(id string) string { return "/berth/" + id }
 
 func (containers) Start(ctx context.Context, cfg Config, stdio Stdio) (Running, error) {
 	pre, _ := cfg.Prepared.(*container.Init)
+	var wire func(pid int) error
+	if cfg.Network != nil {
+		wire = func(pid int) error { return cfg.Network(fmt.Sprintf("/proc/%d/ns/net", pid)) }
+	}
 	c, err := container.Run(ctx, &container.Config{
+		Network:    wire,
 		ID:         cfg.ID,
 		Spec:       cfg.Spec,
 		Layers:     cfg.Layers,

@@ -95,6 +95,11 @@ type Config struct {
 	// Kernel is a VM's guest kernel ("" for the default); Root is
 	// berth's data root, where the VM engine finds its guest's parts.
 	Kernel, Root string
+	// Network, when not nil, wires the instance's network namespace (its
+	// path given) before the workload runs: berth's network layer puts
+	// eth0 there. A container's processes live in that namespace; a
+	// VM's QEMU runs there and gives eth0 to its guest.
+	Network func(netns string) error
 }
 
 // Running is an instance as its owner holds it.

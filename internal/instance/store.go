@@ -61,6 +61,7 @@ type Instance struct {
 	VMStart     string     `json:"vm_start,omitempty"`    // how a VM started: "template" (restored) or "boot"
 	VMTemplate  string     `json:"vm_template,omitempty"` // the template a VM was restored from
 	LogConfig   *LogConfig `json:"log_config,omitempty"`  // bounds a detached instance's log; nil: DefaultLogConfig
+	Net         *NetConfig `json:"net,omitempty"`         // the network asked for; nil: none
 	Created     time.Time  `json:"created"`
 
 	Status     Status    `json:"status"`
@@ -73,7 +74,8 @@ type Instance struct {
 	ExitCode   *int      `json:"exit_code,omitempty"`
 	Signal     int       `json:"signal,omitempty"`
 	OOMKilled  bool      `json:"oom_killed"`
-	Error      string    `json:"error,omitempty"` // why it failed to start or was lost
+	Endpoint   *Endpoint `json:"endpoint,omitempty"` // where it is on its network while running
+	Error      string    `json:"error,omitempty"`    // why it failed to start or was lost
 	// Unreadable is set by List, never stored: the instance's record
 	// could not be read, Error says why.
 	Unreadable bool `json:"unreadable,omitempty"`
@@ -105,6 +107,9 @@ func OpenStore(root string) (*Store, error) {
 
 // Dir is the directory of instance id.
 func (s *Store) Dir(id string) string { return filepath.Join(s.dir, id) }
+
+// Root is berth's data root, the store's parent.
+func (s *Store) Root() string { return filepath.Dir(s.dir) }
 
 // NewID returns a fresh 64-hex instance ID.
 func NewID() string {

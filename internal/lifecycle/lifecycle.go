@@ -24,6 +24,7 @@ import (
 	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/usage"
 )
 
@@ -83,7 +84,7 @@ func Start(ctx context.Context, o StartOptions) (engine.Running, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := eng.Start(ctx, engine.Config{
+	cfg := engine.Config{
 		ID:       in.ID,
 		Dir:      st.Dir(in.ID),
 		Spec:     b.Spec,
@@ -92,17 +93,41 @@ func Start(ctx context.Context, o StartOptions) (engine.Running, error) {
 		Prepared: o.Prepared,
 		Kernel:   in.Kernel,
 		Root:     o.Root,
-	}, o.Stdio)
+	}
+	var att *network.Attachment
+	if in.Net.Attached() {
+		if att, err = network.Attach(st.Root(), in, st.Dir(in.ID), staleHolder(st)); err != nil {
+			return nil, err
+		}
+		cfg.Network = att.Wire
+		trace("network claimed")
+	}
+	w, err := eng.Start(ctx, cfg, o.Stdio)
 	if err != nil {
+		if att != nil {
+			att.Close()
+		}
 		return nil, err
 	}
 	trace("workload running")
+	if att != nil {
+		w = networked{w, att}
+		if err := att.Up(); err != nil {
+			_ = w.Signal(syscall.SIGKILL)
+			_ = w.Destroy()
+			return nil, err
+		}
+		trace("network up")
+	}
 	if err := waitSaved(); err != nil {
 		_ = w.Signal(syscall.SIGKILL)
 		_ = w.Destroy()
 		return nil, err
 	}
 	_, err = st.Update(in.ID, func(x *instance.Instance) error {
+		if att != nil {
+			x.Endpoint = att.Endpoint()
+		}
 		x.Status = instance.Running
 		x.Pid = w.Pid()
 		x.PidStart = instance.ProcStart(w.Pid())
@@ -151,6 +176,7 @@ func Finish(st *instance.Store, in *instance.Instance, c engine.Running, drain f
 	}
 	_, recErr := st.Update(in.ID, func(x *instance.Instance) error {
 		x.Status = instance.Stopped
+		x.Endpoint = nil
 		code := exit.Code
 		x.ExitCode = &code
 		x.Signal = exit.Signal
@@ -167,6 +193,34 @@ func Finish(st *instance.Store, in *instance.Instance, c engine.Running, drain f
 		endErr = errors.Join(endErr, recErr)
 	}
 	return exit, endErr
+}
+
+// networked is a started instance and its hold on its network, given
+// back when the instance is destroyed.
+type networked struct {
+	engine.Running
+	att *network.Attachment
+}
+
+func (n networked) Destroy() error {
+	err := n.Running.Destroy()
+	return errors.Join(err, n.att.Close())
+}
+
+// staleHolder says whether the instance that holds a network address is
+// gone, stopped, or running with no owner left, so that its address may
+// be taken back.
+func staleHolder(st *instance.Store) network.Stale {
+	return func(id string) bool {
+		in, err := st.Get(id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return true
+		}
+		// A created instance may be starting: its owner is not recorded
+		// yet.
+		return err == nil && (in.Status == instance.Stopped ||
+			in.Status.Active() && !instance.Alive(in.MonitorPid, in.MonStart))
+	}
 }
 
 // LostError is the Error recorded for an instance whose owner died
@@ -189,11 +243,13 @@ func Reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
 	if in.Cgroup != "" {
 		_ = container.Cleanup(in.Cgroup)
 	}
+	_ = network.Detach(st.Root(), in)
 	lost := func(x *instance.Instance) error {
 		if x.Status == instance.Stopped {
 			return nil
 		}
 		x.Status = instance.Stopped
+		x.Endpoint = nil
 		code := 137
 		x.ExitCode = &code
 		x.Finished = time.Now().UTC()
