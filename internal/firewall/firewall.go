@@ -6,8 +6,10 @@
 // edits another program's rules, with one exception: when the iptables-nft
 // chain "ip filter FORWARD" exists (Docker sets its policy to drop, and a
 // drop in any base chain drops the packet whatever berth's table accepts),
-// EnsureNetwork inserts two accept rules for the bridge at its top, marked
-// with the comment "berth:<bridge>", and RemoveNetwork deletes them.
+// EnsureNetwork inserts at its top "iifname <bridge> accept" and
+// "oifname <bridge> accept", marked with the comment "berth:<bridge>", and
+// RemoveNetwork deletes them. They use only expressions iptables-nft can
+// read back, so iptables (and Docker through it) can still edit the table.
 //
 // The table holds:
 //
@@ -22,7 +24,10 @@
 //     subnet sends out of another interface than its bridge, and masquerade
 //     DNATed connections from the subnet that go back into the bridge
 //     (hairpin: an instance reaching a published port through the host's
-//     address, its own or a neighbour's).
+//     address, its own or a neighbour's). With br_netfilter on, the DNAT
+//     back to the sender is bridged out of the port it came in by, so the
+//     bridge's ports need hairpin mode on, as Docker sets it; that is the
+//     bridge owner's job, not this package's.
 //   - chain forward (filter, 0): per network, accept what comes from the
 //     bridge and established or related traffic to it.
 //

@@ -223,15 +223,18 @@ func (f *Firewall) EnsureNetwork(n Network) error {
 			matchSaddr(n.Subnet), matchIfname(expr.MetaKeyOIFNAME, n.Bridge, expr.CmpOpNeq), masq())})
 		c.AddRule(&nftables.Rule{Table: table, Chain: post, UserData: ud, Exprs: slices.Concat(
 			matchSaddr(n.Subnet), matchIfname(expr.MetaKeyOIFNAME, n.Bridge, expr.CmpOpEq), matchCtDNAT(), masq())})
-		c.AddRule(&nftables.Rule{Table: table, Chain: fwd, UserData: ud, Exprs: acceptFrom(n.Bridge)})
+		c.AddRule(&nftables.Rule{Table: table, Chain: fwd, UserData: ud, Exprs: acceptIf(expr.MetaKeyIIFNAME, n.Bridge)})
 		c.AddRule(&nftables.Rule{Table: table, Chain: fwd, UserData: ud, Exprs: acceptReplies(n.Bridge)})
 		if s.fwd != nil {
 			if err := delOwn(c, s.fwd, s.fwdOwn, tag); err != nil {
 				return err
 			}
-			// Inserted at the top, before any drop.
-			c.InsertRule(&nftables.Rule{Table: s.fwd.Table, Chain: s.fwd, UserData: ud, Exprs: acceptReplies(n.Bridge)})
-			c.InsertRule(&nftables.Rule{Table: s.fwd.Table, Chain: s.fwd, UserData: ud, Exprs: acceptFrom(n.Bridge)})
+			// At the top, before any drop, and only with expressions
+			// iptables-nft can read back (no ct: it would call the whole
+			// table incompatible and Docker could no longer edit it).
+			// Berth's own forward chain is where its traffic is judged.
+			c.InsertRule(&nftables.Rule{Table: s.fwd.Table, Chain: s.fwd, UserData: ud, Exprs: acceptIf(expr.MetaKeyOIFNAME, n.Bridge)})
+			c.InsertRule(&nftables.Rule{Table: s.fwd.Table, Chain: s.fwd, UserData: ud, Exprs: acceptIf(expr.MetaKeyIIFNAME, n.Bridge)})
 		}
 		return commit(c, "network "+n.Bridge)
 	})
@@ -628,9 +631,9 @@ func matchCtDNAT() []expr.Any { return matchCtBits(expr.CtKeySTATUS, ipsDstNAT) 
 
 func masq() []expr.Any { return []expr.Any{&expr.Masq{}} }
 
-// acceptFrom is "iifname bridge accept".
-func acceptFrom(bridge string) []expr.Any {
-	return append(matchIfname(expr.MetaKeyIIFNAME, bridge, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictAccept})
+// acceptIf is "iifname bridge accept" or "oifname bridge accept".
+func acceptIf(key expr.MetaKey, bridge string) []expr.Any {
+	return append(matchIfname(key, bridge, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictAccept})
 }
 
 // acceptReplies is "oifname bridge ct state established,related accept".

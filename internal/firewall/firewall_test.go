@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -347,5 +346,130 @@ func TestConcurrentPorts(t *testing.T) {
 	}
 }
 
-var _ = nftables.TableFamilyIPv4
-var _ = bufio.NewReader
+// helper starts the test binary as a helper in namespace ns.
+func helper(ns, mode, addr, name string) *exec.Cmd {
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
+	cmd.Env = append(os.Environ(), "BERTH_FW_HELPER="+mode, "BERTH_FW_ADDR="+addr, "BERTH_FW_NAME="+name)
+	return cmd
+}
+
+// server runs a TCP server named name on addr in ns until the test ends.
+func server(t *testing.T, ns, addr, name string) {
+	t.Helper()
+	cmd := helper(ns, "serve", addr, name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("server %s on %s in %s: %q %s", name, addr, ns, line, stderr.String())
+	}
+}
+
+// reach connects from ns to addr and returns what the server said, or
+// the failure.
+func reach(ns, addr string) (string, error) {
+	out, err := helper(ns, "dial", addr, "").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s -> %s: %v: %s", ns, addr, err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// topology builds a "host" namespace with bridge br (10.231.0.1/24) and a
+// veth (203.0.113.1/24) to an "outside" namespace (203.0.113.2), and a
+// "container" namespace on the bridge (10.231.0.2, default route via the
+// bridge). The outside has no route to 10.231.0.0/24.
+func topology(t *testing.T, br string) (host, ctr, out string) {
+	host, ctr, out = newNS(t, "h"), newNS(t, "c"), newNS(t, "o")
+	for _, c := range [][]string{
+		{"-n", host, "link", "add", br, "type", "bridge"},
+		{"-n", host, "addr", "add", "10.231.0.1/24", "dev", br},
+		{"-n", host, "link", "set", br, "up"},
+		{"-n", host, "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", ctr},
+		{"-n", host, "link", "set", "vc", "master", br, "up"},
+		// As Docker does: with br_netfilter, a hairpin DNAT back to the
+		// sender's own port is bridged out of the port it came in by.
+		{"-n", host, "link", "set", "vc", "type", "bridge_slave", "hairpin", "on"},
+		{"-n", ctr, "addr", "add", "10.231.0.2/24", "dev", "eth0"},
+		{"-n", ctr, "link", "set", "eth0", "up"},
+		{"-n", ctr, "route", "add", "default", "via", "10.231.0.1"},
+		{"-n", host, "link", "add", "vo", "type", "veth", "peer", "name", "eth0", "netns", out},
+		{"-n", host, "addr", "add", "203.0.113.1/24", "dev", "vo"},
+		{"-n", host, "link", "set", "vo", "up"},
+		{"-n", out, "addr", "add", "203.0.113.2/24", "dev", "eth0"},
+		{"-n", out, "link", "set", "eth0", "up"},
+	} {
+		run(t, append([]string{"ip"}, c...)...)
+	}
+	return host, ctr, out
+}
+
+func TestTraffic(t *testing.T) {
+	needRoot(t)
+	for _, drop := range []bool{false, true} {
+		t.Run(map[bool]string{false: "accept", true: "forward-drop"}[drop], func(t *testing.T) {
+			if _, err := exec.LookPath("iptables"); drop && err != nil {
+				t.Skip("needs iptables to set the filter FORWARD policy to drop as Docker does")
+			}
+			const br = "bfw0"
+			host, ctr, out := topology(t, br)
+			if drop {
+				run(t, "ip", "netns", "exec", host, "iptables", "-P", "FORWARD", "DROP")
+			}
+			f := firewallIn(t, host)
+			before := ruleset(t, f)
+			server(t, ctr, "10.231.0.2:80", "ctr")
+			server(t, out, "203.0.113.2:9000", "out")
+			n := Network{Bridge: br, Subnet: netip.MustParsePrefix("10.231.0.0/24")}
+			pub := []Port{tcp("", 8080, "10.231.0.2", 80)}
+			if err := f.EnsureNetwork(n); err != nil {
+				t.Fatalf("EnsureNetwork: %v", err)
+			}
+			if err := f.EnsureNetwork(n); err != nil {
+				t.Fatalf("EnsureNetwork again: %v", err)
+			}
+			if err := f.AddPorts(pub); err != nil {
+				t.Fatalf("AddPorts: %v", err)
+			}
+			for _, c := range []struct{ what, from, to, want string }{
+				{"published port from outside (DNAT, client address kept)", out, "203.0.113.1:8080", "ctr 203.0.113.2"},
+				{"outside from the container (masquerade)", ctr, "203.0.113.2:9000", "out 203.0.113.1"},
+				{"own published port through the host's address (hairpin)", ctr, "203.0.113.1:8080", "ctr 10.231.0.1"},
+				{"published port from the host itself (output)", host, "203.0.113.1:8080", "ctr 203.0.113.1"},
+			} {
+				got, err := reach(c.from, c.to)
+				if err != nil || got != c.want {
+					t.Errorf("%s: got %q, %v; want %q", c.what, got, err, c.want)
+				}
+			}
+			if drop {
+				rules := run(t, "ip", "netns", "exec", host, "iptables", "-S", "FORWARD")
+				if !strings.Contains(rules, "-i "+br+" -m comment --comment \"berth:"+br+"\" -j ACCEPT") {
+					t.Errorf("iptables cannot read berth's FORWARD rules back:\n%s", rules)
+				}
+			}
+			if err := f.RemovePorts(pub); err != nil {
+				t.Fatalf("RemovePorts: %v", err)
+			}
+			if got, err := reach(out, "203.0.113.1:8080"); err == nil {
+				t.Errorf("withdrawn port still reaches %q", got)
+			}
+			if err := f.RemoveNetwork(n); err != nil {
+				t.Fatalf("RemoveNetwork: %v", err)
+			}
+			if after := ruleset(t, f); after != before {
+				t.Errorf("ruleset after RemovePorts and RemoveNetwork:\n%s\nwant\n%s", after, before)
+			}
+			if err := f.RemoveNetwork(n); err != nil {
+				t.Errorf("RemoveNetwork again: %v", err)
+			}
+		})
+	}
+}
