@@ -1,3 +1,5 @@
+//go:build linux
+
 package firewall
 
 import (
@@ -227,11 +229,11 @@ func TestPortsConflictAndRemove(t *testing.T) {
 	want := []Port{tcp("0.0.0.0", 8080, "10.231.0.2", 80), b, u}
 	mid := ruleset(t, f)
 	for _, clash := range [][]Port{
-		{tcp("", 8080, "10.231.0.9", 80)},            // same every-address port elsewhere
-		{tcp("203.0.113.1", 8080, "10.231.0.9", 80)}, // an address under an every-address port
-		{tcp("", 8081, "10.231.0.9", 80)},            // every address over an address-bound port
+		{tcp("", 8080, "10.231.0.9", 80)},                                             // same every-address port elsewhere
+		{tcp("203.0.113.1", 8080, "10.231.0.9", 80)},                                  // an address under an every-address port
+		{tcp("", 8081, "10.231.0.9", 80)},                                             // every address over an address-bound port
 		{tcp("", 9000, "10.231.0.9", 80), tcp("203.0.113.1", 8081, "10.231.0.2", 80)}, // the batch's second
-		{tcp("", 9001, "10.231.0.9", 80), tcp("", 9001, "10.231.0.8", 80)},             // within the batch
+		{tcp("", 9001, "10.231.0.9", 80), tcp("", 9001, "10.231.0.8", 80)},            // within the batch
 	} {
 		err := f.AddPorts(clash)
 		if !errors.Is(err, errdefs.ErrConflict) {
