@@ -71,9 +71,9 @@ func (f *Firewall) conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// locked runs fn with the lock file held (how is unix.LOCK_EX or LOCK_SH)
-// and a connection to nf_tables.
-func (f *Firewall) locked(how int, fn func(c *nftables.Conn) error) error {
+// locked runs fn with the lock file held (how is unix.LOCK_EX or LOCK_SH),
+// a connection to nf_tables and berth's state read through it.
+func (f *Firewall) locked(how int, fn func(c *nftables.Conn, s *state) error) error {
 	lk, err := lockfile.Open(f.lockPath, how)
 	if err != nil {
 		return fmt.Errorf("firewall lock: %w", err)
@@ -83,7 +83,11 @@ func (f *Firewall) locked(how int, fn func(c *nftables.Conn) error) error {
 	if err != nil {
 		return err
 	}
-	return fn(c)
+	s, err := read(c)
+	if err != nil {
+		return err
+	}
+	return fn(c, s)
 }
 
 // inNetns runs fn on a thread of its own in f's namespace, for what
@@ -198,11 +202,7 @@ func (f *Firewall) EnsureNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	err = f.locked(unix.LOCK_EX, func(c *nftables.Conn) error {
-		s, err := read(c)
-		if err != nil {
-			return err
-		}
+	err = f.locked(unix.LOCK_EX, func(c *nftables.Conn, s *state) error {
 		if !s.exists {
 			addSkeleton(c)
 		}
@@ -257,11 +257,7 @@ func (f *Firewall) RemoveNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	return f.locked(unix.LOCK_EX, func(c *nftables.Conn) error {
-		s, err := read(c)
-		if err != nil {
-			return err
-		}
+	return f.locked(unix.LOCK_EX, func(c *nftables.Conn, s *state) error {
 		tag := ruleTag(n.Bridge)
 		if s.fwd != nil {
 			if err := delOwn(c, s.fwd, s.fwdOwn, tag); err != nil {
@@ -312,11 +308,7 @@ func (f *Firewall) AddPorts(ports []Port) error {
 	if err != nil {
 		return err
 	}
-	return f.locked(unix.LOCK_EX, func(c *nftables.Conn) error {
-		s, err := read(c)
-		if err != nil {
-			return err
-		}
+	return f.locked(unix.LOCK_EX, func(c *nftables.Conn, s *state) error {
 		var add []Port
 		taken := slices.Clone(s.ports)
 		for _, p := range want {
@@ -335,11 +327,7 @@ func (f *Firewall) AddPorts(ports []Port) error {
 		if !s.exists {
 			addSkeleton(c)
 		}
-		anyElems, addrElems := encodePorts(add)
-		if err := c.SetAddElements(portMap(true), anyElems); err != nil {
-			return err
-		}
-		if err := c.SetAddElements(portMap(false), addrElems); err != nil {
+		if err := queuePorts(c.SetAddElements, add); err != nil {
 			return err
 		}
 		return commit(c, "publish ports")
@@ -355,10 +343,9 @@ func (f *Firewall) RemovePorts(ports []Port) error {
 	if err != nil {
 		return err
 	}
-	return f.locked(unix.LOCK_EX, func(c *nftables.Conn) error {
-		s, err := read(c)
-		if err != nil || !s.exists {
-			return err
+	return f.locked(unix.LOCK_EX, func(c *nftables.Conn, s *state) error {
+		if !s.exists {
+			return nil
 		}
 		var del []Port
 		s.ports = slices.DeleteFunc(s.ports, func(p Port) bool {
@@ -374,11 +361,7 @@ func (f *Firewall) RemovePorts(ports []Port) error {
 		case s.empty():
 			c.DelTable(table)
 		default:
-			anyElems, addrElems := encodePorts(del)
-			if err := c.SetDeleteElements(portMap(true), anyElems); err != nil {
-				return err
-			}
-			if err := c.SetDeleteElements(portMap(false), addrElems); err != nil {
+			if err := queuePorts(c.SetDeleteElements, del); err != nil {
 				return err
 			}
 		}
@@ -390,10 +373,9 @@ func (f *Firewall) RemovePorts(ports []Port) error {
 // HostIP 0.0.0.0.
 func (f *Firewall) ListPorts() ([]Port, error) {
 	var ports []Port
-	err := f.locked(unix.LOCK_SH, func(c *nftables.Conn) error {
-		s, err := read(c)
+	err := f.locked(unix.LOCK_SH, func(_ *nftables.Conn, s *state) error {
 		ports = s.ports
-		return err
+		return nil
 	})
 	return ports, err
 }
@@ -509,6 +491,24 @@ func portMap(every bool) *nftables.Set {
 		s.Name, s.KeyType = mapAny, keyAny
 	}
 	return s
+}
+
+// queuePorts queues op (c.SetAddElements or c.SetDeleteElements) on the
+// elements for ports in the maps they belong to.
+func queuePorts(op func(*nftables.Set, []nftables.SetElement) error, ports []Port) error {
+	anyElems, addrElems := encodePorts(ports)
+	for _, m := range []struct {
+		every bool
+		elems []nftables.SetElement
+	}{{true, anyElems}, {false, addrElems}} {
+		if len(m.elems) == 0 {
+			continue
+		}
+		if err := op(portMap(m.every), m.elems); err != nil {
+			return fmt.Errorf("nf_tables: map %s: %v", portMap(m.every).Name, err)
+		}
+	}
+	return nil
 }
 
 // encodePorts turns normalized ports into elements of the every-address
