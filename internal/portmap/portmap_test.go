@@ -345,11 +345,19 @@ func TestProxyTCP(t *testing.T) {
 	}
 }
 
-func TestProxyUDP(t *testing.T) {
-	echo := newUDPEcho(t)
+// udpProxy serves a UDP host port on 127.0.0.1, tuned by tune, to a
+// UDP echo server, and gives two clients of that port.
+func udpProxy(t *testing.T, tune func(*Proxy)) (p *Proxy, echo *udpEcho, a, b *net.UDPConn) {
+	t.Helper()
+	echo = newUDPEcho(t)
 	p, got := listen(t, Mapping{Proto: "udp", HostIP: lo, Port: 53})
+	tune(p)
 	p.Serve(to(echo.addr))
-	a, b := udpClient(t, got[0].HostPort), udpClient(t, got[0].HostPort)
+	return p, echo, udpClient(t, got[0].HostPort), udpClient(t, got[0].HostPort)
+}
+
+func TestProxyUDP(t *testing.T) {
+	_, echo, a, b := udpProxy(t, func(*Proxy) {})
 	for _, step := range []struct {
 		c   *net.UDPConn
 		msg string
@@ -364,11 +372,7 @@ func TestProxyUDP(t *testing.T) {
 }
 
 func TestUDPFlowsBounded(t *testing.T) {
-	echo := newUDPEcho(t)
-	p, got := listen(t, Mapping{Proto: "udp", HostIP: lo, Port: 53})
-	p.maxFlows = 1
-	p.Serve(to(echo.addr))
-	a, b := udpClient(t, got[0].HostPort), udpClient(t, got[0].HostPort)
+	_, echo, a, b := udpProxy(t, func(p *Proxy) { p.maxFlows = 1 })
 	talkUDP(t, a, "a1")
 	if _, err := b.Write([]byte("b1")); err != nil {
 		t.Fatal(err)
@@ -382,12 +386,7 @@ func TestUDPFlowsBounded(t *testing.T) {
 }
 
 func TestUDPIdleFlowEnds(t *testing.T) {
-	echo := newUDPEcho(t)
-	p, got := listen(t, Mapping{Proto: "udp", HostIP: lo, Port: 53})
-	p.maxFlows = 1
-	p.udpIdle = 20 * time.Millisecond
-	p.Serve(to(echo.addr))
-	a, b := udpClient(t, got[0].HostPort), udpClient(t, got[0].HostPort)
+	p, _, a, b := udpProxy(t, func(p *Proxy) { p.maxFlows, p.udpIdle = 1, 20*time.Millisecond })
 	talkUDP(t, a, "a1")
 	for deadline := time.Now().Add(5 * time.Second); p.liveCount() > 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {

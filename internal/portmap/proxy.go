@@ -16,8 +16,14 @@ import (
 )
 
 // Proxy holds the host ports of an instance's mappings and relays what
-// reaches them to the instance. Listen (or FromFiles) claims the ports,
-// Serve starts relaying, Close ends everything and frees the ports.
+// reaches them to the instance. Listen claims the ports (FromFiles takes
+// them over from another process), Serve starts relaying, Close ends
+// everything and frees the ports:
+//
+//	p, ms, err := portmap.Listen(ms) // a taken port fails the start here
+//	...
+//	p.Serve(func(m portmap.Mapping) netip.AddrPort { return netip.AddrPortFrom(instanceIP, m.Port) })
+//	defer p.Close()
 type Proxy struct {
 	socks []socket
 
@@ -42,6 +48,14 @@ type socket struct {
 	m   Mapping
 	ln  *net.TCPListener
 	udp *net.UDPConn
+}
+
+// local is the address the socket is bound to.
+func (s socket) local() netip.AddrPort {
+	if s.ln != nil {
+		return addrPort(s.ln.Addr())
+	}
+	return addrPort(s.udp.LocalAddr())
 }
 
 func (s socket) close() error {
@@ -130,26 +144,19 @@ func bind(m Mapping) (socket, error) {
 // bindPort claims m's one host port (or an ephemeral one for 0) and
 // records the port it got.
 func bindPort(m Mapping) (socket, error) {
-	ip := m.HostIP
-	if !ip.IsValid() {
-		ip = netip.IPv4Unspecified()
-	}
+	ip := m.bindIP()
 	addr := netip.AddrPortFrom(ip, m.HostPort)
 	s := socket{m: m}
 	var err error
 	if m.Proto == "tcp" {
-		if s.ln, err = net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(addr)); err == nil {
-			m.HostPort = addrPort(s.ln.Addr()).Port()
-		}
+		s.ln, err = net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(addr))
 	} else {
-		if s.udp, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr)); err == nil {
-			m.HostPort = addrPort(s.udp.LocalAddr()).Port()
-		}
+		s.udp, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
 	}
 	var errno syscall.Errno
 	switch {
 	case err == nil:
-		s.m = m
+		s.m.HostPort = s.local().Port()
 		return s, nil
 	case errors.Is(err, syscall.EADDRINUSE):
 		return socket{}, fmt.Errorf("host port %s is already in use: %w", m.hostAddr(), errdefs.ErrConflict)
@@ -160,6 +167,14 @@ func bindPort(m Mapping) (socket, error) {
 	default:
 		return socket{}, fmt.Errorf("host port %s: %w", m.hostAddr(), err)
 	}
+}
+
+// bindIP is the address m's host socket binds: HostIP, or 0.0.0.0.
+func (m Mapping) bindIP() netip.Addr {
+	if m.HostIP.IsValid() {
+		return m.HostIP
+	}
+	return netip.IPv4Unspecified()
 }
 
 // check refuses a mapping Parse would not have made.
@@ -238,34 +253,21 @@ func adopt(m Mapping, f *os.File) (socket, error) {
 		return socket{}, fmt.Errorf("mapping %s: host port not resolved by Listen: %w", m, errdefs.ErrInvalid)
 	}
 	s := socket{m: m}
-	var local net.Addr
 	if m.Proto == "tcp" {
-		ln, err := net.FileListener(f)
-		if err != nil {
-			return socket{}, fmt.Errorf("host port %s: file %s is not a listening socket: %w", m.hostAddr(), f.Name(), errdefs.ErrInvalid)
+		if ln, err := net.FileListener(f); err == nil {
+			if s.ln, _ = ln.(*net.TCPListener); s.ln == nil {
+				ln.Close()
+			}
 		}
-		if s.ln, _ = ln.(*net.TCPListener); s.ln == nil {
-			ln.Close()
-			return socket{}, fmt.Errorf("host port %s: file %s is not a TCP listener: %w", m.hostAddr(), f.Name(), errdefs.ErrInvalid)
-		}
-		local = s.ln.Addr()
-	} else {
-		pc, err := net.FilePacketConn(f)
-		if err != nil {
-			return socket{}, fmt.Errorf("host port %s: file %s is not a datagram socket: %w", m.hostAddr(), f.Name(), errdefs.ErrInvalid)
-		}
+	} else if pc, err := net.FilePacketConn(f); err == nil {
 		if s.udp, _ = pc.(*net.UDPConn); s.udp == nil {
 			pc.Close()
-			return socket{}, fmt.Errorf("host port %s: file %s is not a UDP socket: %w", m.hostAddr(), f.Name(), errdefs.ErrInvalid)
 		}
-		local = s.udp.LocalAddr()
 	}
-	want := m.HostIP
-	if !want.IsValid() {
-		want = netip.IPv4Unspecified()
+	if s.ln == nil && s.udp == nil {
+		return socket{}, fmt.Errorf("host port %s: file %s is not a %s socket: %w", m.hostAddr(), f.Name(), m.Proto, errdefs.ErrInvalid)
 	}
-	got := addrPort(local)
-	if got != netip.AddrPortFrom(want, m.HostPort) {
+	if got := s.local(); got != netip.AddrPortFrom(m.bindIP(), m.HostPort) {
 		s.close()
 		return socket{}, fmt.Errorf("host port %s: file %s is bound to %s instead: %w", m.hostAddr(), f.Name(), got, errdefs.ErrInvalid)
 	}

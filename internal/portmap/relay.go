@@ -20,9 +20,9 @@ const maxDatagram = 65535
 // side (CloseWrite) passes to the other, so a client that shuts down its
 // sending side still gets its answer. For UDP each client address is a
 // flow with a socket of its own to target(m), whose answers go back to
-// that client; a flow ends after udpIdle with no datagram either way,
-// and at most maxFlows live at once on a host port (a datagram that would
-// start another is dropped). target is called once per connection or
+// that client; a flow ends after 60 s with no datagram either way, and
+// at most 1024 live at once on a host port (a datagram that would start
+// another is dropped). target is called once per connection or
 // flow, with the mapping's host port resolved, and an invalid address it
 // returns refuses that client. Relaying lasts until Close; Serve called
 // again, or after Close, does nothing.
