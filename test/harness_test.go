@@ -93,7 +93,15 @@ func berthEnvIn(t testing.TB, env []string, stdin []byte, args ...string) result
 // still runs after limit.
 func berthLimit(t testing.TB, limit time.Duration, env []string, stdin []byte, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(berthBin, append([]string{"--root", berthRoot}, args...)...)
+	return berthVia(t, nil, limit, env, stdin, args...)
+}
+
+// berthVia is berthLimit with berth started through the command prefix
+// (nsenter into a test's network namespace), if any.
+func berthVia(t testing.TB, prefix []string, limit time.Duration, env []string, stdin []byte, args ...string) result {
+	t.Helper()
+	argv := append(append(append([]string{}, prefix...), berthBin, "--root", berthRoot), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}

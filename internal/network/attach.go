@@ -177,7 +177,12 @@ func (a *Attachment) Up() error {
 		a.dnat = append(a.dnat, firewall.Port{Proto: m.Proto, HostIP: m.HostIP, HostPort: m.HostPort, Addr: a.ip, Port: m.Port})
 	}
 	if len(a.dnat) > 0 {
-		if err := firewall.AddPorts(a.dnat); err != nil {
+		fw, err := a.st.firewall()
+		if err != nil {
+			a.dnat = nil
+			return err
+		}
+		if err := fw.AddPorts(a.dnat); err != nil {
 			a.dnat = nil
 			return err
 		}
@@ -240,7 +245,11 @@ func (a *Attachment) Close() error {
 		a.proxy = nil
 	}
 	if len(a.dnat) > 0 {
-		errs = append(errs, firewall.RemovePorts(a.dnat))
+		if fw, err := a.st.firewall(); err != nil {
+			errs = append(errs, err)
+		} else {
+			errs = append(errs, fw.RemovePorts(a.dnat))
+		}
 		a.dnat = nil
 	}
 	if a.entry {
@@ -252,6 +261,7 @@ func (a *Attachment) Close() error {
 		a.st.Release(a.net, a.ip, a.id)
 		a.ip = netip.Addr{}
 	}
+	a.st.Close()
 	return errors.Join(errs...)
 }
 
@@ -268,6 +278,7 @@ func Detach(root string, in *instance.Instance) error {
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	var errs []error
 	ip, _ := netip.ParseAddr(ep.IP)
 	var dnat []firewall.Port
@@ -282,7 +293,11 @@ func Detach(root string, in *instance.Instance) error {
 		dnat = append(dnat, firewall.Port{Proto: p.Proto, HostIP: hip, HostPort: p.HostPort, Addr: ip, Port: p.Port})
 	}
 	if len(dnat) > 0 {
-		errs = append(errs, firewall.RemovePorts(dnat))
+		if fw, err := st.firewall(); err != nil {
+			errs = append(errs, err)
+		} else {
+			errs = append(errs, fw.RemovePorts(dnat))
+		}
 	}
 	errs = append(errs, Unwire(ep.HostVeth))
 	if n, err := st.read(ep.Network); err == nil && n.ID == ep.NetworkID {

@@ -17,22 +17,28 @@ import (
 	"github.com/berth-dev/berth/internal/lockfile"
 )
 
-// Ensure makes n's bridge and firewall rules when they are missing (the
-// first start after a create or a reboot). The rules come first, so a
-// bridge never exists without them.
+// Ensure makes n's firewall rules and, when it is missing (the first
+// start after a create or a reboot), its bridge. The rules come first,
+// so a bridge never exists without them.
 func (s *Store) Ensure(n *Network) error {
-	if br, err := netlink.LinkByName(n.Bridge); err == nil && br.Attrs().Flags&net.FlagUp != 0 {
-		return nil
-	}
 	f, err := lockfile.Open(filepath.Join(s.dir, n.Name, ".lock"), unix.LOCK_EX)
 	if err != nil {
 		return fmt.Errorf("network %s: %w", n.Name, err)
 	}
 	defer f.Close()
-	if err := firewall.EnsureNetwork(fwNetwork(n)); err != nil {
+	// The rules are put back each time: someone may have flushed them,
+	// or made the FORWARD chain berth must open a way through.
+	fw, err := s.firewall()
+	if err != nil {
+		return err
+	}
+	if err := fw.EnsureNetwork(fwNetwork(n)); err != nil {
 		return fmt.Errorf("network %s: %w", n.Name, err)
 	}
 	br, err := netlink.LinkByName(n.Bridge)
+	if err == nil && br.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
 	if err != nil {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = n.Bridge
@@ -54,13 +60,17 @@ func (s *Store) Ensure(n *Network) error {
 }
 
 // teardown removes n's bridge and firewall rules.
-func teardown(n *Network) error {
+func (s *Store) teardown(n *Network) error {
 	if br, err := netlink.LinkByName(n.Bridge); err == nil {
 		if err := netlink.LinkDel(br); err != nil {
 			return fmt.Errorf("network %s: remove bridge %s: %w", n.Name, n.Bridge, err)
 		}
 	}
-	if err := firewall.RemoveNetwork(fwNetwork(n)); err != nil {
+	fw, err := s.firewall()
+	if err != nil {
+		return err
+	}
+	if err := fw.RemoveNetwork(fwNetwork(n)); err != nil {
 		return fmt.Errorf("network %s: %w", n.Name, err)
 	}
 	return nil
@@ -125,6 +135,12 @@ func Wire(n *Network, nsPath, hostVeth string, ip netip.Addr, mac net.HardwareAd
 			Unwire(hostVeth)
 		}
 	}()
+	// Hairpin: a DNAT back to the sender leaves by the port it came in.
+	if hl, err := netlink.LinkByName(hostVeth); err != nil {
+		return fmt.Errorf("network %s: veth %s: %w", n.Name, hostVeth, err)
+	} else if err := netlink.LinkSetHairpin(hl, true); err != nil {
+		return fmt.Errorf("network %s: hairpin on %s: %w", n.Name, hostVeth, err)
+	}
 	h, err := netlink.NewHandleAt(netns.NsHandle(nsf.Fd()))
 	if err != nil {
 		return fmt.Errorf("network namespace %s: %w", nsPath, err)

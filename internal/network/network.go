@@ -27,10 +27,12 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/firewall"
 	"github.com/berth-dev/berth/internal/lockfile"
 	"golang.org/x/sys/unix"
 )
@@ -63,6 +65,17 @@ func (n *Network) ShortID() string { return n.ID[:12] }
 // network and a directory NAME/ of what its instances hold.
 type Store struct {
 	dir string
+
+	fwOnce sync.Once
+	fw     *firewall.Firewall
+	fwErr  error
+}
+
+// firewall is the store's handle on berth's firewall rules, in the
+// network namespace of the first caller's thread (the host's).
+func (s *Store) firewall() (*firewall.Firewall, error) {
+	s.fwOnce.Do(func() { s.fw, s.fwErr = firewall.New(filepath.Join(s.dir, ".firewall.lock")) })
+	return s.fw, s.fwErr
 }
 
 // Open opens (creating) the network store under root.
@@ -72,6 +85,13 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("network store %s: %w", dir, err)
 	}
 	return &Store{dir: dir}, nil
+}
+
+// Close releases the store's handle on the firewall, if it made one.
+func (s *Store) Close() {
+	if s.fw != nil {
+		s.fw.Close()
+	}
 }
 
 // lock serialises changes to the set of networks (create, remove) across
@@ -342,7 +362,7 @@ func (s *Store) Remove(n *Network, inUse []string) error {
 	if held := s.holders(n); len(held) > 0 {
 		return fmt.Errorf("network %s is in use by %s: %w", n.Name, strings.Join(held, ", "), errdefs.ErrConflict)
 	}
-	if err := teardown(n); err != nil {
+	if err := s.teardown(n); err != nil {
 		return err
 	}
 	if err := os.Remove(s.path(n.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
