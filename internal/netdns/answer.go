@@ -1,6 +1,7 @@
 package netdns
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
@@ -14,13 +15,29 @@ import (
 // any path unfragmented.
 const ednsSize = 1232
 
+// handle reads one query and answers it when the answer needs no
+// upstream. It returns nil, nil for a packet to drop, and q with a nil
+// reply for a query to forward.
+func (s *Server) handle(b []byte) (q, reply *dns.Msg) {
+	q, reply = s.parse(b)
+	if q != nil && reply == nil {
+		reply = s.local(q)
+	}
+	return q, reply
+}
+
 // parse reads one query. It returns nil, nil when the packet is to be
-// dropped (malformed, or a response), or the query and, when the query is
+// dropped (malformed or cut short, or a response), or the query and, when the query is
 // not one this server handles (an opcode other than QUERY, not exactly one
 // question), the error reply to send.
 func (s *Server) parse(b []byte) (q, reply *dns.Msg) {
 	q = new(dns.Msg)
 	if err := q.Unpack(b); err != nil || q.Response {
+		return nil, nil
+	}
+	// Unpack stops quietly where the packet ends: a packet with fewer
+	// questions than its header counts is cut short, not a query.
+	if int(binary.BigEndian.Uint16(b[4:6])) != len(q.Question) {
 		return nil, nil
 	}
 	switch {

@@ -241,12 +241,9 @@ func (s *Server) readUDP() {
 			continue // a transient error (ICMP noise): keep serving
 		}
 		client := from.(*net.UDPAddr).AddrPort().Addr().Unmap()
-		q, reply := s.parse(buf[:n])
+		q, reply := s.handle(buf[:n])
 		if q == nil {
 			continue
-		}
-		if reply == nil {
-			reply = s.local(q)
 		}
 		if reply != nil {
 			s.writeUDP(reply, q, from)
@@ -328,12 +325,9 @@ func (s *Server) serveConn(c net.Conn) {
 		if err != nil {
 			return
 		}
-		q, reply := s.parse(b)
+		q, reply := s.handle(b)
 		if q == nil {
 			return
-		}
-		if reply == nil {
-			reply = s.local(q)
 		}
 		if reply == nil {
 			reply = s.forward(q, client, true)
