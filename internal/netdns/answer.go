@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -170,43 +170,39 @@ func normalize(name string) string {
 // or 32 nibbles and "ip6.arpa"), normalized. It says false for any other
 // name, including the names of whole reverse zones.
 func reverseAddr(name string) (netip.Addr, bool) {
+	var text string
 	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa"); ok {
 		labels := strings.Split(rest, ".")
 		if len(labels) != 4 {
 			return netip.Addr{}, false
 		}
-		var b [4]byte
-		for i, l := range labels {
-			if len(l) == 0 || len(l) > 3 || (len(l) > 1 && l[0] == '0') {
-				return netip.Addr{}, false
-			}
-			n, err := strconv.ParseUint(l, 10, 8)
-			if err != nil {
-				return netip.Addr{}, false
-			}
-			b[3-i] = byte(n)
-		}
-		return netip.AddrFrom4(b), true
-	}
-	if rest, ok := strings.CutSuffix(name, ".ip6.arpa"); ok {
+		slices.Reverse(labels)
+		text = strings.Join(labels, ".")
+	} else if rest, ok := strings.CutSuffix(name, ".ip6.arpa"); ok {
 		labels := strings.Split(rest, ".")
 		if len(labels) != 32 {
 			return netip.Addr{}, false
 		}
-		var b [16]byte
+		slices.Reverse(labels)
+		var b strings.Builder
 		for i, l := range labels {
 			if len(l) != 1 {
 				return netip.Addr{}, false
 			}
-			n, err := strconv.ParseUint(l, 16, 8)
-			if err != nil {
-				return netip.Addr{}, false
+			if i > 0 && i%4 == 0 {
+				b.WriteByte(':')
 			}
-			// labels[0] is the low nibble of the last byte.
-			pos := 31 - i
-			b[pos/2] |= byte(n) << (4 * (1 - pos%2))
+			b.WriteString(l)
 		}
-		return netip.AddrFrom16(b), true
+		text = b.String()
+	} else {
+		return netip.Addr{}, false
 	}
-	return netip.Addr{}, false
+	// The labels must spell the address and nothing else: no zone, and
+	// no IPv6 text smuggled into an in-addr.arpa name.
+	a, err := netip.ParseAddr(text)
+	if err != nil || a.Zone() != "" || a.Is4() != strings.HasSuffix(name, ".in-addr.arpa") {
+		return netip.Addr{}, false
+	}
+	return a, true
 }

@@ -309,7 +309,8 @@ func TestReverseAddr(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"0.89.10.in-addr.arpa", "256.0.0.10.in-addr.arpa", "04.0.0.10.in-addr.arpa",
-		"a.0.0.10.in-addr.arpa", "..0.10.in-addr.arpa", "in-addr.arpa", "1.ip6.arpa", "example.org"} {
+		"a.0.0.10.in-addr.arpa", "..0.10.in-addr.arpa", "in-addr.arpa", "1.ip6.arpa", "example.org",
+		"4.3.2.::ffff:1.in-addr.arpa", strings.Repeat("0.", 28) + "%.e.t.h.ip6.arpa", strings.Repeat("g.", 32) + "ip6.arpa"} {
 		if got, ok := reverseAddr(name); ok {
 			t.Errorf("reverseAddr(%q) = %v, want not an address", name, got)
 		}
@@ -556,8 +557,28 @@ func TestCloseFreesThePort(t *testing.T) {
 		pc.Close()
 		t.Fatal("a plain UDP socket bound the serving port")
 	}
+	// A client that keeps its TCP connection open does not hold Close up:
+	// the idle connection is closed under it.
+	idle, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	co := &dns.Conn{Conn: idle}
+	q := new(dns.Msg)
+	q.SetQuestion("web.", dns.TypeA)
+	if err := co.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := co.ReadMsg(); err != nil || len(r.Answer) != 2 {
+		t.Fatalf("query on the idle connection: %v %v", r, err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("idle connection after Close: read %d bytes, %v; want it closed", n, err)
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
