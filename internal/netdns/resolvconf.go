@@ -16,7 +16,7 @@ import (
 // itself, when the host's resolv.conf names only its stub, 127.0.0.53.
 const systemdResolvConf = "/run/systemd/resolve/resolv.conf"
 
-// HostUpstreams reads the nameservers of the resolv.conf at path, each on
+// HostUpstreams reads the nameservers of the file resolvConf, each on
 // port 53, in the file's order, for Config.Upstreams. Loopback and
 // unspecified addresses are dropped: a container cannot reach the host's
 // loopback. When nothing is left (the file names only a local stub such as
