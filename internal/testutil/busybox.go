@@ -29,6 +29,7 @@ var busyboxApplets = []string{
 	"tee", "vi", "less", "more", "diff", "md5sum", "sha256sum",
 	"ping", "ifconfig", "route", "hexdump", "od", "expr", "sync", "mknod",
 	"chroot", "nohup", "timeout", "watch", "dmesg", "uptime", "realpath",
+	"httpd", "nslookup",
 }
 
 const etcPasswd = `root:x:0:0:root:/root:/bin/sh
