@@ -181,6 +181,25 @@ func comment(r *nftables.Rule) string {
 	return s
 }
 
+// complete reports whether every rule EnsureNetwork makes for the bridge
+// whose tag is tag is in place: two in each of berth's chains, two in
+// iptables' FORWARD chain when there is one.
+func (s *state) complete(tag string) bool {
+	count := func(rules []*nftables.Rule) int {
+		n := 0
+		for _, r := range rules {
+			if comment(r) == tag {
+				n++
+			}
+		}
+		return n
+	}
+	if !s.exists || count(s.rules[chainPost]) != 2 || count(s.rules[chainFwd]) != 2 {
+		return false
+	}
+	return s.fwd == nil || count(s.fwdOwn) == 2
+}
+
 // empty reports whether nothing of berth's would be left in its table.
 func (s *state) empty() bool {
 	return len(s.ports) == 0 && len(s.rules[chainPost]) == 0 && len(s.rules[chainFwd]) == 0
@@ -203,10 +222,13 @@ func (f *Firewall) EnsureNetwork(n Network) error {
 		return err
 	}
 	err = f.locked(unix.LOCK_EX, func(c *nftables.Conn, s *state) error {
+		tag := ruleTag(n.Bridge)
+		if s.complete(tag) {
+			return nil // the common case: an instance's start on a network in use
+		}
 		if !s.exists {
 			addSkeleton(c)
 		}
-		tag := ruleTag(n.Bridge)
 		for chain, rules := range s.rules {
 			for _, r := range rules {
 				if comment(r) == tag {
@@ -242,7 +264,11 @@ func (f *Firewall) EnsureNetwork(n Network) error {
 		return err
 	}
 	return f.inNetns(func() error {
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
+		const forward = "/proc/sys/net/ipv4/ip_forward"
+		if b, err := os.ReadFile(forward); err == nil && strings.TrimSpace(string(b)) == "1" {
+			return nil
+		}
+		if err := os.WriteFile(forward, []byte("1\n"), 0o644); err != nil {
 			return fmt.Errorf("network %s: enable IPv4 forwarding: %w", n.Bridge, err)
 		}
 		return nil

@@ -38,6 +38,8 @@ func trace(step string) {
 	}
 }
 
+func init() { network.Trace = trace }
+
 // StartOptions is what Start takes.
 type StartOptions struct {
 	// Store holds Instance's record, which must be created.

@@ -87,9 +87,11 @@ func Attach(root string, in *instance.Instance, dir string, stale Stale) (_ *Att
 	if err != nil {
 		return nil, err
 	}
+	trace("network: record read")
 	if err := st.Ensure(n); err != nil {
 		return nil, err
 	}
+	trace("network: bridge and rules ensured")
 	a := &Attachment{st: st, net: n, id: in.ID}
 	defer func() {
 		if err != nil {
@@ -99,6 +101,7 @@ func Attach(root string, in *instance.Instance, dir string, stale Stale) (_ *Att
 	if a.ip, err = st.Claim(n, in.ID, want, stale); err != nil {
 		return nil, err
 	}
+	trace("network: address claimed")
 	a.mac = MACFor(a.ip)
 	if c.MAC != "" {
 		if a.mac, err = ParseMAC(c.MAC); err != nil {

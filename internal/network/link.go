@@ -130,6 +130,7 @@ func Wire(n *Network, nsPath, hostVeth string, ip netip.Addr, mac net.HardwareAd
 	if err != nil {
 		return fmt.Errorf("network %s: create veth %s: %w", n.Name, hostVeth, err)
 	}
+	trace("network: veth made")
 	defer func() {
 		if err != nil {
 			Unwire(hostVeth)
@@ -159,6 +160,7 @@ func Wire(n *Network, nsPath, hostVeth string, ip netip.Addr, mac net.HardwareAd
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: n.Gateway.AsSlice()}); err != nil {
 		return fmt.Errorf("network namespace %s: default route via %s: %w", nsPath, n.Gateway, err)
 	}
+	trace("network: eth0 addressed and routed")
 	return nil
 }
 

@@ -37,6 +37,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Trace, when not nil, is told when each step of an attach is done
+// (BERTH_TRACE's profile of start-up).
+var Trace func(step string)
+
+func trace(step string) {
+	if Trace != nil {
+		Trace(step)
+	}
+}
+
 // DefaultName is the default network's name, Docker's.
 const DefaultName = "bridge"
 
