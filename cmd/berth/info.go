@@ -33,6 +33,8 @@ type hostInfo struct {
 	TransWhy   string            `json:"vm_transport_reason"`
 	Guest      string            `json:"guest_kernel"`
 	Templates  string            `json:"vm_templates"`
+	Networks   []string          `json:"networks"`
+	Firewall   string            `json:"firewall"`
 }
 
 func cmdInfo(g *globals, args []string) error {
@@ -74,6 +76,7 @@ func cmdInfo(g *globals, args []string) error {
 	} else {
 		info.Templates = "off (BERTH_VM_TEMPLATE): every VM boots its kernel"
 	}
+	info.Networks, info.Firewall = networkFacts(g)
 	if *format == "json" {
 		return printJSON(info)
 	}
@@ -86,6 +89,8 @@ func cmdInfo(g *globals, args []string) error {
 	fmt.Printf("vm transport: %s (%s)\n", info.Transport, info.TransWhy)
 	fmt.Printf("guest kernel: %s\n", info.Guest)
 	fmt.Printf("vm templates: %s\n", info.Templates)
+	fmt.Printf("networks:     %s\n", strings.Join(info.Networks, ", "))
+	fmt.Printf("firewall:     %s\n", info.Firewall)
 	fmt.Printf("peers found:  %s\n", strings.Join(slices.Sorted(maps.Keys(info.Peers)), " "))
 	return nil
 }

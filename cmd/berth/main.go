@@ -181,6 +181,13 @@ func commands() []command {
 				{name: "rm", aliases: []string{"remove"}, args: "NETWORK...", short: "remove networks",
 					long: "Removes each network, its bridge and its firewall rules. A network that an instance (running or not) names is refused; so is the default network.",
 					run:  cmdNetworkRm, operand: aNetwork},
+				{name: "connect", args: "NETWORK INSTANCE", short: "attach a created or stopped instance to a network",
+					long: "Attaches INSTANCE, created or stopped, to NETWORK (with --ip and --alias as run's --ip and --network-alias): " +
+						"its next start puts it there. berth attaches an instance to one network at a time.",
+					run: cmdNetworkConnect, operand: aNetwork, firstOnly: true},
+				{name: "disconnect", args: "NETWORK INSTANCE", short: "take a created or stopped instance off a network",
+					long: "Takes INSTANCE, created or stopped, off NETWORK: its next start has loopback only.",
+					run:  cmdNetworkDisconnect, operand: aNetwork, firstOnly: true},
 				{name: "prune", short: "remove every network no instance names",
 					long: "Removes every user network that no instance's record names, and prints their names.",
 					run:  cmdNetworkPrune},

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
@@ -281,4 +284,147 @@ func cmdPort(g *globals, args []string) error {
 		return fmt.Errorf("instance %s publishes no port %s: %w", in.ShortID(), want, errdefs.ErrNotFound)
 	}
 	return nil
+}
+
+// networkFacts lists the networks recorded (NAME SUBNET on BRIDGE) and
+// says whether berth can set up its firewall rules here.
+func networkFacts(g *globals) ([]string, string) {
+	out := []string{}
+	if _, err := os.Stat(filepath.Join(g.root, "networks")); err == nil {
+		if st, err := networkStore(g); err == nil {
+			nets, _ := st.List()
+			for _, n := range nets {
+				out = append(out, fmt.Sprintf("%s %s on %s", n.Name, n.Subnet, n.Bridge))
+			}
+		}
+	}
+	fw := "nf_tables: ready"
+	if err := network.CheckFirewall(); err != nil {
+		fw = errdefs.OneLine(err)
+	}
+	return out, fw
+}
+
+// cmdNetworkConnect attaches a created or stopped instance to a network:
+// its next start puts it there. berth attaches an instance to one
+// network at a time.
+func cmdNetworkConnect(g *globals, args []string) error {
+	fs := newFlags("network connect")
+	ip := fs.String("ip", "", "IPv4 address on the network")
+	var aliases listFlag
+	fs.Var(&aliases, "alias", "another name the instance answers to on the network")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return fmt.Errorf("want NETWORK and INSTANCE: %w", errdefs.ErrInvalid)
+	}
+	nets, err := networkStore(g)
+	if err != nil {
+		return err
+	}
+	n, err := nets.Get(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *ip != "" {
+		a, err := netip.ParseAddr(*ip)
+		if err != nil || !a.Is4() || !n.Subnet.Contains(a) {
+			return fmt.Errorf("--ip %q: not an address of network %s (%s): %w", *ip, n.Name, n.Subnet, errdefs.ErrInvalid)
+		}
+		if n.Default() {
+			return fmt.Errorf("--ip %s: an address can be asked for on a user network only: %w", *ip, errdefs.ErrInvalid)
+		}
+	}
+	if n.Default() && len(aliases) > 0 {
+		return fmt.Errorf("--alias: aliases work on a user network only: %w", errdefs.ErrInvalid)
+	}
+	return reattach(g, fs.Arg(1), func(in *instance.Instance) (*instance.NetConfig, error) {
+		switch {
+		case in.Net.Attached() && in.Net.Network == n.Name:
+			return nil, fmt.Errorf("instance %s is on network %s already: %w", in.ShortID(), n.Name, errdefs.ErrConflict)
+		case in.Net.Attached():
+			return nil, fmt.Errorf("instance %s is on network %s: berth attaches an instance to one network; disconnect it first: %w", in.ShortID(), in.Net.Network, errdefs.ErrConflict)
+		case in.Net != nil && in.Net.Network == "host":
+			return nil, fmt.Errorf("instance %s shares the host's network: %w", in.ShortID(), errdefs.ErrConflict)
+		}
+		return &instance.NetConfig{Network: n.Name, IP: *ip, Aliases: aliases}, nil
+	})
+}
+
+// cmdNetworkDisconnect takes a created or stopped instance off its
+// network: its next start has loopback only.
+func cmdNetworkDisconnect(g *globals, args []string) error {
+	fs := newFlags("network disconnect")
+	fs.Bool("f", false, "accepted for Docker's sake")
+	fs.Bool("force", false, "accepted for Docker's sake")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return fmt.Errorf("want NETWORK and INSTANCE: %w", errdefs.ErrInvalid)
+	}
+	nets, err := networkStore(g)
+	if err != nil {
+		return err
+	}
+	n, err := nets.Get(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	return reattach(g, fs.Arg(1), func(in *instance.Instance) (*instance.NetConfig, error) {
+		if !in.Net.Attached() || in.Net.Network != n.Name {
+			return nil, fmt.Errorf("instance %s is not on network %s: %w", in.ShortID(), n.Name, errdefs.ErrNotFound)
+		}
+		return nil, nil
+	})
+}
+
+// reattach gives a created or stopped instance the network config change
+// returns (nil: none), in its record and in its bundle's mounts of
+// /etc/hosts, /etc/resolv.conf and /etc/hostname.
+func reattach(g *globals, ref string, change func(in *instance.Instance) (*instance.NetConfig, error)) error {
+	st, in, err := lookupInstance(g, ref)
+	if err != nil {
+		return err
+	}
+	if in.Status.Active() {
+		return fmt.Errorf("instance %s is %s: berth changes the network of created or stopped instances only: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
+	}
+	c, err := change(in)
+	if err != nil {
+		return err
+	}
+	b, err := st.LoadBundle(in.ID)
+	if err != nil {
+		return err
+	}
+	var mounts []specs.Mount
+	files := map[string]bool{}
+	for _, f := range network.Files {
+		files[f[0]] = true
+	}
+	for _, m := range b.Spec.Mounts {
+		if files[m.Destination] && filepath.Dir(m.Source) == st.Dir(in.ID) {
+			continue
+		}
+		mounts = append(mounts, m)
+	}
+	b.Spec.Mounts = mounts
+	if c != nil {
+		addNetworkFiles(b.Spec, st.Dir(in.ID))
+	} else {
+		c = &instance.NetConfig{Network: "none"}
+	}
+	if err := st.SaveBundle(in.ID, b); err != nil {
+		return err
+	}
+	_, err = st.Update(in.ID, func(x *instance.Instance) error {
+		if x.Status.Active() {
+			return fmt.Errorf("instance %s started meanwhile: %w", x.ShortID(), errdefs.ErrConflict)
+		}
+		x.Net = c
+		return nil
+	})
+	return err
 }
