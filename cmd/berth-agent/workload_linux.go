@@ -75,6 +75,9 @@ func guestSpec(p *agent.Process, srcs map[string]string) *specs.Spec {
 	}
 	lin.CgroupsPath = ""
 	s.Linux = &lin
+	// Hooks are the host's (berth-runtime runs them there); the guest
+	// has none of their programs.
+	s.Hooks = nil
 	// A spec whose mounts the host took out (berth-runtime keeps only its
 	// binds for a guest) gets berth's standard ones in front.
 	var mounts []specs.Mount
@@ -188,7 +191,7 @@ func (g *guest) runWorkload(p *agent.Process, srcs map[string]string) (agent.Tas
 	restore := defaultUncaught()
 	c, err := container.Run(context.Background(), &container.Config{
 		ID: spec.Hostname, Spec: spec, Dir: ctrDir, CgroupPath: workloadCgroup, KeepInit: keep, Init: pre,
-		CgroupMade: &g.cgMade,
+		CgroupMade: &g.cgMade, CreateHooks: netHook(p.Net),
 	}, stdio)
 	if pre != nil && stdio != g.preStdio {
 		closeStdio(g.preStdio)

@@ -95,6 +95,12 @@ type Config struct {
 	// Kernel is a VM's guest kernel ("" for the default); Root is
 	// berth's data root, where the VM engine finds its guest's parts.
 	Kernel, Root string
+	// Network, when not nil, gives a VM a network card: QEMU runs in a
+	// new network namespace, which Network is given the path of (see
+	// vm.Network.Attach) and must give an eth0, addressed and routed;
+	// the guest takes it over. nil: no card (`--network none`). The
+	// container engine does not use it.
+	Network func(netns string) error
 }
 
 // Running is an instance as its owner holds it.

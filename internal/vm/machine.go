@@ -40,6 +40,11 @@ type RunConfig struct {
 	// Cgroup is the host cgroup QEMU and virtiofsd run in, "" for
 	// none: Boot makes it with HostResources and Destroy removes it.
 	Cgroup string
+	// Network, when not nil, gives the guest the network of the
+	// namespace QEMU runs in (see Network): its eth0, taken over, or no
+	// card when it has none. nil: no card, and QEMU runs in the
+	// caller's namespace (`--network none`, which costs nothing more).
+	Network *Network
 }
 
 // AnnotationBootTimeout, in the spec's annotations, bounds the wait for
@@ -185,9 +190,19 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	if rc.BootTimeout, err = rc.bootTimeout(); err != nil {
 		return nil, err
 	}
+	var hn *hostNet
+	if rc.Network != nil {
+		if hn, err = takeOver(rc.ID, rc.Network); err != nil {
+			return nil, err
+		}
+		// QEMU has the tap and the namespace once it runs.
+		defer hn.Close()
+		proc.Net = hn.cfg
+		trace("network ready")
+	}
 	guest := rc.Guest
 	if guest.Modules == nil {
-		guest.Modules = guestModules(guest.Transport, len(shares) > 0)
+		guest.Modules = guestModules(guest.Transport, len(shares) > 0, proc.Net != nil)
 	}
 	trace("boot")
 	initrd, err := Initramfs(guest)
@@ -231,6 +246,12 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		QEMUVersion: rc.Guest.QEMUVersion,
 		Virtiofsd:   rc.Guest.Virtiofsd,
 		Append:      appendArgs,
+	}
+	if hn != nil {
+		cfg.NetNS = hn.ns
+		if hn.cfg != nil {
+			cfg.NIC = &NIC{MAC: hn.cfg.MAC, Tap: hn.tap}
+		}
 	}
 	m := &Machine{cfg: rc, killed: make(chan struct{})}
 	defer func() {
@@ -283,13 +304,16 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 
 // guestModules are the kernel modules a guest's initramfs carries (with
 // what they depend on). Each costs guest kernel time, which software
-// emulation makes dear: only what the guest uses (no network card yet),
-// and of the agent's channels only the one in use.
-func guestModules(t Transport, shares bool) []string {
+// emulation makes dear: only what the guest uses (virtio_net only with
+// a network card), and of the agent's channels only the one in use.
+func guestModules(t Transport, shares, nic bool) []string {
 	mods := append([]string{"virtio_pci", "virtio_blk"}, TransportModules(t)...)
 	mods = append(mods, "overlay", "erofs")
 	if shares {
 		mods = append(mods, "virtiofs")
+	}
+	if nic {
+		mods = append(mods, "virtio_net")
 	}
 	return mods
 }
