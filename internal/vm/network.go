@@ -50,8 +50,8 @@ const hostIf = "eth0"
 
 // hostNet is the host side of a VM's network card.
 type hostNet struct {
-	ns  *os.File // the namespace QEMU runs in
-	tap *os.File // the tap's queue, QEMU's; nil when the namespace has no eth0
+	ns  *os.File   // the namespace QEMU runs in
+	tap *os.File   // the tap's queue, QEMU's; nil when the namespace has no eth0
 	cfg *agent.Net // what the guest's card gets; nil without eth0
 }
 
