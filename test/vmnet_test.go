@@ -113,3 +113,20 @@ func TestRuntimeVMNetwork(t *testing.T) {
 	mustCmd(t, rt, "--root", root, "kill", id, "KILL")
 	waitGone(t, q.Pid)
 }
+
+// TestVMFileBind: a file bind-mounted into a VM (as the network layer's
+// /etc/hosts and /etc/resolv.conf will be) shows up in the guest, read
+// only where asked, for berth run --vm as for berth-runtime's bundles.
+func TestVMFileBind(t *testing.T) {
+	img := busybox(t)
+	needVM(t)
+	t.Parallel()
+	f := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(f, []byte("10.213.77.2 vmbox\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := must(t, "run", "--rm", "--vm", "-v", f+":/etc/hosts:ro", img, "sh", "-c", "cat /etc/hosts; echo x >> /etc/hosts || echo read-only")
+	if out != "10.213.77.2 vmbox\nread-only\n" {
+		t.Errorf("the guest's /etc/hosts: %q", out)
+	}
+}

@@ -94,7 +94,7 @@ import (
 // the clock and entropy to the host's hello, version 3 the Query and
 // Answer messages, version 4 the OCI spec of Run and the OCI process of
 // Exec (the guest runs them through berth's container engine), version 5
-// the network card of Run (Process.Net).
+// the network card and the copied files of Run (Process.Net, Files).
 const Version = 5
 
 // SeedSize is how many bytes of entropy the host's hello carries.
@@ -190,6 +190,12 @@ type Process struct {
 	// the root and bound in), in the workload cgroup. Without it the
 	// request is refused.
 	Spec *specs.Spec `json:"spec,omitempty"`
+	// Files are host files bind-mounted into the root (the network
+	// layer's /etc/hosts, /etc/resolv.conf, /etc/hostname, as Docker
+	// binds them), carried as copies: virtio-fs shares directories only
+	// (Run only). The spec's bind mount at a file's Target takes it as
+	// its source.
+	Files []File `json:"files,omitempty"`
 	// Net configures the guest's network card for the workload (Run
 	// only); nil for none.
 	Net *Net `json:"net,omitempty"`
@@ -284,6 +290,19 @@ type Net struct {
 	// Routes are eth0's other routes, beyond the addresses' subnets.
 	Routes []Route `json:"routes,omitempty"`
 }
+
+// File is a copy of a host file that the workload's spec binds in.
+type File struct {
+	// Target is the bind mount's destination.
+	Target string `json:"target"`
+	// Mode is the file's permission bits.
+	Mode uint32 `json:"mode"`
+	Data []byte `json:"data"`
+}
+
+// MaxFile bounds the size of one File, so that a Run request fits a
+// frame (MaxPayload).
+const MaxFile = 64 << 10
 
 // Route is one route of the guest's card.
 type Route struct {

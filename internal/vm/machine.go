@@ -431,9 +431,24 @@ func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error
 		}
 	}
 	var shares []Share
+	var filesSize int
 	for _, mnt := range rc.Spec.Mounts {
 		if mnt.Type != "bind" {
 			continue // proc, dev, sys and the like: the agent makes its own
+		}
+		if fi, err := os.Stat(mnt.Source); err == nil && fi.Mode().IsRegular() {
+			// A file: virtio-fs shares directories only. Copied in
+			// the run request, so that the guest's disks (and its
+			// template) stay the image's.
+			f, err := copyFile(mnt.Source, mnt.Destination, fi)
+			if err != nil {
+				return nil, nil, fmt.Errorf("vm %s: %w", rc.ID, err)
+			}
+			if filesSize += len(f.Data); filesSize > agent.MaxPayload/2 {
+				return nil, nil, fmt.Errorf("vm %s: files bind-mounted into a VM take more than %d KiB in all: share their directories instead: %w", rc.ID, agent.MaxPayload/2>>10, errdefs.ErrInvalid)
+			}
+			p.Files = append(p.Files, f)
+			continue
 		}
 		ro := false
 		for _, o := range mnt.Options {
@@ -446,6 +461,21 @@ func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error
 		p.Mounts = append(p.Mounts, agent.Mount{Source: tag, Type: "virtiofs", Target: mnt.Destination, ReadOnly: ro})
 	}
 	return p, shares, nil
+}
+
+// copyFile reads the host file src, bind-mounted at dst, for the guest.
+func copyFile(src, dst string, fi os.FileInfo) (agent.File, error) {
+	if fi.Size() > agent.MaxFile {
+		return agent.File{}, fmt.Errorf("mount %s: file %s is larger than %d KiB, the most a VM takes a file bind-mounted: share its directory instead: %w", dst, src, agent.MaxFile>>10, errdefs.ErrInvalid)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return agent.File{}, fmt.Errorf("mount %s: %w", dst, err)
+	}
+	if len(b) > agent.MaxFile {
+		return agent.File{}, fmt.Errorf("mount %s: file %s grew past %d KiB: %w", dst, src, agent.MaxFile>>10, errdefs.ErrInvalid)
+	}
+	return agent.File{Target: dst, Mode: uint32(fi.Mode().Perm()), Data: b}, nil
 }
 
 // ProcessOf is the agent's form of an OCI process.
