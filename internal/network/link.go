@@ -221,3 +221,14 @@ func hostRoutes() ([]route, error) {
 	}
 	return out, nil
 }
+
+// CheckFirewall says in one line what keeps berth from setting up its
+// NAT and port rules in this namespace, or nil.
+func CheckFirewall() error {
+	fw, err := firewall.New("")
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
+	return fw.Check()
+}
