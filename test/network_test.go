@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // httpdCmd serves "ok NAME" on port 80 from busybox httpd.
@@ -296,5 +297,79 @@ func TestNetworkBadInput(t *testing.T) {
 	r := l.berth("run", "--rm", "--network", net1, "--ip", ip, img, "true")
 	if r.code != 125 || !strings.Contains(r.stderr, "in use") {
 		t.Errorf("an address in use: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestNetworkVM: a VM and a container on one user network fetch a page
+// from each other by name, the VM reaches the outside through NAT, and
+// its published port answers from the outside and from the host's
+// loopback, as a container's does.
+func TestNetworkVM(t *testing.T) {
+	needVM(t)
+	img := busybox(t)
+	l := newNetLab(t)
+	net1 := l.labNet()
+	ctr, vmName := "c"+l.host, "v"+l.host
+	l.run("--network", net1, "--name", ctr, img, httpdCmd(ctr)[0], httpdCmd(ctr)[1], httpdCmd(ctr)[2])
+	l.run("--vm", "--network", net1, "--name", vmName, "--network-alias", "vm-alias"+l.host, "-p", "8180:80", img,
+		httpdCmd(vmName)[0], httpdCmd(vmName)[1], httpdCmd(vmName)[2])
+	l.serveOutside(8003)
+
+	// The container fetches from the VM by name and by alias.
+	for _, name := range []string{vmName, "vm-alias" + l.host} {
+		var r result
+		for i := 0; i < 100; i++ { // until the guest's httpd listens
+			if r = l.berth("run", "--rm", "--network", net1, img, "wget", "-qO-", "http://"+name+"/"); r.code == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if r.code != 0 || !strings.Contains(r.stdout, "ok "+vmName) {
+			t.Errorf("container -> VM %s: exit %d, %q %q", name, r.code, r.stdout, r.stderr)
+		}
+	}
+	// A VM fetches from the container by name, and from the outside.
+	r := l.berth("run", "--rm", "--vm", "--network", net1, img, "sh", "-c",
+		"wget -qO- http://"+ctr+"/ && wget -qO- http://"+labOutsideIP+":8003/")
+	if r.code != 0 || !strings.Contains(r.stdout, "ok "+ctr) || !strings.Contains(r.stdout, "from "+labHostIP+":") {
+		t.Errorf("VM -> container and outside: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	for _, c := range []struct{ ns, url string }{{l.outside, "http://" + labHostIP + ":8180/"}, {l.host, "http://127.0.0.1:8180/"}} {
+		if body, err := l.get(c.ns, c.url); err != nil || !strings.Contains(body, "ok "+vmName) {
+			t.Errorf("GET %s from %s: %q, %v", c.url, c.ns, body, err)
+		}
+	}
+}
+
+// TestNetworkVMNothingLeft: a VM removed with rm -f, and one whose QEMU
+// is killed, leave no veth, DNAT element, claim or name.
+func TestNetworkVMNothingLeft(t *testing.T) {
+	needVM(t)
+	img := busybox(t)
+	l := newNetLab(t)
+	net1 := l.labNet()
+	l.must("run", "--rm", "--network", net1, img, "true")
+	before := l.state(net1)
+	id := l.run("--vm", "--network", net1, "-p", "8190:80", img, "sleep", "1000")
+	l.must("rm", "-f", id)
+	id = l.run("--vm", "--network", net1, "-p", "8191:80", img, "sleep", "1000")
+	var rec []struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(l.must("inspect", id)), &rec); err != nil || len(rec) != 1 || rec[0].Pid == 0 {
+		t.Fatalf("inspect: %v", err)
+	}
+	if p, err := os.FindProcess(rec[0].Pid); err == nil {
+		p.Kill() // QEMU crashes
+	}
+	waitFor(t, "the VM's end to be recorded", func() bool {
+		var st []struct {
+			Status string `json:"status"`
+		}
+		return json.Unmarshal([]byte(l.must("inspect", id)), &st) == nil && len(st) == 1 && st[0].Status == "stopped"
+	})
+	l.must("rm", id)
+	if after := l.state(net1); after != before {
+		t.Errorf("left behind:\nbefore %s\nafter  %s", before, after)
 	}
 }
