@@ -49,7 +49,8 @@ test-deps:
 	scripts/fetch-kernel.sh $(KERNEL_DIR)
 
 # The main job: import the demo image and run it both ways, as a
-# container and as a VM with its own kernel, side by side.
+# container and as a VM with its own kernel, side by side, each also
+# serving a page on a published port.
 demo: install
 	@for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
@@ -57,6 +58,7 @@ demo: install
 	scripts/demo-image.sh /tmp/berth-demo-oci
 	berth image import /tmp/berth-demo-oci --name demo
 	berth run --rm demo sh -c 'echo "hello from $$(hostname), pid $$$$, user $$(id -un), kernel $$(uname -r)"'
+	scripts/demo-network.sh demo
 	berth bench --image demo compare
 
 test: test-deps build
