@@ -184,7 +184,8 @@ func TestNetworkNothingLeft(t *testing.T) {
 		t.Errorf("left behind:\nbefore %s\nafter  %s", before, after)
 	}
 
-	// Many at once: while an instance holds an address, no other gets it.
+	// 200 create/remove cycles, four at once: while an instance holds an
+	// address, no other gets it.
 	var mu sync.Mutex
 	held := map[string]string{}
 	var wg sync.WaitGroup
@@ -192,7 +193,7 @@ func TestNetworkNothingLeft(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 10; i++ {
+			for i := 0; i < 50; i++ {
 				r := l.berth("run", "-d", "--network", net1, img, "sleep", "1000")
 				if r.code != 0 {
 					t.Errorf("run: %s", r.stderr)
@@ -217,7 +218,7 @@ func TestNetworkNothingLeft(t *testing.T) {
 	}
 	wg.Wait()
 	if after := l.state(net1); after != before {
-		t.Errorf("left behind after 40 cycles:\nbefore %s\nafter  %s", before, after)
+		t.Errorf("left behind after 200 cycles:\nbefore %s\nafter  %s", before, after)
 	}
 }
 
