@@ -79,7 +79,7 @@ func TestHelpShowsAliasesAndDefaults(t *testing.T) {
 	var b bytes.Buffer
 	writeHelp(&b, path)
 	help := strings.Join(strings.Fields(b.String()), " ")
-	for _, want := range []string{"-d, --detach", "-e, --env list", "--network string", "or host (default none)", "--memory", "--vm", "--log-opt"} {
+	for _, want := range []string{"-d, --detach", "-e, --env list", "--network string", "or host (default bridge)", "--memory", "--vm", "--log-opt"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("run's help lacks %q:\n%s", want, b.String())
 		}
@@ -163,7 +163,7 @@ func TestCompletions(t *testing.T) {
 		{[]string{"--root"}, "", []string{fileDirective}},
 		{[]string{"image"}, "i", []string{"import", "inspect"}},
 		{[]string{"run"}, "--me", []string{"--memory"}},
-		{[]string{"run", "-it", "--network"}, "", []string{"none", "host"}},
+		{[]string{"run", "-it", "--network"}, "", []string{"bridge", "none", "host"}},
 		{[]string{"run", "img"}, "--", nil}, // the command line of the instance
 		{[]string{"ps", "-a"}, "--f", []string{"--format"}},
 		{[]string{"bench"}, "c", []string{"compare", "ctr"}},

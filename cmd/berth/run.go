@@ -70,8 +70,9 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.BoolVar(&o.Tty, "tty", false, "allocate a terminal")
 	fs.BoolVar(&o.ReadOnly, "read-only", false, "mount the root file system read-only")
 	fs.BoolVar(&o.Init, "init", false, "run berth's init as PID 1 in front of the command: it reaps orphans and relays signals")
-	fs.StringVar(&f.network, "network", defaultNetwork(), "network: bridge (the default network), NAME (a user network), none (loopback only) or host")
-	fs.StringVar(&f.network, "net", defaultNetwork(), "network: same as --network")
+	const netUsage = "network: bridge (the default network), NAME (a user network), none (loopback only) or host"
+	fs.StringVar(&f.network, "network", defaultNetwork(), netUsage)
+	fs.StringVar(&f.network, "net", defaultNetwork(), netUsage)
 	fs.StringVar(&f.net.IP, "ip", "", "IPv4 address on a user network")
 	fs.StringVar(&f.net.MAC, "mac-address", "", "MAC address of eth0")
 	fs.Var((*listFlag)(&f.net.DNS), "dns", "name server for the instance")
