@@ -271,10 +271,19 @@ func (a *Attachment) Close() error {
 // Detach gives back what the record of instance in says it held on its
 // network, for an instance whose owner died without doing so (the
 // reconcile): its DNAT rules, its veth, its names and its address. The
-// loopback proxy and the resolver died with the owner.
+// loopback proxy and the resolver died with the owner. An owner that
+// died before recording where the instance was leaves no record of its
+// DNAT elements, but its names and address claim are found by the
+// instance's ID, and its veth went with the namespace.
 func Detach(root string, in *instance.Instance) error {
 	ep := in.Endpoint
-	if ep == nil {
+	netName := ""
+	switch {
+	case ep != nil:
+		netName = ep.Network
+	case in.Net.Attached():
+		netName = in.Net.Network
+	default:
 		return nil
 	}
 	st, err := Open(root)
@@ -283,29 +292,31 @@ func Detach(root string, in *instance.Instance) error {
 	}
 	defer st.Close()
 	var errs []error
-	ip, _ := netip.ParseAddr(ep.IP)
-	var dnat []firewall.Port
-	for _, p := range ep.Ports {
-		hip, _ := netip.ParseAddr(p.HostIP)
-		if hip.IsLoopback() {
-			continue
+	if ep != nil {
+		ip, _ := netip.ParseAddr(ep.IP)
+		var dnat []firewall.Port
+		for _, p := range ep.Ports {
+			hip, _ := netip.ParseAddr(p.HostIP)
+			if hip.IsLoopback() {
+				continue
+			}
+			if hip.IsUnspecified() {
+				hip = netip.Addr{}
+			}
+			dnat = append(dnat, firewall.Port{Proto: p.Proto, HostIP: hip, HostPort: p.HostPort, Addr: ip, Port: p.Port})
 		}
-		if hip.IsUnspecified() {
-			hip = netip.Addr{}
+		if len(dnat) > 0 {
+			if fw, err := st.firewall(); err != nil {
+				errs = append(errs, err)
+			} else {
+				errs = append(errs, fw.RemovePorts(dnat))
+			}
 		}
-		dnat = append(dnat, firewall.Port{Proto: p.Proto, HostIP: hip, HostPort: p.HostPort, Addr: ip, Port: p.Port})
+		errs = append(errs, Unwire(ep.HostVeth))
 	}
-	if len(dnat) > 0 {
-		if fw, err := st.firewall(); err != nil {
-			errs = append(errs, err)
-		} else {
-			errs = append(errs, fw.RemovePorts(dnat))
-		}
-	}
-	errs = append(errs, Unwire(ep.HostVeth))
-	if n, err := st.read(ep.Network); err == nil && n.ID == ep.NetworkID {
+	if n, err := st.read(netName); err == nil && (ep == nil || n.ID == ep.NetworkID) {
 		st.RemoveEntry(n, in.ID)
-		if ip.IsValid() {
+		if ip, ok := st.Holders(n)[in.ID]; ok {
 			st.Release(n, ip, in.ID)
 		}
 	}
