@@ -33,7 +33,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/miekg/dns"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // TTL is the time to live, in seconds, of the answers for the network's
@@ -224,7 +224,7 @@ func (s *Server) stopping() bool {
 // to forward to goroutines, as many as there are free slots.
 func (s *Server) readUDP() {
 	defer s.wg.Done()
-	buf := make([]byte, dns.MaxMsgSize)
+	buf := make([]byte, maxMsgSize)
 	for {
 		n, from, err := s.udp.ReadFrom(buf)
 		if err != nil {
@@ -245,27 +245,28 @@ func (s *Server) readUDP() {
 		if q == nil {
 			continue
 		}
-		if reply != nil {
-			s.writeUDP(reply, q, from)
-			continue
+		if reply == nil {
+			select {
+			case s.forwards <- struct{}{}:
+			default:
+				reply = failure(q, dnsmessage.RCodeServerFailure)
+			}
 		}
-		select {
-		case s.forwards <- struct{}{}:
-		default:
-			s.writeUDP(failure(q, dns.RcodeServerFailure), q, from)
+		if reply != nil {
+			s.writeUDP(pack(reply, q, false), from)
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer func() { <-s.forwards }()
-			s.writeUDP(s.forward(q, client, false), q, from)
+			s.writeUDP(s.forward(q, client, false), from)
 		}()
 	}
 }
 
-func (s *Server) writeUDP(reply, q *dns.Msg, to net.Addr) {
-	if b := pack(reply, q, false); b != nil {
+func (s *Server) writeUDP(b []byte, to net.Addr) {
+	if b != nil {
 		s.udp.WriteTo(b, to)
 	}
 }
@@ -319,9 +320,8 @@ func (s *Server) serveConn(c net.Conn) {
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		client = ta.AddrPort().Addr().Unmap()
 	}
-	conn := &dns.Conn{Conn: c}
 	for s.idleWait(c) {
-		b, err := conn.ReadMsgHeader(nil)
+		b, err := readMsg(c)
 		if err != nil {
 			return
 		}
@@ -329,15 +329,17 @@ func (s *Server) serveConn(c net.Conn) {
 		if q == nil {
 			return
 		}
-		if reply == nil {
-			reply = s.forward(q, client, true)
+		var out []byte
+		if reply != nil {
+			out = pack(reply, q, true)
+		} else {
+			out = s.forward(q, client, true)
 		}
-		out := pack(reply, q, true)
 		if out == nil {
 			return
 		}
 		c.SetWriteDeadline(time.Now().Add(tcpIdle))
-		if _, err := conn.Write(out); err != nil {
+		if writeMsg(c, out) != nil {
 			return
 		}
 	}

@@ -297,6 +297,22 @@ func TestReverse(t *testing.T) {
 	}
 }
 
+// TestReverseBadNames: names Reverse gives that cannot go on the wire
+// are left out, and the others still answered.
+func TestReverseBadNames(t *testing.T) {
+	s := serve(t, Config{Reverse: func(netip.Addr) []string {
+		return []string{"", ".", "a..b", strings.Repeat("x", 64) + ".example", strings.Repeat("abc.", 64), "db", "web.corp.example."}
+	}})
+	r := ask(t, s.Addr(), "udp", "4.0.89.10.in-addr.arpa.", dns.TypePTR, 0)
+	var got []string
+	for _, rr := range r.Answer {
+		got = append(got, rr.(*dns.PTR).Ptr)
+	}
+	if want := []string{"db.", "web.corp.example."}; r.Rcode != dns.RcodeSuccess || !slices.Equal(got, want) {
+		t.Errorf("PTR: %s %v, want %v", dns.RcodeToString[r.Rcode], got, want)
+	}
+}
+
 func TestReverseAddr(t *testing.T) {
 	v6, _ := dns.ReverseAddr("2001:db8::567:89ab")
 	for name, want := range map[string]string{
@@ -740,10 +756,12 @@ func FuzzHandle(f *testing.F) {
 		if q == nil {
 			return
 		}
-		if reply == nil {
-			reply = s.forward(q, netip.MustParseAddr("127.0.0.1"), overTCP) // no upstreams: REFUSED
+		var out []byte
+		if reply != nil {
+			out = pack(reply, q, overTCP)
+		} else {
+			out = s.forward(q, netip.MustParseAddr("127.0.0.1"), overTCP) // no upstreams: REFUSED
 		}
-		out := pack(reply, q, overTCP)
 		if out == nil {
 			return
 		}
@@ -751,13 +769,10 @@ func FuzzHandle(f *testing.F) {
 		if err := r.Unpack(out); err != nil {
 			t.Fatalf("reply does not unpack: %v", err)
 		}
-		if !r.Response || r.Id != q.Id {
-			t.Fatalf("reply %v to query ID %d", r, q.Id)
+		if !r.Response || r.Id != q.header.ID {
+			t.Fatalf("reply %v to query ID %d", r, q.header.ID)
 		}
-		limit := dns.MinMsgSize
-		if opt := q.IsEdns0(); opt != nil {
-			limit = max(limit, int(opt.UDPSize()))
-		}
+		limit := max(dns.MinMsgSize, q.udpSize)
 		if !overTCP && len(out) > limit {
 			t.Fatalf("UDP reply of %d bytes to a client that takes %d", len(out), limit)
 		}
