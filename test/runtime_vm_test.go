@@ -396,7 +396,7 @@ func TestDockerVM(t *testing.T) {
 	archive := rtArchive(t)
 
 	runtimes := fmt.Sprintf(`{"runtimes": {"berth": {"path": %q}, "berth-vm": {"path": %q, "runtimeArgs": ["--isolation=vm"]}}}`, rt, rt)
-	dk, dir := startDockerd(t, dockerd, docker, "dkv-", runtimes, archive)
+	dk, dir := startDockerd(t, dockerd, docker, "dkv-", runtimes, archive, "")
 	var ids []string
 	// run runs docker run --rm with flags (before the image) and args.
 	run := func(flags []string, args ...string) result {
