@@ -30,16 +30,6 @@ type netRow struct {
 
 var netRows = []netRow{{"container", false}, {"vm", true}}
 
-// vmRuntime is a berth-runtime-vm symlink to rt in a fresh directory.
-func vmRuntime(t *testing.T, rt string) string {
-	t.Helper()
-	vmrt := filepath.Join(t.TempDir(), "berth-runtime-vm")
-	if err := os.Symlink(rt, vmrt); err != nil {
-		t.Fatal(err)
-	}
-	return vmrt
-}
-
 // inRow is the lab with t as its test, for helpers called by a subtest.
 func (l *netLab) inRow(t *testing.T) *netLab {
 	c := *l
