@@ -67,17 +67,19 @@ type daemon struct {
 	done chan struct{}
 }
 
-// startDaemon starts name with args, its output in dir/daemon.log, and
-// polls ready until it answers. The daemon is stopped (SIGTERM, then
-// SIGKILL) at the end of the test.
-func startDaemon(t *testing.T, dir, name string, ready func() bool, args ...string) *daemon {
+// startDaemon starts name with args, through the command prefix if any
+// (nsenter into a test's network namespace), its output in
+// dir/daemon.log, and polls ready until it answers. The daemon is
+// stopped (SIGTERM, then SIGKILL) at the end of the test.
+func startDaemon(t *testing.T, dir string, prefix []string, name string, ready func() bool, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{log: filepath.Join(dir, "daemon.log"), done: make(chan struct{})}
 	logf, err := os.Create(d.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(name, args...)
+	argv := append(append(append([]string{}, prefix...), name), args...)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := d.cmd.Start(); err != nil {
@@ -176,7 +178,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		t.Fatal(err)
 	}
 	c := func(args ...string) []string { return append([]string{"-a", sock, "-n", ns}, args...) }
-	d := startDaemon(t, dir, containerd, func() bool {
+	d := startDaemon(t, dir, nil, containerd, func() bool {
 		return exec.Command(ctr, c("version")...).Run() == nil
 	}, "--config", filepath.Join(dir, "config.toml"))
 	// Registered after the daemon's stop, so it runs first.
@@ -261,12 +263,15 @@ func TestContainerdWithBerthRuntime(t *testing.T) {
 }
 
 // startDockerd starts a dockerd of the test's own (data root, exec root,
-// socket and pid file in a fresh directory; no bridge, no iptables) with
-// daemonJSON as its configuration and the test image loaded. It returns
-// docker's global flags for it prepended to a command, and the daemon's
-// directory. When the test
-// ends, whatever containers are left are removed before the daemon stops.
-func startDockerd(t *testing.T, dockerd, docker, prefix, daemonJSON, archive string) (func(args ...string) []string, string) {
+// socket and pid file in a fresh directory) with daemonJSON as its
+// configuration and the test image loaded. With netns "" it has no
+// bridge and no iptables; with the name of a network namespace under
+// /run/netns it runs there (nsenter) with its default bridge, iptables
+// rules and docker-proxy, all of which stay in that namespace. It
+// returns docker's global flags for it prepended to a command, and the
+// daemon's directory. When the test ends, whatever containers are left
+// are removed before the daemon stops.
+func startDockerd(t *testing.T, dockerd, docker, prefix, daemonJSON, archive, netns string) (func(args ...string) []string, string) {
 	t.Helper()
 	dir := daemonDir(t, prefix, "docker")
 	sock := "unix://" + filepath.Join(dir, "d.sock")
@@ -275,10 +280,17 @@ func startDockerd(t *testing.T, dockerd, docker, prefix, daemonJSON, archive str
 		t.Fatal(err)
 	}
 	dk := func(args ...string) []string { return append([]string{"-H", sock}, args...) }
-	d := startDaemon(t, dir, dockerd, func() bool {
+	args := []string{"--config-file", cfg, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
+		"-H", sock, "--pidfile", filepath.Join(dir, "d.pid")}
+	var via []string
+	if netns == "" {
+		args = append(args, "--bridge", "none", "--iptables=false", "--ip-masq=false")
+	} else {
+		via = []string{"nsenter", "--net=/run/netns/" + netns}
+	}
+	d := startDaemon(t, dir, via, dockerd, func() bool {
 		return exec.Command(docker, dk("version")...).Run() == nil
-	}, "--config-file", cfg, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
-		"-H", sock, "--pidfile", filepath.Join(dir, "d.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false")
+	}, args...)
 	// Registered after the daemon's stop, so it runs first.
 	t.Cleanup(func() {
 		out, _ := exec.Command(docker, dk("ps", "-aq", "--no-trunc")...).Output()
@@ -306,7 +318,7 @@ func TestDockerWithBerthRuntime(t *testing.T) {
 	rt := berthRuntime(t)
 	archive := rtArchive(t)
 
-	dk, _ := startDockerd(t, dockerd, docker, "dk-", fmt.Sprintf(`{"runtimes": {"berth": {"path": %q}}}`, rt), archive)
+	dk, _ := startDockerd(t, dockerd, docker, "dk-", fmt.Sprintf(`{"runtimes": {"berth": {"path": %q}}}`, rt), archive, "")
 	run := func(args ...string) result {
 		return runCmd(t, nil, docker, dk(append([]string{"run", "--rm", "--runtime", "berth", rtImage}, args...)...)...)
 	}

@@ -82,6 +82,18 @@ func checkNoVMLeftovers(t *testing.T, id, stateDir string) {
 	}
 }
 
+// vmRuntime is a berth-runtime-vm symlink to rt in a fresh directory:
+// called by that name (as make install links it, for engines that take
+// a binary but no flags), berth-runtime runs every bundle as a VM.
+func vmRuntime(t *testing.T, rt string) string {
+	t.Helper()
+	vmrt := filepath.Join(t.TempDir(), "berth-runtime-vm")
+	if err := os.Symlink(rt, vmrt); err != nil {
+		t.Fatal(err)
+	}
+	return vmrt
+}
+
 func vmBundle(t *testing.T, rt string, edit func(spec map[string]any), args ...string) string {
 	return busyboxBundle(t, rt, func(spec map[string]any) {
 		spec["annotations"] = map[string]string{"io.berth.isolation": "vm"}
@@ -255,10 +267,7 @@ func TestRuntimeVMRunAndFaults(t *testing.T) {
 	// Called as berth-runtime-vm (the symlink make install adds, for
 	// engines that take a binary but no flags), it runs a bundle without
 	// the annotation as a VM; so does --isolation=vm (the docker tests).
-	vmrt := filepath.Join(t.TempDir(), "berth-runtime-vm")
-	if err := os.Symlink(rt, vmrt); err != nil {
-		t.Fatal(err)
-	}
+	vmrt := vmRuntime(t, rt)
 	// The workload is its guest container's PID 1, as runc makes it:
 	// its own SIGKILL does not end it.
 	plain := busyboxBundle(t, rt, nil, "sh", "-c", "uname -r; kill -KILL $$; exit 4")
@@ -396,7 +405,7 @@ func TestDockerVM(t *testing.T) {
 	archive := rtArchive(t)
 
 	runtimes := fmt.Sprintf(`{"runtimes": {"berth": {"path": %q}, "berth-vm": {"path": %q, "runtimeArgs": ["--isolation=vm"]}}}`, rt, rt)
-	dk, dir := startDockerd(t, dockerd, docker, "dkv-", runtimes, archive)
+	dk, dir := startDockerd(t, dockerd, docker, "dkv-", runtimes, archive, "")
 	var ids []string
 	// run runs docker run --rm with flags (before the image) and args.
 	run := func(flags []string, args ...string) result {

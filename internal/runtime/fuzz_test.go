@@ -48,7 +48,7 @@ func FuzzBundleConfig(f *testing.F) {
 		for _, point := range []string{HookPrestart, HookCreateRuntime, HookCreateContainer, HookStartContainer, HookPoststart, HookPoststop} {
 			hooksOf(spec, point)
 		}
-		netnsPath(spec)
+		netNamespace(spec)
 		if err := checkSpec(spec); err != nil {
 			oneLine(t, err)
 			return

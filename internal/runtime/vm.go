@@ -8,9 +8,10 @@ package runtime
 // container's init is. It waits for start on start.sock, boots the guest
 // and runs the workload in it, relays the signals it gets and the stdio it
 // was given, and exits with the workload's status (128+N for signal N).
-// QEMU dies with it (PDEATHSIG). A bundle that names a network namespace
-// (dockerd's, containerd's CNI) has the owner and QEMU run there, and the
-// guest takes over its eth0 (vm.Network). The owner, QEMU and virtiofsd live in
+// QEMU dies with it (PDEATHSIG). The owner and QEMU run in the bundle's
+// network namespace, the one it names (containerd's CNI) or a new one
+// (dockerd's bridge: its prestart hook moves eth0 into the owner's), and
+// the guest takes over its eth0 (vm.Network). The owner, QEMU and virtiofsd live in
 // the spec's cgroup, without limits (the guest enforces them). Besides
 // the container's files, the state directory holds:
 //
@@ -185,7 +186,7 @@ func (st *Store) createVM(o CreateOptions, bundle string, spec *specs.Spec) (_ *
 		}()
 		stdio = []*os.File{slave, slave, slave}
 	}
-	pid, err := startOwner(dir, listener, stdio, spec.Process.Terminal, netnsPath(spec))
+	pid, err := startOwner(dir, listener, stdio, spec.Process.Terminal, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -266,27 +267,31 @@ func hostTerminal(size *specs.Box) (master, slave *os.File, err error) {
 	return master, slave, nil
 }
 
-// netnsPath is the network namespace the spec names by path (dockerd's),
-// or "".
-func netnsPath(spec *specs.Spec) string {
+// netNamespace is the spec's network namespace: ok when the spec asks
+// for one; path is the namespace to join (CNI's, dockerd's for
+// --network container:), or "" for a new one (dockerd's bridge, whose
+// prestart hook puts eth0 in the namespace of the pid it is given).
+func netNamespace(spec *specs.Spec) (path string, ok bool) {
 	if spec.Linux == nil {
-		return ""
+		return "", false
 	}
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
-			return ns.Path
+			return ns.Path, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // startOwner starts the VM owner for state directory dir with stdio as
 // its fds 0-2 (a terminal's slave becomes its controlling terminal, so
 // resizes reach it as SIGWINCH), the sync pipe as fd 3 and the start
-// listener as fd 4, and waits until it is ready. With netns it starts in
-// that network namespace (entered on a thread of its own), so the pid
-// names the container's network as a container's would.
-func startOwner(dir string, listener *os.File, stdio []*os.File, terminal bool, netns string) (int, error) {
+// listener as fd 4, and waits until it is ready. It starts in the
+// spec's network namespace, as a container's init would, so that its pid
+// names the container's network to hooks and engines: netns (entered on
+// a thread of its own) when the spec names one, a new one when the spec
+// asks for one without a path, the caller's otherwise.
+func startOwner(dir string, listener *os.File, stdio []*os.File, terminal bool, spec *specs.Spec) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -298,6 +303,10 @@ func startOwner(dir string, listener *os.File, stdio []*os.File, terminal bool, 
 	setStdio(cmd, stdio)
 	cmd.ExtraFiles = []*os.File{w, listener}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: terminal}
+	netns, ok := netNamespace(spec)
+	if ok && netns == "" {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
 	err = startIn(cmd, netns)
 	w.Close()
 	if err != nil {

@@ -100,9 +100,10 @@ func RunVMOwner(args []string) int {
 		}
 	}
 	rc := vm.RunConfig{ID: rec.ID, Dir: rec.Work, Spec: rec.Spec, Layers: rec.Layers, Guest: rec.Guest}
-	if netnsPath(rec.Spec) != "" {
-		// The owner runs in the namespace the spec names (dockerd's,
-		// CNI's): the guest takes over its eth0, if it has one.
+	if _, ok := netNamespace(rec.Spec); ok {
+		// The owner runs in the spec's network namespace, the one it
+		// names (CNI's) or a new one (whose eth0 dockerd's prestart
+		// hook put there): the guest takes over its eth0, if it has one.
 		rc.Network = &vm.Network{}
 	}
 	m, err := vm.Boot(context.Background(), rc, stdio)
