@@ -75,6 +75,9 @@ func guestSpec(p *agent.Process, srcs map[string]string) *specs.Spec {
 	}
 	lin.CgroupsPath = ""
 	s.Linux = &lin
+	// Hooks are the host's (berth-runtime runs them there); the guest
+	// has none of their programs.
+	s.Hooks = nil
 	// A spec whose mounts the host took out (berth-runtime keeps only its
 	// binds for a guest) gets berth's standard ones in front.
 	var mounts []specs.Mount
@@ -146,8 +149,28 @@ func mountShares(p *agent.Process) (map[string]string, error) {
 		}
 		srcs[path.Clean(m.Target)] = dir
 	}
+	if len(p.Files) > 0 {
+		if err := os.MkdirAll(filesDir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	for i, f := range p.Files {
+		if !path.IsAbs(f.Target) {
+			return nil, fmt.Errorf("file target %q must be an absolute path: %w", f.Target, errdefs.ErrInvalid)
+		}
+		name := filepath.Join(filesDir, strconv.Itoa(i))
+		if err := os.WriteFile(name, f.Data, os.FileMode(f.Mode&0o7777)); err != nil {
+			return nil, fmt.Errorf("file %s: %w", f.Target, err)
+		}
+		srcs[path.Clean(f.Target)] = name
+	}
 	return srcs, nil
 }
+
+// filesDir holds the copies of the host files the spec binds in
+// (agent.File), in the agent's own root, out of the workload's view but
+// for the binds.
+const filesDir = stageDir + "/files"
 
 // engineProc is what the engine started: the workload (a
 // *container.Container) or an exec (*container.Process).
@@ -188,7 +211,7 @@ func (g *guest) runWorkload(p *agent.Process, srcs map[string]string) (agent.Tas
 	restore := defaultUncaught()
 	c, err := container.Run(context.Background(), &container.Config{
 		ID: spec.Hostname, Spec: spec, Dir: ctrDir, CgroupPath: workloadCgroup, KeepInit: keep, Init: pre,
-		CgroupMade: &g.cgMade,
+		CgroupMade: &g.cgMade, CreateHooks: netHook(p.Net),
 	}, stdio)
 	if pre != nil && stdio != g.preStdio {
 		closeStdio(g.preStdio)

@@ -93,8 +93,9 @@ import (
 // different version refuse each other at the handshake. Version 2 added
 // the clock and entropy to the host's hello, version 3 the Query and
 // Answer messages, version 4 the OCI spec of Run and the OCI process of
-// Exec (the guest runs them through berth's container engine).
-const Version = 4
+// Exec (the guest runs them through berth's container engine), version 5
+// the network card and the copied files of Run (Process.Net, Files).
+const Version = 5
 
 // SeedSize is how many bytes of entropy the host's hello carries.
 const SeedSize = 32
@@ -189,6 +190,15 @@ type Process struct {
 	// the root and bound in), in the workload cgroup. Without it the
 	// request is refused.
 	Spec *specs.Spec `json:"spec,omitempty"`
+	// Files are host files bind-mounted into the root (the network
+	// layer's /etc/hosts, /etc/resolv.conf, /etc/hostname, as Docker
+	// binds them), carried as copies: virtio-fs shares directories only
+	// (Run only). The spec's bind mount at a file's Target takes it as
+	// its source.
+	Files []File `json:"files,omitempty"`
+	// Net configures the guest's network card for the workload (Run
+	// only); nil for none.
+	Net *Net `json:"net,omitempty"`
 	// OCI is the OCI form of an Exec's process (capabilities,
 	// no_new_privs, rlimits, user), which joins the workload's
 	// namespaces and cgroup; the fields above are its summary.
@@ -261,6 +271,45 @@ type Mount struct {
 	// Target is the absolute path inside the root; it is created if missing.
 	Target   string `json:"target"`
 	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Net is the guest's network card as the workload sees it: what the host
+// read from the eth0 the VM took over (internal/vm). The agent gives the
+// card (the guest's one virtio-net device) this MAC (a clone of a
+// template has the template's), MTU, addresses and routes, in the
+// workload's network namespace, as eth0, before the workload starts.
+type Net struct {
+	// MAC is eth0's Ethernet address, 02:00:...
+	MAC string `json:"mac"`
+	// MTU is eth0's; 0 leaves the card's.
+	MTU int `json:"mtu,omitempty"`
+	// Addrs are eth0's IPv4 addresses with their prefix ("10.213.77.2/24").
+	Addrs []string `json:"addrs,omitempty"`
+	// Gateway is the default route's next hop, "" for none.
+	Gateway string `json:"gateway,omitempty"`
+	// Routes are eth0's other routes, beyond the addresses' subnets.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// File is a copy of a host file that the workload's spec binds in.
+type File struct {
+	// Target is the bind mount's destination.
+	Target string `json:"target"`
+	// Mode is the file's permission bits.
+	Mode uint32 `json:"mode"`
+	Data []byte `json:"data"`
+}
+
+// MaxFile bounds the size of one File, so that a Run request fits a
+// frame (MaxPayload).
+const MaxFile = 64 << 10
+
+// Route is one route of the guest's card.
+type Route struct {
+	// Dst is the destination with its prefix ("192.0.2.0/24").
+	Dst string `json:"dst"`
+	// Via is the next hop, "" for a destination on the link.
+	Via string `json:"via,omitempty"`
 }
 
 // ExitStatus is how a process ended: Code is its exit code, or 128+Signal

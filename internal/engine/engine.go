@@ -97,8 +97,9 @@ type Config struct {
 	Kernel, Root string
 	// Network, when not nil, wires the instance's network namespace (its
 	// path given) before the workload runs: berth's network layer puts
-	// eth0 there. A container's processes live in that namespace; a
-	// VM's QEMU runs there and gives eth0 to its guest.
+	// eth0 there, addressed and routed. A container's processes live in
+	// that namespace; a VM's QEMU runs there and gives eth0 to its guest
+	// (see vm.Network.Attach). nil: no network (`--network none`).
 	Network func(netns string) error
 }
 

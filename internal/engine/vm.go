@@ -56,7 +56,11 @@ func (vms) Start(ctx context.Context, cfg Config, stdio Stdio) (Running, error) 
 	if stdio.Stderr != nil {
 		as.Stderr = stdio.Stderr
 	}
-	m, err := vm.Boot(ctx, vm.RunConfig{ID: cfg.ID, Dir: cfg.Dir, Spec: cfg.Spec, Layers: layers, Guest: guest, Cgroup: cfg.Cgroup}, as)
+	rc := vm.RunConfig{ID: cfg.ID, Dir: cfg.Dir, Spec: cfg.Spec, Layers: layers, Guest: guest, Cgroup: cfg.Cgroup}
+	if cfg.Network != nil {
+		rc.Network = &vm.Network{Attach: cfg.Network}
+	}
+	m, err := vm.Boot(ctx, rc, as)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,9 @@ package runtime
 // container's init is. It waits for start on start.sock, boots the guest
 // and runs the workload in it, relays the signals it gets and the stdio it
 // was given, and exits with the workload's status (128+N for signal N).
-// QEMU dies with it (PDEATHSIG). The owner, QEMU and virtiofsd live in
+// QEMU dies with it (PDEATHSIG). A bundle that names a network namespace
+// (dockerd's, containerd's CNI) has the owner and QEMU run there, and the
+// guest takes over its eth0 (vm.Network). The owner, QEMU and virtiofsd live in
 // the spec's cgroup, without limits (the guest enforces them). Besides
 // the container's files, the state directory holds:
 //

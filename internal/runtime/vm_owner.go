@@ -99,9 +99,13 @@ func RunVMOwner(args []string) int {
 			rec.Spec.Process.ConsoleSize = b
 		}
 	}
-	m, err := vm.Boot(context.Background(), vm.RunConfig{
-		ID: rec.ID, Dir: rec.Work, Spec: rec.Spec, Layers: rec.Layers, Guest: rec.Guest,
-	}, stdio)
+	rc := vm.RunConfig{ID: rec.ID, Dir: rec.Work, Spec: rec.Spec, Layers: rec.Layers, Guest: rec.Guest}
+	if netnsPath(rec.Spec) != "" {
+		// The owner runs in the namespace the spec names (dockerd's,
+		// CNI's): the guest takes over its eth0, if it has one.
+		rc.Network = &vm.Network{}
+	}
+	m, err := vm.Boot(context.Background(), rc, stdio)
 	if err != nil {
 		answer("error " + strings.ReplaceAll(err.Error(), "\n", "; "))
 		var se *vm.StartError

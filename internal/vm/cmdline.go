@@ -78,6 +78,22 @@ type Config struct {
 	// QEMU and virtiofsd start in; it must exist. "" leaves them in
 	// berth's.
 	Cgroup string
+
+	// NIC, when not nil, gives the guest a virtio-net card.
+	NIC *NIC
+	// NetNS is the network namespace QEMU starts in (the one whose eth0
+	// its card took over, see Network); nil for the caller's.
+	NetNS *os.File
+}
+
+// NIC is the guest's network card: a virtio-net device on a tap.
+type NIC struct {
+	// MAC is the card's Ethernet address; "" leaves QEMU's default (a
+	// template's guest: its clones get theirs from the agent).
+	MAC string
+	// Tap is the tap's queue QEMU sends and receives the card's frames
+	// through; nil for a card without a peer (a template's guest).
+	Tap *os.File
 }
 
 // Qboot is where Debian's qemu-system-data installs qboot, a minimal
@@ -122,8 +138,17 @@ const (
 	// Then the disks (diskFDs): each layer read-only, and the scratch
 	// disk read-write and read-only in one fd set, from which QEMU,
 	// chrooted, takes the mode it reopens the disk with (it does when a
-	// template is saved or restored).
+	// template is saved or restored). Then the NIC's tap (tapFD).
 )
+
+// tapFD is the descriptor of cfg's tap, after the disks.
+func tapFD(cfg Config) int {
+	fd := diskFDs(cfg) + len(cfg.Layers)
+	if cfg.Scratch != "" {
+		fd += 2
+	}
+	return fd
+}
 
 // diskFDs is the first descriptor of cfg's disks, after the shares or
 // the template's state.
@@ -279,6 +304,21 @@ func CommandLine(cfg Config) []string {
 		a = append(a,
 			"-chardev", "socket,id="+id+",fd="+strconv.Itoa(fdShare0+i),
 			"-device", "vhost-user-fs-pci,chardev="+id+",tag="+escape(s.Tag))
+	}
+	if n := cfg.NIC; n != nil {
+		// No option ROM: the guest boots from -kernel, and a ROM would
+		// be one more RAM block for a template's state to carry.
+		dev := "virtio-net-pci,id=nic0,romfile="
+		if n.Tap != nil {
+			// vhost off: it needs /dev/vhost-net, which QEMU could
+			// not open chrooted (and some hosts lack).
+			a = append(a, "-netdev", "tap,id=net0,vhost=off,fd="+strconv.Itoa(tapFD(cfg)))
+			dev += ",netdev=net0"
+		}
+		if n.MAC != "" {
+			dev += ",mac=" + n.MAC
+		}
+		a = append(a, "-device", dev)
 	}
 	return a
 }

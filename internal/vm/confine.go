@@ -119,47 +119,76 @@ func HostResourcesOf(spec *specs.Spec, accel Accel, extraMiB int) cgroups.Resour
 // clone3's CLONE_INTO_CGROUP on v2; on v1, forked from a thread that
 // moved there alone for the fork (cgroups.ThreadFiles), which spares the
 // wait for an RCU grace period that moving the process after would cost
-// in each controller.
-func startIn(cmd *exec.Cmd, path string) error {
-	if path == "" {
+// in each controller. With netns (not nil) cmd starts in that network
+// namespace, forked from a thread that entered it and goes back to its
+// own before it is handed back: cmd's parent-death signal is the
+// forking thread's, which must live on.
+func startIn(cmd *exec.Cmd, path string, netns *os.File) error {
+	var t *cgroups.ThreadFiles
+	if path != "" {
+		cg, err := cgroups.New(path)
+		if err != nil {
+			return err
+		}
+		fd, v2, err := cg.FD()
+		if err != nil {
+			return err
+		}
+		if v2 {
+			defer unix.Close(fd)
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = fd
+		} else {
+			if t, err = cg.ThreadFiles(); err != nil {
+				return err
+			}
+			defer t.Close()
+		}
+	}
+	if t == nil && netns == nil {
 		return cmd.Start()
 	}
-	cg, err := cgroups.New(path)
-	if err != nil {
-		return err
-	}
-	fd, v2, err := cg.FD()
-	if err != nil {
-		return err
-	}
-	if v2 {
-		defer unix.Close(fd)
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = fd
-		return cmd.Start()
-	}
-	t, err := cg.ThreadFiles()
-	if err != nil {
-		return err
-	}
-	defer t.Close()
 	done := make(chan error, 1)
 	go func() {
-		// A thread that could not move back stays locked: it ends
-		// with this goroutine.
 		runtime.LockOSThread()
-		if err := cgroups.Move(t.Join); err != nil {
-			if cgroups.Move(t.Leave) == nil {
+		var home *os.File // this thread's own namespace
+		if netns != nil {
+			var err error
+			if home, err = os.Open("/proc/thread-self/ns/net"); err != nil {
+				done <- err
 				runtime.UnlockOSThread()
+				return
 			}
-			done <- fmt.Errorf("cgroup %s: %w", path, err)
-			return
+			defer home.Close()
 		}
-		err := cmd.Start()
-		if cgroups.Move(t.Leave) == nil {
+		// A thread that cannot be put back as it was stays locked; it
+		// must still outlive cmd (see above), so it parks for good:
+		// one thread lost to a failure that should never happen.
+		leave := func(err error) {
+			ok := t == nil || cgroups.Move(t.Leave) == nil
+			if netns != nil && unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) != nil {
+				ok = false
+			}
+			done <- err
+			if !ok {
+				select {}
+			}
 			runtime.UnlockOSThread()
 		}
-		done <- err
+		if netns != nil {
+			if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
+				done <- fmt.Errorf("enter the network namespace: %w", err)
+				runtime.UnlockOSThread()
+				return
+			}
+		}
+		if t != nil {
+			if err := cgroups.Move(t.Join); err != nil {
+				leave(fmt.Errorf("cgroup %s: %w", path, err))
+				return
+			}
+		}
+		leave(cmd.Start())
 	}()
 	return <-done
 }

@@ -40,6 +40,11 @@ type RunConfig struct {
 	// Cgroup is the host cgroup QEMU and virtiofsd run in, "" for
 	// none: Boot makes it with HostResources and Destroy removes it.
 	Cgroup string
+	// Network, when not nil, gives the guest the network of the
+	// namespace QEMU runs in (see Network): its eth0, taken over, or no
+	// card when it has none. nil: no card, and QEMU runs in the
+	// caller's namespace (`--network none`, which costs nothing more).
+	Network *Network
 }
 
 // AnnotationBootTimeout, in the spec's annotations, bounds the wait for
@@ -185,9 +190,19 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 	if rc.BootTimeout, err = rc.bootTimeout(); err != nil {
 		return nil, err
 	}
+	var hn *hostNet
+	if rc.Network != nil {
+		if hn, err = takeOver(rc.ID, rc.Network); err != nil {
+			return nil, err
+		}
+		// QEMU has the tap and the namespace once it runs.
+		defer hn.Close()
+		proc.Net = hn.cfg
+		trace("network ready")
+	}
 	guest := rc.Guest
 	if guest.Modules == nil {
-		guest.Modules = guestModules(guest.Transport, len(shares) > 0)
+		guest.Modules = guestModules(guest.Transport, len(shares) > 0, proc.Net != nil)
 	}
 	trace("boot")
 	initrd, err := Initramfs(guest)
@@ -231,6 +246,12 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 		QEMUVersion: rc.Guest.QEMUVersion,
 		Virtiofsd:   rc.Guest.Virtiofsd,
 		Append:      appendArgs,
+	}
+	if hn != nil {
+		cfg.NetNS = hn.ns
+		if hn.cfg != nil {
+			cfg.NIC = &NIC{MAC: hn.cfg.MAC, Tap: hn.tap}
+		}
 	}
 	m := &Machine{cfg: rc, killed: make(chan struct{})}
 	defer func() {
@@ -283,13 +304,16 @@ func Boot(ctx context.Context, rc RunConfig, stdio agent.Stdio) (_ *Machine, err
 
 // guestModules are the kernel modules a guest's initramfs carries (with
 // what they depend on). Each costs guest kernel time, which software
-// emulation makes dear: only what the guest uses (no network card yet),
-// and of the agent's channels only the one in use.
-func guestModules(t Transport, shares bool) []string {
+// emulation makes dear: only what the guest uses (virtio_net only with
+// a network card), and of the agent's channels only the one in use.
+func guestModules(t Transport, shares, nic bool) []string {
 	mods := append([]string{"virtio_pci", "virtio_blk"}, TransportModules(t)...)
 	mods = append(mods, "overlay", "erofs")
 	if shares {
 		mods = append(mods, "virtiofs")
+	}
+	if nic {
+		mods = append(mods, "virtio_net")
 	}
 	return mods
 }
@@ -407,9 +431,24 @@ func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error
 		}
 	}
 	var shares []Share
+	var filesSize int
 	for _, mnt := range rc.Spec.Mounts {
 		if mnt.Type != "bind" {
 			continue // proc, dev, sys and the like: the agent makes its own
+		}
+		if fi, err := os.Stat(mnt.Source); err == nil && fi.Mode().IsRegular() {
+			// A file: virtio-fs shares directories only. Copied in
+			// the run request, so that the guest's disks (and its
+			// template) stay the image's.
+			f, err := copyFile(mnt.Source, mnt.Destination, fi)
+			if err != nil {
+				return nil, nil, fmt.Errorf("vm %s: %w", rc.ID, err)
+			}
+			if filesSize += len(f.Data); filesSize > agent.MaxPayload/2 {
+				return nil, nil, fmt.Errorf("vm %s: files bind-mounted into a VM take more than %d KiB in all: share their directories instead: %w", rc.ID, agent.MaxPayload/2>>10, errdefs.ErrInvalid)
+			}
+			p.Files = append(p.Files, f)
+			continue
 		}
 		ro := false
 		for _, o := range mnt.Options {
@@ -422,6 +461,21 @@ func guestProcess(rc RunConfig, layers []string) (*agent.Process, []Share, error
 		p.Mounts = append(p.Mounts, agent.Mount{Source: tag, Type: "virtiofs", Target: mnt.Destination, ReadOnly: ro})
 	}
 	return p, shares, nil
+}
+
+// copyFile reads the host file src, bind-mounted at dst, for the guest.
+func copyFile(src, dst string, fi os.FileInfo) (agent.File, error) {
+	if fi.Size() > agent.MaxFile {
+		return agent.File{}, fmt.Errorf("mount %s: file %s is larger than %d KiB, the most a VM takes a file bind-mounted: share its directory instead: %w", dst, src, agent.MaxFile>>10, errdefs.ErrInvalid)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return agent.File{}, fmt.Errorf("mount %s: %w", dst, err)
+	}
+	if len(b) > agent.MaxFile {
+		return agent.File{}, fmt.Errorf("mount %s: file %s grew past %d KiB: %w", dst, src, agent.MaxFile>>10, errdefs.ErrInvalid)
+	}
+	return agent.File{Target: dst, Mode: uint32(fi.Mode().Perm()), Data: b}, nil
 }
 
 // ProcessOf is the agent's form of an OCI process.

@@ -72,6 +72,7 @@ func templateKey(cfg Config) (string, error) {
 		n.Scratch = "/template/scratch"
 	}
 	n.RAMFile, n.RAMPrivate, n.SaveTo, n.RestoreFrom = "", false, "", ""
+	n.NIC, n.NetNS = templateNIC(cfg.NIC), nil
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%q\n", templateFormat, CommandLine(n))
 	// Files are known by path, size, inode and modification time (a
@@ -221,6 +222,7 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 	t.ConsoleLog = filepath.Join(dir, "console.log")
 	t.RAMFile, t.RAMPrivate = filepath.Join(dir, templateRAM), false
 	t.SaveTo, t.RestoreFrom = filepath.Join(dir, templateState), ""
+	t.NIC = templateNIC(cfg.NIC)
 	// The agent opens its port once its modules and cgroups are ready
 	// and it has mounted the root's disks (by serial, as Boot's run
 	// request names them).
@@ -277,6 +279,22 @@ func saveTemplate(ctx context.Context, cfg Config, dir string, wait time.Duratio
 		}
 	}
 	return nil
+}
+
+// templateNIC is the network card of the template of a VM with nic:
+// none for none, else one without a peer or an address of its own.
+// Templates are keyed by whether the VM has a card, so that one without
+// (--network none) starts as it did before VMs had any. A clone's card
+// is joined to its tap by QEMU's command line (the device's peer is not
+// part of the saved state), and the agent gives it the clone's MAC,
+// since the saved state holds the template's. A card saved without a
+// peer negotiated no offloads with the guest; restored on a tap that
+// offers them, it simply does not use them.
+func templateNIC(nic *NIC) *NIC {
+	if nic == nil {
+		return nil
+	}
+	return &NIC{}
 }
 
 // templateError is a template that could not be saved although its guest

@@ -116,7 +116,7 @@ func TestGuestModulesVsock(t *testing.T) {
 		t        Transport
 		has, not string
 	}{{TransportVsock, "vmw_vsock_virtio_transport", "virtio_console"}, {TransportSerial, "virtio_console", "vmw_vsock_virtio_transport"}, {"", "virtio_console", "vmw_vsock_virtio_transport"}} {
-		mods := guestModules(tc.t, true)
+		mods := guestModules(tc.t, true, false)
 		if !slices.Contains(mods, tc.has) || slices.Contains(mods, tc.not) || !slices.Contains(mods, "virtiofs") {
 			t.Errorf("%q: modules %v", tc.t, mods)
 		}
@@ -133,7 +133,7 @@ func TestGuestModulesVsock(t *testing.T) {
 	}
 	agentBin := filepath.Join(t.TempDir(), "agent")
 	os.WriteFile(agentBin, []byte("\x7fELF fake"), 0o755)
-	files, err := initramfs.AgentImage(agentBin, dir, guestModules(TransportVsock, false))
+	files, err := initramfs.AgentImage(agentBin, dir, guestModules(TransportVsock, false, false))
 	if err != nil {
 		t.Fatal(err)
 	}

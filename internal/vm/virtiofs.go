@@ -62,7 +62,7 @@ func (v *VM) startVirtiofsd(i int, s Share) (*os.File, error) {
 	h.cmd.ExtraFiles = []*os.File{lf}
 	h.cmd.Stdout, h.cmd.Stderr = h.stderr, h.stderr
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := startIn(h.cmd, v.cfg.Cgroup); err != nil {
+	if err := startIn(h.cmd, v.cfg.Cgroup, nil); err != nil {
 		return nil, fmt.Errorf("starting virtiofsd: %v: %w", err, errdefs.ErrUnavailable)
 	}
 	go func() { h.cmd.Wait(); close(h.done) }()

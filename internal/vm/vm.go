@@ -140,6 +140,14 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("vm %s: %w", cfg.ID, err)
 	}
+	if cfg.NIC != nil && cfg.NIC.Tap != nil {
+		// QEMU's copy; the caller keeps its own until QEMU runs.
+		tap, err := dupFile(cfg.NIC.Tap)
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: tap: %w", cfg.ID, err)
+		}
+		files = append(files, tap)
+	}
 
 	argv := CommandLine(v.cfg)
 	v.cmd = exec.Command(argv[0], argv[1:]...)
@@ -150,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		return nil, fmt.Errorf("vm %s: %w", cfg.ID, err)
 	}
 	v.jail = jailDir(cfg.Dir)
-	if err := startIn(v.cmd, cfg.Cgroup); err != nil {
+	if err := startIn(v.cmd, cfg.Cgroup, cfg.NetNS); err != nil {
 		v.cmd = nil
 		return nil, fmt.Errorf("vm %s: starting qemu: %v: %w", cfg.ID, err, errdefs.ErrUnavailable)
 	}
