@@ -202,16 +202,7 @@ func (d *benchDockerd) stop(ns *benchNetns) {
 	if out, err := ns.output(ctx, d.argv("ps", "-aq")...); err == nil && strings.TrimSpace(out) != "" {
 		ns.run(ctx, d.argv(append([]string{"rm", "-f"}, strings.Fields(out)...)...)...)
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-	}
+	stopDaemon(d.cmd.Process, d.done)
 	cleanupDaemonDir(d.dir)
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + dockerCgroup)
-	for _, dir := range append(dirs, "/sys/fs/cgroup/"+dockerCgroup) {
-		os.Remove(dir) // only when empty
-	}
+	removeCgroupParent(dockerCgroup)
 }
