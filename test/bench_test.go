@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,79 @@ func TestBenchPull(t *testing.T) {
 	t.Logf("berth pull %.0f ms, skopeo copy %.0f ms, ratio %.2f, peak RSS %d KiB", p.Medians["berth pull"], p.Medians["skopeo copy"], p.Ratio, p.PeakRSS)
 	if len(p.Subjects) != 2 || p.Ratio <= 0 || p.PeakRSS <= 0 || p.PeakRSS > 64<<10 {
 		t.Fatalf("bench pull: %+v", p)
+	}
+}
+
+// bench network runs end to end with one sample: the start figures, and
+// a throughput and a round-trip time on every path of berth's own; a
+// path of Docker's or a VM's has figures or says why not. Everything it
+// made runs in a namespace of its own, and is gone when it returns:
+// the shared root has no network or instance of the bench's left.
+func TestBenchNetwork(t *testing.T) {
+	img := busybox(t)
+	testutil.NeedTool(t, "ip")
+	r := berthLimit(t, 8*time.Minute, nil, nil, "bench", "--image", img, "-n", "1", "--format", "json", "network")
+	if r.code != 0 {
+		t.Fatalf("bench network: exit %d: %s", r.code, r.stderr)
+	}
+	var out []struct {
+		Start struct {
+			Subjects []string           `json:"subjects"`
+			Medians  map[string]float64 `json:"median_ms"`
+		} `json:"start"`
+		DockerSkip string `json:"docker_unavailable"`
+		Paths      []struct {
+			Path        string `json:"path"`
+			Unavailable string `json:"unavailable"`
+			Throughput  struct {
+				Min, Median float64
+			} `json:"throughput_mib_s"`
+			RTT struct {
+				Min, Median float64
+			} `json:"rtt_us"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out) != 1 {
+		t.Fatalf("bench output: %v\n%s", err, r.stdout)
+	}
+	res := out[0]
+	if want := 3; res.DockerSkip != "" {
+		t.Logf("Docker skipped: %s", res.DockerSkip)
+		if len(res.Start.Subjects) != want-1 {
+			t.Errorf("start subjects without Docker: %v", res.Start.Subjects)
+		}
+	} else if len(res.Start.Subjects) != want {
+		t.Errorf("start subjects: %v", res.Start.Subjects)
+	}
+	for _, s := range res.Start.Subjects {
+		if res.Start.Medians[s] <= 0 {
+			t.Errorf("start %s: median %v", s, res.Start.Medians[s])
+		}
+	}
+	berthPaths := 0
+	for _, p := range res.Paths {
+		t.Logf("%-60s %8.0f MiB/s %10.1f us %s", p.Path, p.Throughput.Median, p.RTT.Median, p.Unavailable)
+		optional := strings.Contains(p.Path, "docker") || strings.Contains(p.Path, "Docker") || strings.Contains(p.Path, "VM")
+		if p.Unavailable != "" {
+			if !optional {
+				t.Errorf("%s: unavailable: %s", p.Path, p.Unavailable)
+			}
+			continue
+		}
+		if !optional {
+			berthPaths++
+		}
+		if p.Throughput.Min <= 0 || p.RTT.Min <= 0 || p.Throughput.Median < p.Throughput.Min || p.RTT.Median < p.RTT.Min {
+			t.Errorf("%s: throughput %+v, RTT %+v", p.Path, p.Throughput, p.RTT)
+		}
+	}
+	if berthPaths != 5 {
+		t.Errorf("%d of berth's 5 container paths measured", berthPaths)
+	}
+	if ls := berth(t, "network", "ls").stdout; regexp.MustCompile(`\sbnb[0-9]+\s`).MatchString(ls) {
+		t.Errorf("the bench's user network is left:\n%s", ls)
+	}
+	if ps := berth(t, "ps", "-a").stdout; strings.Contains(ps, "bench-net-") {
+		t.Errorf("the bench's instances are left:\n%s", ps)
 	}
 }

@@ -47,8 +47,10 @@ func cmdBench(g *globals, args []string) error {
 			r, err = benchRuntime(g, sc, *ref, *n)
 		case "pull":
 			r, err = benchPull(*n)
+		case "network":
+			r, err = benchNetwork(g, *ref, *n)
 		default:
-			return fmt.Errorf("unknown scenario %q: want start, memory, vm, compare, ctr, exec or pull: %w", sc, errdefs.ErrInvalid)
+			return fmt.Errorf("unknown scenario %q: want start, memory, vm, compare, ctr, exec, pull or network: %w", sc, errdefs.ErrInvalid)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc, err)

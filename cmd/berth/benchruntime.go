@@ -185,13 +185,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 			run(c("container", "rm", id)...)
 		}
 		run(c("image", "rm", imgName)...)
-		d.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			d.Process.Kill()
-			<-done
-		}
+		stopDaemon(d.Process, done)
 	}()
 	for deadline := time.Now().Add(60 * time.Second); run(c("version")...) != nil; time.Sleep(100 * time.Millisecond) {
 		select {
@@ -254,10 +248,27 @@ func cleanupDaemonDir(dir string) {
 		}
 	}
 	os.RemoveAll(dir)
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + benchNS)
-	dirs = append(dirs, "/sys/fs/cgroup/"+benchNS)
-	for _, d := range dirs {
+	removeCgroupParent(benchNS)
+}
+
+// removeCgroupParent removes the cgroup directories called name at the
+// top of each hierarchy, those that are empty.
+func removeCgroupParent(name string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	for _, d := range append(dirs, "/sys/fs/cgroup/"+name) {
 		os.Remove(d) // only when empty
+	}
+}
+
+// stopDaemon stops a daemon the bench started: SIGTERM, then SIGKILL if
+// it has not exited (done closed) within 30 seconds.
+func stopDaemon(p *os.Process, done <-chan struct{}) {
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		p.Kill()
+		<-done
 	}
 }
 

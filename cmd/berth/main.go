@@ -200,14 +200,20 @@ func commands() []command {
 				"whether berth runs as root, its data root, the VM accelerator and transport, the guest kernel, " +
 				"VM templates, and which peer runtimes are installed.",
 			run: cmdInfo},
-		{name: "bench", args: "[SCENARIO...]", short: "measure berth against runc, QEMU and containerd",
+		{name: "bench", args: "[SCENARIO...]", short: "measure berth against runc, QEMU, containerd and Docker",
 			long: "Runs benchmark scenarios with the image --image names and prints each figure's median beside its spread: " +
 				"start (berth run --rm against runc run), memory (the memory a detached instance's monitor and init hold), " +
 				"vm (a VM's start from its template against QEMU restoring a saved guest, and a cold boot against a plain boot), " +
 				"compare (the image as a container against as a VM), ctr (containerd's ctr with berth-runtime against runc), " +
 				"exec (berth-runtime exec against runc exec) and pull (berth pull of a 108 MiB five-layer image from a local " +
-				"registry against skopeo copy, with berth's peak RSS). Without SCENARIO it runs start and memory.",
-			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec", "pull"}},
+				"registry against skopeo copy, with berth's peak RSS) and network (in a network namespace of the bench's own: " +
+				"run --rm on the default bridge against docker run --rm on Docker's, through a dockerd the bench starts, and " +
+				"against --network none; then TCP throughput and round-trip time from the host's loopback, through -p on " +
+				"127.0.0.1 (berth's proxy, docker-proxy) and on a non-loopback address (DNAT), container to container on a " +
+				"user network and on Docker's bridge, and to a VM; each sample streams 32 MiB, timed until the receiver has " +
+				"counted it, and makes 200 round trips of 64 bytes, each timed, with a probe that is berth's own binary " +
+				"mounted into each instance). Without SCENARIO it runs start and memory.",
+			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec", "pull", "network"}},
 		{name: "version", short: "show berth's version and the versions of the interfaces it speaks",
 			long: "Prints berth's version and the version of each interface between its parts: the OCI runtime " +
 				"and image specifications it implements, the guest agent's protocol, the container stage protocol " +
@@ -227,6 +233,7 @@ func commands() []command {
 			run:  cmdHelp, operand: aCommand},
 		{name: monitorVerb, run: cmdMonitor, hidden: true},
 		{name: completeVerb, run: cmdComplete, hidden: true},
+		{name: netprobeVerb, run: cmdNetprobe, hidden: true},
 	}
 }
 

@@ -176,19 +176,26 @@ func sorted(ds []time.Duration) []time.Duration {
 // SpreadOf ds: quartiles by linear interpolation between the closest
 // ranks, as most statistics tools compute them.
 func SpreadOf(ds []time.Duration) Spread {
+	q := Quartiles(ds)
+	return Spread{Min: ms(q[0]), P25: ms(q[1]), Median: ms(q[2]), P75: ms(q[3]), Max: ms(q[4])}
+}
+
+// Quartiles of ds: min, first quartile, median, third quartile, max,
+// as SpreadOf reports them, at full resolution; zeros when ds is empty.
+func Quartiles(ds []time.Duration) [5]time.Duration {
 	if len(ds) == 0 {
-		return Spread{}
+		return [5]time.Duration{}
 	}
 	s := sorted(ds)
-	q := func(p float64) Msec {
+	q := func(p float64) time.Duration {
 		x := p * float64(len(s)-1)
 		i := int(x)
 		if i+1 >= len(s) {
-			return ms(s[i])
+			return s[i]
 		}
-		return ms(s[i] + time.Duration((x-float64(i))*float64(s[i+1]-s[i])))
+		return s[i] + time.Duration((x-float64(i))*float64(s[i+1]-s[i]))
 	}
-	return Spread{Min: ms(s[0]), P25: q(0.25), Median: ms(Median(s)), P75: q(0.75), Max: ms(s[len(s)-1])}
+	return [5]time.Duration{s[0], q(0.25), Median(s), q(0.75), s[len(s)-1]}
 }
 
 // Print writes r as a few human-readable lines.
