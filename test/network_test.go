@@ -374,3 +374,22 @@ func TestNetworkVMNothingLeft(t *testing.T) {
 		t.Errorf("left behind:\nbefore %s\nafter  %s", before, after)
 	}
 }
+
+// TestNetworkRmStaleClaim: an address claim whose instance is gone (its
+// berth was killed before it could give the address back) does not keep
+// its network from being removed.
+func TestNetworkRmStaleClaim(t *testing.T) {
+	l := newNetLab(t)
+	name := "stale" + strings.ReplaceAll(l.host, "-", "")
+	l.must("network", "create", "--subnet", "10.76.0.0/24", name)
+	claim := filepath.Join(berthRoot, "networks", name, "ips", "10.76.0.9")
+	if err := os.WriteFile(claim, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := l.berth("network", "rm", name); r.code != 0 {
+		t.Errorf("network rm with a stale claim: exit %d, %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(berthRoot, "networks", name+".json")); !os.IsNotExist(err) {
+		t.Errorf("the network's record is still there: %v", err)
+	}
+}

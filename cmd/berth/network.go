@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
+	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/network"
 )
 
@@ -160,6 +161,16 @@ func cmdNetworkInspect(g *globals, args []string) error {
 	return errors.Join(errs...)
 }
 
+// staleHolders says whether the instance holding a network address is
+// gone (lifecycle.StaleHolder).
+func staleHolders(g *globals) (network.Stale, error) {
+	st, err := g.instanceStore()
+	if err != nil {
+		return nil, err
+	}
+	return lifecycle.StaleHolder(st), nil
+}
+
 // allInstances lists every instance's record, reconciled.
 func allInstances(g *globals) ([]*instance.Instance, error) {
 	st, err := g.instanceStore()
@@ -185,6 +196,10 @@ func cmdNetworkRm(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	stale, err := staleHolders(g)
+	if err != nil {
+		return err
+	}
 	if fs.NArg() == 0 {
 		return fmt.Errorf("want at least one network: %w", errdefs.ErrInvalid)
 	}
@@ -200,7 +215,7 @@ func cmdNetworkRm(g *globals, args []string) error {
 	for _, ref := range fs.Args() {
 		n, err := st.Get(ref)
 		if err == nil {
-			err = st.Remove(n, users(ins, n))
+			err = st.Remove(n, users(ins, n), stale)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -216,6 +231,10 @@ func cmdNetworkPrune(g *globals, args []string) error {
 	fs.Bool("f", false, "do not ask (berth never asks)")
 	fs.Bool("force", false, "do not ask (berth never asks)")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	stale, err := staleHolders(g)
+	if err != nil {
 		return err
 	}
 	st, err := networkStore(g)
@@ -235,7 +254,7 @@ func cmdNetworkPrune(g *globals, args []string) error {
 		if n.Default() || len(users(ins, n)) > 0 {
 			continue
 		}
-		if err := st.Remove(n, nil); err != nil {
+		if err := st.Remove(n, nil, stale); err != nil {
 			if errors.Is(err, errdefs.ErrConflict) {
 				continue // taken meanwhile
 			}

@@ -98,7 +98,7 @@ func Start(ctx context.Context, o StartOptions) (engine.Running, error) {
 	}
 	var att *network.Attachment
 	if in.Net.Attached() {
-		if att, err = network.Attach(st.Root(), in, st.Dir(in.ID), staleHolder(st)); err != nil {
+		if att, err = network.Attach(st.Root(), in, st.Dir(in.ID), StaleHolder(st)); err != nil {
 			return nil, err
 		}
 		cfg.Network = att.Wire
@@ -209,10 +209,10 @@ func (n networked) Destroy() error {
 	return errors.Join(err, n.att.Close())
 }
 
-// staleHolder says whether the instance that holds a network address is
+// StaleHolder says whether the instance that holds a network address is
 // gone, stopped, or running with no owner left, so that its address may
 // be taken back.
-func staleHolder(st *instance.Store) network.Stale {
+func StaleHolder(st *instance.Store) network.Stale {
 	return func(id string) bool {
 		in, err := st.Get(id)
 		if errors.Is(err, errdefs.ErrNotFound) {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -116,19 +117,21 @@ func (s *Store) Release(n *Network, ip netip.Addr, id string) {
 	}
 }
 
-// holders lists the instances that hold addresses on n.
-func (s *Store) holders(n *Network) []string {
-	ents, _ := os.ReadDir(filepath.Join(s.dir, n.Name, "ips"))
+// holders lists the instances that hold addresses on n (short IDs),
+// giving back the claims of those stale says are gone.
+func (s *Store) holders(n *Network, stale Stale) []string {
 	var ids []string
-	for _, e := range ents {
-		if b, err := os.ReadFile(filepath.Join(s.dir, n.Name, "ips", e.Name())); err == nil && len(b) > 0 {
-			id := string(b)
-			if len(id) > 12 {
-				id = id[:12]
-			}
-			ids = append(ids, id)
+	for id, ip := range s.Holders(n) {
+		if stale != nil && stale(id) {
+			s.Release(n, ip, id)
+			continue
 		}
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		ids = append(ids, id)
 	}
+	sort.Strings(ids)
 	return ids
 }
 

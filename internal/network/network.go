@@ -355,9 +355,10 @@ func (s *Store) List() ([]*Network, error) {
 	return out, nil
 }
 
-// Remove removes network n: refused while an instance holds one of its
-// addresses (inUse names them). Its bridge and firewall rules go first.
-func (s *Store) Remove(n *Network, inUse []string) error {
+// Remove removes network n: refused while an instance names it (inUse)
+// or holds one of its addresses, unless stale says the holder is gone.
+// Its bridge and firewall rules go first.
+func (s *Store) Remove(n *Network, inUse []string, stale Stale) error {
 	if n.Default() {
 		return fmt.Errorf("network %s is the default network and cannot be removed: %w", n.Name, errdefs.ErrInvalid)
 	}
@@ -369,7 +370,7 @@ func (s *Store) Remove(n *Network, inUse []string) error {
 		return err
 	}
 	defer unlock()
-	if held := s.holders(n); len(held) > 0 {
+	if held := s.holders(n, stale); len(held) > 0 {
 		return fmt.Errorf("network %s is in use by %s: %w", n.Name, strings.Join(held, ", "), errdefs.ErrConflict)
 	}
 	if err := s.teardown(n); err != nil {
