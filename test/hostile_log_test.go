@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,11 +251,7 @@ func TestVMBootTimeoutRace(t *testing.T) {
 // most 1 MiB, the last of what it printed, and nothing once deleted.
 func TestVMConsoleLogBounded(t *testing.T) {
 	t.Parallel()
-	needRuntimeVM(t)
-	rt := berthRuntime(t)
-	root := runtimeRoot(t)
-	id := fmt.Sprintf("vmflood%d", os.Getpid())
-	bundle := privilegedVMBundle(t, rt, false, "sh", "-c",
+	rt, root, id, bundle := privilegedVM(t, "vmflood", false,
 		"mknod /tmp/console c 5 1 && yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 1200000 > /tmp/console; echo console-end-marker > /tmp/console; exec sleep 1000")
 	createQuiet(t, rt, root, bundle, id)
 	defer runCmd(t, nil, rt, "--root", root, "delete", "--force", id)

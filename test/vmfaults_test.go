@@ -149,16 +149,20 @@ func oneErrorLine(t *testing.T, what, stderr string, wants ...string) {
 // meet them. The guest's end must still be berth's to report and clean
 // up after.
 
-// privilegedVMBundle is a VM bundle running args as a privileged
-// container would, without a pid namespace of its own when hostPID (the
-// guest's agent is then its PID 1, as the host's init is that of
-// `docker run --pid host`).
-func privilegedVMBundle(t *testing.T, rt string, hostPID bool, args ...string) string {
-	return vmBundle(t, rt, func(spec map[string]any) {
+// privilegedVM is what a test of a privileged VM needs: berth-runtime,
+// a state root, an ID made of name, and a VM bundle running script as a
+// privileged container would, without a pid namespace of its own when
+// hostPID (the guest's agent is then its PID 1, as the host's init is
+// that of `docker run --pid host`). It skips where guests cannot boot.
+func privilegedVM(t *testing.T, name string, hostPID bool, script string) (rt, root, id, bundle string) {
+	t.Helper()
+	needRuntimeVM(t)
+	rt, root, id = berthRuntime(t), runtimeRoot(t), fmt.Sprintf("%s%d", name, os.Getpid())
+	bundle = vmBundle(t, rt, func(spec map[string]any) {
 		var all []string
 		for n := 0; n <= 40; n++ { // CAP_CHECKPOINT_RESTORE, the guest kernel's last
-			if name := caps.Name(n); name != "" {
-				all = append(all, name)
+			if c := caps.Name(n); c != "" {
+				all = append(all, c)
 			}
 		}
 		proc := spec["process"].(map[string]any)
@@ -178,57 +182,51 @@ func privilegedVMBundle(t *testing.T, rt string, hostPID bool, args ...string) s
 			}
 			lin["namespaces"] = nss
 		}
-	}, args...)
+	}, "sh", "-c", script)
+	return rt, root, id, bundle
 }
 
-// oneRuntimeErrorLine checks that stderr ends with one error line of
-// berth-runtime's holding every one of wants, after what the workload
-// wrote (before).
-func oneRuntimeErrorLine(t *testing.T, what, stderr, before string, wants ...string) {
+// runToPanic runs a privileged VM (privilegedVM) whose script brings its
+// guest down: berth-runtime run must end with 137, the script's stdout,
+// one error line of its own holding every one of wants, and nothing
+// left: no owner, QEMU or virtiofsd, no work directory (sockets,
+// disks), no cgroup, no state.
+func runToPanic(t *testing.T, name string, hostPID bool, script, stdout string, wants ...string) {
 	t.Helper()
-	s := strings.TrimSpace(strings.TrimPrefix(stderr, before))
-	t.Logf("%s: %s", what, s)
+	rt, root, id, bundle := privilegedVM(t, name, hostPID, script)
+	r := runCmd(t, nil, rt, "--root", root, "run", "--bundle", bundle, id)
+	if r.code != 137 || r.stdout != stdout {
+		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	s := strings.TrimSpace(r.stderr)
+	t.Logf("%s: %s", name, s)
 	if s == "" || strings.Contains(s, "\n") || !strings.HasPrefix(s, "berth-runtime: ") {
-		t.Fatalf("%s: want one error line from berth-runtime, got %q", what, stderr)
+		t.Fatalf("%s: want one error line from berth-runtime, got %q", name, r.stderr)
 	}
 	for _, w := range wants {
 		if !strings.Contains(s, w) {
-			t.Errorf("%s: error %q does not mention %q", what, s, w)
+			t.Errorf("%s: error %q does not mention %q", name, s, w)
 		}
 	}
+	checkNoVMLeftovers(t, id, filepath.Join(root, id))
 }
 
 // A kernel panic in the guest mid-run (sysrq "c", which a privileged
 // workload may trigger) ends berth-runtime run with 137 and one error
-// line naming the panic, and leaves nothing: no owner, QEMU or
-// virtiofsd, no work directory (sockets, disks), no cgroup, no state.
+// line naming the panic, and leaves nothing.
 func TestVMFaultGuestPanic(t *testing.T) {
 	t.Parallel()
-	needRuntimeVM(t)
-	rt := berthRuntime(t)
-	root := runtimeRoot(t)
-	id := fmt.Sprintf("vmpanic%d", os.Getpid())
-	bundle := privilegedVMBundle(t, rt, false, "sh", "-c",
-		// The pause lets the agent pass "before" on: output still in the
-		// guest's pipe when the kernel dies is lost with it.
-		"echo before; sleep 1; echo c > /proc/sysrq-trigger; sleep 100; echo after")
-	r := runCmd(t, nil, rt, "--root", root, "run", "--bundle", bundle, id)
-	if r.code != 137 || r.stdout != "before\n" {
-		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
-	}
-	oneRuntimeErrorLine(t, "guest panic", r.stderr, "", "guest kernel panicked", "sysrq triggered crash")
-	checkNoVMLeftovers(t, id, filepath.Join(root, id))
+	// The pause lets the agent pass "before" on: output still in the
+	// guest's pipe when the kernel dies is lost with it.
+	runToPanic(t, "vmpanic", false, "echo before; sleep 1; echo c > /proc/sysrq-trigger; sleep 100; echo after",
+		"before\n", "guest kernel panicked", "sysrq triggered crash")
 }
 
 // The agent (the guest's PID 1) dying mid-run panics the guest kernel
 // ("Attempted to kill init"): the run ends with 137 and one error line
-// naming it, an exec into it fails, and nothing is left.
+// naming it, and nothing is left.
 func TestVMFaultAgentDies(t *testing.T) {
 	t.Parallel()
-	needRuntimeVM(t)
-	rt := berthRuntime(t)
-	root := runtimeRoot(t)
-	id := fmt.Sprintf("vmagent%d", os.Getpid())
 	// Signals cannot kill the agent (the kernel spares the guest's init
 	// any signal it does not handle); a privileged workload overwriting
 	// its code through /proc/1/mem can: the agent faults at once. The
@@ -236,14 +234,8 @@ func TestVMFaultAgentDies(t *testing.T) {
 	// 1025. SIGURG, which the Go runtime handles (so the kernel delivers
 	// it to an init), runs its handler at once rather than at the idle
 	// agent's next wake-up.
-	bundle := privilegedVMBundle(t, rt, true, "sh", "-c",
-		"read -r c </proc/1/comm; echo $c; sleep 1; dd if=/dev/zero of=/proc/1/mem bs=4096 seek=1025 count=256 conv=notrunc 2>/dev/null; kill -URG 1; sleep 100; echo after")
-	r := runCmd(t, nil, rt, "--root", root, "run", "--bundle", bundle, id)
-	if r.code != 137 || r.stdout != "init\n" {
-		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
-	}
-	oneRuntimeErrorLine(t, "agent killed", r.stderr, "", "guest kernel panicked", "Attempted to kill init")
-	checkNoVMLeftovers(t, id, filepath.Join(root, id))
+	runToPanic(t, "vmagent", true, "read -r c </proc/1/comm; echo $c; sleep 1; dd if=/dev/zero of=/proc/1/mem bs=4096 seek=1025 count=256 conv=notrunc 2>/dev/null; kill -URG 1; sleep 100; echo after",
+		"init\n", "guest kernel panicked", "Attempted to kill init")
 }
 
 // The workload cannot kill its PID 1, berth's init with --init, with
