@@ -62,7 +62,9 @@ type Manager interface {
 	Add(pid int) error
 	// ThreadFiles opens the files through which one thread moves alone
 	// into the cgroup and back out (v1's tasks files): see ThreadFiles.
-	// On v2 it fails: a domain cgroup takes whole processes (see FD).
+	// On v2 it fails (ErrNotSupported) but under a pids limit: a domain
+	// cgroup takes whole processes (see FD); the limit is on a threaded
+	// cgroup below it, which threads join alone.
 	ThreadFiles() (*ThreadFiles, error)
 	// Update changes the limits of an existing cgroup. r replaces every
 	// limit: a zero field removes that limit.
@@ -95,7 +97,8 @@ type Manager interface {
 
 // ThreadFiles move the thread that writes "0" to them, and only it: Join
 // into a v1 cgroup, Leave back into the cgroups of the thread that opened
-// them. Moving one thread of one's own is the case the kernel does
+// them (v2: Join into the threaded cgroup that holds the pids limit,
+// Leave back into the cgroup, where the thread's process was cloned). Moving one thread of one's own is the case the kernel does
 // without the threadgroup lock, whose write side waits for an RCU grace
 // period (7 to 20 ms measured here) on every cgroup.procs write (Add);
 // what the thread forks or execs while in the cgroup is born there, as

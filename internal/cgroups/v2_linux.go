@@ -152,7 +152,6 @@ func (m *v2) Update(r Resources) error {
 		{"memory", "memory.swap.max", swap, r.Memory > 0, true},
 		{"cpu", "cpu.max", quota + " " + strconv.FormatUint(period, 10), r.CPUQuota > 0 || r.CPUPeriod > 0, false},
 		{"cpu", "cpu.weight", strconv.FormatUint(weight, 10), r.CPUShares > 0, false},
-		{"pids", "pids.max", pidsValue(r.Pids), r.Pids > 0, false},
 	}
 	for _, w := range writes {
 		ok, err := m.has(w.ctrl)
@@ -172,10 +171,26 @@ func (m *v2) Update(r Resources) error {
 			return err
 		}
 	}
+	if err := m.SetPids(r.Pids); err != nil {
+		return err
+	}
 	return m.setDevices(r.Devices)
 }
 
-// SetPids implements Manager.
+// threadsDir is the threaded cgroup below a v2 cgroup under a pids limit:
+// the limit is its pids.max, and the workload's threads join it alone
+// (ThreadFiles), as on v1. A container's init is a Go process whose
+// threads (half a dozen) would otherwise count against the limit from
+// its clone into the cgroup on: a limit below them kills the init, and
+// one above lets the workload have fewer processes than it asked for.
+// The cgroup itself becomes a threaded domain: memory, io and the device
+// program stay on it and cover the whole subtree, and cgroup.procs,
+// cgroup.kill and cgroup.freeze there still act on every process.
+const threadsDir = "workload"
+
+// SetPids implements Manager. The limit is on the threaded cgroup
+// threadsDir, made on the first limit; the cgroup's own pids.max stays
+// "max". Removing the limit leaves threadsDir in place, unlimited.
 func (m *v2) SetPids(n int64) error {
 	ok, err := m.has("pids")
 	if err != nil {
@@ -187,11 +202,36 @@ func (m *v2) SetPids(n int64) error {
 		}
 		return nil
 	}
-	return writeFile(m.path, m.dir, "pids.max", pidsValue(n))
+	dir := filepath.Join(m.dir, threadsDir)
+	if n <= 0 {
+		if !exists(dir) {
+			return nil
+		}
+		return writeFile(m.path, dir, "pids.max", "max")
+	}
+	if !exists(filepath.Join(dir, "pids.max")) {
+		// The child first, made threaded (which turns the cgroup into
+		// a threaded domain, with or without the init in it), then the
+		// pids controller for it: a threaded controller may be enabled
+		// where processes are.
+		if _, err := mkdirOnce(m.path, dir, nil); err != nil {
+			return err
+		}
+		if err := writeFile(m.path, dir, "cgroup.type", "threaded"); err != nil {
+			return err
+		}
+		if err := writeFile(m.path, m.dir, "cgroup.subtree_control", "+pids"); err != nil {
+			return err
+		}
+	}
+	return writeFile(m.path, dir, "pids.max", pidsValue(n))
 }
 
-// PidsFiles implements Manager.
+// PidsFiles implements Manager: those of threadsDir, where the limit is.
 func (m *v2) PidsFiles() (*PidsFiles, error) {
+	if dir := filepath.Join(m.dir, threadsDir); exists(dir) {
+		return openPidsFiles(m.path, dir)
+	}
 	return openPidsFiles(m.path, m.dir)
 }
 
@@ -200,10 +240,26 @@ func (m *v2) Add(pid int) error {
 	return writeFile(m.path, m.dir, "cgroup.procs", strconv.Itoa(pid))
 }
 
-// ThreadFiles implements Manager: v2 moves threads only inside threaded
-// subtrees; a process is cloned into the cgroup instead (FD).
-func (m *v2) ThreadFiles() (*ThreadFiles, error) {
-	return nil, fmt.Errorf("cgroup %s: a thread cannot join a v2 domain cgroup alone; clone into it: %w", m.path, errdefs.ErrNotSupported)
+// ThreadFiles implements Manager. v2 moves threads only inside a
+// threaded subtree: under a pids limit, Join is threadsDir's
+// cgroup.threads and Leave the cgroup's own (the thread comes from a
+// process cloned into the cgroup, FD); without one there is no subtree,
+// and a process is cloned into the cgroup instead.
+func (m *v2) ThreadFiles() (_ *ThreadFiles, err error) {
+	dir := filepath.Join(m.dir, threadsDir)
+	if !exists(dir) {
+		return nil, fmt.Errorf("cgroup %s: a thread cannot join a v2 domain cgroup alone; clone into it: %w", m.path, errdefs.ErrNotSupported)
+	}
+	join, err := os.OpenFile(filepath.Join(dir, "cgroup.threads"), os.O_WRONLY, 0)
+	if err != nil {
+		return nil, fsError(m.path, "open", filepath.Join(dir, "cgroup.threads"), err)
+	}
+	leave, err := os.OpenFile(filepath.Join(m.dir, "cgroup.threads"), os.O_WRONLY, 0)
+	if err != nil {
+		join.Close()
+		return nil, fsError(m.path, "open", filepath.Join(m.dir, "cgroup.threads"), err)
+	}
+	return &ThreadFiles{Join: []*os.File{join}, Leave: []*os.File{leave}}, nil
 }
 
 // Pids implements Manager.
@@ -241,7 +297,14 @@ func (m *v2) Stats() (Stats, error) {
 	if s.OOMKills, err = optKey("memory.events", "oom_kill"); err != nil {
 		return Stats{}, err
 	}
-	if s.Pids, err = optInt("pids.current"); err != nil {
+	// Under a pids limit, the workload's tasks (threadsDir), as on v1;
+	// an init that stays is outside, as there.
+	if exists(filepath.Join(m.dir, threadsDir, "pids.current")) {
+		s.Pids, err = readInt(m.path, filepath.Join(m.dir, threadsDir), "pids.current")
+	} else {
+		s.Pids, err = optInt("pids.current")
+	}
+	if err != nil {
 		return Stats{}, err
 	}
 	usec, err := optKey("cpu.stat", "usage_usec")

@@ -47,6 +47,12 @@ func TestV2Files(t *testing.T) {
 	for k, v := range leaf {
 		files["berth/x/"+k] = v
 	}
+	// The pids limit is on a threaded cgroup below (threadsDir), which
+	// a fake tree cannot make: it is there already.
+	files["berth/x/cgroup.subtree_control"] = ""
+	files["berth/x/workload/cgroup.type"] = ""
+	files["berth/x/workload/pids.max"] = ""
+	files["berth/x/workload/pids.current"] = "3\n"
 	fakeTree(t, root, files)
 	m, err := NewV2(root, "/berth/x")
 	if err != nil {
@@ -67,7 +73,7 @@ func TestV2Files(t *testing.T) {
 	check("berth/x/memory.swap.max", "0")
 	check("berth/x/cpu.max", "50000 100000")
 	check("berth/x/cpu.weight", "39")
-	check("berth/x/pids.max", "10")
+	check("berth/x/workload/pids.max", "10")
 
 	if err := m.Update(Resources{Memory: 64 << 20, MemorySwap: 96 << 20, CPUPeriod: 20000}); err != nil {
 		t.Fatalf("Update: %v", err)
@@ -75,7 +81,7 @@ func TestV2Files(t *testing.T) {
 	check("berth/x/memory.swap.max", "33554432")
 	check("berth/x/cpu.max", "max 20000")
 	check("berth/x/cpu.weight", "100")
-	check("berth/x/pids.max", "max")
+	check("berth/x/workload/pids.max", "max")
 	if err := m.Update(Resources{Memory: 64 << 20, MemorySwap: -1}); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -294,7 +300,7 @@ func TestV2Limits(t *testing.T) {
 	check("memory.swap.max", "0")
 	check("cpu.max", "50000 100000")
 	check("cpu.weight", "20")
-	check("pids.max", "10")
+	check("workload/pids.max", "10")
 }
 
 func TestV2OOMKill(t *testing.T) {
@@ -323,5 +329,17 @@ func TestV2OOMKill(t *testing.T) {
 
 func TestV2PidsLimit(t *testing.T) {
 	mnt := v2WithControllers(t)
-	testPidsLimit(t, newTestV2(t, mnt, Resources{Pids: 2}))
+	testPidsLimit(t, intoThreads{newTestV2(t, mnt, Resources{Pids: 2})})
+}
+
+// intoThreads adds a process to the cgroup, then moves it into the
+// threaded cgroup that holds the pids limit (threadsDir), where a
+// container's workload is.
+type intoThreads struct{ *v2 }
+
+func (m intoThreads) Add(pid int) error {
+	if err := m.v2.Add(pid); err != nil {
+		return err
+	}
+	return writeFile(m.path, filepath.Join(m.dir, threadsDir), "cgroup.procs", strconv.Itoa(pid))
 }

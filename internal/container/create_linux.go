@@ -136,7 +136,10 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	// spares the RCU grace period (7 to 20 ms here) that moving a whole
 	// process waits for, the cgroup is made while the init starts (or,
 	// prestarted, while the caller did its own work), and the init's
-	// threads never count against the container's pids limit.
+	// threads never count against the container's pids limit. On v2
+	// under a pids limit the same thread joins, alone, the threaded
+	// cgroup below that holds the limit (cgroups.ThreadFiles), for the
+	// same reason: the init's threads stay out of it.
 	v2 := cgroups.DetectMode() == cgroups.ModeV2
 	rawFork := len(joins) > 0 && joins[0].flag == unix.CLONE_NEWUSER
 	cmd, parent, prestarted := cfg.Init.take(icfg, joins, flags, cfg.Spec, v2)
@@ -153,8 +156,8 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 	if err != nil {
 		return nil, err
 	}
-	// On v1 an init that stays keeps a place under the pids limit.
-	initSlot := !v2 && cfg.KeepInit
+	// An init that stays keeps a place under the pids limit.
+	initSlot := cfg.KeepInit
 	// The cgroup is made, with its limits, while the init starts; with a
 	// prestarted init there is nothing to wait for meanwhile.
 	cgMade := make(chan error, 1)
@@ -268,7 +271,7 @@ func create(ctx context.Context, cfg *Config, stdio Stdio, run bool) (_ *Contain
 		default:
 		}
 	}
-	if !v2 {
+	if !v2 || res.Pids > 0 {
 		t, err := cg.ThreadFiles()
 		if err != nil {
 			return nil, err

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/internal/cgroups"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -58,7 +57,7 @@ func (c *Container) Detach(listener *os.File) error {
 	// The init becomes the workload even when created to stay: then no
 	// thread of its own holds the place it was given under the pids
 	// limit (cgroupResources).
-	if n := pidsLimit(c.cfg.Spec); n > 0 && !c.becomes && cgroups.DetectMode() != cgroups.ModeV2 {
+	if n := pidsLimit(c.cfg.Spec); n > 0 && !c.becomes {
 		if err := c.cg.SetPids(n); err != nil {
 			c.kill()
 			return fmt.Errorf("container %s: %w", c.cfg.ID, err)

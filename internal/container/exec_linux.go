@@ -193,11 +193,17 @@ func execIn(ctx context.Context, initPid, workload int, cgroupPath string, p *sp
 	}
 	ecfg := execConfig{Process: p, Seccomp: filter, Console: p.Terminal, Chroot: chroot}
 	var cgFiles []*os.File
-	if !v2 {
-		t, err := cg.ThreadFiles()
-		if err != nil {
-			return nil, fmt.Errorf("exec: %w", err)
-		}
+	// v2 has thread files under a pids limit only (the threaded cgroup
+	// that holds it): the stage, born in the cgroup, then joins it as on
+	// v1.
+	t, err := cg.ThreadFiles()
+	if v2 && errors.Is(err, errdefs.ErrNotSupported) {
+		t, err = nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	if t != nil {
 		defer t.Close()
 		pf, err := cg.PidsFiles()
 		if err != nil {
@@ -287,9 +293,10 @@ func execPidsError(initPid int, cgroupPath string, cg cgroups.Manager) error {
 
 // initPidsSlot is how many places under the cgroup's pids limit the
 // container's init holds beside the workload's (cgroupResources): one
-// when the init's main thread is outside the cgroup (v1, an init that
-// forks the workload, whose forking thread stays in the pids
-// hierarchy), none when it is inside (v2, or an init that became the
+// when the init's main thread is outside the cgroup that holds the
+// limit (an init that forks the workload, whose forking thread stays
+// there: v1's pids hierarchy, v2's threaded cgroup below the
+// container's), none when it is inside (an init that became the
 // workload).
 func initPidsSlot(initPid int, cgroupPath string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", initPid))
@@ -299,6 +306,14 @@ func initPidsSlot(initPid int, cgroupPath string) int64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		// ID:CONTROLLERS:PATH
 		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && f[0] == "0" && f[1] == "" && cgroups.DetectMode() == cgroups.ModeV2 {
+			// v2: the init that stays is in the container's cgroup,
+			// the limit on the threaded one below it.
+			if f[2] == cgroupPath {
+				return 1
+			}
+			return 0
+		}
 		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "pids") {
 			if f[2] != cgroupPath {
 				return 1

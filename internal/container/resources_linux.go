@@ -13,7 +13,7 @@ func ResourcesOf(r *specs.LinuxResources, devices []specs.LinuxDevice) cgroups.R
 }
 
 // cgroupResources are the limits a container's cgroup is made with: the
-// spec's, but with initSlot (v1, an init that stays) one more task than
+// spec's, but with initSlot (an init that stays) one more task than
 // its pids limit, for the init's thread that forks the workload and
 // stays in the cgroup's pids hierarchy (leaveCgroup). An init that
 // becomes the workload holds no place of its own.
