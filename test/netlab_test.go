@@ -111,9 +111,18 @@ func (l *netLab) in(ns string, fn func()) {
 	l.t.Helper()
 	errc := make(chan error, 1)
 	go func() {
+		// The thread goes back to its own namespace before it is handed
+		// back; if it cannot, it stays locked and ends with the
+		// goroutine. (Never left in ns: the goroutine may be on the main
+		// thread, which Go does not end, and whose namespace
+		// /proc/self/ns shows.)
 		runtime.LockOSThread()
-		// The thread is never unlocked: it ends with the goroutine,
-		// and with it the namespace it entered.
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer self.Close()
 		f, err := os.Open("/run/netns/" + ns)
 		if err != nil {
 			errc <- err
@@ -125,6 +134,9 @@ func (l *netLab) in(ns string, fn func()) {
 			return
 		}
 		fn()
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 		errc <- nil
 	}()
 	if err := <-errc; err != nil {

@@ -96,12 +96,24 @@ func (f *Firewall) locked(how int, fn func(c *nftables.Conn, s *state) error) er
 func (f *Firewall) inNetns(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
+		// Back to its own namespace before the thread is handed back;
+		// if that fails it stays locked and ends with the goroutine.
 		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- fmt.Errorf("open own network namespace: %w", err)
+			return
+		}
+		defer self.Close()
 		if err := unix.Setns(int(f.netns.Fd()), unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("enter network namespace: %w", err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
