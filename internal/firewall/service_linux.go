@@ -188,14 +188,17 @@ func addBalance(c *nftables.Conn, ch *nftables.Chain, s Service, bs []Backend) e
 		IsMap: true, KeyType: nftables.TypeInteger, DataType: dest}
 	elems := make([]nftables.SetElement, len(bs))
 	for i, b := range bs {
-		// numgen leaves its number in host byte order.
-		elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: addrPortData(b.Addr, b.Port)}
+		elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint32(uint32(i)), Val: addrPortData(b.Addr, b.Port)}
 	}
 	if err := c.AddSet(m, elems); err != nil {
 		return fmt.Errorf("nf_tables: %s: backends: %v", s, err)
 	}
 	c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: append(exprs,
 		&expr.Numgen{Register: reg1, Modulus: uint32(len(bs)), Type: unix.NFT_NG_INCREMENTAL},
+		// numgen leaves its number in host byte order, and the library
+		// marks every anonymous map's keys big-endian: turned, the keys
+		// read back right in `nft list ruleset`.
+		&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
 		dnatReg1(),
 	)})
@@ -221,16 +224,32 @@ func readBalance(c *nftables.Conn, s Service) ([]Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nf_tables: list map %s of chain %s: %v", set, name, err)
 	}
+	// berth's keys are big-endian (addBalance); nft(8) writes the rule
+	// back with host-order keys and no byte order turn (after a `nft list
+	// ruleset` saved and loaded again, say). Only one of the two numbers
+	// the keys 0 to N-1 when N > 1.
+	for _, order := range []binaryutil.ByteOrder{binaryutil.BigEndian, binaryutil.NativeEndian} {
+		if bs, ok := decodeBalance(elems, order); ok {
+			return bs, nil
+		}
+	}
+	return nil, fmt.Errorf("nf_tables: map %s of chain %s is not backends numbered 0 to %d: %w", set, name, len(elems)-1, errdefs.ErrInvalid)
+}
+
+// decodeBalance reads the elements of a map addBalance wrote, keyed in
+// order, into the backends in key order; false unless the keys are 0 to
+// N-1 and the values addresses and ports.
+func decodeBalance(elems []nftables.SetElement, order binaryutil.ByteOrder) ([]Backend, bool) {
 	bs := make([]Backend, len(elems))
 	for _, e := range elems {
 		if len(e.Key) != 4 || len(e.Val) != 8 {
-			return nil, fmt.Errorf("nf_tables: map %s of chain %s holds an element berth did not write: %w", set, name, errdefs.ErrInvalid)
+			return nil, false
 		}
-		n := binaryutil.NativeEndian.Uint32(e.Key)
+		n := order.Uint32(e.Key)
 		if n >= uint32(len(bs)) || bs[n].Port != 0 {
-			return nil, fmt.Errorf("nf_tables: map %s of chain %s is not numbered 0 to %d: %w", set, name, len(bs)-1, errdefs.ErrInvalid)
+			return nil, false
 		}
 		bs[n] = Backend{Addr: netip.AddrFrom4([4]byte(e.Val[:4])), Port: uint16(e.Val[4])<<8 | uint16(e.Val[5])}
 	}
-	return bs, nil
+	return bs, true
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -340,5 +341,69 @@ func TestConcurrentServices(t *testing.T) {
 	}
 	if tables, err := c.ListTables(); err != nil || slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == tableName }) {
 		t.Errorf("berth's table is still there after every service went (%v)", err)
+	}
+}
+
+// nft runs the nft binary in namespace ns with script on its stdin.
+func nft(t *testing.T, ns, script string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...)
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// A table an older berth made has no service maps; and nft(8) writes a
+// service's rule back its own way after a save and load. SetService and
+// ListServices take both.
+func TestServiceOldTableAndNftReload(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs the nft binary (Debian package nftables) to write a table as an older berth or an admin would")
+	}
+	ns := newNS(t, "svcnft")
+	f := firewallIn(t, ns)
+	nft(t, ns, `table ip berth {
+	map ports { type inet_proto . inet_service : ipv4_addr . inet_service; elements = { tcp . 9000 : 10.231.0.9 . 80 } }
+	map addrports { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @addrports
+		fib daddr type local dnat ip to meta l4proto . th dport map @ports
+	}
+	chain output {
+		type nat hook output priority -100; policy accept;
+		ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @addrports
+		ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @ports
+	}
+	chain postrouting { type nat hook postrouting priority srcnat; policy accept; }
+	chain forward { type filter hook forward priority filter; policy accept; }
+}
+`, "-f", "-")
+	web := Service{Name: "shop_web", Proto: "tcp", HostIP: netip.IPv4Unspecified(), HostPort: 8080}
+	bs := []Backend{backend("10.231.0.2", 80), backend("10.231.0.3", 80), backend("10.231.0.4", 80)}
+	if err := f.SetService(web, bs); err != nil {
+		t.Fatalf("SetService in an older table: %v", err)
+	}
+	saved := nft(t, ns, "", "list", "ruleset")
+	for _, want := range []string{"vmap @svcports", "numgen inc mod 3 map { 0 : 10.231.0.2 . 80, 1 : 10.231.0.3 . 80, 2 : 10.231.0.4 . 80 }"} {
+		if !strings.Contains(saved, want) {
+			t.Errorf("nft list ruleset lacks %q:\n%s", want, saved)
+		}
+	}
+	nft(t, ns, "", "flush", "ruleset")
+	nft(t, ns, saved, "-f", "-")
+	got, err := f.ListServices()
+	if err != nil || !slices.Equal(got[web], bs) {
+		t.Fatalf("ListServices after nft saved and loaded the ruleset = %v, %v; want %v", got, err, bs)
+	}
+	if err := f.SetService(web, bs[1:]); err != nil {
+		t.Fatalf("SetService after the reload: %v", err)
+	}
+	if got, err := f.ListServices(); err != nil || !slices.Equal(got[web], bs[1:]) {
+		t.Fatalf("ListServices = %v, %v; want %v", got, err, bs[1:])
 	}
 }
