@@ -82,23 +82,7 @@ func TestPoolConcurrent(t *testing.T) {
 // nameServer serves on 127.0.0.1: it answers each connection with name
 // and closes it.
 func nameServer(t *testing.T, name string) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, name)
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return tcpServer(t, func(c net.Conn) { io.WriteString(c, name) })
 }
 
 // ask connects to port on 127.0.0.1 and returns all the server said.
