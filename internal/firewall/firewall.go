@@ -20,6 +20,15 @@
 //     "addrports", keyed by ip daddr . meta l4proto . th dport, for ports
 //     bound to one address. Both map to ipv4_addr . inet_service, so
 //     publishing or withdrawing a port is one element change.
+//   - for replicated services (SetService): two verdict maps keyed the same
+//     way, "svcports" and "svcaddrports", looked up by the same two chains,
+//     whose values are "goto svc/NAME/PROTO/HOSTIP/PORT": one chain per
+//     service port, holding one rule, "dnat ip to numgen inc mod N map
+//     { 0 : a . p, ... }" with an anonymous map (or, with no backend,
+//     "reject"). Changing the backends flushes the chain and writes the
+//     rule again in one batch; conntrack keeps established connections on
+//     the backend they started with. A port is the instance's or the
+//     service's, never both.
 //   - chain postrouting (nat, srcnat): per network, masquerade what its
 //     subnet sends out of another interface than its bridge, and masquerade
 //     DNATed connections from the subnet that go back into the bridge
@@ -33,7 +42,7 @@
 //
 // A network's rules carry the comment "berth:<bridge>"; EnsureNetwork
 // replaces them, RemoveNetwork deletes them, and the table itself is
-// deleted when no network rule and no published port is left.
+// deleted when no network rule, published port or service is left.
 //
 // A Firewall acts on the network namespace of the thread that created it
 // (New), from any goroutine. Every change takes an exclusive flock on the
@@ -89,30 +98,44 @@ func (p Port) anyAddr() bool {
 // normalize checks p and returns it with IPv4-mapped addresses unmapped
 // and an every-address HostIP spelt 0.0.0.0.
 func (p Port) normalize() (Port, error) {
-	if p.Proto != "tcp" && p.Proto != "udp" {
-		return p, fmt.Errorf("port %s: protocol %q is not tcp or udp: %w", p, p.Proto, errdefs.ErrInvalid)
+	host, err := normalizeHost("port "+p.String(), p.Proto, p.HostIP, p.HostPort)
+	if err != nil {
+		return p, err
 	}
-	if p.HostPort == 0 || p.Port == 0 {
+	p.HostIP = host
+	if p.Port == 0 {
 		return p, fmt.Errorf("port %s: port 0: %w", p, errdefs.ErrInvalid)
 	}
 	p.Addr = p.Addr.Unmap()
 	if !p.Addr.Is4() || p.Addr.IsUnspecified() {
 		return p, fmt.Errorf("port %s: destination is not an IPv4 address: %w", p, errdefs.ErrInvalid)
 	}
-	if p.anyAddr() {
-		p.HostIP = netip.IPv4Unspecified()
-		return p, nil
-	}
-	p.HostIP = p.HostIP.Unmap()
-	switch {
-	case !p.HostIP.Is4():
-		return p, fmt.Errorf("port %s: host address is not IPv4: %w", p, errdefs.ErrInvalid)
-	case p.HostIP.IsLoopback():
-		return p, fmt.Errorf("port %s: loopback is served by the userland proxy, not NAT: %w", p, errdefs.ErrInvalid)
-	case p.HostIP.IsMulticast():
-		return p, fmt.Errorf("port %s: host address is multicast: %w", p, errdefs.ErrInvalid)
-	}
 	return p, nil
+}
+
+// normalizeHost checks the host side that ports and services share, and
+// returns the host address unmapped, or 0.0.0.0 for every address. what
+// names the port or service in errors.
+func normalizeHost(what, proto string, ip netip.Addr, port uint16) (netip.Addr, error) {
+	if proto != "tcp" && proto != "udp" {
+		return ip, fmt.Errorf("%s: protocol %q is not tcp or udp: %w", what, proto, errdefs.ErrInvalid)
+	}
+	if port == 0 {
+		return ip, fmt.Errorf("%s: port 0: %w", what, errdefs.ErrInvalid)
+	}
+	if !ip.IsValid() || ip.IsUnspecified() {
+		return netip.IPv4Unspecified(), nil
+	}
+	ip = ip.Unmap()
+	switch {
+	case !ip.Is4():
+		return ip, fmt.Errorf("%s: host address is not IPv4: %w", what, errdefs.ErrInvalid)
+	case ip.IsLoopback():
+		return ip, fmt.Errorf("%s: loopback is served by the userland proxy, not NAT: %w", what, errdefs.ErrInvalid)
+	case ip.IsMulticast():
+		return ip, fmt.Errorf("%s: host address is multicast: %w", what, errdefs.ErrInvalid)
+	}
+	return ip, nil
 }
 
 // normalize checks n and returns it with its subnet masked.

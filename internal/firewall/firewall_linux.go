@@ -21,8 +21,10 @@ import (
 
 const (
 	tableName   = "berth"
-	mapAny      = "ports"     // meta l4proto . th dport : ipv4_addr . inet_service
-	mapAddr     = "addrports" // ip daddr . meta l4proto . th dport : ipv4_addr . inet_service
+	mapAny      = "ports"        // meta l4proto . th dport : ipv4_addr . inet_service
+	mapAddr     = "addrports"    // ip daddr . meta l4proto . th dport : ipv4_addr . inet_service
+	mapSvcAny   = "svcports"     // meta l4proto . th dport : verdict (goto a service's chain)
+	mapSvcAddr  = "svcaddrports" // ip daddr . meta l4proto . th dport : verdict
 	chainPre    = "prerouting"
 	chainOut    = "output"
 	chainPost   = "postrouting"
@@ -31,6 +33,18 @@ const (
 	rtnLocal    = 2    // RTN_LOCAL, the fib address type of a local address
 	ipsDstNAT   = 0x20 // IPS_DST_NAT, the conntrack status bit of a DNATed connection
 	ifnameBytes = 16   // IFNAMSIZ
+)
+
+// The IDs of the sets berth adds, unique within one batch: a rule or
+// element refers to a set made in the same batch by name, or (an
+// anonymous one, whose name the kernel picks) by ID. Fixed IDs keep the
+// library's process-wide counter out of it.
+const (
+	idPortsAny uint32 = iota + 1
+	idPortsAddr
+	idSvcAny
+	idSvcAddr
+	idBalance
 )
 
 var (
@@ -120,11 +134,12 @@ func (f *Firewall) inNetns(fn func() error) error {
 
 // state is what berth has in the namespace now.
 type state struct {
-	exists bool
-	ports  []Port
-	rules  map[string][]*nftables.Rule // chain -> berth's tagged network rules
-	fwd    *nftables.Chain             // iptables-nft's ip filter FORWARD, if any
-	fwdOwn []*nftables.Rule            // berth's rules in it
+	exists   bool
+	ports    []Port
+	services []Service                   // one per service chain
+	rules    map[string][]*nftables.Rule // chain -> berth's tagged network rules
+	fwd      *nftables.Chain             // iptables-nft's ip filter FORWARD, if any
+	fwdOwn   []*nftables.Rule            // berth's rules in it
 }
 
 // read gathers berth's state with c.
@@ -138,6 +153,14 @@ func read(c *nftables.Conn) (*state, error) {
 		switch {
 		case ch.Table.Name == tableName:
 			s.exists = true
+			if !strings.HasPrefix(ch.Name, svcChainPrefix) {
+				continue
+			}
+			svc, ok := parseChainName(ch.Name)
+			if !ok {
+				return nil, fmt.Errorf("nf_tables: chain %s is not one berth wrote: %w", ch.Name, errdefs.ErrInvalid)
+			}
+			s.services = append(s.services, svc)
 		case ch.Table.Name == "filter" && ch.Name == "FORWARD" && ch.Hooknum != nil:
 			s.fwd = ch
 			if s.fwdOwn, err = tagged(c, ch); err != nil {
@@ -214,7 +237,7 @@ func (s *state) complete(tag string) bool {
 
 // empty reports whether nothing of berth's would be left in its table.
 func (s *state) empty() bool {
-	return len(s.ports) == 0 && len(s.rules[chainPost]) == 0 && len(s.rules[chainFwd]) == 0
+	return len(s.ports) == 0 && len(s.services) == 0 && len(s.rules[chainPost]) == 0 && len(s.rules[chainFwd]) == 0
 }
 
 // commit sends c's batch, naming what failed.
@@ -350,6 +373,9 @@ func (f *Firewall) AddPorts(ports []Port) error {
 		var add []Port
 		taken := slices.Clone(s.ports)
 		for _, p := range want {
+			if i := slices.IndexFunc(s.services, func(v Service) bool { return clash(p, v.hostSide()) }); i >= 0 {
+				return fmt.Errorf("port %s: %s publishes it already: %w", p.hostKey(), s.services[i], errdefs.ErrConflict)
+			}
 			if i := slices.IndexFunc(taken, func(q Port) bool { return clash(p, q) }); i >= 0 {
 				if taken[i] == p {
 					continue
@@ -442,9 +468,16 @@ func (f *Firewall) Check() error {
 			&expr.Immediate{Register: 1, Data: []byte{10, 0, 0, 1}},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 		})})
+	// What a service's chain holds: numgen, and reject in a nat chain.
+	c.AddRule(&nftables.Rule{Table: probe, Chain: &nftables.Chain{Name: chainPre, Table: probe},
+		Exprs: []expr.Any{
+			&expr.Numgen{Register: reg1, Modulus: 2, Type: unix.NFT_NG_INCREMENTAL},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(2)},
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+		}})
 	c.DelTable(probe)
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nf_tables lacks what berth needs (nat, masquerade, conntrack, fib): %v: %w", err, errdefs.ErrUnavailable)
+		return fmt.Errorf("nf_tables lacks what berth needs (nat, masquerade, conntrack, fib, numgen, reject): %v: %w", err, errdefs.ErrUnavailable)
 	}
 	for _, t := range tables {
 		if t.Name == "filter" {
@@ -483,7 +516,8 @@ func clash(p, q Port) bool {
 		(p.HostIP == q.HostIP || p.anyAddr() || q.anyAddr())
 }
 
-// addSkeleton queues berth's table with its chains, maps and DNAT rules.
+// addSkeleton queues berth's table with its chains, maps and the rules
+// that look them up.
 func addSkeleton(c *nftables.Conn) {
 	c.AddTable(table)
 	addChains(c, table)
@@ -491,14 +525,31 @@ func addSkeleton(c *nftables.Conn) {
 		// The set is new, so AddSet cannot fail on existing elements.
 		_ = c.AddSet(portMap(every), nil)
 	}
+	addHookRules(c, dnatLookup)
+	addServiceMaps(c)
+}
+
+// addServiceMaps queues the services' verdict maps and the rules that
+// look them up (apart from addSkeleton for a table an older berth made).
+func addServiceMaps(c *nftables.Conn) {
+	for _, every := range []bool{true, false} {
+		_ = c.AddSet(svcMap(every), nil)
+	}
+	addHookRules(c, svcLookup)
+}
+
+// addHookRules queues in prerouting and output, for destinations of type
+// local (in output, not loopback), the address-bound then the
+// every-address lookup that lookup makes.
+func addHookRules(c *nftables.Conn, lookup func(every bool) []expr.Any) {
 	for _, chain := range []string{chainPre, chainOut} {
 		ch := &nftables.Chain{Name: chain, Table: table}
 		match := matchLocal()
 		if chain == chainOut {
 			match = slices.Concat(matchNotLoopback(), match)
 		}
-		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: slices.Concat(match, dnatLookup(false))})
-		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: slices.Concat(match, dnatLookup(true))})
+		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: slices.Concat(match, lookup(false))})
+		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: slices.Concat(match, lookup(true))})
 	}
 }
 
@@ -523,10 +574,10 @@ func addChains(c *nftables.Conn, t *nftables.Table) {
 // portMap is one of the two port maps: the every-address one or the
 // address-bound one.
 func portMap(every bool) *nftables.Set {
-	s := &nftables.Set{Table: table, Name: mapAddr, KeyType: keyAddr, DataType: dest,
+	s := &nftables.Set{Table: table, ID: idPortsAddr, Name: mapAddr, KeyType: keyAddr, DataType: dest,
 		IsMap: true, Concatenation: true, KeyByteOrder: binaryutil.BigEndian}
 	if every {
-		s.Name, s.KeyType = mapAny, keyAny
+		s.ID, s.Name, s.KeyType = idPortsAny, mapAny, keyAny
 	}
 	return s
 }
@@ -554,18 +605,32 @@ func queuePorts(op func(*nftables.Set, []nftables.SetElement) error, ports []Por
 // whole 32-bit register, zero-padded.
 func encodePorts(ports []Port) (anyElems, addrElems []nftables.SetElement) {
 	for _, p := range ports {
-		proto := []byte{protoNum(p.Proto), 0, 0, 0}
-		hport := []byte{byte(p.HostPort >> 8), byte(p.HostPort), 0, 0}
-		addr := p.Addr.As4()
-		val := append(addr[:], byte(p.Port>>8), byte(p.Port), 0, 0)
+		e := nftables.SetElement{Key: hostKey(p), Val: addrPortData(p.Addr, p.Port)}
 		if p.anyAddr() {
-			anyElems = append(anyElems, nftables.SetElement{Key: slices.Concat(proto, hport), Val: val})
-			continue
+			anyElems = append(anyElems, e)
+		} else {
+			addrElems = append(addrElems, e)
 		}
-		host := p.HostIP.As4()
-		addrElems = append(addrElems, nftables.SetElement{Key: slices.Concat(host[:], proto, hport), Val: val})
 	}
 	return anyElems, addrElems
+}
+
+// hostKey is normalized p's key in the every-address or the
+// address-bound map of its kind: [host address .] protocol . host port.
+func hostKey(p Port) []byte {
+	proto := []byte{protoNum(p.Proto), 0, 0, 0}
+	hport := []byte{byte(p.HostPort >> 8), byte(p.HostPort), 0, 0}
+	if p.anyAddr() {
+		return slices.Concat(proto, hport)
+	}
+	host := p.HostIP.As4()
+	return slices.Concat(host[:], proto, hport)
+}
+
+// addrPortData is a DNAT destination as a map's value: address . port.
+func addrPortData(addr netip.Addr, port uint16) []byte {
+	a := addr.As4()
+	return append(a[:], byte(port>>8), byte(port), 0, 0)
 }
 
 // decodePort reads back an element encodePorts wrote.
@@ -683,20 +748,30 @@ func acceptReplies(bridge string) []expr.Any {
 
 // dnatLookup is "dnat ip to [ip daddr .] meta l4proto . th dport map @m".
 func dnatLookup(every bool) []expr.Any {
+	return append(loadKey(every),
+		&expr.Lookup{SourceRegister: reg32a, DestRegister: reg1, IsDestRegSet: true, SetName: portMap(every).Name},
+		// The value fills register 1: address in its first 32 bits, port in the second.
+		dnatReg1(),
+	)
+}
+
+// dnatReg1 is the DNAT to the address and port a map lookup left in
+// register 1.
+func dnatReg1() *expr.NAT {
+	return &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegProtoMin: reg32b}
+}
+
+// loadKey loads "[ip daddr .] meta l4proto . th dport", a key of the
+// address-bound or the every-address maps, from register reg32a on.
+func loadKey(every bool) []expr.Any {
 	var load []expr.Any
 	next := uint32(reg32a)
 	if !every {
 		load = append(load, &expr.Payload{DestRegister: reg32a, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4})
 		next = reg32b
 	}
-	load = append(load,
+	return append(load,
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next},
 		&expr.Payload{DestRegister: next + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-	)
-	m := portMap(every)
-	return append(load,
-		&expr.Lookup{SourceRegister: reg32a, DestRegister: reg1, IsDestRegSet: true, SetName: m.Name},
-		// The value fills register 1: address in its first 32 bits, port in the second.
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegProtoMin: reg32b},
 	)
 }

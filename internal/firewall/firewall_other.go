@@ -36,3 +36,12 @@ func (f *Firewall) ListPorts() ([]Port, error) { return nil, errNotLinux }
 
 // Check says that berth's firewall needs Linux.
 func (f *Firewall) Check() error { return errNotLinux }
+
+// SetService fails off Linux.
+func (f *Firewall) SetService(s Service, backends []Backend) error { return errNotLinux }
+
+// RemoveService fails off Linux.
+func (f *Firewall) RemoveService(s Service) error { return errNotLinux }
+
+// ListServices fails off Linux.
+func (f *Firewall) ListServices() (map[Service][]Backend, error) { return nil, errNotLinux }

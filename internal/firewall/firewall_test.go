@@ -28,13 +28,17 @@ import (
 
 // The test binary doubles as the TCP server and client run inside the
 // test's namespaces: BERTH_FW_HELPER=serve answers every connection with
-// its name and the peer's address; =dial prints what the server said.
+// its name and the peer's address, then echoes what it reads; =dial
+// prints what the server said; =hold prints the server's first line,
+// then sends each line of its stdin and prints the echo.
 func TestMain(m *testing.M) {
 	switch os.Getenv("BERTH_FW_HELPER") {
 	case "serve":
 		serve(os.Getenv("BERTH_FW_ADDR"), os.Getenv("BERTH_FW_NAME"))
 	case "dial":
 		dial(os.Getenv("BERTH_FW_ADDR"))
+	case "hold":
+		hold(os.Getenv("BERTH_FW_ADDR"))
 	}
 	os.Exit(m.Run())
 }
@@ -51,9 +55,12 @@ func serve(addr, name string) {
 		if err != nil {
 			os.Exit(1)
 		}
-		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-		fmt.Fprintf(c, "%s %s\n", name, host)
-		c.Close()
+		go func() {
+			defer c.Close()
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintf(c, "%s %s\n", name, host)
+			io.Copy(c, c)
+		}()
 	}
 }
 
@@ -65,6 +72,7 @@ func dial(addr string) {
 		os.Exit(1)
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.(*net.TCPConn).CloseWrite()
 	b, err := io.ReadAll(c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -72,6 +80,30 @@ func dial(addr string) {
 	}
 	os.Stdout.Write(b)
 	os.Exit(0)
+}
+
+func hold(addr string) {
+	c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	from := bufio.NewReader(c)
+	in := bufio.NewScanner(os.Stdin)
+	for {
+		// The deadline only bounds a failure; no assertion rests on it.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := from.ReadString('\n')
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Stdout.WriteString(line)
+		if !in.Scan() {
+			os.Exit(0)
+		}
+		fmt.Fprintln(c, in.Text())
+	}
 }
 
 // needRoot skips unless the test can make network namespaces.
@@ -394,14 +426,6 @@ func topology(t *testing.T, br string) (host, ctr, out string) {
 		{"-n", host, "link", "add", br, "type", "bridge"},
 		{"-n", host, "addr", "add", "10.231.0.1/24", "dev", br},
 		{"-n", host, "link", "set", br, "up"},
-		{"-n", host, "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", ctr},
-		{"-n", host, "link", "set", "vc", "master", br, "up"},
-		// As Docker does: with br_netfilter, a hairpin DNAT back to the
-		// sender's own port is bridged out of the port it came in by.
-		{"-n", host, "link", "set", "vc", "type", "bridge_slave", "hairpin", "on"},
-		{"-n", ctr, "addr", "add", "10.231.0.2/24", "dev", "eth0"},
-		{"-n", ctr, "link", "set", "eth0", "up"},
-		{"-n", ctr, "route", "add", "default", "via", "10.231.0.1"},
 		{"-n", host, "link", "add", "vo", "type", "veth", "peer", "name", "eth0", "netns", out},
 		{"-n", host, "addr", "add", "203.0.113.1/24", "dev", "vo"},
 		{"-n", host, "link", "set", "vo", "up"},
@@ -410,7 +434,27 @@ func topology(t *testing.T, br string) (host, ctr, out string) {
 	} {
 		run(t, append([]string{"ip"}, c...)...)
 	}
+	attach(t, host, br, ctr, 2)
 	return host, ctr, out
+}
+
+// attach joins namespace ns to bridge br of namespace host as 10.231.0.N,
+// with a default route via the bridge, as an instance is.
+func attach(t *testing.T, host, br, ns string, n int) {
+	t.Helper()
+	veth := fmt.Sprintf("vc%d", n)
+	for _, c := range [][]string{
+		{"-n", host, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"-n", host, "link", "set", veth, "master", br, "up"},
+		// As Docker does: with br_netfilter, a hairpin DNAT back to the
+		// sender's own port is bridged out of the port it came in by.
+		{"-n", host, "link", "set", veth, "type", "bridge_slave", "hairpin", "on"},
+		{"-n", ns, "addr", "add", fmt.Sprintf("10.231.0.%d/24", n), "dev", "eth0"},
+		{"-n", ns, "link", "set", "eth0", "up"},
+		{"-n", ns, "route", "add", "default", "via", "10.231.0.1"},
+	} {
+		run(t, append([]string{"ip"}, c...)...)
+	}
 }
 
 func TestTraffic(t *testing.T) {

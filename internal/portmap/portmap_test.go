@@ -174,6 +174,16 @@ func TestMappingString(t *testing.T) {
 // tcpEcho serves on 127.0.0.1: it echoes what it reads, and at the end
 // of the client's stream answers "bye" and closes.
 func tcpEcho(t *testing.T) netip.AddrPort {
+	return tcpServer(t, func(c net.Conn) {
+		if _, err := io.Copy(c, c); err == nil {
+			c.Write([]byte("bye"))
+		}
+	})
+}
+
+// tcpServer serves on 127.0.0.1 until the test ends, each connection in a
+// goroutine of its own with handle, which need not close it.
+func tcpServer(t *testing.T, handle func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -188,9 +198,7 @@ func tcpEcho(t *testing.T) netip.AddrPort {
 			}
 			go func() {
 				defer c.Close()
-				if _, err := io.Copy(c, c); err == nil {
-					c.Write([]byte("bye"))
-				}
+				handle(c)
 			}()
 		}
 	}()
