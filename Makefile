@@ -29,6 +29,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-agent ./cmd/berth-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-init ./cmd/berth-init
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-registry ./cmd/berth-registry
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-compose ./cmd/berth-compose
 
 install: deps build
 	install -m 0755 $(BIN)/berth $(PREFIX)/bin/berth
@@ -37,6 +38,7 @@ install: deps build
 	install -D -m 0755 $(BIN)/berth-agent $(PREFIX)/lib/berth/berth-agent
 	install -D -m 0755 $(BIN)/berth-init $(PREFIX)/lib/berth/berth-init
 	install -D -m 0755 $(BIN)/berth-registry $(PREFIX)/lib/berth/berth-registry
+	install -D -m 0755 $(BIN)/berth-compose $(PREFIX)/lib/berth/berth-compose
 
 deps:
 	@command -v umoci >/dev/null && command -v busybox >/dev/null && command -v skopeo >/dev/null || \

@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	berthRoot = filepath.Join(dir, "root")
 	// The guest agent, the container stage binary and the registry client
 	// are found next to berth (and berth-runtime, built there too).
-	for _, cmd := range []string{"berth-agent", "berth-init", "berth-registry", "berth"} {
+	for _, cmd := range []string{"berth-agent", "berth-init", "berth-registry", "berth-compose", "berth"} {
 		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {

@@ -195,6 +195,22 @@ func commands() []command {
 		{name: "port", args: "INSTANCE [PORT[/PROTO]]", short: "list an instance's published ports",
 			long: "Prints the ports a running instance publishes, each as PORT/PROTO -> HOSTIP:HOSTPORT, or the host's side of PORT alone.",
 			run:  cmdPort, operand: anInstance, firstOnly: true},
+		{name: "up", short: "start a compose project's services and keep them at their replica counts",
+			long: "Reads the compose file (-f; by default compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml " +
+				"in the current directory) and starts its services in dependency order on the project's networks, each with " +
+				"its replicas (deploy.replicas, --scale SERVICE=N), as containers or, with runtime: berth-vm or " +
+				"x-berth-isolation: vm, as VMs. A supervisor process per project, with no daemon, keeps the replicas at " +
+				"their count, replaces replicas that died, rolls out a changed configuration one replica at a time, and " +
+				"balances each published port across the service's ready replicas. With -d up returns once every " +
+				"service is up; without it, it prints the replicas' output until interrupted, then takes the project down.",
+			run: cmdUp},
+		{name: "down", short: "take a compose project down: its supervisor, instances and networks",
+			long: "Stops the project's supervisor, removes every instance of the project and its networks, and forgets the project.",
+			run:  cmdDown},
+		{name: "scale", args: "SERVICE=N...", short: "change the replica counts of a compose project's services",
+			long: "Sets each SERVICE's replica count and waits until the project's supervisor has started or removed replicas to match.",
+			run:  cmdScale, operand: aWord},
+		{name: superviseVerb, run: cmdSupervise, hidden: true},
 		{name: "info", short: "show host facts: cgroup mode, root, accelerator, peers",
 			long: "Prints the facts about this host that decide how berth runs instances: kernel, cgroup mode, " +
 				"whether berth runs as root, its data root, the VM accelerator and transport, the guest kernel, " +

@@ -8,6 +8,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/lifecycle"
+	"github.com/berth-dev/berth/internal/project"
 )
 
 func cmdPs(g *globals, args []string) error {
@@ -16,8 +17,15 @@ func cmdPs(g *globals, args []string) error {
 	fs.BoolVar(all, "all", false, "show stopped instances too")
 	format := fs.String("format", "", "output format: json")
 	quiet := fs.Bool("q", false, "print IDs only")
+	proj := fs.String("project", "", "show the instances of this compose project only")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *proj != "" {
+		// Its supervisor is started again if it died.
+		if _, err := projectInstances(g, *proj); err != nil {
+			return err
+		}
 	}
 	st, err := g.instanceStore()
 	if err != nil {
@@ -32,6 +40,9 @@ func cmdPs(g *globals, args []string) error {
 		in = lifecycle.Reconcile(st, in)
 		if in.AutoRemove && in.Status == instance.Stopped {
 			continue // reconcile removed it
+		}
+		if *proj != "" && in.Labels[project.LabelProject] != *proj {
+			continue
 		}
 		// One whose record is unreadable may well be running: it is
 		// shown until rm -f removes it.

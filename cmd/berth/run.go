@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -33,6 +34,7 @@ type runFlags struct {
 	bootTime   time.Duration
 	entrypoint optString
 	env, vols  listFlag
+	labels     listFlag
 	logOpts    listFlag
 	// logConfig bounds a detached run's log; nil for a foreground run,
 	// whose output goes to the terminal.
@@ -84,6 +86,8 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.BoolVar(&f.publishAll, "publish-all", false, "publish every port the image exposes on a free host port")
 	fs.Var(&f.entrypoint, "entrypoint", "override the image's entrypoint")
 	fs.StringVar(&f.pull, "pull", "missing", "pull the image from its registry: missing (when the store lacks it), always or never")
+	fs.Var(&f.labels, "label", "set a label K=V on the instance")
+	fs.Var(&f.labels, "l", "set a label K=V on the instance")
 	fs.Var(&f.logOpts, "log-opt", "bound the log of a detached run: max-size=SIZE (default 20m), max-file=N (default 5)")
 	if err := parseStrict(fs, args); err != nil {
 		return nil, "", err
@@ -130,6 +134,11 @@ func parseRun(args []string) (*runFlags, string, error) {
 	}
 	if err := checkNetFlags(f); err != nil {
 		return nil, "", err
+	}
+	for _, l := range f.labels {
+		if k, _, _ := strings.Cut(l, "="); k == "" {
+			return nil, "", fmt.Errorf("--label %q: no name: %w", l, errdefs.ErrInvalid)
+		}
 	}
 	return f, fs.Arg(0), nil
 }
@@ -241,6 +250,7 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 		Init:        o.Init,
 		Cgroup:      eng.Cgroup(id),
 		LogConfig:   f.logConfig,
+		Labels:      labels(f.labels),
 		Created:     time.Now().UTC(),
 		Status:      instance.Created,
 		MonitorPid:  os.Getpid(),
@@ -281,6 +291,19 @@ func buildSpec(id, hostname string, cfg ocispec.ImageConfig, o *instance.RunOpti
 		annotate(spec, instance.AnnotationInit, "true")
 	}
 	return spec, nil
+}
+
+// labels makes --label values a map (K alone: an empty value).
+func labels(vals []string) map[string]string {
+	if len(vals) == 0 {
+		return nil
+	}
+	m := map[string]string{}
+	for _, v := range vals {
+		k, val, _ := strings.Cut(v, "=")
+		m[k] = val
+	}
+	return m
 }
 
 // annotate sets one of spec's annotations.

@@ -41,28 +41,29 @@ type Limits struct {
 // Instance is the record of one instance, stored as state.json in its
 // directory. Fields after Status change while it runs.
 type Instance struct {
-	ID          string     `json:"id"`
-	Name        string     `json:"name"`
-	Image       string     `json:"image"`
-	ImageID     string     `json:"image_id"`
-	Isolation   string     `json:"isolation"`
-	Command     []string   `json:"command"`
-	Hostname    string     `json:"hostname"`
-	Limits      Limits     `json:"limits"`
-	Detached    bool       `json:"detached"`
-	AutoRemove  bool       `json:"auto_remove"`
-	Tty         bool       `json:"tty"`
-	Interactive bool       `json:"interactive"`
-	Init        bool       `json:"init"`                  // --init: berth's init is PID 1, else the workload is
-	Cgroup      string     `json:"cgroup,omitempty"`      // a container's host cgroup
-	Kernel      string     `json:"kernel,omitempty"`      // a VM's --kernel; "" for berth's default
-	Accel       string     `json:"accel,omitempty"`       // a VM's accelerator: kvm or tcg
-	Transport   string     `json:"transport,omitempty"`   // a VM's agent channel: vsock or virtio-serial
-	VMStart     string     `json:"vm_start,omitempty"`    // how a VM started: "template" (restored) or "boot"
-	VMTemplate  string     `json:"vm_template,omitempty"` // the template a VM was restored from
-	LogConfig   *LogConfig `json:"log_config,omitempty"`  // bounds a detached instance's log; nil: DefaultLogConfig
-	Net         *NetConfig `json:"net,omitempty"`         // the network asked for; nil: none
-	Created     time.Time  `json:"created"`
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Image       string            `json:"image"`
+	ImageID     string            `json:"image_id"`
+	Isolation   string            `json:"isolation"`
+	Command     []string          `json:"command"`
+	Hostname    string            `json:"hostname"`
+	Limits      Limits            `json:"limits"`
+	Detached    bool              `json:"detached"`
+	AutoRemove  bool              `json:"auto_remove"`
+	Tty         bool              `json:"tty"`
+	Interactive bool              `json:"interactive"`
+	Init        bool              `json:"init"`                  // --init: berth's init is PID 1, else the workload is
+	Cgroup      string            `json:"cgroup,omitempty"`      // a container's host cgroup
+	Kernel      string            `json:"kernel,omitempty"`      // a VM's --kernel; "" for berth's default
+	Accel       string            `json:"accel,omitempty"`       // a VM's accelerator: kvm or tcg
+	Transport   string            `json:"transport,omitempty"`   // a VM's agent channel: vsock or virtio-serial
+	VMStart     string            `json:"vm_start,omitempty"`    // how a VM started: "template" (restored) or "boot"
+	VMTemplate  string            `json:"vm_template,omitempty"` // the template a VM was restored from
+	LogConfig   *LogConfig        `json:"log_config,omitempty"`  // bounds a detached instance's log; nil: DefaultLogConfig
+	Net         *NetConfig        `json:"net,omitempty"`         // the network asked for; nil: none
+	Labels      map[string]string `json:"labels,omitempty"`      // --label K=V
+	Created     time.Time         `json:"created"`
 
 	Status     Status    `json:"status"`
 	Pid        int       `json:"pid,omitempty"`         // host pid of the container's PID 1 (init or workload) or the VM's QEMU

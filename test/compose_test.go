@@ -1,0 +1,195 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// composeFile writes a compose file into a directory of its own named
+// project, and returns its path.
+func composeFile(t *testing.T, project, body string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), project)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "compose.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// replicas lists the running instances of a project's service, by name.
+func (l *netLab) replicas(project, service string) []string {
+	l.t.Helper()
+	var ins []struct {
+		Name   string            `json:"name"`
+		Status string            `json:"status"`
+		Labels map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(l.must("ps", "--project", project, "--format", "json")), &ins); err != nil {
+		l.t.Fatalf("ps --project: %v", err)
+	}
+	var out []string
+	for _, in := range ins {
+		if in.Labels["dev.berth.service"] == service && in.Status == "running" {
+			out = append(out, in.Name)
+		}
+	}
+	return out
+}
+
+// answers GETs url from namespace ns n times and returns the distinct
+// bodies.
+func (l *netLab) answers(ns, url string, n int) map[string]int {
+	seen := map[string]int{}
+	for i := 0; i < n; i++ {
+		body, err := l.get(ns, url)
+		if err == nil {
+			seen[strings.TrimSpace(body)]++
+		}
+	}
+	return seen
+}
+
+const webService = `
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["8080:80"]
+    deploy:
+      replicas: 3
+`
+
+// TestComposeScaleAndBalance: up starts three replicas behind one
+// published port, which answers from all of them (from the outside and
+// from the host's loopback); a killed replica comes back; scale changes
+// the count; a supervisor killed with -9 comes back and reconciles
+// without duplicates; down leaves nothing.
+func TestComposeScaleAndBalance(t *testing.T) {
+	busybox(t)
+	l := newNetLab(t)
+	proj := "cp" + strings.ReplaceAll(l.host, "-", "")
+	file := composeFile(t, proj, "services:"+webService)
+	t.Cleanup(func() { l.berth("down", "-f", file) })
+	l.must("up", "-d", "-f", file)
+	if got := l.replicas(proj, "web"); len(got) != 3 {
+		t.Fatalf("after up: replicas %v, want 3", got)
+	}
+	for _, c := range []struct{ ns, url string }{{l.outside, "http://" + labHostIP + ":8080/"}, {l.host, "http://127.0.0.1:8080/"}} {
+		if seen := l.answers(c.ns, c.url, 30); len(seen) < 2 {
+			t.Errorf("GET %s from %s x30: answers %v, want at least two replicas", c.url, c.ns, seen)
+		}
+	}
+	// A replica killed comes back.
+	victim := l.replicas(proj, "web")[0]
+	l.must("kill", victim)
+	waitFor(t, "the killed replica to be replaced", func() bool { return len(l.replicas(proj, "web")) == 3 })
+
+	l.must("scale", "-f", file, "web=1")
+	if got := l.replicas(proj, "web"); len(got) != 1 {
+		t.Errorf("after scale web=1: %v", got)
+	}
+	// The supervisor dies in the middle of a scale up; the next look at
+	// the project starts it again, and it ends with exactly five.
+	ps := filepath.Join(berthRoot, "projects", proj)
+	var sv struct {
+		Pid int `json:"pid"`
+	}
+	b, _ := os.ReadFile(filepath.Join(ps, "supervisor.json"))
+	if err := json.Unmarshal(b, &sv); err != nil || sv.Pid == 0 {
+		t.Fatalf("supervisor record: %v", err)
+	}
+	r := l.berth("scale", "-f", file, "--wait-timeout", "1ms", "web=5")
+	_ = r
+	if p, err := os.FindProcess(sv.Pid); err == nil {
+		p.Kill()
+	}
+	waitFor(t, "five replicas after the supervisor came back", func() bool { return len(l.replicas(proj, "web")) == 5 })
+	time.Sleep(2 * time.Second) // a duplicate would show now
+	if got := l.replicas(proj, "web"); len(got) != 5 {
+		t.Errorf("after the supervisor's return: %v, want 5", got)
+	}
+	l.must("down", "-f", file)
+	if out := l.must("ps", "-a", "--format", "json"); strings.Contains(out, proj) {
+		t.Errorf("down left instances: %s", out)
+	}
+	if r := l.berth("network", "inspect", proj+"_default"); r.code == 0 {
+		t.Errorf("down left the project's network")
+	}
+	if out, _ := l.sh(l.host, "nft", "list", "table", "ip", "berth"); strings.Contains(out, proj) {
+		t.Errorf("down left the service's rules:\n%s", out)
+	}
+}
+
+// TestComposeContainerAndVM: a container service and a VM service of one
+// project talk to each other by service name.
+func TestComposeContainerAndVM(t *testing.T) {
+	needVM(t)
+	busybox(t)
+	l := newNetLab(t)
+	proj := "cv" + strings.ReplaceAll(l.host, "-", "")
+	file := composeFile(t, proj, `services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo web > /www/index.html && exec httpd -f -p 80 -h /www"]
+  worker:
+    image: busybox
+    runtime: berth-vm
+    command: ["sh", "-c", "mkdir -p /www && echo worker > /www/index.html && httpd -p 80 -h /www && until wget -qO- http://web/ > /tmp/got; do sleep 0.2; done; exec sleep 1000"]
+    depends_on: [web]
+`)
+	t.Cleanup(func() { l.berth("down", "-f", file) })
+	l.must("up", "-d", "-f", file)
+	for i := 0; i < 100; i++ {
+		if r := l.berth("exec", proj+"-worker-1", "cat", "/tmp/got"); r.code == 0 && strings.TrimSpace(r.stdout) == "web" {
+			break
+		}
+		if i == 99 {
+			t.Errorf("the VM worker never fetched http://web/")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := l.berth("exec", proj+"-web-1", "wget", "-qO-", "http://worker/")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "worker" {
+		t.Errorf("the container fetching http://worker/: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestComposeBadInput: each bad project is one line, exit 125, and
+// starts nothing.
+func TestComposeBadInput(t *testing.T) {
+	busybox(t)
+	l := newNetLab(t)
+	hold := l.listen(l.host, "0.0.0.0:8099")
+	_ = hold
+	for i, c := range []struct{ body, want string }{
+		{"services:\n  web: [unclosed\n", "yaml"},
+		{"services:\n  web:\n    image: busybox\n    bogus: 1\n", "bogus"},
+		{"services:\n  a:\n    image: busybox\n    depends_on: [b]\n  b:\n    image: busybox\n    depends_on: [a]\n", "cycle"},
+		{"services:\n  a:\n    image: localhost:1/no/such:image\n", "no/such"},
+		{"services:\n  a:\n    image: busybox\n    ports: [\"8099:80\"]\n", "8099"},
+		{"services:\n  a:\n    build: .\n", "build"},
+	} {
+		proj := fmt.Sprintf("bad%d%s", i, strings.ReplaceAll(l.host, "-", ""))
+		file := composeFile(t, proj, c.body)
+		r := l.berth("up", "-d", "-f", file)
+		msg := strings.TrimSpace(r.stderr)
+		if r.code != 125 || !strings.Contains(strings.ToLower(msg), c.want) || strings.Contains(msg, "\n") {
+			t.Errorf("up of %q: exit %d, %q; want 125 and one line with %q", c.body, r.code, msg, c.want)
+		}
+		if out := l.must("ps", "-a", "--format", "json"); strings.Contains(out, proj) {
+			t.Errorf("a refused project started instances: %s", out)
+		}
+	}
+	file := composeFile(t, "neg"+strings.ReplaceAll(l.host, "-", ""), "services:\n  a:\n    image: busybox\n    command: [sleep, '1000']\n")
+	if r := l.berth("up", "-d", "-f", file, "--scale", "a=-1"); r.code != 125 || !strings.Contains(r.stderr, "negative") {
+		t.Errorf("--scale a=-1: exit %d, %q", r.code, r.stderr)
+	}
+}
