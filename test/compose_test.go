@@ -193,3 +193,57 @@ func TestComposeBadInput(t *testing.T) {
 		t.Errorf("--scale a=-1: exit %d, %q", r.code, r.stderr)
 	}
 }
+
+// TestComposeRollingUpdate: a changed configuration rolls out one
+// replica at a time, a new one ready before an old one drains, and a
+// loop of requests through the published port meanwhile loses none.
+func TestComposeRollingUpdate(t *testing.T) {
+	busybox(t)
+	l := newNetLab(t)
+	proj := "ru" + strings.ReplaceAll(l.host, "-", "")
+	svc := func(v string) string {
+		return `services:
+  web:
+    image: busybox
+    environment:
+      V: "` + v + `"
+    command: ["sh", "-c", "mkdir -p /www && echo $${V} > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["8080:80"]
+    deploy:
+      replicas: 3
+`
+	}
+	file := composeFile(t, proj, svc("one"))
+	t.Cleanup(func() { l.berth("down", "-f", file) })
+	l.must("up", "-d", "-f", file)
+	if err := os.WriteFile(file, []byte(svc("two")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() { done <- l.berth("up", "-d", "-f", file) }()
+	failed, seen := 0, map[string]int{}
+	var r result
+	for loop := true; loop; {
+		select {
+		case r = <-done:
+			loop = false
+		default:
+		}
+		body, err := l.getOnce(l.outside, "http://"+labHostIP+":8080/")
+		if err != nil {
+			failed++
+			t.Logf("request failed: %v", err)
+			continue
+		}
+		seen[strings.TrimSpace(body)]++
+	}
+	if r.code != 0 {
+		t.Fatalf("up with the changed file: exit %d: %s", r.code, r.stderr)
+	}
+	if failed > 0 {
+		t.Errorf("%d requests failed during the rolling update (answers: %v)", failed, seen)
+	}
+	if after := l.answers(l.outside, "http://"+labHostIP+":8080/", 9); len(after) != 1 || after["two"] != 9 {
+		t.Errorf("after the update: %v, want only the new configuration", after)
+	}
+}

@@ -171,35 +171,36 @@ func (l *netLab) serveOutside(port int) {
 // get fetches url from inside namespace ns, retrying for a few seconds
 // while the connection is refused or reset (a server starting).
 func (l *netLab) get(ns, url string) (string, error) {
-	var client *http.Client
-	l.in(ns, func() {
-		// The dialer's sockets are made on this thread only if made
-		// now: a transport dials later, on other threads; so dial
-		// here, once per request, through a fresh connection.
-		client = nil
-	})
 	var body string
 	var err error
 	for i := 0; i < 50; i++ {
-		var conn net.Conn
-		addr := strings.TrimPrefix(url, "http://")
-		host, path, _ := strings.Cut(addr, "/")
-		l.in(ns, func() { conn, err = net.DialTimeout("tcp", host, 5*time.Second) })
-		if err == nil {
-			client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-				DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}}
-			var resp *http.Response
-			resp, err = client.Get("http://" + host + "/" + path)
-			if err == nil {
-				b, rerr := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				body, err = string(b), rerr
-				return body, err
-			}
+		if body, err = l.getOnce(ns, url); err == nil {
+			return body, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	return body, err
+}
+
+// getOnce fetches url from inside namespace ns, once, on a connection
+// dialled there (a transport would dial later, on threads outside ns).
+func (l *netLab) getOnce(ns, url string) (string, error) {
+	var conn net.Conn
+	var err error
+	host, path, _ := strings.Cut(strings.TrimPrefix(url, "http://"), "/")
+	l.in(ns, func() { conn, err = net.DialTimeout("tcp", host, 5*time.Second) })
+	if err != nil {
+		return "", err
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}}
+	resp, err := client.Get("http://" + host + "/" + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // dnsOutside serves DNS on the outside's address: each name in answers

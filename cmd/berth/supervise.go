@@ -108,6 +108,10 @@ func cmdSupervise(g *globals, args []string) error {
 
 var errProjectGone = errors.New("the project was taken down")
 
+// drainTime is how long a replica taken out of its service's balancer is
+// left to finish what it answers before it is removed.
+const drainTime = 1500 * time.Millisecond
+
 type supervisor struct {
 	g         *globals
 	ps        *project.Store
@@ -248,35 +252,42 @@ func (sv *supervisor) service(p *project.Project, svc project.Service, bySvc map
 	// Too many: the highest indexes go, old configurations first.
 	sort.Slice(old, func(i, j int) bool { return old[i].index > old[j].index })
 	sort.Slice(current, func(i, j int) bool { return current[i].index > current[j].index })
+	var drop []replica
 	for live > svc.Replicas {
-		sv.remove(current[0])
+		drop = append(drop, current[0])
 		current = current[1:]
 		live--
 	}
-	var err error
 	switch {
-	case live < svc.Replicas && len(old) > 0:
-		// A rolling update: one new replica at a time, started before an
-		// old one drains.
-		err = sv.start(p, svc, hash, used, 1)
-	case live < svc.Replicas:
-		err = sv.start(p, svc, hash, used, svc.Replicas-live)
+	case svc.Replicas == 0:
+		drop, old = append(drop, old...), nil
+	case len(old) > 0 && ss.Ready+len(old) > svc.Replicas:
+		// A rolling update: an old replica goes once a new one is
+		// ready in its place.
+		drop, old = append(drop, old[0]), old[1:]
 	}
-	if len(old) > 0 && ss.Ready > 0 && live+len(old) > svc.Replicas {
-		sv.remove(old[0])
-	} else if len(old) > 0 && svc.Replicas == 0 {
-		for _, r := range old {
-			sv.remove(r)
-		}
-	}
+	// Out of the balancer first, then a moment for what it was
+	// answering, then removed: no request meets a replica being
+	// removed.
 	var ready []replica
-	for _, r := range append(current, old...) {
+	for _, r := range append(append([]replica{}, current...), old...) {
 		if r.ready() {
 			ready = append(ready, r)
 		}
 	}
-	if berr := sv.balance(svc, ready); berr != nil {
-		err = errors.Join(err, berr)
+	err := sv.balance(svc, ready)
+	if len(drop) > 0 {
+		time.Sleep(drainTime)
+		for _, r := range drop {
+			sv.remove(r)
+		}
+	}
+	switch {
+	case live < svc.Replicas && len(old) > 0:
+		// One new replica at a time while old ones are still there.
+		err = errors.Join(err, sv.start(p, svc, hash, used, 1))
+	case live < svc.Replicas:
+		err = errors.Join(err, sv.start(p, svc, hash, used, svc.Replicas-live))
 	}
 	return ss, err
 }
