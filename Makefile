@@ -52,7 +52,8 @@ test-deps:
 
 # The main job: import the demo image and run it both ways, as a
 # container and as a VM with its own kernel, side by side, each also
-# serving a page on a published port.
+# serving a page on a published port; then a small compose project:
+# two container replicas behind one port, asking a service run as a VM.
 demo: install
 	@for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
@@ -61,6 +62,7 @@ demo: install
 	berth image import /tmp/berth-demo-oci --name demo
 	berth run --rm demo sh -c 'echo "hello from $$(hostname), pid $$$$, user $$(id -un), kernel $$(uname -r)"'
 	scripts/demo-network.sh demo
+	scripts/demo-compose.sh demo
 	berth bench --image demo compare
 
 test: test-deps build

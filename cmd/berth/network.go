@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/network"
+	"github.com/berth-dev/berth/internal/project"
 )
 
 func networkStore(g *globals) (*network.Store, error) { return network.Open(g.root) }
@@ -270,19 +271,26 @@ func cmdNetworkPrune(g *globals, args []string) error {
 
 func cmdPort(g *globals, args []string) error {
 	fs := newFlags("port")
+	proj := fs.String("project", "", "the compose project whose service INSTANCE names (default: the one project that has it)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		return fmt.Errorf("want INSTANCE [PORT[/PROTO]]: %w", errdefs.ErrInvalid)
 	}
-	_, in, err := lookupInstance(g, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	want := fs.Arg(1)
 	if want != "" && !strings.Contains(want, "/") {
 		want += "/tcp"
+	}
+	_, in, err := lookupInstance(g, fs.Arg(0))
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// A compose service's name: the ports its supervisor publishes.
+		if p, perr := serviceProject(g, *proj, fs.Arg(0)); perr == nil {
+			return servicePorts(g, p.Name, fs.Arg(0), want)
+		}
+	}
+	if err != nil {
+		return err
 	}
 	found := false
 	if ep := in.Endpoint; ep != nil {
@@ -446,4 +454,34 @@ func reattach(g *globals, ref string, change func(in *instance.Instance) (*insta
 		return nil
 	})
 	return err
+}
+
+// servicePorts prints the ports the supervisor of project name publishes
+// for service svc, as cmdPort prints an instance's.
+func servicePorts(g *globals, name, svc, want string) error {
+	ps, err := project.Open(g.root)
+	if err != nil {
+		return err
+	}
+	st, err := ps.Status(name)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, line := range st.Services[svc].Ports {
+		key, host, _ := strings.Cut(line, " -> ")
+		if want != "" && key != want {
+			continue
+		}
+		found = true
+		if want != "" {
+			fmt.Println(host)
+		} else {
+			fmt.Println(line)
+		}
+	}
+	if want != "" && !found {
+		return fmt.Errorf("service %s publishes no port %s: %w", svc, want, errdefs.ErrNotFound)
+	}
+	return nil
 }

@@ -276,6 +276,11 @@ func (sv *supervisor) service(p *project.Project, svc project.Service, bySvc map
 		}
 	}
 	err := sv.balance(svc, ready)
+	if b := sv.balancers[svc.Name]; b != nil {
+		for _, m := range b.ports {
+			ss.Ports = append(ss.Ports, m.String())
+		}
+	}
 	if len(drop) > 0 {
 		time.Sleep(drainTime)
 		for _, r := range drop {

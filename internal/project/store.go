@@ -41,6 +41,9 @@ type ServiceStatus struct {
 	Ready   int    `json:"ready"`   // running, healthy if checked, of the current configuration
 	Running int    `json:"running"` // running, whatever their configuration or health
 	Waiting string `json:"waiting,omitempty"`
+	// Ports are the service's published ports as `berth port` prints
+	// them ("80/tcp -> 0.0.0.0:8080"), host ports resolved.
+	Ports []string `json:"ports,omitempty"`
 }
 
 // Supervisor is the process that supervises a project.
