@@ -204,7 +204,7 @@ func TestRestartMonitorKilled(t *testing.T) {
 		if n := processesRunning("sleep", "3102"); n != 1 {
 			t.Fatalf("%d copies of the workload run", n)
 		}
-		if n := processesRunning(berthBin, "--root", berthRoot, "__monitor", id, "--again"); n != 1 {
+		if n := processesRunning("/proc/self/exe", "--root", berthRoot, "__monitor", id, "--again"); n != 1 {
 			t.Fatalf("%d monitors run", n)
 		}
 	}

@@ -89,7 +89,7 @@ func commands() []command {
 		{name: "kill", args: "INSTANCE...", short: "send a signal to instances",
 			long: "Sends a signal, SIGKILL unless -s names another, to each instance's main process. KILL, TERM, INT " +
 				"and QUIT count as the user's stop, as with berth stop: no restart policy undoes it.",
-			run:  cmdKill, operand: aRunning},
+			run: cmdKill, operand: aRunning},
 		{name: "start", args: "INSTANCE...", short: "start created or stopped instances again, detached",
 			long: "Starts each created or stopped instance again under a new monitor, detached as with run -d, and " +
 				"waits until its workload runs: the same instance (ID, name, record, root file system of a container), " +
