@@ -110,13 +110,7 @@ func startAtBoot(g *globals) error {
 }
 
 func cmdRestart(g *globals, args []string) error {
-	fs := newFlags("restart")
-	secs := fs.Int("t", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
-	fs.IntVar(secs, "time", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	grace, err := gracePeriod(*secs)
+	fs, grace, err := parseGrace("restart", args)
 	if err != nil {
 		return err
 	}
