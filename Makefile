@@ -18,6 +18,8 @@ TEST_PKGS    := $(RUNTIME_PKGS) runc git containerd docker.io docker-registry ap
 # the kernel fetch; the guest kernel itself is unpacked into KERNEL_DIR.
 VM_PKGS      := qemu-system-x86 erofs-utils cpio kmod xz-utils
 KERNEL_DIR   ?= /var/lib/berth/kernel
+# Where install puts berth-restart.service (installed, not enabled).
+SYSTEMD_DIR  ?= /etc/systemd/system
 
 .PHONY: all build install deps test-deps demo test check clean conformance fuzz
 
@@ -39,6 +41,8 @@ install: deps build
 	install -D -m 0755 $(BIN)/berth-init $(PREFIX)/lib/berth/berth-init
 	install -D -m 0755 $(BIN)/berth-registry $(PREFIX)/lib/berth/berth-registry
 	install -D -m 0755 $(BIN)/berth-compose $(PREFIX)/lib/berth/berth-compose
+	sed 's|/usr/local/bin/berth|$(PREFIX)/bin/berth|' scripts/berth-restart.service > /tmp/berth-restart.service.$$$$ && \
+	  install -D -m 0644 /tmp/berth-restart.service.$$$$ $(SYSTEMD_DIR)/berth-restart.service; rm -f /tmp/berth-restart.service.$$$$
 
 deps:
 	@command -v umoci >/dev/null && command -v busybox >/dev/null && command -v skopeo >/dev/null || \

@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/regcli"
 	"github.com/berth-dev/berth/internal/vm"
 )
@@ -59,7 +60,9 @@ func commands() []command {
 			long: "Runs COMMAND (by default the image's entrypoint and command) in a new instance of IMAGE: " +
 				"a Linux container, or with --vm a QEMU virtual machine with its own kernel. " +
 				"In the foreground berth's exit status is the command's; with -d berth prints the instance's ID " +
-				"and a monitor process keeps the instance's output in a bounded log (see berth logs). " +
+				"and a monitor process keeps the instance's output in a bounded log (see berth logs), starts it " +
+				"again as --restart says (Docker's policies and back-off; a restart needs -d) and runs its health " +
+				"check (the image's HEALTHCHECK or --health-cmd; ps and inspect show its health). " +
 				"Flags stop at IMAGE: what follows it is the command.",
 			run: cmdRun, operand: anImage, firstOnly: true},
 		{name: "exec", args: "INSTANCE COMMAND [ARG...]", short: "run a command in a running instance",
@@ -69,7 +72,10 @@ func commands() []command {
 			run: cmdExec, operand: aRunning, firstOnly: true},
 		{name: "ps", short: "list instances",
 			long: "Lists running instances, or with -a every instance berth still has a record of, " +
-				"newest first, with its image, command, age, status, isolation (container or vm) and name.",
+				"newest first, with its image, command, age, status, isolation (container or vm) and name. " +
+				"STATUS says, as Docker's does, \"up 3 seconds (healthy)\" for a running instance and its health, " +
+				"\"restarting (1) 2 seconds ago\" for one its restart policy starts again after its exit (1), and " +
+				"\"exited (0) 5 minutes ago\".",
 			run: cmdPs},
 		{name: "logs", args: "INSTANCE", short: "show a detached instance's output",
 			long: "Prints the output a detached instance (run -d) has written to its log: standard output " +
@@ -77,11 +83,26 @@ func commands() []command {
 			run: cmdLogs, operand: anInstance},
 		{name: "stop", args: "INSTANCE...", short: "stop instances: SIGTERM, then SIGKILL after a grace period",
 			long: "Sends SIGTERM to each instance's main process (a VM's guest command), waits the grace period " +
-				"for it to end and then sends SIGKILL.",
+				"for it to end and then sends SIGKILL. A stopped instance stays stopped: no restart policy starts it " +
+				"again (a restart under way is called off) until berth start or restart.",
 			run: cmdStop, operand: aRunning},
 		{name: "kill", args: "INSTANCE...", short: "send a signal to instances",
-			long: "Sends a signal, SIGKILL unless -s names another, to each instance's main process.",
-			run:  cmdKill, operand: aRunning},
+			long: "Sends a signal, SIGKILL unless -s names another, to each instance's main process. KILL, TERM, INT " +
+				"and QUIT count as the user's stop, as with berth stop: no restart policy undoes it.",
+			run: cmdKill, operand: aRunning},
+		{name: "start", args: "INSTANCE...", short: "start created or stopped instances again, detached",
+			long: "Starts each created or stopped instance again under a new monitor, detached as with run -d, and " +
+				"waits until its workload runs: the same instance (ID, name, record, root file system of a container), " +
+				"new processes, its network attached again. It forgets a stop by the user and sets the restart count " +
+				"back to 0. An instance that runs, or that its restart policy is restarting, is left as it is. " +
+				"With --boot and no INSTANCE it starts what a host's boot should bring back, as dockerd does when it " +
+				"starts: every instance whose restart policy is always, or unless-stopped if the user had not stopped it " +
+				"(scripts/berth-restart.service runs it at boot).",
+			run: cmdStart, operand: anInstance},
+		{name: "restart", args: "INSTANCE...", short: "stop instances, then start them again",
+			long: "Stops each instance as berth stop does (SIGTERM, SIGKILL after -t seconds) and starts it again " +
+				"as berth start does, detached under a new monitor.",
+			run: cmdRestart, operand: anInstance},
 		{name: "rm", args: "INSTANCE...", short: "remove stopped instances",
 			long: "Removes each stopped instance: its record, log, cgroup and root file system. " +
 				"A running instance is refused unless -f, which kills it first.",
@@ -286,6 +307,9 @@ func realMain(args []string) int {
 	if c.name == "run" {
 		catchEarlySignals()
 	}
+	// An instance whose owner died and whose restart policy wants it
+	// back gets a new monitor from whichever command reconciles it.
+	lifecycle.Spawner = reviver(g.root)
 	err = c.run(g, args)
 	if err == nil {
 		return 0

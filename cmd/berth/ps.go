@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/berth-dev/berth/internal/health"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/project"
@@ -73,7 +74,9 @@ func cmdPs(g *globals, args []string) error {
 	return w.Flush()
 }
 
-// statusText is ps's STATUS column: "running", "exited (3) 2 minutes ago".
+// statusText is ps's STATUS column, Docker's in lower case: "up 3
+// seconds (healthy)", "restarting (1) 2 seconds ago", "exited (3) 2
+// minutes ago".
 func statusText(in *instance.Instance) string {
 	if in.Unreadable {
 		return "unreadable record (rm -f removes it)"
@@ -84,13 +87,24 @@ func statusText(in *instance.Instance) string {
 		if in.ExitCode != nil {
 			code = *in.ExitCode
 		}
-		s := fmt.Sprintf("exited (%d) %s", code, ago(in.Finished))
+		word := "exited"
+		if in.Restarting && instance.Alive(in.MonitorPid, in.MonStart) {
+			word = "restarting"
+		}
+		s := fmt.Sprintf("%s (%d) %s", word, code, ago(in.Finished))
 		if in.OOMKilled {
 			s += " oom"
 		}
 		return s
 	case instance.Running:
-		return "up " + strings.TrimSuffix(ago(in.Started), " ago")
+		s := "up " + strings.TrimSuffix(ago(in.Started), " ago")
+		if in.Health != nil {
+			if in.Health.Status == health.Starting {
+				return s + " (health: starting)"
+			}
+			return s + " (" + in.Health.Status + ")"
+		}
+		return s
 	}
 	return string(in.Status)
 }

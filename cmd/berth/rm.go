@@ -24,11 +24,17 @@ func cmdRm(g *globals, args []string) error {
 		corrupt = removeCorrupt
 	}
 	return forEachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
-		if in.Status.Active() {
+		// One its owner is starting or restarting counts as running.
+		owned := instance.Alive(in.MonitorPid, in.MonStart) && (in.Restarting || in.Status == instance.Created)
+		if in.Status.Active() || owned {
 			if !*force {
-				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), in.Status, errdefs.ErrConflict)
+				status := string(in.Status)
+				if in.Restarting {
+					status = "restarting"
+				}
+				return fmt.Errorf("instance %s is %s: stop it first or use rm -f: %w", in.ShortID(), status, errdefs.ErrConflict)
 			}
-			_ = lifecycle.Signal(st, in, syscall.SIGKILL)
+			_ = lifecycle.Kill(st, in, syscall.SIGKILL)
 			if !lifecycle.WaitStopped(st, in.ID, 10*time.Second) {
 				return fmt.Errorf("instance %s did not stop after SIGKILL", in.ShortID())
 			}

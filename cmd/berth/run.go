@@ -13,6 +13,8 @@ import (
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/engine"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/health"
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/lifecycle"
 	"github.com/berth-dev/berth/internal/tty"
@@ -39,6 +41,14 @@ type runFlags struct {
 	// logConfig bounds a detached run's log; nil for a foreground run,
 	// whose output goes to the terminal.
 	logConfig *instance.LogConfig
+	restart   string
+	policy    *instance.RestartPolicy // nil: --restart no
+	// check is what the --health-* flags set, merged over the image's
+	// HEALTHCHECK in createInstance.
+	check         health.Config
+	healthCmd     string
+	noHealthcheck bool
+	onFailure     string
 }
 
 func parseRun(args []string) (*runFlags, string, error) {
@@ -89,11 +99,22 @@ func parseRun(args []string) (*runFlags, string, error) {
 	fs.Var(&f.labels, "label", "set a label K=V on the instance")
 	fs.Var(&f.labels, "l", "set a label K=V on the instance")
 	fs.Var(&f.logOpts, "log-opt", "bound the log of a detached run: max-size=SIZE (default 20m), max-file=N (default 5)")
+	fs.StringVar(&f.restart, "restart", "no", "restart policy of a detached instance: no, on-failure[:N] (at most N restarts), always or unless-stopped")
+	fs.StringVar(&f.healthCmd, "health-cmd", "", "health check: a command run in the instance with /bin/sh -c (exit 0: healthy)")
+	fs.DurationVar(&f.check.Interval, "health-interval", 0, "time between health checks, e.g. 30s (default 30s)")
+	fs.DurationVar(&f.check.Timeout, "health-timeout", 0, "time a health check may take before it counts as failed (default 30s)")
+	fs.DurationVar(&f.check.StartPeriod, "health-start-period", 0, "time after the start during which failed checks do not count (default 0s)")
+	fs.IntVar(&f.check.Retries, "health-retries", 0, "failed checks in a row that make the instance unhealthy (default 3)")
+	fs.BoolVar(&f.noHealthcheck, "no-healthcheck", false, "run no health check, not even the image's HEALTHCHECK")
+	fs.StringVar(&f.onFailure, "health-on-failure", "none", "when the instance turns unhealthy: none, kill, restart (needs -d) or stop")
 	if err := parseStrict(fs, args); err != nil {
 		return nil, "", err
 	}
 	if fs.NArg() == 0 {
 		return nil, "", fmt.Errorf("want an IMAGE: %w", errdefs.ErrInvalid)
+	}
+	if err := checkServiceFlags(f); err != nil {
+		return nil, "", err
 	}
 	o.Args = fs.Args()[1:]
 	o.Env = f.env
@@ -259,6 +280,13 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 	if in.Name == "" {
 		in.Name = id[:12]
 	}
+	in.RestartPolicy, in.HealthOnFailure = f.policy, f.onFailure
+	if in.Healthcheck, err = healthcheck(images, img, f); err != nil {
+		return nil, nil, nil, err
+	}
+	if in.Healthcheck != nil {
+		in.Health = health.NewState()
+	}
 	if f.net.Attached() {
 		if in.Net, err = netConfig(g, f, img.Config.Config); err != nil {
 			return nil, nil, nil, err
@@ -271,6 +299,60 @@ func createInstance(g *globals, guard *startGuard, eng engine.Engine, ref string
 	}
 	trace("record created")
 	return st, in, &instance.Bundle{Spec: spec, Layers: layers}, nil
+}
+
+// checkServiceFlags checks --restart and the health flags, and keeps
+// what they say in f.
+func checkServiceFlags(f *runFlags) error {
+	p, err := instance.ParseRestartPolicy(f.restart)
+	if err != nil {
+		return err
+	}
+	if p.Restarts() {
+		if f.rm {
+			return fmt.Errorf("--restart %s: conflicts with --rm (an instance removed when it ends cannot start again): %w", f.restart, errdefs.ErrInvalid)
+		}
+		if !f.detach {
+			return fmt.Errorf("--restart %s: needs -d (the monitor of a detached instance restarts it): %w", f.restart, errdefs.ErrInvalid)
+		}
+		f.policy = &p
+	}
+	if f.onFailure, err = instance.ParseHealthOnFailure(f.onFailure); err != nil {
+		return err
+	}
+	if f.onFailure == instance.HealthRestart && !f.detach {
+		return fmt.Errorf("--health-on-failure restart: needs -d (the monitor of a detached instance restarts it): %w", errdefs.ErrInvalid)
+	}
+	if f.healthCmd != "" {
+		f.check.Test = []string{"CMD-SHELL", f.healthCmd}
+	}
+	c := f.check
+	if f.noHealthcheck && (len(c.Test) > 0 || c.Interval != 0 || c.Timeout != 0 || c.StartPeriod != 0 || c.Retries != 0) {
+		return fmt.Errorf("--no-healthcheck conflicts with the other --health-* flags: %w", errdefs.ErrInvalid)
+	}
+	return f.check.Validate()
+}
+
+// healthcheck is the check an instance of img runs: the image's
+// HEALTHCHECK (in the config blob's Docker fields, which ocispec drops)
+// merged with the run's flags; nil for none.
+func healthcheck(images *image.Store, img image.Image, f *runFlags) (*health.Config, error) {
+	var fromImage *health.Config
+	if !f.noHealthcheck {
+		blob, err := images.OpenBlob(img.ID)
+		if err != nil {
+			return nil, err
+		}
+		data, err := io.ReadAll(io.LimitReader(blob, 8<<20))
+		blob.Close()
+		if err != nil {
+			return nil, err
+		}
+		if fromImage, err = health.FromImageConfig(data); err != nil {
+			return nil, err
+		}
+	}
+	return health.Merge(fromImage, &f.check, f.noHealthcheck), nil
 }
 
 // buildSpec turns the image config and run options into an OCI spec.
@@ -370,7 +452,9 @@ func runForeground(g *globals, guard *startGuard, st *instance.Store, in *instan
 		restore := tty.AttachFunc(os.Stdin, func(b specs.Box) { _ = c.Resize(uint16(b.Height), uint16(b.Width)) })
 		defer restore()
 	}
+	stopHealth := lifecycle.WatchHealth(st, in, c)
 	exit, endErr := lifecycle.Finish(st, in, c, nil)
+	stopHealth()
 	trace("instance finished and cleaned up")
 	stop()
 	if endErr != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"math"
 	"time"
@@ -11,19 +12,26 @@ import (
 )
 
 func cmdStop(g *globals, args []string) error {
-	fs := newFlags("stop")
-	secs := fs.Int("t", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
-	fs.IntVar(secs, "time", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	grace, err := gracePeriod(*secs)
+	fs, grace, err := parseGrace("stop", args)
 	if err != nil {
 		return err
 	}
 	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
 		return lifecycle.Stop(st, in, grace)
 	})
+}
+
+// parseGrace parses the flags of a verb that stops instances (stop,
+// restart): -t, the grace period between SIGTERM and SIGKILL.
+func parseGrace(verb string, args []string) (*flag.FlagSet, time.Duration, error) {
+	fs := newFlags(verb)
+	secs := fs.Int("t", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
+	fs.IntVar(secs, "time", 10, "seconds to wait after SIGTERM before SIGKILL (-1: no limit)")
+	if err := parse(fs, args); err != nil {
+		return nil, 0, err
+	}
+	grace, err := gracePeriod(*secs)
+	return fs, grace, err
 }
 
 // noLimit is the grace period of `stop -t -1`: wait as long as the

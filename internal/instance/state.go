@@ -15,8 +15,12 @@ import (
 //	   │                 ▼  │
 //	   │                paused ──kill──▶ stopped
 //	   └──────────fail/kill──────────────▶ stopped
+//	   ▲                                      │
+//	   └────────────────start again───────────┘
 //
-// A stopped instance is only removed; it never runs again.
+// A stopped instance starts again by becoming created once more, under
+// its owner (a restart policy's restart, berth start): the same record,
+// directory and bundle, new processes.
 type Status string
 
 const (
@@ -31,7 +35,7 @@ var transitions = map[Status][]Status{
 	Created: {Running, Stopped},
 	Running: {Paused, Stopped},
 	Paused:  {Running, Stopped},
-	Stopped: {},
+	Stopped: {Created},
 }
 
 // TransitionError is returned for a move the state machine forbids.

@@ -12,6 +12,7 @@ func TestTransitions(t *testing.T) {
 		{Created, Running}: true, {Created, Stopped}: true,
 		{Running, Paused}: true, {Running, Stopped}: true,
 		{Paused, Running}: true, {Paused, Stopped}: true,
+		{Stopped, Created}: true,
 	}
 	all := []Status{Created, Running, Paused, Stopped}
 	for _, from := range all {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/health"
 	"github.com/berth-dev/berth/internal/lockfile"
 )
 
@@ -63,7 +64,15 @@ type Instance struct {
 	LogConfig   *LogConfig        `json:"log_config,omitempty"`  // bounds a detached instance's log; nil: DefaultLogConfig
 	Net         *NetConfig        `json:"net,omitempty"`         // the network asked for; nil: none
 	Labels      map[string]string `json:"labels,omitempty"`      // --label K=V
-	Created     time.Time         `json:"created"`
+	// RestartPolicy is run's --restart; nil: no.
+	RestartPolicy *RestartPolicy `json:"restart_policy,omitempty"`
+	// Healthcheck is the check the owner runs while the instance runs
+	// (the image's HEALTHCHECK merged with run's --health-*); nil: none.
+	Healthcheck *health.Config `json:"healthcheck,omitempty"`
+	// HealthOnFailure is what the owner does when the instance turns
+	// unhealthy: HealthNone (""), HealthKill, HealthRestart or HealthStop.
+	HealthOnFailure string    `json:"health_on_failure,omitempty"`
+	Created         time.Time `json:"created"`
 
 	Status     Status    `json:"status"`
 	Pid        int       `json:"pid,omitempty"`         // host pid of the container's PID 1 (init or workload) or the VM's QEMU
@@ -77,6 +86,18 @@ type Instance struct {
 	OOMKilled  bool      `json:"oom_killed"`
 	Endpoint   *Endpoint `json:"endpoint,omitempty"` // where it is on its network while running
 	Error      string    `json:"error,omitempty"`    // why it failed to start or was lost
+	// RestartCount is how many times the instance was started again
+	// (its restart policy, a health check's restart, a reconcile that
+	// found its owner gone); a user's start sets it back to 0.
+	RestartCount int `json:"restart_count"`
+	// Restarting: stopped, and its owner (MonitorPid) starts it again
+	// after its back-off.
+	Restarting bool `json:"restarting,omitempty"`
+	// StoppedByUser: stop, kill or rm -f ended it (recorded before the
+	// signal): no restart policy starts it again until a user's start.
+	StoppedByUser bool `json:"stopped_by_user,omitempty"`
+	// Health is what the health check found since the last start.
+	Health *health.State `json:"health,omitempty"`
 	// Unreadable is set by List, never stored: the instance's record
 	// could not be read, Error says why.
 	Unreadable bool `json:"unreadable,omitempty"`

@@ -127,6 +127,10 @@ func Start(ctx context.Context, o StartOptions) (engine.Running, error) {
 		return nil, err
 	}
 	_, err = st.Update(in.ID, func(x *instance.Instance) error {
+		if x.StoppedByUser {
+			// stop, kill or rm -f came while it started (again).
+			return fmt.Errorf("instance %s: %w", x.ShortID(), ErrStoppedByUser)
+		}
 		if att != nil {
 			x.Endpoint = att.Endpoint()
 		}
@@ -232,13 +236,64 @@ const LostError = "the process that owned the instance exited without recording 
 // Reconcile repairs the record of an instance whose owner (the foreground
 // CLI or the monitor) died without recording its end: whatever is left of
 // it is killed, its cgroup removed, and it is recorded as stopped (137,
-// LostError), or removed when it was run with --rm. An instance that is
-// stopped or whose owner lives is left alone. It returns the current
-// record.
+// LostError), or removed when it was run with --rm. Then, when Spawner is
+// set and the instance's restart policy wants it back, a new owner is
+// started for it (see Revive), which starts it again. An instance whose
+// owner lives is left alone. All of it is one step under the record
+// lock, so of several processes that reconcile an instance at once one
+// ends it and gives it its new owner, and the others find that owner
+// alive: an instance never runs twice. It returns the current record.
 func Reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
-	if in.Status == instance.Stopped || instance.Alive(in.MonitorPid, in.MonStart) {
+	if instance.Alive(in.MonitorPid, in.MonStart) ||
+		in.Status == instance.Stopped && (Spawner == nil || !in.WantsRestart()) {
 		return in
 	}
+	var out *instance.Instance
+	err := st.Locked(in.ID, func(x *instance.Instance, write func(*instance.Instance) error) error {
+		out = x
+		if instance.Alive(x.MonitorPid, x.MonStart) {
+			return nil // another process reconciled it meanwhile
+		}
+		changed := false
+		if x.Status != instance.Stopped {
+			endRemains(st, x)
+			markLost(x)
+			changed = true
+		}
+		if Spawner != nil && x.WantsRestart() {
+			if pid, err := Spawner(x.ID); err == nil {
+				x.MonitorPid, x.MonStart, x.Restarting = pid, instance.ProcStart(pid), true
+				changed = true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		return write(x)
+	})
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return in
+		}
+		// The record cannot be written (a full or read-only file
+		// system): what is shown must still be the truth, and rm must
+		// still be able to remove it.
+		if in.Status != instance.Stopped && out != nil {
+			cp := *in
+			markLost(&cp)
+			return &cp
+		}
+		return in
+	}
+	if out.AutoRemove && out.Status == instance.Stopped {
+		_ = st.Remove(out.ID)
+	}
+	return out
+}
+
+// endRemains kills what is left of an instance whose owner is gone: its
+// process (init or QEMU), its cgroup, its hold on its network.
+func endRemains(st *instance.Store, in *instance.Instance) {
 	if instance.Alive(in.Pid, in.PidStart) {
 		_ = syscall.Kill(in.Pid, syscall.SIGKILL)
 	}
@@ -246,31 +301,16 @@ func Reconcile(st *instance.Store, in *instance.Instance) *instance.Instance {
 		_ = container.Cleanup(in.Cgroup)
 	}
 	_ = network.Detach(st.Root(), in)
-	lost := func(x *instance.Instance) error {
-		if x.Status == instance.Stopped {
-			return nil
-		}
-		x.Status = instance.Stopped
-		x.Endpoint = nil
-		code := 137
-		x.ExitCode = &code
-		x.Finished = time.Now().UTC()
-		x.Error = LostError
-		return nil
-	}
-	out, err := st.Update(in.ID, lost)
-	if err != nil {
-		// The record cannot be written (a full or read-only file
-		// system): what is shown must still be the truth, and rm must
-		// still be able to remove it.
-		cp := *in
-		_ = lost(&cp)
-		return &cp
-	}
-	if out.AutoRemove {
-		_ = st.Remove(out.ID)
-	}
-	return out
+}
+
+// markLost records in as ended by the loss of its owner.
+func markLost(x *instance.Instance) {
+	x.Status = instance.Stopped
+	x.Endpoint = nil
+	code := 137
+	x.ExitCode = &code
+	x.Finished = time.Now().UTC()
+	x.Error = LostError
 }
 
 // RequireActive refuses an instance that has no live process (created or
@@ -288,7 +328,34 @@ func RequireActive(in *instance.Instance) error {
 // resumes it. The status is read, the signal sent and the thaw recorded
 // under the record lock, so no pause slips in between.
 func Signal(st *instance.Store, in *instance.Instance, sig syscall.Signal) error {
+	return signal(st, in, sig, false)
+}
+
+// Kill is Signal for a user who ends the instance (stop, kill with a
+// signal that ends it, rm -f): in the same step under the record lock it
+// first records StoppedByUser, so that no restart policy undoes it, and
+// calls off a restart under way. An instance its owner is restarting or
+// starting again is then not an error: it does not start.
+func Kill(st *instance.Store, in *instance.Instance, sig syscall.Signal) error {
+	return signal(st, in, sig, true)
+}
+
+// ErrStoppedByUser is why an instance the user stopped does not start
+// again (Again, and Start of an instance stopped while it started).
+var ErrStoppedByUser = fmt.Errorf("stopped by the user: %w", errdefs.ErrConflict)
+
+func signal(st *instance.Store, in *instance.Instance, sig syscall.Signal, byUser bool) error {
 	return st.Locked(in.ID, func(x *instance.Instance, write func(*instance.Instance) error) error {
+		if byUser && (!x.StoppedByUser || x.Restarting) {
+			pending := (x.Restarting || x.Status == instance.Created) && instance.Alive(x.MonitorPid, x.MonStart)
+			x.StoppedByUser, x.Restarting = true, false
+			if err := write(x); err != nil {
+				return err
+			}
+			if pending {
+				return nil // its owner sees the mark and does not start it
+			}
+		}
 		if !x.Status.Active() || !instance.Alive(x.Pid, x.PidStart) {
 			return fmt.Errorf("instance %s is not running: %w", x.ShortID(), errdefs.ErrConflict)
 		}
@@ -426,16 +493,27 @@ func Handle(st *instance.Store, in *instance.Instance) (engine.Handle, error) {
 	return e.Open(in, st.Dir(in.ID)), nil
 }
 
-// Stop sends SIGTERM, waits up to grace for the instance to end,
-// then sends SIGKILL and waits for its owner to record the end.
+// Stop is the user's stop: it records StoppedByUser (see Kill), sends
+// SIGTERM, waits up to grace for the instance to end, then sends SIGKILL
+// and waits for its owner to record the end. A restart under way is
+// called off; an instance being started again is waited for until its
+// owner has recorded that it did not start.
 func Stop(st *instance.Store, in *instance.Instance, grace time.Duration) error {
-	if !in.Status.Active() {
+	termErr := Kill(st, in, syscall.SIGTERM)
+	cur, err := st.Get(in.ID)
+	if err != nil {
+		return nil // removed meanwhile (--rm)
+	}
+	if !cur.Status.Active() {
+		if cur.Status == instance.Created && !WaitStopped(st, in.ID, 10*time.Second) {
+			return fmt.Errorf("instance %s: its owner did not record its stop", in.ShortID())
+		}
 		return nil
 	}
-	if err := Signal(st, in, syscall.SIGTERM); err == nil && WaitStopped(st, in.ID, grace) {
+	if termErr == nil && WaitStopped(st, in.ID, grace) {
 		return nil
 	}
-	_ = Signal(st, in, syscall.SIGKILL)
+	_ = Kill(st, in, syscall.SIGKILL)
 	if WaitStopped(st, in.ID, 10*time.Second) {
 		return nil
 	}
