@@ -208,6 +208,9 @@ func TestComposeRollingUpdate(t *testing.T) {
     environment:
       V: "` + v + `"
     command: ["sh", "-c", "mkdir -p /www && echo $${V} > /www/index.html && exec httpd -f -p 80 -h /www"]
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1/"]
+      interval: 1s
     ports: ["8080:80"]
     deploy:
       replicas: 3
@@ -246,4 +249,43 @@ func TestComposeRollingUpdate(t *testing.T) {
 	if after := l.answers(l.outside, "http://"+labHostIP+":8080/", 9); len(after) != 1 || after["two"] != 9 {
 		t.Errorf("after the update: %v, want only the new configuration", after)
 	}
+}
+
+// TestComposeHealthGatesBalancer: a replica whose health check fails
+// leaves the service's balancer, and comes back when it recovers.
+func TestComposeHealthGatesBalancer(t *testing.T) {
+	busybox(t)
+	l := newNetLab(t)
+	proj := "hc" + strings.ReplaceAll(l.host, "-", "")
+	file := composeFile(t, proj, `services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["8080:80"]
+    healthcheck:
+      test: ["CMD-SHELL", "test ! -e /tmp/sick"]
+      interval: 1s
+      retries: 1
+    deploy:
+      replicas: 2
+`)
+	t.Cleanup(func() { l.berth("down", "-f", file) })
+	l.must("up", "-d", "-f", file)
+	if seen := l.answers(l.outside, "http://"+labHostIP+":8080/", 10); len(seen) != 2 {
+		t.Fatalf("both replicas healthy: answers %v, want two", seen)
+	}
+	sick := proj + "-web-1"
+	l.must("exec", sick, "touch", "/tmp/sick")
+	var host string
+	if r := l.berth("exec", sick, "hostname"); r.code == 0 {
+		host = strings.TrimSpace(r.stdout)
+	}
+	waitFor(t, "the sick replica to leave the balancer", func() bool {
+		seen := l.answers(l.outside, "http://"+labHostIP+":8080/", 6)
+		return len(seen) == 1 && seen[host] == 0
+	})
+	l.must("exec", sick, "rm", "/tmp/sick")
+	waitFor(t, "the recovered replica to come back", func() bool {
+		return len(l.answers(l.outside, "http://"+labHostIP+":8080/", 6)) == 2
+	})
 }

@@ -225,8 +225,9 @@ func (sv *supervisor) service(p *project.Project, svc project.Service, bySvc map
 	for _, r := range rs {
 		used[r.index] = true
 		switch {
-		case r.in.Status == instance.Stopped && !r.completed():
-			// Ended abnormally and nothing restarts it: replace it.
+		case r.in.Status == instance.Stopped && !r.completed() && !r.in.Restarting:
+			// Ended abnormally and its owner does not restart it:
+			// replace it.
 			sv.remove(r)
 			delete(used, r.index)
 			continue
