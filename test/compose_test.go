@@ -289,3 +289,60 @@ func TestComposeHealthGatesBalancer(t *testing.T) {
 		return len(l.answers(l.outside, "http://"+labHostIP+":8080/", 6)) == 2
 	})
 }
+
+// TestComposeAfterReboot: when every berth process of a project and its
+// replicas' workloads are gone, as after a host's reboot, start --boot
+// (berth-restart.service) brings the project back to its replicas.
+func TestComposeAfterReboot(t *testing.T) {
+	busybox(t)
+	l := newNetLab(t)
+	proj := "rb" + strings.ReplaceAll(l.host, "-", "")
+	file := composeFile(t, proj, "services:"+strings.Replace(webService, "replicas: 3", "replicas: 2", 1))
+	t.Cleanup(func() { l.berth("down", "-f", file) })
+	l.must("up", "-d", "-f", file)
+	var ins []struct {
+		Pid        int `json:"pid"`
+		MonitorPid int `json:"monitor_pid"`
+	}
+	if err := json.Unmarshal([]byte(l.must("ps", "--project", proj, "--format", "json")), &ins); err != nil || len(ins) != 2 {
+		t.Fatalf("ps: %v %d", err, len(ins))
+	}
+	var sv struct {
+		Pid int `json:"pid"`
+	}
+	b, _ := os.ReadFile(filepath.Join(berthRoot, "projects", proj, "supervisor.json"))
+	if err := json.Unmarshal(b, &sv); err != nil {
+		t.Fatal(err)
+	}
+	pids := []int{sv.Pid}
+	for _, in := range ins {
+		pids = append(pids, in.MonitorPid, in.Pid)
+	}
+	for _, pid := range pids {
+		if p, err := os.FindProcess(pid); err == nil && pid > 0 {
+			p.Kill()
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	out := l.must("start", "--boot")
+	// start --boot itself brought the supervisor back (ps --project
+	// below would too): a new one lives.
+	if !strings.Contains(out, "project "+proj) {
+		t.Errorf("start --boot did not name the project: %q", out)
+	}
+	waitFor(t, "a new supervisor, started by start --boot", func() bool {
+		b, _ := os.ReadFile(filepath.Join(berthRoot, "projects", proj, "supervisor.json"))
+		var again struct {
+			Pid int `json:"pid"`
+		}
+		if json.Unmarshal(b, &again) != nil || again.Pid == sv.Pid {
+			return false
+		}
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", again.Pid))
+		return err == nil
+	})
+	waitFor(t, "two replicas after the boot", func() bool { return len(l.replicas(proj, "web")) == 2 })
+	if seen := l.answers(l.outside, "http://"+labHostIP+":8080/", 10); len(seen) != 2 {
+		t.Errorf("after the boot: answers %v, want two replicas", seen)
+	}
+}

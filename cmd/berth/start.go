@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/instance"
 	"github.com/berth-dev/berth/internal/lifecycle"
+	"github.com/berth-dev/berth/internal/project"
 )
 
 func cmdStart(g *globals, args []string) error {
@@ -106,6 +109,18 @@ func startAtBoot(g *globals) error {
 		}
 		fmt.Println(in.Name)
 	}
+	// Every compose project's supervisor comes back too: it brings its
+	// replicas back to their counts.
+	if ps, err := project.Open(g.root); err == nil {
+		names, _ := ps.List()
+		for _, name := range names {
+			if err := startSupervisor(g, ps, name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			fmt.Println("project " + name)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -113,6 +128,14 @@ func cmdRestart(g *globals, args []string) error {
 	fs, grace, err := parseGrace("restart", args)
 	if err != nil {
 		return err
+	}
+	if len(fs.Args()) == 1 {
+		// A compose service's name: its replicas, one after the other.
+		if _, _, err := lookupInstance(g, fs.Arg(0)); errors.Is(err, errdefs.ErrNotFound) {
+			if p, perr := serviceProject(g, "", fs.Arg(0)); perr == nil {
+				return restartService(g, p, fs.Arg(0), grace)
+			}
+		}
 	}
 	return eachInstance(g, fs.Args(), func(st *instance.Store, in *instance.Instance) error {
 		if err := lifecycle.Stop(st, in, grace); err != nil {
@@ -124,4 +147,38 @@ func cmdRestart(g *globals, args []string) error {
 		}
 		return startInstance(g, st, cur)
 	})
+}
+
+// restartService restarts the replicas of service svc of project p one
+// after the other, so the service keeps answering.
+func restartService(g *globals, p *project.Project, svc string, grace time.Duration) error {
+	ins, err := projectInstances(g, p.Name)
+	if err != nil {
+		return err
+	}
+	st, err := g.instanceStore()
+	if err != nil {
+		return err
+	}
+	sort.Slice(ins, func(i, j int) bool { return ins[i].Name < ins[j].Name })
+	var errs []error
+	for _, in := range ins {
+		if in.Labels[project.LabelService] != svc {
+			continue
+		}
+		if err := lifecycle.Stop(st, in, grace); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cur, err := st.Get(in.ID)
+		if err == nil {
+			err = startInstance(g, st, cur)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Println(in.Name)
+	}
+	return errors.Join(errs...)
 }
