@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -340,17 +341,7 @@ func cmdNetworkConnect(g *globals, args []string) error {
 	ip := fs.String("ip", "", "IPv4 address on the network")
 	var aliases listFlag
 	fs.Var(&aliases, "alias", "another name the instance answers to on the network")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 {
-		return fmt.Errorf("want NETWORK and INSTANCE: %w", errdefs.ErrInvalid)
-	}
-	nets, err := networkStore(g)
-	if err != nil {
-		return err
-	}
-	n, err := nets.Get(fs.Arg(0))
+	n, err := networkOperand(g, fs, args)
 	if err != nil {
 		return err
 	}
@@ -385,17 +376,7 @@ func cmdNetworkDisconnect(g *globals, args []string) error {
 	fs := newFlags("network disconnect")
 	fs.Bool("f", false, "accepted for Docker's sake")
 	fs.Bool("force", false, "accepted for Docker's sake")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 {
-		return fmt.Errorf("want NETWORK and INSTANCE: %w", errdefs.ErrInvalid)
-	}
-	nets, err := networkStore(g)
-	if err != nil {
-		return err
-	}
-	n, err := nets.Get(fs.Arg(0))
+	n, err := networkOperand(g, fs, args)
 	if err != nil {
 		return err
 	}
@@ -405,6 +386,23 @@ func cmdNetworkDisconnect(g *globals, args []string) error {
 		}
 		return nil, nil
 	})
+}
+
+// networkOperand parses connect's and disconnect's NETWORK INSTANCE and
+// returns the network.
+func networkOperand(g *globals, fs *flag.FlagSet, args []string) (*network.Network, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 2 {
+		return nil, fmt.Errorf("want NETWORK and INSTANCE: %w", errdefs.ErrInvalid)
+	}
+	nets, err := networkStore(g)
+	if err != nil {
+		return nil, err
+	}
+	defer nets.Close()
+	return nets.Get(fs.Arg(0))
 }
 
 // reattach gives a created or stopped instance the network config change
