@@ -100,9 +100,16 @@ func statusText(in *instance.Instance) string {
 		s := "up " + strings.TrimSuffix(ago(in.Started), " ago")
 		if in.Health != nil {
 			if in.Health.Status == health.Starting {
-				return s + " (health: starting)"
+				s += " (health: starting)"
+			} else {
+				s += " (" + in.Health.Status + ")"
 			}
-			return s + " (" + in.Health.Status + ")"
+		}
+		switch {
+		case in.RestartCount == 1:
+			s += ", restarted once"
+		case in.RestartCount > 1:
+			s += fmt.Sprintf(", restarted %d times", in.RestartCount)
 		}
 		return s
 	}
