@@ -299,7 +299,7 @@ func TestGuestRunAndExec(t *testing.T) {
 		{name: "overlay is writable", p: agent.Process{Args: []string{"sh", "-c", "echo x > /new && cat /new"}}, out: "x\n"},
 		{name: "terminal", p: agent.Process{Args: []string{"sh", "-c", "[ -t 1 ] && echo tty"}, Terminal: true, Rows: 24, Cols: 80}, out: "tty\r\n"},
 		{name: "cgroup limits", p: agent.Process{Args: []string{"sh", "-c",
-			"cat /proc/self/cgroup /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max"}},
+			"cat /proc/self/cgroup /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/workload/pids.max"}},
 			out: "0::/\n67108864\n50000 100000\n64\n"},
 		// The workload is PID 1 of its pid namespace; the agent, the
 		// guest's PID 1, and the kernel's threads are out of sight.
