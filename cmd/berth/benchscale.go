@@ -18,11 +18,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/internal/bench"
@@ -180,13 +178,8 @@ func benchScale(g *globals, ref string, n, containers, vms int) (_ scaleResult, 
 	if containers < 1 || vms < 1 || n < 1 {
 		return scaleResult{}, fmt.Errorf("want at least one run and one replica of each kind")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	defer func() {
-		if ctx.Err() != nil {
-			err = errors.New("interrupted by a signal; what the bench started is removed")
-		}
-	}()
+	ctx, done := interruptible()
+	defer done(&err)
 	self, err := os.Executable()
 	if err != nil {
 		return scaleResult{}, err
@@ -250,10 +243,14 @@ func benchScale(g *globals, ref string, n, containers, vms int) (_ scaleResult, 
 	const dockerImg = "localhost/berth-bench:scale"
 	dkProj := "bsd" + tag
 	var compose func(args ...string) []string
-	dk, why, err := e.startDocker(g, ref, tmp, dockerImg)
-	switch {
-	case err != nil:
+	var dk *benchDockerd
+	var why string
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		why = "docker-compose is not installed (Debian's docker-compose package)"
+	} else if dk, why, err = startBenchDocker(ctx, g, ns, ref, tmp, dockerImg); err != nil {
 		return res, err
+	}
+	switch {
 	case dk == nil:
 		res.DockerSkip = why
 	default:
@@ -392,40 +389,6 @@ func writeComposeFile(dir, proj, body string) (string, error) {
 	}
 	file := filepath.Join(d, "compose.yaml")
 	return file, os.WriteFile(file, []byte(body), 0o644)
-}
-
-// startDocker starts the bench's dockerd and loads the image into it.
-// Without one, it says why the Docker rows are skipped; an error ends
-// the bench.
-func (e *scaleEnv) startDocker(g *globals, ref, tmp, img string) (*benchDockerd, string, error) {
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		return nil, "runc is not installed (it writes the image's archive)", nil
-	}
-	if _, err := exec.LookPath("docker-compose"); err != nil {
-		return nil, "docker-compose is not installed (Debian's docker-compose package)", nil
-	}
-	dir := filepath.Join(tmp, "d")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, "", err
-	}
-	dk, err := startDockerd(e.ctx, e.ns, dir)
-	if err != nil {
-		if e.ctx.Err() != nil {
-			return nil, "", e.ctx.Err()
-		}
-		return nil, err.Error(), nil
-	}
-	archive := filepath.Join(tmp, "image.tar")
-	err = dockerArchive(g, runc, ref, filepath.Join(tmp, "img"), archive, img)
-	if err == nil {
-		err = e.ns.run(e.ctx, dk.argv("load", "-q", "-i", archive)...)
-	}
-	if err != nil {
-		dk.stop(e.ns)
-		return nil, "", err
-	}
-	return dk, "", nil
 }
 
 // scaleTo runs argv and waits until n distinct replicas answer on ports.
