@@ -2,6 +2,8 @@ package test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -168,5 +170,90 @@ func TestBenchNetwork(t *testing.T) {
 	}
 	if ps := berth(t, "ps", "-a").stdout; strings.Contains(ps, "bench-net-") {
 		t.Errorf("the bench's instances are left:\n%s", ps)
+	}
+}
+
+// bench scale runs end to end with tiny N (2 containers, 1 VM, one
+// sample): every cycle it ran has a time, its halves add up to no more
+// than it, each mode's idle replicas have a memory, the balanced port
+// answered from both containers; Docker's and the VM's rows are there or
+// say why not. Everything it made is gone when it returns: projects,
+// instances, networks.
+func TestBenchScale(t *testing.T) {
+	img := busybox(t)
+	testutil.NeedTool(t, "ip")
+	r := berthLimit(t, 10*time.Minute, nil, nil, "bench", "--image", img, "-n", "1", "-replicas", "2", "-vm-replicas", "1", "--format", "json", "scale")
+	if r.code != 0 {
+		t.Fatalf("bench scale: exit %d: %s", r.code, r.stderr)
+	}
+	var out []struct {
+		DockerSkip string `json:"docker_unavailable"`
+		VMSkip     string `json:"vm_unavailable"`
+		Cycle      struct {
+			Subjects []string           `json:"subjects"`
+			Medians  map[string]float64 `json:"median_ms"`
+		} `json:"cycle"`
+		Up     map[string]struct{ Median float64 } `json:"up_ms"`
+		Down   map[string]struct{ Median float64 } `json:"down_ms"`
+		Memory []struct {
+			Mode     string  `json:"mode"`
+			Replicas int     `json:"replicas"`
+			PSS      []int64 `json:"pss_kib"`
+		} `json:"memory"`
+		Load []struct {
+			Target   string                   `json:"target"`
+			Replicas int                      `json:"replicas"`
+			Distinct int                      `json:"distinct_answers"`
+			RPS      struct{ Median float64 } `json:"req_per_s"`
+		} `json:"load"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out) != 1 {
+		t.Fatalf("bench output: %v\n%s", err, r.stdout)
+	}
+	res := out[0]
+	want := 1
+	for _, skip := range []string{res.DockerSkip, res.VMSkip} {
+		if skip != "" {
+			t.Logf("skipped: %s", skip)
+		} else {
+			want++
+		}
+	}
+	if len(res.Memory) != want || len(res.Cycle.Subjects) < 2 {
+		t.Errorf("memory rows %d, want %d; cycles %v", len(res.Memory), want, res.Cycle.Subjects)
+	}
+	for _, s := range res.Cycle.Subjects {
+		total, up, down := res.Cycle.Medians[s], res.Up[s].Median, res.Down[s].Median
+		if up <= 0 || down <= 0 || up+down > total+1 {
+			t.Errorf("%s: cycle %.1f ms, up %.1f, down %.1f", s, total, up, down)
+		}
+	}
+	for _, m := range res.Memory {
+		if m.Replicas == 0 || len(m.PSS) != m.Replicas {
+			t.Errorf("%s: %d replicas, %v", m.Mode, m.Replicas, m.PSS)
+		}
+		for _, kib := range m.PSS {
+			if kib <= 0 {
+				t.Errorf("%s: idle PSS %d KiB", m.Mode, kib)
+			}
+		}
+	}
+	for _, l := range res.Load {
+		if l.RPS.Median <= 0 || l.Distinct != l.Replicas {
+			t.Errorf("%s: %.0f req/s, %d of %d replicas answered", l.Target, l.RPS.Median, l.Distinct, l.Replicas)
+		}
+	}
+	if ps := berth(t, "ps", "-a").stdout; regexp.MustCompile(`bs[cvo][0-9]+-web-`).MatchString(ps) {
+		t.Errorf("the bench's replicas are left:\n%s", ps)
+	}
+	if ls := berth(t, "network", "ls").stdout; regexp.MustCompile(`bs[cvo][0-9]+_default`).MatchString(ls) {
+		t.Errorf("the bench's project networks are left:\n%s", ls)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(berthRoot, "projects")); len(ents) > 0 {
+		for _, e := range ents {
+			if regexp.MustCompile(`^bs[cvo][0-9]+$`).MatchString(e.Name()) {
+				t.Errorf("the bench's project %s is left", e.Name())
+			}
+		}
 	}
 }

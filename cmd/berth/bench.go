@@ -23,6 +23,8 @@ func cmdBench(g *globals, args []string) error {
 	ref := fs.String("image", "demo", "image to run")
 	n := fs.Int("n", 20, "runs of each subject")
 	format := fs.String("format", "", "output format: json")
+	replicas := fs.Int("replicas", 20, "scale: replicas of the container service")
+	vmReplicas := fs.Int("vm-replicas", 5, "scale: replicas of the VM service")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -49,8 +51,10 @@ func cmdBench(g *globals, args []string) error {
 			r, err = benchPull(*n)
 		case "network":
 			r, err = benchNetwork(g, *ref, *n)
+		case "scale":
+			r, err = benchScale(g, *ref, *n, *replicas, *vmReplicas)
 		default:
-			return fmt.Errorf("unknown scenario %q: want start, memory, vm, compare, ctr, exec, pull or network: %w", sc, errdefs.ErrInvalid)
+			return fmt.Errorf("unknown scenario %q: want start, memory, vm, compare, ctr, exec, pull, network or scale: %w", sc, errdefs.ErrInvalid)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc, err)

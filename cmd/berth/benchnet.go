@@ -10,12 +10,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -115,13 +113,8 @@ type netProbePath struct {
 
 // benchNetwork runs the network scenario with n samples per figure.
 func benchNetwork(g *globals, ref string, n int) (_ netResult, err error) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	defer func() {
-		if ctx.Err() != nil {
-			err = errors.New("interrupted by a signal; what the bench started is removed")
-		}
-	}()
+	ctx, done := interruptible()
+	defer done(&err)
 	self, err := os.Executable()
 	if err != nil {
 		return netResult{}, err
@@ -155,25 +148,13 @@ func benchNetwork(g *globals, ref string, n int) (_ netResult, err error) {
 
 	// Docker: its own dockerd, the image loaded from a docker archive.
 	const dockerImg = "localhost/berth-bench:net"
-	var dk *benchDockerd
-	if runc, lerr := exec.LookPath("runc"); lerr != nil {
-		res.DockerSkip = "runc is not installed (it writes the image's archive)"
-	} else if err := os.Mkdir(filepath.Join(tmp, "d"), 0o755); err != nil {
+	dk, why, err := startBenchDocker(ctx, g, ns, ref, tmp, dockerImg)
+	if err != nil {
 		return res, err
-	} else if dk, err = startDockerd(ctx, ns, filepath.Join(tmp, "d")); err != nil {
-		if ctx.Err() != nil {
-			return res, ctx.Err()
-		}
-		res.DockerSkip, dk = err.Error(), nil
-	} else {
+	}
+	res.DockerSkip = why
+	if dk != nil {
 		defer dk.stop(ns)
-		archive := filepath.Join(tmp, "image.tar")
-		if err := dockerArchive(g, runc, ref, filepath.Join(tmp, "img"), archive, dockerImg); err != nil {
-			return res, err
-		}
-		if err := ns.run(ctx, dk.argv("load", "-q", "-i", archive)...); err != nil {
-			return res, err
-		}
 	}
 
 	// 1. Start with a network.

@@ -8,9 +8,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -205,4 +207,49 @@ func (d *benchDockerd) stop(ns *benchNetns) {
 	stopDaemon(d.cmd.Process, d.done)
 	cleanupDaemonDir(d.dir)
 	removeCgroupParent(dockerCgroup)
+}
+
+// interruptible is a context that Ctrl-C, SIGTERM or SIGHUP cancels, and
+// a func for a deferred call with the scenario's error: after a signal,
+// it says so (the deferred clean-ups have run or run next).
+func interruptible() (context.Context, func(*error)) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	return ctx, func(err *error) {
+		// Before stop, which cancels ctx too.
+		if ctx.Err() != nil {
+			*err = errors.New("interrupted by a signal; what the bench started is removed")
+		}
+		stop()
+	}
+}
+
+// startBenchDocker starts a dockerd in ns with its files under tmp/d, and
+// loads image ref into it as name. Without one, it says why the Docker
+// rows are skipped; an error ends the bench.
+func startBenchDocker(ctx context.Context, g *globals, ns *benchNetns, ref, tmp, name string) (*benchDockerd, string, error) {
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		return nil, "runc is not installed (it writes the image's archive)", nil
+	}
+	dir := filepath.Join(tmp, "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	dk, err := startDockerd(ctx, ns, dir)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		return nil, err.Error(), nil
+	}
+	archive := filepath.Join(tmp, "image.tar")
+	err = dockerArchive(g, runc, ref, filepath.Join(tmp, "img"), archive, name)
+	if err == nil {
+		err = ns.run(ctx, dk.argv("load", "-q", "-i", archive)...)
+	}
+	if err != nil {
+		dk.stop(ns)
+		return nil, "", err
+	}
+	return dk, "", nil
 }

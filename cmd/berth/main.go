@@ -249,8 +249,13 @@ func commands() []command {
 				"127.0.0.1 (berth's proxy, docker-proxy) and on a non-loopback address (DNAT), container to container on a " +
 				"user network and on Docker's bridge, and to a VM; each sample streams 32 MiB, timed until the receiver has " +
 				"counted it, and makes 200 round trips of 64 bytes, each timed, with a probe that is berth's own binary " +
-				"mounted into each instance). Without SCENARIO it runs start and memory.",
-			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec", "pull", "network"}},
+				"mounted into each instance) and scale (in the same kind of namespace: a busybox httpd service that answers " +
+				"with its hostname, scaled with berth scale from 0 to --replicas containers and to --vm-replicas VMs until " +
+				"that many distinct hostnames answer through the one balanced port, and back to 0, against docker-compose " +
+				"up --scale on the bench's dockerd, whose replicas each take a port of a range; then the PSS of each idle " +
+				"replica, and requests per second through the balanced port against a single replica, with 1000 GETs over " +
+				"new connections from 4 clients per sample). Without SCENARIO it runs start and memory.",
+			run: cmdBench, operand: aWord, words: []string{"start", "memory", "vm", "compare", "ctr", "exec", "pull", "network", "scale"}},
 		{name: "version", short: "show berth's version and the versions of the interfaces it speaks",
 			long: "Prints berth's version and the version of each interface between its parts: the OCI runtime " +
 				"and image specifications it implements, the guest agent's protocol, the container stage protocol " +

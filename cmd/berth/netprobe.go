@@ -27,8 +27,10 @@ type probeResult struct {
 	RTTNs      []int64 `json:"rtt_ns"`
 }
 
-// cmdNetprobe is `netprobe serve ADDR` or `netprobe client ADDR BYTES
-// ROUNDTRIPS`.
+// cmdNetprobe is `netprobe serve ADDR`, `netprobe client ADDR BYTES
+// ROUNDTRIPS`, or the HTTP client of `bench scale`: `netprobe http-wait
+// N TIMEOUT URL...` (until N distinct answers) and `netprobe http-load
+// COUNT CONCURRENCY URL`, each printing one JSON line.
 func cmdNetprobe(_ *globals, args []string) error {
 	switch {
 	case len(args) == 2 && args[0] == "serve":
@@ -48,8 +50,30 @@ func cmdNetprobe(_ *globals, args []string) error {
 			return err
 		}
 		return json.NewEncoder(os.Stdout).Encode(r)
+	case len(args) >= 4 && args[0] == "http-wait":
+		n, err1 := strconv.Atoi(args[1])
+		limit, err2 := time.ParseDuration(args[2])
+		if err1 != nil || err2 != nil || n <= 0 {
+			return fmt.Errorf("http-wait %s %s: want a count and a duration: %w", args[1], args[2], errdefs.ErrInvalid)
+		}
+		r, err := bench.WaitDistinct(args[3:], n, limit)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(r)
+	case len(args) == 4 && args[0] == "http-load":
+		count, err1 := strconv.Atoi(args[1])
+		conc, err2 := strconv.Atoi(args[2])
+		if err1 != nil || err2 != nil || count <= 0 || conc <= 0 {
+			return fmt.Errorf("http-load %s %s: want a count of requests and of clients: %w", args[1], args[2], errdefs.ErrInvalid)
+		}
+		r, err := bench.Load(args[3], count, conc)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(r)
 	}
-	return fmt.Errorf("want serve ADDR, or client ADDR BYTES ROUNDTRIPS: %w", errdefs.ErrInvalid)
+	return fmt.Errorf("want serve ADDR, client ADDR BYTES ROUNDTRIPS, http-wait N TIMEOUT URL..., or http-load COUNT CONCURRENCY URL: %w", errdefs.ErrInvalid)
 }
 
 // probeOnce takes one throughput sample and one batch of n round trips,
