@@ -90,11 +90,21 @@ func cmdSupervise(g *globals, args []string) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		if err := sv.reconcile(); err != nil {
-			if errors.Is(err, errProjectGone) {
-				return nil
+		// A pass that started or removed replicas is followed by another
+		// at once, which sees (and reports) what the first did; then
+		// the next waits for the tick, so a replica that keeps failing
+		// is not replaced in a tight loop.
+		for pass := 0; pass < 2; pass++ {
+			sv.changed = false
+			if err := sv.reconcile(); err != nil {
+				if errors.Is(err, errProjectGone) {
+					return nil
+				}
+				log.Print(err)
 			}
-			log.Print(err)
+			if !sv.changed {
+				break
+			}
 		}
 		select {
 		case s := <-sigs:
@@ -110,9 +120,10 @@ var errProjectGone = errors.New("the project was taken down")
 
 // drainTime is how long a replica taken out of its service's balancer is
 // left to finish what it answers before it is removed.
-const drainTime = 1500 * time.Millisecond
+const drainTime = time.Second
 
 type supervisor struct {
+	changed   bool // the pass started or removed replicas
 	g         *globals
 	ps        *project.Store
 	name      string
@@ -284,9 +295,7 @@ func (sv *supervisor) service(p *project.Project, svc project.Service, bySvc map
 	}
 	if len(drop) > 0 {
 		time.Sleep(drainTime)
-		for _, r := range drop {
-			sv.remove(r)
-		}
+		sv.remove(drop...)
 	}
 	switch {
 	case live < svc.Replicas && len(old) > 0:
@@ -326,6 +335,7 @@ func (sv *supervisor) waitingFor(svc project.Service, bySvc map[string][]replica
 // start starts n replicas of svc, at once, each with the lowest free
 // index.
 func (sv *supervisor) start(p *project.Project, svc project.Service, hash string, used map[int]bool, n int) error {
+	sv.changed = true
 	var wg sync.WaitGroup
 	errc := make(chan error, n)
 	next := 1
@@ -358,14 +368,26 @@ func (sv *supervisor) start(p *project.Project, svc project.Service, hash string
 	return errors.Join(errs...)
 }
 
-// remove removes a replica, killing it first.
-func (sv *supervisor) remove(r replica) {
-	cmd := exec.Command("/proc/self/exe", "--root", sv.g.root, "rm", "-f", r.in.ID)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		log.Printf("remove %s: %s", r.in.Name, strings.TrimSpace(string(out)))
+// remove removes replicas, killing them first, all at once.
+func (sv *supervisor) remove(rs ...replica) {
+	if len(rs) == 0 {
 		return
 	}
-	log.Printf("removed %s", r.in.Name)
+	sv.changed = true
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command("/proc/self/exe", "--root", sv.g.root, "rm", "-f", r.in.ID)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				log.Printf("remove %s: %s", r.in.Name, strings.TrimSpace(string(out)))
+				return
+			}
+			log.Printf("removed %s", r.in.Name)
+		}()
+	}
+	wg.Wait()
 }
 
 // balance points svc's published ports at its ready replicas.
