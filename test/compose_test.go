@@ -346,3 +346,64 @@ func TestComposeAfterReboot(t *testing.T) {
 		t.Errorf("after the boot: answers %v, want two replicas", seen)
 	}
 }
+
+// TestComposeDependsOnConditions: a service waits for a dependency to
+// complete successfully, or to be healthy, before it starts.
+func TestComposeDependsOnConditions(t *testing.T) {
+	busybox(t)
+	l := newNetLab(t)
+	proj := "dc" + strings.ReplaceAll(l.host, "-", "")
+	file := composeFile(t, proj, `services:
+  migrate:
+    image: busybox
+    command: ["sh", "-c", "sleep 1; exit 0"]
+  db:
+    image: busybox
+    command: ["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 1000"]
+    healthcheck:
+      test: ["CMD", "test", "-e", "/tmp/ready"]
+      interval: 1s
+  web:
+    image: busybox
+    command: ["sleep", "1000"]
+    depends_on:
+      migrate:
+        condition: service_completed_successfully
+      db:
+        condition: service_healthy
+`)
+	t.Cleanup(func() { l.berth("down", "-f", file) })
+	l.must("up", "-d", "-f", file)
+	var ins []struct {
+		Name     string    `json:"name"`
+		Status   string    `json:"status"`
+		ExitCode *int      `json:"exit_code"`
+		Created  time.Time `json:"created"`
+		Finished time.Time `json:"finished"`
+		Health   *struct {
+			Log []struct {
+				End time.Time `json:"end"`
+			} `json:"log"`
+		} `json:"health"`
+	}
+	if err := json.Unmarshal([]byte(l.must("ps", "-a", "--project", proj, "--format", "json")), &ins); err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]int{}
+	for i, in := range ins {
+		by[strings.TrimPrefix(in.Name, proj+"-")] = i
+	}
+	m, db, web := ins[by["migrate-1"]], ins[by["db-1"]], ins[by["web-1"]]
+	if m.Status != "stopped" || m.ExitCode == nil || *m.ExitCode != 0 {
+		t.Errorf("migrate: %s %v, want exited 0", m.Status, m.ExitCode)
+	}
+	if web.Status != "running" || db.Status != "running" {
+		t.Fatalf("web %s, db %s: want both running", web.Status, db.Status)
+	}
+	if !web.Created.After(m.Finished) {
+		t.Errorf("web was created at %s, before migrate completed at %s", web.Created, m.Finished)
+	}
+	if db.Health == nil || len(db.Health.Log) == 0 || !web.Created.After(db.Health.Log[0].End) {
+		t.Errorf("web was created before db's first passing check")
+	}
+}

@@ -205,7 +205,9 @@ func (sv *supervisor) reconcile() error {
 			errs = append(errs, fmt.Errorf("service %s: %w", svc.Name, err))
 		}
 		status.Services[svc.Name] = ss
-		if ss.Ready != ss.Want || ss.Running != ss.Ready || ss.Waiting != "" {
+		// Done replicas (a one-shot service's) are ready without running;
+		// running ones beyond the ready are old or unhealthy.
+		if ss.Ready != ss.Want || ss.Running > ss.Ready || ss.Waiting != "" {
 			status.Converged = false
 		}
 	}
