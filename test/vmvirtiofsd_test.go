@@ -214,6 +214,10 @@ func TestRuntimeVMConfinedVirtiofsd(t *testing.T) {
 	for _, pid := range pids {
 		waitGone(t, pid)
 	}
+	// virtiofsd may end before the owner has recorded the VM's end.
+	waitFor(t, "the VM to stop", func() bool {
+		return strings.Contains(mustCmd(t, rt, "--root", root, "state", id), `"stopped"`)
+	})
 	mustCmd(t, rt, "--root", root, "delete", id)
 	checkNoVMLeftovers(t, id, filepath.Join(root, id))
 }

@@ -109,7 +109,8 @@ func runInitStage() {
 		if ch.send(message{Type: msgPremounted, Trace: takeStamps()}) != nil {
 			os.Exit(1)
 		}
-		pre = &cfg
+		premounted := cfg
+		pre = &premounted
 		cfg = initConfig{}
 		if moves, err = ch.recvFiles(&cfg); err != nil {
 			os.Exit(1)
