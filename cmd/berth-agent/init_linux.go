@@ -123,6 +123,9 @@ func boot() (*guest, io.ReadWriteCloser, error) {
 			return nil, nil, err
 		}
 		<-g.cgReady
+		if root != nil {
+			g.premountInit()
+		}
 		// The workload's init, prestarted meanwhile, finishes its
 		// start here rather than in every clone.
 		g.pre.Settle(10 * time.Second)

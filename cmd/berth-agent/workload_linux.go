@@ -254,6 +254,27 @@ func (g *guest) prestart() {
 	tracef("workload init prestarted")
 }
 
+// premountInit has the prestarted init build the workload's root with
+// berth's standard mounts (container.Init.Premount) in a template's
+// guest, whose root is mounted: its clones then make only their own
+// mounts. A spec that does not begin with those mounts gets an init of
+// its own, as does any spec when this fails.
+func (g *guest) premountInit() {
+	if g.pre == nil {
+		return
+	}
+	spec := container.DefaultSpec("")
+	spec.Root = &specs.Root{Path: newRoot}
+	restore := defaultUncaught()
+	err := g.pre.Premount(spec, workloadCgroup)
+	restore()
+	if err != nil {
+		logf("workload init: %v", err)
+		return
+	}
+	tracef("workload init premounted")
+}
+
 // execWorkload starts p in the running workload's namespaces and cgroup.
 func (g *guest) execWorkload(p *agent.Process) (agent.Task, error) {
 	g.mu.Lock()

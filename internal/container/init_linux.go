@@ -25,6 +25,50 @@ import (
 // stageSocketFD is the sync socket's fd in a stage process.
 const stageSocketFD = 3
 
+// buildRoot makes / private (slave when the spec asks for slave or
+// shared propagation, so the container still sees the host's later
+// mounts: nothing mounted from here on may reach the host), mounts the
+// root and the spec's mounts, and makes /dev's nodes. It returns the
+// root's path.
+func buildRoot(cfg *initConfig) (string, error) {
+	spec := cfg.Spec
+	unix.Umask(0)
+	rootProp, err := rootPropagation(spec.Linux.RootfsPropagation)
+	if err != nil {
+		return "", err
+	}
+	first := uintptr(unix.MS_REC | unix.MS_PRIVATE)
+	if rootProp&(unix.MS_SLAVE|unix.MS_SHARED) != 0 {
+		first = unix.MS_REC | unix.MS_SLAVE
+	}
+	if err := unix.Mount("", "/", "", first, ""); err != nil {
+		return "", fmt.Errorf("make / private: %w", err)
+	}
+	root, err := mountRoot(cfg)
+	if err != nil {
+		return "", err
+	}
+	note("root mounted")
+	if err := mountMounts(cfg, root, spec.Mounts); err != nil {
+		return "", err
+	}
+	if hasMount(spec.Mounts, "/dev") {
+		if err := populateDev(root, spec.Mounts, spec.Linux.Devices); err != nil {
+			return "", err
+		}
+	}
+	return root, nil
+}
+
+// premount is buildRoot for a premount configuration (Init.Premount).
+func premount(cfg *initConfig) error {
+	if len(cfg.Layers) > 0 || cfg.HostMount || cfg.RootPath == "" {
+		return fmt.Errorf("premount: a root path of its own only: %w", errdefs.ErrInvalid)
+	}
+	_, err := buildRoot(cfg)
+	return err
+}
+
 // runInitStage is the init's main; it never returns.
 func runInitStage() {
 	// The main goroutine keeps the process's first thread for all of the
@@ -51,6 +95,26 @@ func runInitStage() {
 	moves, err := ch.recvFiles(&cfg)
 	if err != nil {
 		os.Exit(1) // the parent is gone before sending anything
+	}
+	var pre *initConfig
+	if cfg.Premount {
+		// Init.Premount: the root and its standard mounts first; the
+		// real configuration follows.
+		closeFiles(moves)
+		if err := premount(&cfg); err != nil {
+			ch.send(errorMessage(err))
+			os.Exit(1)
+		}
+		note("premounted")
+		if ch.send(message{Type: msgPremounted, Trace: takeStamps()}) != nil {
+			os.Exit(1)
+		}
+		premounted := cfg
+		pre = &premounted
+		cfg = initConfig{}
+		if moves, err = ch.recvFiles(&cfg); err != nil {
+			os.Exit(1)
+		}
 	}
 	note("configuration received")
 	var cgroupMoves *cgroups.ThreadFiles
@@ -97,7 +161,7 @@ func runInitStage() {
 			return RunHooks("createContainer", hooks, m.State)
 		}
 	}
-	w, err := setupContainer(&cfg, atHooks)
+	w, err := setupContainer(&cfg, pre, atHooks)
 	if err != nil {
 		fail(err)
 	}
@@ -208,35 +272,31 @@ type workload struct {
 
 // setupContainer builds the container around the init: step 3 of the
 // design's start sequence.
-func setupContainer(cfg *initConfig, atHooks func() error) (*workload, error) {
+func setupContainer(cfg *initConfig, pre *initConfig, atHooks func() error) (*workload, error) {
 	spec := cfg.Spec
-	unix.Umask(0)
 	rootProp, err := rootPropagation(spec.Linux.RootfsPropagation)
 	if err != nil {
 		return nil, err
 	}
-	// Nothing mounted from here on may reach the host: / is made private
-	// (slave when the spec asks for slave or shared propagation, so the
-	// container still sees the host's later mounts).
-	first := uintptr(unix.MS_REC | unix.MS_PRIVATE)
-	if rootProp&(unix.MS_SLAVE|unix.MS_SHARED) != 0 {
-		first = unix.MS_REC | unix.MS_SLAVE
-	}
-	if err := unix.Mount("", "/", "", first, ""); err != nil {
-		return nil, fmt.Errorf("make / private: %w", err)
-	}
-
-	root, err := mountRoot(cfg)
-	if err != nil {
-		return nil, err
-	}
-	note("root mounted")
-	if err := mountSpecMounts(cfg, root); err != nil {
-		return nil, err
-	}
-	if hasMount(spec.Mounts, "/dev") {
-		if err := populateDev(root, spec.Mounts, spec.Linux.Devices); err != nil {
+	var root string
+	if pre == nil {
+		if root, err = buildRoot(cfg); err != nil {
 			return nil, err
+		}
+	} else {
+		// What Premount built (the parent checked it fits; so does the
+		// init, which must not run a container with a mount too many).
+		if err := premountFits(pre, cfg); err != nil || cfg.Premounted != len(pre.Spec.Mounts) {
+			return nil, fmt.Errorf("premounted root does not fit the container (%v): %w", err, errdefs.ErrInvalid)
+		}
+		root = pre.RootPath
+		if err := mountMounts(cfg, root, spec.Mounts[cfg.Premounted:]); err != nil {
+			return nil, err
+		}
+		if hasMount(spec.Mounts, "/dev") && !hasMount(pre.Spec.Mounts, "/dev") {
+			if err := populateDev(root, spec.Mounts, spec.Linux.Devices); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := setHostname(spec); err != nil {

@@ -14,9 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountSpecMounts makes the spec's mounts under root, in order.
-func mountSpecMounts(cfg *initConfig, root string) error {
-	for _, m := range cfg.Spec.Mounts {
+// mountMounts makes mounts (the spec's, or those not premounted) under
+// root, in order.
+func mountMounts(cfg *initConfig, root string, mounts []specs.Mount) error {
+	for _, m := range mounts {
 		if !filepath.IsAbs(m.Destination) {
 			return fmt.Errorf("mount %q: destination must be an absolute path: %w", m.Destination, errdefs.ErrInvalid)
 		}

@@ -3,15 +3,18 @@ package container
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/internal/cgroups"
+	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -31,10 +34,11 @@ type Init struct {
 	filter   chan compiled // seccomp compiled, from Prestart on
 	cgroup   string        // v2: the cgroup the init was cloned into (PrestartIn)
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	parent *os.File
-	taken  bool // by Create or Close
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	parent   *os.File
+	taken    bool        // by Create or Close
+	premount *initConfig // what Premount built, nil before
 }
 
 // Prestart starts the init of a container whose namespaces and terminal
@@ -150,6 +154,98 @@ func (in *Init) Settle(timeout time.Duration) {
 	}
 }
 
+// Premount has the init build, ahead of its configuration, the part of
+// its container's root that no workload changes: / made private (or
+// slave, as spec's rootfsPropagation asks), the root at spec.Root.Path
+// bound onto itself, spec's mounts, and, when /dev is one of them, its
+// nodes (the default devices and spec's). berth-agent premounts berth's
+// standard mounts in a template's guest, so that its clones only make
+// their own. Create then takes the init only for a container of that
+// root, propagation, devices and cgroup (cgroupPath, for the cgroup
+// mount) whose mounts begin with spec's and add none under /dev
+// (premountFits); any other ends it and starts an init of its own.
+func (in *Init) Premount(spec *specs.Spec, cgroupPath string) error {
+	if in == nil {
+		return fmt.Errorf("premount: no init: %w", errdefs.ErrUnavailable)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.cmd == nil || in.taken || in.premount != nil {
+		return fmt.Errorf("premount: the init is not waiting for it: %w", errdefs.ErrConflict)
+	}
+	if spec.Root == nil || !filepath.IsAbs(spec.Root.Path) {
+		return fmt.Errorf("premount: root path must be absolute: %w", errdefs.ErrInvalid)
+	}
+	lin := &specs.Linux{}
+	if spec.Linux != nil {
+		lin.Devices, lin.RootfsPropagation = spec.Linux.Devices, spec.Linux.RootfsPropagation
+	}
+	pre := &initConfig{
+		Spec:       &specs.Spec{Root: &specs.Root{Path: spec.Root.Path}, Mounts: spec.Mounts, Linux: lin},
+		RootPath:   spec.Root.Path,
+		CgroupPath: cgroupPath,
+		NewNet:     in.flags&unix.CLONE_NEWNET != 0,
+		Premount:   true,
+	}
+	ch, err := newChannel(in.parent)
+	if err == nil {
+		err = ch.send(pre)
+	}
+	var m message
+	if err == nil {
+		err = ch.recv(&m)
+	}
+	if err == nil && m.Type != msgPremounted {
+		err = errorFromMessage(&m)
+	}
+	if err != nil {
+		// The init exits on a failed premount; its mounts go with it.
+		in.taken = true
+		in.cmd.Process.Kill()
+		in.cmd.Wait()
+		in.parent.Close()
+		return fmt.Errorf("premount: %w", err)
+	}
+	traceStamps("init", m.Trace)
+	in.premount = pre
+	return nil
+}
+
+// premountFits says whether cfg is a container that the root and mounts
+// pre built fit (see Init.Premount), and why not.
+func premountFits(pre, cfg *initConfig) error {
+	spec, n := cfg.Spec, len(pre.Spec.Mounts)
+	switch {
+	case len(cfg.Layers) > 0 || cfg.HostMount || cfg.RootPath != pre.RootPath:
+		return fmt.Errorf("the root is not %s", pre.RootPath)
+	case cfg.CgroupPath != pre.CgroupPath || cfg.NewNet != pre.NewNet:
+		return errors.New("another cgroup or network namespace")
+	case spec.Linux.RootfsPropagation != pre.Spec.Linux.RootfsPropagation:
+		return errors.New("another rootfs propagation")
+	case len(spec.Mounts) < n || !sameJSON(spec.Mounts[:n], pre.Spec.Mounts):
+		return errors.New("other mounts")
+	}
+	if hasMount(pre.Spec.Mounts, "/dev") {
+		if !sameJSON(spec.Linux.Devices, pre.Spec.Linux.Devices) {
+			return errors.New("other devices")
+		}
+		for _, m := range spec.Mounts[n:] {
+			if d := filepath.Clean(m.Destination); d == "/dev" || strings.HasPrefix(d, "/dev/") {
+				return errors.New("a mount under /dev")
+			}
+		}
+	}
+	return nil
+}
+
+// sameJSON says whether a and b encode alike: specs decoded from JSON
+// and specs built in Go differ in nil and empty slices only.
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
 // filterFor is the seccomp program compiled from Prestart on when p is
 // the profile Prestart was given, nil otherwise.
 func (in *Init) filterFor(p *specs.LinuxSeccomp) chan compiled {
@@ -167,6 +263,17 @@ func (in *Init) take(icfg *initConfig, joins []nsJoin, flags uintptr, spec *spec
 	}
 	fits := in.flags == flags && len(joins) == 0 && !icfg.HostMount && (!v2 || in.cgroup == icfg.CgroupPath) &&
 		in.terminal == spec.Process.Terminal && len(spec.Linux.UIDMappings) == 0
+	in.mu.Lock()
+	pre := in.premount
+	in.mu.Unlock()
+	if fits && pre != nil {
+		if err := premountFits(pre, icfg); err != nil {
+			trace("prestarted init not taken: premounted, " + err.Error())
+			fits = false
+		} else {
+			icfg.Premounted = len(pre.Spec.Mounts)
+		}
+	}
 	if !fits {
 		in.Close()
 		return nil, nil, false

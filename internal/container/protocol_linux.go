@@ -31,16 +31,17 @@ import (
 
 // Message types.
 const (
-	msgConsole   = "console"    // stage -> parent: the terminal's pty master is attached
-	msgReady     = "ready"      // init -> parent: rootfs is done, waiting for start
-	msgStart     = "start"      // parent -> init: run the workload
-	msgStarted   = "started"    // init -> parent: the workload runs (Pid is its pid in the container)
-	msgExecing   = "execing"    // init -> parent: the init execve's the workload next; end of file follows once it runs
-	msgError     = "error"      // stage -> parent: setup failed (Err, Class)
-	msgExecError = "exec-error" // stage -> parent: the command could not be started (Path, Errno, Code)
-	msgExit      = "exit"       // init -> parent: the workload ended (Status is its wait status)
-	msgHooks     = "hooks"      // init -> parent: the root is built, pivot_root is next: run the create hooks
-	msgHooksDone = "hooks-done" // parent -> init: they ran; State is the state JSON for createContainer
+	msgConsole    = "console"    // stage -> parent: the terminal's pty master is attached
+	msgReady      = "ready"      // init -> parent: rootfs is done, waiting for start
+	msgStart      = "start"      // parent -> init: run the workload
+	msgStarted    = "started"    // init -> parent: the workload runs (Pid is its pid in the container)
+	msgExecing    = "execing"    // init -> parent: the init execve's the workload next; end of file follows once it runs
+	msgError      = "error"      // stage -> parent: setup failed (Err, Class)
+	msgExecError  = "exec-error" // stage -> parent: the command could not be started (Path, Errno, Code)
+	msgExit       = "exit"       // init -> parent: the workload ended (Status is its wait status)
+	msgHooks      = "hooks"      // init -> parent: the root is built, pivot_root is next: run the create hooks
+	msgHooksDone  = "hooks-done" // parent -> init: they ran; State is the state JSON for createContainer
+	msgPremounted = "premounted" // init -> parent: the premount configuration's root and mounts are built
 )
 
 // message is one line on the sync socket.
@@ -150,6 +151,12 @@ type initConfig struct {
 	// KeepInit: the init stays as PID 1 and forks the workload
 	// (Config.KeepInit); otherwise, at start, it execve's the workload.
 	KeepInit bool `json:"keepInit,omitempty"`
+	// Premount: this configuration only builds the root and its mounts
+	// ahead of the real one (Init.Premount); the init answers
+	// "premounted" and waits for the real configuration, which carries
+	// Premounted, the number of its mounts built so.
+	Premount   bool `json:"premount,omitempty"`
+	Premounted int  `json:"premounted,omitempty"`
 }
 
 // execConfig is what the parent sends the exec stage.

@@ -34,9 +34,11 @@ import (
 //   - a host cgroup (Config.Cgroup) that QEMU and virtiofsd are born in:
 //     HostResources bounds it.
 //
-// virtiofsd keeps root, which it needs to act as the owners of the
-// shared files; it sandboxes itself (its own mount namespace with the
-// shared directory as root, and seccomp).
+// virtiofsd keeps uid 0, which it needs to act as the owners of the
+// shared files, but no more than that (virtiofs.go): no_new_privs and a
+// bounding set of the capabilities it uses from its exec on, its own
+// sandbox (namespaces with the shared directory as root, seccomp), and
+// the same host cgroup as QEMU.
 
 // DefaultRunAs is the uid:gid QEMU drops to: nobody and nogroup.
 const DefaultRunAs = "65534:65534"

@@ -430,3 +430,30 @@ func TestPruneInitramfs(t *testing.T) {
 		}
 	}
 }
+
+// TestVirtiofsdArgs: virtiofsd starts with no_new_privs and a bounding
+// set of what it serves with and what its sandbox needs; a read-only
+// share's serves with CAP_DAC_READ_SEARCH alone.
+func TestVirtiofsdArgs(t *testing.T) {
+	rw := strings.Join(virtiofsdArgs("/sp", "/vfsd", Share{Source: "/s", Tag: "t"}), " ")
+	for _, want := range []string{
+		"/sp --nnp --inh-caps=-all --bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+setgid,+setuid,+mknod,+setfcap,+sys_admin,+setpcap -- /vfsd --fd=3",
+		"-o source=/s -o sandbox=namespace", "--rlimit-nofile=",
+	} {
+		if !strings.Contains(rw, want) {
+			t.Errorf("read-write share: %q lacks %q", rw, want)
+		}
+	}
+	if strings.Contains(rw, "modcaps") {
+		t.Errorf("read-write share: %q modifies virtiofsd's capabilities", rw)
+	}
+	ro := strings.Join(virtiofsdArgs("/sp", "/vfsd", Share{Source: "/s", Tag: "t", ReadOnly: true}), " ")
+	for _, want := range []string{
+		"--bounding-set=-all,+dac_read_search,+sys_admin,+setpcap --",
+		"-o modcaps=-chown:-dac_override:-fowner:-fsetid:-setgid:-setuid:-mknod:-setfcap:+dac_read_search",
+	} {
+		if !strings.Contains(ro, want) {
+			t.Errorf("read-only share: %q lacks %q", ro, want)
+		}
+	}
+}
