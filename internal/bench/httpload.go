@@ -9,7 +9,7 @@ package bench
 import (
 	"fmt"
 	"io"
-	"net/http"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,29 +17,48 @@ import (
 )
 
 // httpClient makes one connection per request, each bounded by timeout.
-func httpClient(timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout:   timeout,
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-	}
-}
+// It speaks the HTTP/1.0 GET the bench needs itself: net/http, linked
+// into berth, would cost every berth process its start-up (see
+// TestNoRegistryClient).
+type httpClient struct{ timeout time.Duration }
 
-// get returns the body of one GET of url, trimmed; a status other than
-// 200 is an error.
-func get(c *http.Client, url string) (string, error) {
-	resp, err := c.Get(url)
+func newHTTPClient(timeout time.Duration) *httpClient { return &httpClient{timeout: timeout} }
+
+// get returns the body of one GET of url (http://HOST:PORT/PATH),
+// trimmed; a status other than 200 is an error.
+func get(c *httpClient, url string) (string, error) {
+	hostPath, ok := strings.CutPrefix(url, "http://")
+	if !ok {
+		return "", fmt.Errorf("GET %s: not an http:// URL", url)
+	}
+	host, path, _ := strings.Cut(hostPath, "/")
+	conn, err := net.DialTimeout("tcp", host, c.timeout)
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+		return "", err
+	}
+	if _, err := fmt.Fprintf(conn, "GET /%s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(io.LimitReader(conn, 64<<10))
 	if err != nil {
 		return "", err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	head, body, ok := strings.Cut(string(b), "\r\n\r\n")
+	if !ok {
+		return "", fmt.Errorf("GET %s: no complete response", url)
 	}
-	return strings.TrimSpace(string(b)), nil
+	status, _, _ := strings.Cut(head, "\r\n")
+	if f := strings.Fields(status); len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/1.") || f[1] != "200" {
+		return "", fmt.Errorf("GET %s: %s", url, status)
+	}
+	if len(body) > 4096 {
+		body = body[:4096]
+	}
+	return strings.TrimSpace(body), nil
 }
 
 // WaitResult is how a wait for distinct answers went.
@@ -53,7 +72,7 @@ type WaitResult struct {
 // fails (refused, reset, timed out) is tried again after a short pause:
 // replicas that are starting refuse connections.
 func WaitDistinct(urls []string, n int, timeout time.Duration) (WaitResult, error) {
-	c := httpClient(2 * time.Second)
+	c := newHTTPClient(2 * time.Second)
 	seen := map[string]bool{}
 	var r WaitResult
 	deadline := time.Now().Add(timeout)
@@ -85,7 +104,7 @@ type LoadResult struct {
 // answer. Any failed request fails the sample: a rate that counts
 // errors as answers measures nothing.
 func Load(url string, count, conc int) (LoadResult, error) {
-	c := httpClient(30 * time.Second)
+	c := newHTTPClient(30 * time.Second)
 	var next atomic.Int64
 	var mu sync.Mutex
 	seen := map[string]bool{}
