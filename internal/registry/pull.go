@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sync"
@@ -145,6 +146,7 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 	if err := os.WriteFile(in.BlobPath(desc.Digest), data, 0o600); err != nil {
 		return nil, err
 	}
+	in.Verified(desc.Digest) // resolve hashed it
 	f := &fetcher{c: c, attempts: o.Attempts, backoff: o.Backoff, stall: o.Stall}
 	if f.attempts <= 0 {
 		f.attempts = 5
@@ -170,21 +172,29 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 	return res, nil
 }
 
-// fetchAll downloads the blobs the store lacks, jobs at a time, and
-// stops them all at the first failure.
+// fetchAll downloads the blobs the store lacks (blobs[0] is the config,
+// the others layers), jobs at a time, and stops them all at the first
+// failure.
 func fetchAll(ctx context.Context, f *fetcher, in *image.Ingest, blobs []ocispec.Descriptor, jobs int, report func(Event)) error {
 	return eachBlob(ctx, blobs, jobs, func(ctx context.Context, b ocispec.Descriptor) error {
 		if in.Reuse(b.Digest) {
 			report(Event{Layer: b.Digest, Status: Exists, Current: b.Size, Total: b.Size})
 			return nil
 		}
+		// Layers unpack as they download; the config is only stored.
+		var consume func(io.Reader) error
+		if b.Digest != blobs[0].Digest {
+			consume = func(r io.Reader) error { return in.Unpack(ctx, b, r) }
+		}
 		err := f.fetch(ctx, b, in.Partial(b.Digest), in.BlobPath(b.Digest), func(st Status, n int64) {
 			report(Event{Layer: b.Digest, Status: st, Current: n, Total: b.Size})
-		})
-		if err == nil {
-			report(Event{Layer: b.Digest, Status: Done, Current: b.Size, Total: b.Size})
+		}, consume)
+		if err != nil {
+			return err
 		}
-		return err
+		in.Verified(b.Digest)
+		report(Event{Layer: b.Digest, Status: Done, Current: b.Size, Total: b.Size})
+		return nil
 	})
 }
 
