@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/regfile"
 )
@@ -140,15 +141,37 @@ func (s *Store) importFrom(ctx context.Context, st *stage, src source, link *lin
 	if err != nil {
 		return Image{}, err
 	}
-	// One sync of the blobs and snapshots staged, before they are named.
-	if err := unix.Syncfs(int(st.f.Fd())); err != nil {
+	if link != nil {
+		// A pull's: its blobs are synced, each, and its snapshots not
+		// (see unsynced.go).
+		if err := syncFiles(im.staged); err != nil {
+			return Image{}, fmt.Errorf("sync: %w", err)
+		}
+	} else if err := unix.Syncfs(int(st.f.Fd())); err != nil {
+		// One sync of the blobs and snapshots staged, before they are named.
 		return Image{}, fmt.Errorf("sync: %w", err)
 	}
 	names := res.names
 	if im.want != "" {
 		names = []string{im.want}
 	}
-	return s.commit(im.staged, snapshots, res, names)
+	return s.commit(im.staged, snapshots, res, names, link != nil)
+}
+
+// syncFiles syncs the data of the files staged.
+func syncFiles(staged map[digest.Digest]string) error {
+	for _, p := range staged {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = unix.Fdatasync(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openSource opens path as a directory or tar source, extracting tars into
@@ -429,13 +452,25 @@ func sniffMediaType(head []byte) string {
 }
 
 // commit moves the staged blobs and unpacked layers (by diffID) into the
-// store and records the image, under the store lock.
-func (s *Store) commit(staged, snapshots map[digest.Digest]string, res *result, names []string) (Image, error) {
+// store and records the image, under the store lock. When unsynced, the
+// layers were not synced: they are marked so first (see unsynced.go).
+func (s *Store) commit(staged, snapshots map[digest.Digest]string, res *result, names []string, unsynced bool) (Image, error) {
 	unlock, err := s.lock(true)
 	if err != nil {
 		return Image{}, err
 	}
 	defer unlock()
+	if unsynced {
+		var fresh []digest.Digest
+		for diffID := range snapshots {
+			if _, err := os.Stat(s.snapshotPath(diffID)); err != nil {
+				fresh = append(fresh, diffID)
+			}
+		}
+		if err := s.markUnsynced(fresh); err != nil {
+			return Image{}, fmt.Errorf("image store: %w", err)
+		}
+	}
 	for d, p := range staged {
 		dst := s.blobPath(d)
 		if _, err := os.Stat(dst); err == nil {
@@ -450,6 +485,19 @@ func (s *Store) commit(staged, snapshots map[digest.Digest]string, res *result, 
 	}
 	for diffID, dir := range snapshots {
 		if err := s.placeSnapshot(dir, diffID); err != nil {
+			return Image{}, fmt.Errorf("image store: %w", err)
+		}
+	}
+	// The renames, durable before refs.json names what they placed.
+	dirs := map[string]bool{s.path("snapshots"): len(snapshots) > 0}
+	for d := range staged {
+		dirs[filepath.Dir(s.blobPath(d))] = true
+	}
+	for dir, renamed := range dirs {
+		if !renamed {
+			continue
+		}
+		if err := atomicfile.SyncDir(dir); err != nil {
 			return Image{}, fmt.Errorf("image store: %w", err)
 		}
 	}

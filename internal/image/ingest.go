@@ -123,7 +123,7 @@ func (in *Ingest) Unpack(ctx context.Context, desc ocispec.Descriptor, r io.Read
 		return err
 	}
 	dir := filepath.Join(in.st.dir, "unpacked", d.Algorithm().String()+"-"+d.Encoded())
-	diffID, err := unpackTo(ctx, r, dir)
+	diffID, err := unpackTo(ctx, r, dir, false) // see unsynced.go
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,9 @@ func (s *Store) Layers(ctx context.Context, img Image) ([]string, error) {
 		if err := diffID.Validate(); err != nil {
 			return nil, fmt.Errorf("image %s: diff_id %q: %v: %w", img.ID, diffID, err, errdefs.ErrInvalid)
 		}
+		if err := s.dropTorn(diffID); err != nil {
+			return nil, fmt.Errorf("image %s: layer %s: %w", img.ID, img.Layers[i], err)
+		}
 		dirs[i] = s.snapshotPath(diffID)
 		if _, err := os.Stat(dirs[i]); err == nil {
 			continue
@@ -81,7 +84,7 @@ func (s *Store) unpack(ctx context.Context, blob, diffID digest.Digest) error {
 // unpackVerified unpacks the layer blob read from r into the new directory
 // dir and checks that its content is diffID.
 func unpackVerified(ctx context.Context, r io.Reader, dir string, diffID digest.Digest) error {
-	got, err := unpackTo(ctx, r, dir)
+	got, err := unpackTo(ctx, r, dir, true)
 	if err != nil {
 		return err
 	}
@@ -89,15 +92,15 @@ func unpackVerified(ctx context.Context, r io.Reader, dir string, diffID digest.
 }
 
 // unpackTo unpacks the layer blob read from r into the new directory dir
-// and returns its diffID.
-func unpackTo(ctx context.Context, r io.Reader, dir string) (digest.Digest, error) {
+// and returns its diffID; synced says whether the caller syncs it after.
+func unpackTo(ctx context.Context, r io.Reader, dir string, synced bool) (digest.Digest, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", err
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", err
 	}
-	return unpackLayer(ctx, r, dir)
+	return unpackLayer(ctx, r, dir, synced)
 }
 
 func checkDiffID(got, want digest.Digest) error {

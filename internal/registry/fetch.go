@@ -39,6 +39,10 @@ type fetcher struct {
 	stall time.Duration
 }
 
+// writeback is how many bytes of a blob are written out at once as it
+// downloads.
+const writeback = 8 << 20
+
 // copyBuffer is the size of a download's reads: larger than io.Copy's,
 // for fewer system calls per blob.
 const copyBuffer = 256 << 10
@@ -120,9 +124,11 @@ func (f *fetcher) fetch(ctx context.Context, d ocispec.Descriptor, partial, dst 
 	if cerr != nil {
 		return fmt.Errorf("layer %s: %w", d.Digest, cerr)
 	}
-	// Start writing it out now, while other blobs download: the commit's
-	// sync then finds most of it on disk already.
-	_ = unix.SyncFileRange(int(file.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	// Sync it now, while other blobs download: the commit's sync of it
+	// then has nothing left to do.
+	if err := unix.Fdatasync(int(file.Fd())); err != nil {
+		return err
+	}
 	if err := file.Close(); err != nil {
 		return err
 	}
@@ -266,6 +272,11 @@ func (w *progressWriter) Write(p []byte) (int, error) {
 		if _, serr := dl.sink.Write(p[:n]); serr != nil {
 			dl.sinkGone = true // it returned; its error, if any, comes later
 		}
+	}
+	if dl.have/writeback != (dl.have+int64(n))/writeback {
+		// Start writing out what came, so that the sync at the end
+		// has little left to wait for.
+		_ = unix.SyncFileRange(int(dl.f.Fd()), (dl.have+int64(n))/writeback*writeback-writeback, writeback, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	dl.have += int64(n)
 	dl.report(Downloading, dl.have)
