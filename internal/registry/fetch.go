@@ -16,7 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 )
@@ -39,14 +38,6 @@ type fetcher struct {
 	stall time.Duration
 }
 
-// writeback is how many bytes of a blob are written out at once as it
-// downloads.
-const writeback = 8 << 20
-
-// copyBuffer is the size of a download's reads: larger than io.Copy's,
-// for fewer system calls per blob.
-const copyBuffer = 256 << 10
-
 // retryable marks an error after which another try may succeed.
 type retryable struct{ err error }
 
@@ -56,16 +47,15 @@ func (r retryable) Unwrap() error { return r.err }
 // download is one blob's download in progress.
 type download struct {
 	d    ocispec.Descriptor
-	f    *os.File
+	file *blobFile
 	hash hash.Hash
-	have int64 // bytes in f, all hashed
+	have int64 // bytes received, all hashed and given to file
 	// noRange is set once the registry answered a range wrongly.
 	noRange bool
 	// sink, when not nil, is given every byte once, in order, as it
 	// arrives; sinkGone is set once it takes no more.
 	sink     *io.PipeWriter
 	sinkGone bool
-	buf      []byte
 	// report is told of the bytes so far.
 	report func(Status, int64)
 	// alive is called whenever bytes arrive.
@@ -92,12 +82,12 @@ func (f *fetcher) fetch(ctx context.Context, d ocispec.Descriptor, partial, dst 
 	if !d.Digest.Algorithm().Available() {
 		return fmt.Errorf("blob %s: unsupported digest algorithm: %w", d.Digest, errdefs.ErrNotSupported)
 	}
-	file, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	file, err := createBlobFile(partial)
 	if err != nil {
 		return err
 	}
-	defer file.Close()
-	dl := &download{d: d, f: file, hash: d.Digest.Algorithm().Hash(), report: report, buf: make([]byte, copyBuffer)}
+	defer file.close()
+	dl := &download{d: d, file: file, hash: d.Digest.Algorithm().Hash(), report: report}
 	var consumed chan error
 	if consume != nil {
 		pr, pw := io.Pipe()
@@ -126,10 +116,7 @@ func (f *fetcher) fetch(ctx context.Context, d ocispec.Descriptor, partial, dst 
 	}
 	// Sync it now, while other blobs download: the commit's sync of it
 	// then has nothing left to do.
-	if err := unix.Fdatasync(int(file.Fd())); err != nil {
-		return err
-	}
-	if err := file.Close(); err != nil {
+	if err := file.finish(); err != nil {
 		return err
 	}
 	return os.Rename(partial, dst)
@@ -178,7 +165,7 @@ func (dl *download) digest() digest.Digest {
 // skip reads and drops the first n bytes of body, which are here
 // already: the registry sent the whole blob again.
 func (dl *download) skip(ctx context.Context, body io.Reader, n int64) error {
-	if _, err := io.CopyBuffer(aliveWriter{dl}, io.LimitReader(body, n), dl.buf); err != nil {
+	if _, err := io.CopyBuffer(aliveWriter{dl}, io.LimitReader(body, n), dl.file.space()); err != nil {
 		return retryable{fmt.Errorf("cut while skipping the %d bytes already here: %w", n, stalled(ctx, err))}
 	}
 	return nil
@@ -238,19 +225,27 @@ func (f *fetcher) try(parent context.Context, dl *download) error {
 		return classify(f.c.host, err)
 	}
 	rest := dl.d.Size - dl.have
-	w := &progressWriter{dl: dl}
-	n, err := io.CopyBuffer(w, io.LimitReader(resp.Body, rest+1), dl.buf)
-	if err == nil && n > rest {
-		return fmt.Errorf("longer than the %d bytes its descriptor says: %w", dl.d.Size, errdefs.ErrInvalid)
+	body := io.LimitReader(resp.Body, rest+1)
+	var n int64
+	for {
+		p := dl.file.space()
+		k, rerr := body.Read(p)
+		n += int64(k)
+		if werr := dl.took(p[:k]); werr != nil {
+			return werr // the disk, not the network
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if parent.Err() != nil {
+				return parent.Err()
+			}
+			return retryable{fmt.Errorf("cut after %d of %d bytes: %w", dl.have, dl.d.Size, stalled(ctx, rerr))}
+		}
 	}
-	if err != nil {
-		if parent.Err() != nil {
-			return parent.Err()
-		}
-		if w.err != nil {
-			return w.err // the disk, not the network
-		}
-		return retryable{fmt.Errorf("cut after %d of %d bytes: %w", dl.have, dl.d.Size, stalled(ctx, err))}
+	if n > rest {
+		return fmt.Errorf("longer than the %d bytes its descriptor says: %w", dl.d.Size, errdefs.ErrInvalid)
 	}
 	if n < rest {
 		return retryable{fmt.Errorf("body ended after %d of %d bytes", dl.have, dl.d.Size)}
@@ -258,31 +253,23 @@ func (f *fetcher) try(parent context.Context, dl *download) error {
 	return nil
 }
 
-// progressWriter appends to a download's file, hash and sink.
-type progressWriter struct {
-	dl  *download
-	err error // a write to the file failed
-}
-
-func (w *progressWriter) Write(p []byte) (int, error) {
-	dl := w.dl
-	n, err := dl.f.Write(p)
-	dl.hash.Write(p[:n])
-	if dl.sink != nil && !dl.sinkGone && n > 0 {
-		if _, serr := dl.sink.Write(p[:n]); serr != nil {
+// took hashes p, just received into the file's space, gives it to the
+// sink and the file, and reports it.
+func (dl *download) took(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	dl.hash.Write(p)
+	if dl.sink != nil && !dl.sinkGone {
+		if _, err := dl.sink.Write(p); err != nil {
 			dl.sinkGone = true // it returned; its error, if any, comes later
 		}
 	}
-	if dl.have/writeback != (dl.have+int64(n))/writeback {
-		// Start writing out what came, so that the sync at the end
-		// has little left to wait for.
-		_ = unix.SyncFileRange(int(dl.f.Fd()), (dl.have+int64(n))/writeback*writeback-writeback, writeback, unix.SYNC_FILE_RANGE_WRITE)
+	if err := dl.file.filled(len(p)); err != nil {
+		return err
 	}
-	dl.have += int64(n)
+	dl.have += int64(len(p))
 	dl.report(Downloading, dl.have)
 	dl.alive()
-	if err != nil {
-		w.err = err
-	}
-	return n, err
+	return nil
 }
