@@ -30,7 +30,7 @@ const (
 // decompress returns the uncompressed stream of a layer blob, detecting
 // gzip and zstd by their magic numbers.
 func decompress(r io.Reader) (io.ReadCloser, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, 1<<20)
 	head, _ := br.Peek(4)
 	switch {
 	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
