@@ -33,8 +33,9 @@ type Options struct {
 	// Transport is the HTTP transport under authentication; default a
 	// copy of http.DefaultTransport (proxies from the environment).
 	Transport http.RoundTripper
-	// Attempts bounds the tries of a blob that make no progress
-	// (default 5); Backoff is the first wait between them (default 200ms).
+	// Attempts bounds the tries of a blob that make no progress (default
+	// 5), of a download or an upload; Backoff is the first wait between
+	// them (default 200ms).
 	Attempts int
 	Backoff  time.Duration
 	// Stall is how long a blob request may receive nothing before it is
@@ -43,6 +44,22 @@ type Options struct {
 	// Progress, when set, is told how each layer's download goes. It is
 	// called from several goroutines at once.
 	Progress func(Event)
+}
+
+// attempts bounds the tries of a blob (see Options.Attempts).
+func (o *Options) attempts() int {
+	if o.Attempts <= 0 {
+		return 5
+	}
+	return o.Attempts
+}
+
+// backoff is the first wait between two tries of a blob.
+func (o *Options) backoff() time.Duration {
+	if o.Backoff <= 0 {
+		return 200 * time.Millisecond
+	}
+	return o.Backoff
 }
 
 func (o *Options) keychain() authn.Keychain {
@@ -147,13 +164,7 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 		return nil, err
 	}
 	in.Verified(desc.Digest) // resolve hashed it
-	f := &fetcher{c: c, attempts: o.Attempts, backoff: o.Backoff, stall: o.Stall}
-	if f.attempts <= 0 {
-		f.attempts = 5
-	}
-	if f.backoff <= 0 {
-		f.backoff = 200 * time.Millisecond
-	}
+	f := &fetcher{c: c, attempts: o.attempts(), backoff: o.backoff(), stall: o.Stall}
 	if f.stall <= 0 {
 		f.stall = 30 * time.Second
 	}
