@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,11 +20,11 @@ func streamPull(t *testing.T, s *Store, dir string, swap map[int]int) (Image, er
 	t.Helper()
 	var idx ocispec.Index
 	var m ocispec.Manifest
-	readJSON(t, filepath.Join(dir, "index.json"), &idx)
+	testutil.ReadJSON(t, filepath.Join(dir, "index.json"), &idx)
 	blob := func(d ocispec.Descriptor) string {
 		return filepath.Join(dir, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded())
 	}
-	readJSON(t, blob(idx.Manifests[0]), &m)
+	testutil.ReadJSON(t, blob(idx.Manifests[0]), &m)
 	in, err := s.NewIngest()
 	if err != nil {
 		t.Fatal(err)
@@ -53,17 +52,6 @@ func streamPull(t *testing.T, s *Store, dir string, swap map[int]int) (Image, er
 		}
 	}
 	return in.Commit(context.Background(), idx.Manifests[0], "x")
-}
-
-func readJSON(t *testing.T, p string, v any) {
-	t.Helper()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func twoLayers(t *testing.T) string {
