@@ -19,6 +19,7 @@ import (
 
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/testutil"
 )
 
@@ -146,35 +147,110 @@ func slowImage(t *testing.T, repo string) string {
 	return ref
 }
 
-// TestPullKilled kills berth pull with SIGKILL at moments spread over the
-// pull: each time no image appears and nothing of the pull stays in the
-// store's staging area once the next pull has run; the last pull completes.
+// TestPullKilled kills berth pull with SIGKILL twenty times, at moments
+// spread over a whole pull (its downloads, unpacking and commit), in a data
+// root of its own: each time `image ls` shows no image unless the pull
+// had completed, and the store's GC keeps exactly what the images listed
+// need (no blob, snapshot, marker or stage of the killed pull); the pull
+// after them all completes and its image runs.
 func TestPullKilled(t *testing.T) {
 	ref := slowImage(t, "e2e/killed:v1")
-	for i := range 8 {
-		cmd := exec.Command(berthBin, "--root", berthRoot, "pull", ref)
+	root := t.TempDir()
+	berthAt := func(args ...string) *exec.Cmd {
+		return exec.Command(berthBin, append([]string{"--root", root}, args...)...)
+	}
+	mustAt := func(args ...string) string {
+		t.Helper()
+		out, err := berthAt(args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// One whole pull first: the kills spread over its length.
+	start := time.Now()
+	mustAt("pull", "-q", ref)
+	whole := time.Since(start)
+	mustAt("image", "rm", ref)
+	t.Logf("a whole pull took %v", whole)
+	store, err := image.Open(filepath.Join(root, "image"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	completed := 0
+	for i := range 20 {
+		cmd := berthAt("pull", "-q", ref)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(20+rand.IntN(550)) * time.Millisecond)
+		time.Sleep(time.Duration(rand.Int64N(int64(whole) * 11 / 10)))
 		cmd.Process.Kill()
 		cmd.Wait()
-		if out := must(t, "image", "ls"); strings.Contains(out, ref) {
-			// A pull that finished before the kill is fine once.
-			must(t, "image", "rm", ref)
-			t.Logf("kill %d came after the pull completed", i)
+		listed := strings.Contains(mustAt("image", "ls"), strings.TrimSuffix(ref, ":v1"))
+		if err := store.GC(); err != nil {
+			t.Fatal(err)
+		}
+		imgs, err := store.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listed != (len(imgs) == 1) || len(imgs) > 1 {
+			t.Fatalf("kill %d: image ls lists the image: %v; the store holds %d images", i, listed, len(imgs))
+		}
+		gcKeepsOnly(t, root, imgs)
+		if listed {
+			// A pull that finished before the kill.
+			completed++
+			mustAt("image", "rm", ref)
+			gcKeepsOnly(t, root, nil)
 		}
 	}
-	start := time.Now()
-	must(t, "pull", ref)
-	t.Logf("a whole pull took %v", time.Since(start))
-	if ents, err := os.ReadDir(filepath.Join(berthRoot, "image", "tmp")); err != nil || len(ents) != 0 {
-		t.Fatalf("staging after the killed pulls and a complete one: %v %v", ents, err)
-	}
-	if out := must(t, "run", "--rm", ref, "echo", "survived"); out != "survived\n" {
+	t.Logf("%d of 20 kills came after the pull completed", completed)
+	mustAt("pull", ref)
+	if out := mustAt("run", "--rm", ref, "echo", "survived"); out != "survived\n" {
 		t.Fatalf("run: %q", out)
 	}
-	must(t, "image", "rm", ref)
+}
+
+// gcKeepsOnly checks that the image store under root holds what imgs
+// need and nothing else: their blobs, their snapshots (with or without
+// the marker of an unsynced one), no stage and no blob lock.
+func gcKeepsOnly(t *testing.T, root string, imgs []image.Image) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, img := range imgs {
+		want["blobs/sha256/"+img.Manifest.Encoded()] = true
+		want["blobs/sha256/"+img.ID.Encoded()] = true
+		for _, l := range img.Layers {
+			want["blobs/sha256/"+l.Encoded()] = true
+		}
+		for _, d := range img.DiffIDs {
+			want["snapshots/"+d.Encoded()] = true
+		}
+	}
+	got := map[string]bool{}
+	for _, dir := range []string{"blobs/sha256", "snapshots", "unsynced", "tmp", "locks"} {
+		ents, _ := os.ReadDir(filepath.Join(root, "image", dir))
+		for _, e := range ents {
+			got[dir+"/"+e.Name()] = true
+		}
+	}
+	for p := range got {
+		if hex, ok := strings.CutPrefix(p, "unsynced/"); ok && want["snapshots/"+hex] {
+			continue
+		}
+		if !want[p] {
+			t.Errorf("the store keeps %s, which no image listed needs", p)
+		}
+	}
+	for p := range want {
+		if !got[p] {
+			t.Errorf("the store lacks %s, which a listed image needs", p)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
 }
 
 // TestRunPullCancelled sends SIGTERM to berth run while berth-registry

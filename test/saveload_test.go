@@ -12,7 +12,7 @@ import (
 
 // TestSaveLoadRun saves an image in both formats, loads each archive into
 // another data root (from a file and from standard input) and runs it
-// there as a container.
+// there as a container, and the OCI archive's as a VM too.
 func TestSaveLoadRun(t *testing.T) {
 	layout := ociLayout(t, testutilRootfs(t), "v1")
 	name := "e2e/saved:v1"
@@ -42,6 +42,15 @@ func TestSaveLoadRun(t *testing.T) {
 			}
 			if out := must(t, "--root", other, "run", "--rm", name, "echo", "loaded"); out != "loaded\n" {
 				t.Fatalf("run of the loaded image: %q", out)
+			}
+			if format == "oci" {
+				// VM mode runs a loaded image as an imported one.
+				t.Run("vm", func(t *testing.T) {
+					needVM(t)
+					if out := must(t, "--root", other, "run", "--rm", "--vm", name, "echo", "loaded in a vm"); out != "loaded in a vm\n" {
+						t.Fatalf("run --vm of the loaded image: %q", out)
+					}
+				})
 			}
 			data, err := os.ReadFile(file)
 			if err != nil {

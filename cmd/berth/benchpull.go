@@ -36,8 +36,9 @@ func (p pullResult) Print(w io.Writer) {
 // benchPull starts a registry on 127.0.0.1 (berth-registry serve-bench:
 // go-containerregistry's, its blobs on disk, holding a five-layer image of
 // 108 MiB) and times `berth pull` into an empty data root against `skopeo
-// copy docker://... oci:...`, alternately, each starting from nothing
-// every time.
+// copy docker://... oci:...` and, when containerd is installed, `ctr
+// image pull` through a containerd of the bench's own, alternately, each
+// starting from nothing every time.
 func benchPull(n int) (pullResult, error) {
 	skopeo, err := exec.LookPath("skopeo")
 	if err != nil {
@@ -126,12 +127,68 @@ func benchPull(n int) (pullResult, error) {
 		Argv:  []string{skopeo, "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", "docker://" + ref, "oci:" + layout + ":v1"},
 		Label: func() (string, error) { return "", os.RemoveAll(layout) },
 	}
-	r, err := bench.Compare("pull: a five-layer image of 108 MiB from a registry on 127.0.0.1", berthPull, skopeoCopy, n)
+	ctrPull, stop, err := ctrPullSubject(tmp, ref)
 	if err != nil {
 		return pullResult{}, err
 	}
-	r.Note = "berth pulls into an empty data root (download, verify, unpack); skopeo copies into an empty OCI layout (no unpacking); goal: ratio <= 0.8"
+	defer stop()
+	var more []bench.Subject
+	note := "berth pulls into an empty data root (download, verify, unpack); skopeo copies into an empty OCI layout (no unpacking)"
+	if ctrPull != nil {
+		more = append(more, *ctrPull)
+		note += "; ctr pulls into an empty containerd (download, verify, unpack into overlayfs snapshots)"
+	} else {
+		note += "; containerd or ctr is not installed: no ctr peer"
+	}
+	r, err := bench.Compare("pull: a five-layer image of 108 MiB from a registry on 127.0.0.1", berthPull, skopeoCopy, n, more...)
+	if err != nil {
+		return pullResult{}, err
+	}
+	r.Pairs = [][2]string{{berthPull.Name, skopeoCopy.Name}}
+	if ctrPull != nil {
+		r.Pairs = append(r.Pairs, [2]string{berthPull.Name, ctrPull.Name})
+	}
+	r.Note = note + "; goal: berth <= 0.8 of the faster peer"
 	return pullResult{Result: r, PeakRSS: peak}, nil
+}
+
+// ctrPullSubject starts a containerd of the bench's own, in a short
+// directory under tmp, and returns the subject that pulls ref with ctr
+// (plain HTTP) and, untimed, removes the image with all its content and
+// snapshots; and what stops the daemon. It returns no subject when
+// containerd or ctr is not installed.
+func ctrPullSubject(tmp, ref string) (*bench.Subject, func(), error) {
+	containerd, err1 := exec.LookPath("containerd")
+	ctr, err2 := exec.LookPath("ctr")
+	if err1 != nil || err2 != nil {
+		return nil, func() {}, nil
+	}
+	// Not under tmp: containerd's socket paths must stay short.
+	dir, err := os.MkdirTemp("", "bbp-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cd, err := startContainerd(containerd, ctr, dir)
+	if err != nil {
+		cleanupDaemonDir(dir)
+		return nil, nil, err
+	}
+	c := cd.ctr
+	stop := func() {
+		run(c("image", "rm", "--sync", ref)...)
+		cd.stop()
+		cleanupDaemonDir(dir)
+	}
+	return &bench.Subject{
+		Name: "ctr image pull",
+		Argv: c("image", "pull", "--plain-http", ref),
+		Label: func() (string, error) {
+			if out, err := exec.Command(c("image", "rm", "--sync", ref)[0], c("image", "rm", "--sync", ref)[1:]...).CombinedOutput(); err != nil {
+				return "", fmt.Errorf("ctr image rm: %v: %s", err, bytes.TrimSpace(out))
+			}
+			return "", nil
+		},
+	}, stop, nil
 }
 
 // vmHWM is the peak resident set of process pid (VmHWM), in KiB; an

@@ -143,6 +143,48 @@ func benchCtr(g *globals, ref string, n int) (_ bench.Result, err error) {
 		return bench.Result{}, err
 	}
 
+	cd, err := startContainerd(containerd, ctr, dir)
+	if err != nil {
+		return bench.Result{}, err
+	}
+	c := cd.ctr
+	defer func() {
+		// Whatever is left goes before the daemon stops.
+		out, _ := exec.Command(c("task", "ls", "-q")[0], c("task", "ls", "-q")[1:]...).Output()
+		for _, id := range strings.Fields(string(out)) {
+			run(c("task", "kill", "-s", "KILL", id)...)
+			run(c("task", "rm", "-f", id)...)
+		}
+		out, _ = exec.Command(c("container", "ls", "-q")[0], c("container", "ls", "-q")[1:]...).Output()
+		for _, id := range strings.Fields(string(out)) {
+			run(c("container", "rm", id)...)
+		}
+		run(c("image", "rm", imgName)...)
+		cd.stop()
+	}()
+	if out, err := exec.Command(c("image", "import", archive)[0], c("image", "import", archive)[1:]...).CombinedOutput(); err != nil {
+		return bench.Result{}, fmt.Errorf("ctr image import: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	r, err := bench.Compare("ctr: `ctr run --rm` of /bin/true through containerd 1.6",
+		bench.Subject{Name: "ctr run, berth-runtime", Argv: c("run", "--rm", "--runc-binary", berthRT, imgName, "bench-berth", "/bin/true")},
+		bench.Subject{Name: "ctr run, runc", Argv: c("run", "--rm", "--runc-binary", runc, imgName, "bench-runc", "/bin/true")},
+		n)
+	r.Note = "same containerd, image and shim (io.containerd.runc.v2); only the OCI runtime differs"
+	return r, err
+}
+
+// containerdDaemon is a containerd of the bench's own: its root, state
+// and sockets in a directory of the bench's.
+type containerdDaemon struct {
+	// ctr is the command line of `ctr` with args, talking to it in the
+	// bench's namespace.
+	ctr  func(args ...string) []string
+	stop func()
+}
+
+// startContainerd starts containerd with its root, state and sockets in
+// dir (a short path: the sockets live there) and waits until it answers.
+func startContainerd(containerd, ctr, dir string) (*containerdDaemon, error) {
 	sock := filepath.Join(dir, "c.sock")
 	config := fmt.Sprintf(`version = 2
 root = %q
@@ -156,56 +198,36 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = %q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc", filepath.Join(dir, "debug.sock"))
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o644); err != nil {
-		return bench.Result{}, err
+		return nil, err
 	}
 	c := func(args ...string) []string { return append([]string{ctr, "-a", sock, "-n", benchNS}, args...) }
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
-		return bench.Result{}, err
+		return nil, err
 	}
 	d := exec.Command(containerd, "--config", filepath.Join(dir, "config.toml"))
 	d.Stdout, d.Stderr = logf, logf
 	d.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := d.Start(); err != nil {
 		logf.Close()
-		return bench.Result{}, fmt.Errorf("start containerd: %w", err)
+		return nil, fmt.Errorf("start containerd: %w", err)
 	}
 	logf.Close()
 	done := make(chan struct{})
 	go func() { d.Wait(); close(done) }()
-	defer func() {
-		// Whatever is left goes before the daemon stops.
-		out, _ := exec.Command(c("task", "ls", "-q")[0], c("task", "ls", "-q")[1:]...).Output()
-		for _, id := range strings.Fields(string(out)) {
-			run(c("task", "kill", "-s", "KILL", id)...)
-			run(c("task", "rm", "-f", id)...)
-		}
-		out, _ = exec.Command(c("container", "ls", "-q")[0], c("container", "ls", "-q")[1:]...).Output()
-		for _, id := range strings.Fields(string(out)) {
-			run(c("container", "rm", id)...)
-		}
-		run(c("image", "rm", imgName)...)
-		stopDaemon(d.Process, done)
-	}()
+	cd := &containerdDaemon{ctr: c, stop: func() { stopDaemon(d.Process, done) }}
 	for deadline := time.Now().Add(60 * time.Second); run(c("version")...) != nil; time.Sleep(100 * time.Millisecond) {
 		select {
 		case <-done:
-			return bench.Result{}, fmt.Errorf("containerd exited at start: %s", tailFile(filepath.Join(dir, "containerd.log")))
+			return nil, fmt.Errorf("containerd exited at start: %s", tailFile(filepath.Join(dir, "containerd.log")))
 		default:
 		}
 		if time.Now().After(deadline) {
-			return bench.Result{}, fmt.Errorf("containerd did not answer within a minute: %s", tailFile(filepath.Join(dir, "containerd.log")))
+			cd.stop()
+			return nil, fmt.Errorf("containerd did not answer within a minute: %s", tailFile(filepath.Join(dir, "containerd.log")))
 		}
 	}
-	if out, err := exec.Command(c("image", "import", archive)[0], c("image", "import", archive)[1:]...).CombinedOutput(); err != nil {
-		return bench.Result{}, fmt.Errorf("ctr image import: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	r, err := bench.Compare("ctr: `ctr run --rm` of /bin/true through containerd 1.6",
-		bench.Subject{Name: "ctr run, berth-runtime", Argv: c("run", "--rm", "--runc-binary", berthRT, imgName, "bench-berth", "/bin/true")},
-		bench.Subject{Name: "ctr run, runc", Argv: c("run", "--rm", "--runc-binary", runc, imgName, "bench-runc", "/bin/true")},
-		n)
-	r.Note = "same containerd, image and shim (io.containerd.runc.v2); only the OCI runtime differs"
-	return r, err
+	return cd, nil
 }
 
 // runLogged runs name with its output in the file log, not a pipe: the

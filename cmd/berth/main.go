@@ -243,8 +243,8 @@ func commands() []command {
 				"vm (a VM's start from its template against QEMU restoring a saved guest, and a cold boot against a plain boot), " +
 				"compare (the image as a container against as a VM), ctr (containerd's ctr with berth-runtime against runc), " +
 				"exec (berth-runtime exec against runc exec) and pull (berth pull of a 108 MiB five-layer image from a local " +
-				"registry against skopeo copy, with berth's peak RSS) and network (in a network namespace of the bench's own: " +
-				"run --rm on the default bridge against docker run --rm on Docker's, through a dockerd the bench starts, and " +
+				"registry against skopeo copy and, through a containerd the bench starts, ctr image pull, with berth's peak " +
+				"RSS) and network (in a network namespace of the bench's own: run --rm on the default bridge against docker run --rm on Docker's, through a dockerd the bench starts, and " +
 				"against --network none; then TCP throughput and round-trip time from the host's loopback, through -p on " +
 				"127.0.0.1 (berth's proxy, docker-proxy) and on a non-loopback address (DNAT), container to container on a " +
 				"user network and on Docker's bridge, and to a VM; each sample streams 32 MiB, timed until the receiver has " +

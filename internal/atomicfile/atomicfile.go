@@ -54,12 +54,14 @@ func write(path string, data []byte, perm os.FileMode, durable bool) error {
 		return err
 	}
 	if durable {
-		return syncDir(dir)
+		return SyncDir(dir)
 	}
 	return nil
 }
 
-func syncDir(dir string) error {
+// SyncDir makes the entries of dir (files created, renamed or removed
+// there) durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

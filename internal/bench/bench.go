@@ -119,7 +119,7 @@ func Compare(scenario string, a, b Subject, n int, more ...Subject) (Result, err
 				return Result{}, err
 			}
 			times[s.Name] = append(times[s.Name], d)
-			if s.Label != nil {
+			if s.Label != nil && label != "" {
 				if r.Labels == nil {
 					r.Labels = map[string]map[string]int{}
 				}

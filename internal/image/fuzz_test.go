@@ -84,7 +84,7 @@ func FuzzUnpackLayer(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer makeRemovable(dir)
-		got, err := unpackLayer(context.Background(), bytes.NewReader(blob), dir)
+		got, err := unpackLayer(context.Background(), bytes.NewReader(blob), dir, false)
 		plain := !bytes.HasPrefix(blob, []byte{0x1f, 0x8b}) && !bytes.HasPrefix(blob, []byte{0x28, 0xb5, 0x2f, 0xfd})
 		if err == nil && plain && got != digest.FromBytes(blob) {
 			t.Fatalf("digest %s of an uncompressed layer, want %s", got, digest.FromBytes(blob))

@@ -189,6 +189,7 @@ func (s *Store) gcLocked(r *refs) error {
 	}
 	errs = append(errs, s.sweepTmp())
 	s.sweepLocks()
+	s.sweepUnsynced()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("image store gc: %w", err)
 	}

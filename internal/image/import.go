@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/regfile"
 )
@@ -49,14 +50,23 @@ type importer struct {
 	ctx context.Context
 	src source
 	dir string // staging directory for verified blobs
-	// linkDir is the directory of a layout whose blobs are hard-linked
-	// rather than copied (see importFrom), or "".
-	linkDir string
-	staged  map[digest.Digest]string // verified blob -> staged file
-	want    string                   // normalised name asked for, or ""
+	// link is the layout of a pull, whose blobs are hard-linked rather
+	// than copied (see importFrom), or nil.
+	link   *linked
+	staged map[digest.Digest]string // verified blob -> staged file
+	want   string                   // normalised name asked for, or ""
 	// The image's layer blobs and their diffIDs, lowest first.
 	layers  []ocispec.Descriptor
 	diffIDs []digest.Digest
+}
+
+// linked is an OCI layout that a pull of berth's wrote (see Ingest).
+type linked struct {
+	dir string
+	// verified are the blobs the pull hashed as it wrote them.
+	verified map[digest.Digest]bool
+	// unpacked are the layers it unpacked as they arrived, by blob digest.
+	unpacked map[digest.Digest]unpacked
 }
 
 // result is what an archive format reader found.
@@ -86,19 +96,19 @@ func (s *Store) Import(ctx context.Context, path, name string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	img, err := s.importFrom(ctx, st, src, "", name)
+	img, err := s.importFrom(ctx, st, src, nil, name)
 	if err != nil {
 		return Image{}, fmt.Errorf("import %s: %w", path, err)
 	}
 	return img, nil
 }
 
-// importFrom imports the image src holds, staging in st. When linkDir is
-// not empty, src is an OCI layout there that berth wrote itself (a pull's)
-// and its blobs are hard-linked into the stage instead of copied; they are
-// verified all the same.
-func (s *Store) importFrom(ctx context.Context, st *stage, src source, linkDir, name string) (Image, error) {
-	im := &importer{ctx: ctx, src: src, linkDir: linkDir, staged: map[digest.Digest]string{}}
+// importFrom imports the image src holds, staging in st. When link is not
+// nil, src is an OCI layout that berth wrote itself (a pull's) and its
+// blobs are hard-linked into the stage instead of copied; they are
+// verified all the same, unless the pull verified them as they arrived.
+func (s *Store) importFrom(ctx context.Context, st *stage, src source, link *linked, name string) (Image, error) {
+	im := &importer{ctx: ctx, src: src, link: link, staged: map[digest.Digest]string{}}
 	if name != "" {
 		n, err := NormalizeName(name)
 		if err != nil {
@@ -123,19 +133,45 @@ func (s *Store) importFrom(ctx context.Context, st *stage, src source, linkDir, 
 	if err != nil {
 		return Image{}, err
 	}
-	snapshots, err := s.unpackStaged(ctx, st, im.staged, im.layers, im.diffIDs)
+	var streamed map[digest.Digest]unpacked
+	if link != nil {
+		streamed = link.unpacked
+	}
+	snapshots, err := s.unpackStaged(ctx, st, im.staged, streamed, im.layers, im.diffIDs)
 	if err != nil {
 		return Image{}, err
 	}
-	// One sync of the blobs and snapshots staged, before they are named.
-	if err := unix.Syncfs(int(st.f.Fd())); err != nil {
+	if link != nil {
+		// A pull's: its blobs are synced, each, and its snapshots not
+		// (see unsynced.go).
+		if err := syncFiles(im.staged); err != nil {
+			return Image{}, fmt.Errorf("sync: %w", err)
+		}
+	} else if err := unix.Syncfs(int(st.f.Fd())); err != nil {
+		// One sync of the blobs and snapshots staged, before they are named.
 		return Image{}, fmt.Errorf("sync: %w", err)
 	}
 	names := res.names
 	if im.want != "" {
 		names = []string{im.want}
 	}
-	return s.commit(im.staged, snapshots, res, names)
+	return s.commit(im.staged, snapshots, res, names, link != nil)
+}
+
+// syncFiles syncs the data of the files staged.
+func syncFiles(staged map[digest.Digest]string) error {
+	for _, p := range staged {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = unix.Fdatasync(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openSource opens path as a directory or tar source, extracting tars into
@@ -280,9 +316,16 @@ func (im *importer) stageBlob(d ocispec.Descriptor) (string, error) {
 // layout of berth's own, links it there) and returns the digest and
 // length of what p then holds.
 func (im *importer) copyBlob(member, p string, d ocispec.Descriptor) (digest.Digest, int64, error) {
-	if im.linkDir != "" {
-		if err := os.Link(filepath.Join(im.linkDir, filepath.FromSlash(member)), p); err != nil {
+	if im.link != nil {
+		if err := os.Link(filepath.Join(im.link.dir, filepath.FromSlash(member)), p); err != nil {
 			return "", 0, fmt.Errorf("missing from the pull: %w", errdefs.ErrInvalid)
+		}
+		if im.link.verified[d.Digest] {
+			fi, err := os.Stat(p)
+			if err != nil {
+				return "", 0, err
+			}
+			return d.Digest, fi.Size(), nil
 		}
 		f, err := os.Open(p)
 		if err != nil {
@@ -409,13 +452,25 @@ func sniffMediaType(head []byte) string {
 }
 
 // commit moves the staged blobs and unpacked layers (by diffID) into the
-// store and records the image, under the store lock.
-func (s *Store) commit(staged, snapshots map[digest.Digest]string, res *result, names []string) (Image, error) {
+// store and records the image, under the store lock. When unsynced, the
+// layers were not synced: they are marked so first (see unsynced.go).
+func (s *Store) commit(staged, snapshots map[digest.Digest]string, res *result, names []string, unsynced bool) (Image, error) {
 	unlock, err := s.lock(true)
 	if err != nil {
 		return Image{}, err
 	}
 	defer unlock()
+	if unsynced {
+		var fresh []digest.Digest
+		for diffID := range snapshots {
+			if _, err := os.Stat(s.snapshotPath(diffID)); err != nil {
+				fresh = append(fresh, diffID)
+			}
+		}
+		if err := s.markUnsynced(fresh); err != nil {
+			return Image{}, fmt.Errorf("image store: %w", err)
+		}
+	}
 	for d, p := range staged {
 		dst := s.blobPath(d)
 		if _, err := os.Stat(dst); err == nil {
@@ -430,6 +485,19 @@ func (s *Store) commit(staged, snapshots map[digest.Digest]string, res *result, 
 	}
 	for diffID, dir := range snapshots {
 		if err := s.placeSnapshot(dir, diffID); err != nil {
+			return Image{}, fmt.Errorf("image store: %w", err)
+		}
+	}
+	// The renames, durable before refs.json names what they placed.
+	dirs := map[string]bool{s.path("snapshots"): len(snapshots) > 0}
+	for d := range staged {
+		dirs[filepath.Dir(s.blobPath(d))] = true
+	}
+	for dir, renamed := range dirs {
+		if !renamed {
+			continue
+		}
+		if err := atomicfile.SyncDir(dir); err != nil {
 			return Image{}, fmt.Errorf("image store: %w", err)
 		}
 	}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -19,15 +22,28 @@ import (
 
 // Ingest is the store's side of a pull. A puller writes each blob it has
 // verified at BlobPath (and partial downloads under Partial), then Commit
-// imports the image from there as Import would from an OCI layout: every
-// blob verified again, every layer unpacked and checked, all of it named
-// at once. Until then nothing of the pull is visible in the store; its
-// stage is flocked while the pull runs, so GC removes what a killed pull
-// left and nothing else. Close releases everything.
+// imports the image from there as Import would from an OCI layout, every
+// layer unpacked and checked against the config's diffIDs, all of it
+// named at once. A puller may hand a layer's bytes to Unpack as they
+// arrive and say with Verified that a blob was hashed as it was written:
+// Commit then neither hashes that blob again nor unpacks that layer a
+// second time. Until Commit nothing of the pull is visible in the store;
+// its stage is flocked while the pull runs, so GC removes what a killed
+// pull left and nothing else. Close releases everything.
 type Ingest struct {
 	s     *Store
 	st    *stage
 	locks []*os.File
+
+	mu       sync.Mutex
+	verified map[digest.Digest]bool
+	unpacked map[digest.Digest]unpacked // by layer blob digest
+}
+
+// unpacked is a layer that Unpack wrote into the ingest's stage.
+type unpacked struct {
+	dir    string
+	diffID digest.Digest
 }
 
 // NewIngest starts a pull into the store.
@@ -37,8 +53,8 @@ func (s *Store) NewIngest() (*Ingest, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &Ingest{s: s, st: st}
-	for _, d := range []string{"layout/blobs/sha256", "partial"} {
+	in := &Ingest{s: s, st: st, verified: map[digest.Digest]bool{}, unpacked: map[digest.Digest]unpacked{}}
+	for _, d := range []string{"layout/blobs/sha256", "partial", "unpacked"} {
 		if err := os.MkdirAll(filepath.Join(st.dir, d), 0o700); err != nil {
 			in.Close()
 			return nil, fmt.Errorf("image store staging: %w", err)
@@ -74,7 +90,64 @@ func (in *Ingest) Reuse(d digest.Digest) bool {
 	if d.Validate() != nil || d.Algorithm() != digest.SHA256 {
 		return false
 	}
-	return os.Link(in.s.blobPath(d), in.BlobPath(d)) == nil || fileExists(in.BlobPath(d))
+	ok := os.Link(in.s.blobPath(d), in.BlobPath(d)) == nil || fileExists(in.BlobPath(d))
+	if ok {
+		in.Verified(d) // the store verified it when it took it in
+	}
+	return ok
+}
+
+// Verified records that the file at BlobPath(d) holds blob d: the caller
+// hashed it while it wrote it. Commit links it into the store without
+// reading it again (its size is still checked).
+func (in *Ingest) Verified(d digest.Digest) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.verified[d] = true
+}
+
+// Unpack unpacks the layer blob desc from r, the blob's bytes as they download,
+// into the ingest's stage, and reads r to its end. The layer counts only
+// once Verified says that those bytes were d's; Commit then checks its
+// diffID against the config and moves it into the store as it is. An
+// error (a hostile or broken layer) fails nothing by itself: the caller
+// reports it only when the blob is verified, and a corrupt download
+// otherwise.
+//
+// A blob whose media type is not a layer's is only read: Commit refuses
+// it as an import would.
+func (in *Ingest) Unpack(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	d := desc.Digest
+	if d.Validate() != nil || !slices.Contains(layerMediaTypes, desc.MediaType) {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	dir := filepath.Join(in.st.dir, "unpacked", d.Algorithm().String()+"-"+d.Encoded())
+	diffID, err := unpackTo(ctx, r, dir, false) // see unsynced.go
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.unpacked[d] = unpacked{dir: dir, diffID: diffID}
+	return nil
+}
+
+// streamed is what Commit takes as it is: the blobs verified by the
+// puller and the layers unpacked from them.
+func (in *Ingest) streamed() (map[digest.Digest]bool, map[digest.Digest]unpacked) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	layers := map[digest.Digest]unpacked{}
+	for d, u := range in.unpacked {
+		if in.verified[d] {
+			layers[d] = u
+		}
+	}
+	return maps.Clone(in.verified), layers
 }
 
 func fileExists(p string) bool {
@@ -158,7 +231,8 @@ func (in *Ingest) Commit(ctx context.Context, desc ocispec.Descriptor, name stri
 		return Image{}, err
 	}
 	defer st.close()
-	return in.s.importFrom(ctx, st, dirSource{dir: in.layout()}, in.layout(), name)
+	verified, layers := in.streamed()
+	return in.s.importFrom(ctx, st, dirSource{dir: in.layout()}, &linked{dir: in.layout(), verified: verified, unpacked: layers}, name)
 }
 
 // HasManifest reports whether an image of the store has the manifest d,

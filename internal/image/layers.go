@@ -37,6 +37,9 @@ func (s *Store) Layers(ctx context.Context, img Image) ([]string, error) {
 		if err := diffID.Validate(); err != nil {
 			return nil, fmt.Errorf("image %s: diff_id %q: %v: %w", img.ID, diffID, err, errdefs.ErrInvalid)
 		}
+		if err := s.dropTorn(diffID); err != nil {
+			return nil, fmt.Errorf("image %s: layer %s: %w", img.ID, img.Layers[i], err)
+		}
 		dirs[i] = s.snapshotPath(diffID)
 		if _, err := os.Stat(dirs[i]); err == nil {
 			continue
@@ -81,17 +84,23 @@ func (s *Store) unpack(ctx context.Context, blob, diffID digest.Digest) error {
 // unpackVerified unpacks the layer blob read from r into the new directory
 // dir and checks that its content is diffID.
 func unpackVerified(ctx context.Context, r io.Reader, dir string, diffID digest.Digest) error {
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return err
-	}
-	got, err := unpackLayer(ctx, r, dir)
+	got, err := unpackTo(ctx, r, dir, true)
 	if err != nil {
 		return err
 	}
 	return checkDiffID(got, diffID)
+}
+
+// unpackTo unpacks the layer blob read from r into the new directory dir
+// and returns its diffID; synced says whether the caller syncs it after.
+func unpackTo(ctx context.Context, r io.Reader, dir string, synced bool) (digest.Digest, error) {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	return unpackLayer(ctx, r, dir, synced)
 }
 
 func checkDiffID(got, want digest.Digest) error {
@@ -114,9 +123,11 @@ func (s *Store) placeSnapshot(dir string, diffID digest.Digest) error {
 // unpackStaged unpacks into st the staged layers that have no snapshot
 // yet, so that a layer berth would refuse to run is refused at import,
 // before anything is stored. A layer whose snapshot exists is only checked
-// against its diffID. It returns the unpacked directories by diffID, for
-// commit to move into snapshots/ (once the caller synced them).
-func (s *Store) unpackStaged(ctx context.Context, st *stage, staged map[digest.Digest]string, layers []ocispec.Descriptor, diffIDs []digest.Digest) (map[digest.Digest]string, error) {
+// against its diffID. A layer a pull unpacked while it downloaded (in
+// streamed, by blob digest) is checked against its diffID and taken as it
+// is. It returns the unpacked directories by diffID, for commit to move
+// into snapshots/ (once the caller synced them).
+func (s *Store) unpackStaged(ctx context.Context, st *stage, staged map[digest.Digest]string, streamed map[digest.Digest]unpacked, layers []ocispec.Descriptor, diffIDs []digest.Digest) (map[digest.Digest]string, error) {
 	dirs := map[digest.Digest]string{}
 	done := map[digest.Digest]bool{}
 	for i, l := range layers {
@@ -125,6 +136,15 @@ func (s *Store) unpackStaged(ctx context.Context, st *stage, staged map[digest.D
 			continue
 		}
 		done[diffID] = true
+		if u, ok := streamed[l.Digest]; ok {
+			if err := checkDiffID(u.diffID, diffID); err != nil {
+				return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+			}
+			if _, err := os.Stat(s.snapshotPath(diffID)); err != nil {
+				dirs[diffID] = u.dir
+			}
+			continue
+		}
 		f, err := os.Open(staged[l.Digest])
 		if err != nil {
 			return nil, err

@@ -221,7 +221,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 		if err != nil {
 			return imgs, err
 		}
-		img, err := s.importFrom(ctx, ist, src, "", name)
+		img, err := s.importFrom(ctx, ist, src, nil, name)
 		ist.close()
 		if err != nil {
 			if name != "" {

@@ -8,6 +8,7 @@
 //	leases/<alg>-<hex>   flock files: a shared lock marks a manifest in use
 //	tmp/                 staging; every entry is flocked while in use
 //	locks/<alg>-<hex>    flock files: a pull downloading a blob holds its lock
+//	unsynced/<hex>       boot ID under which a pull placed snapshot <hex> unsynced
 //	lock                 flock serialising refs.json updates and GC
 //
 // Lifecycle: Import stages and verifies every blob in tmp and unpacks each

@@ -30,7 +30,7 @@ const (
 // decompress returns the uncompressed stream of a layer blob, detecting
 // gzip and zstd by their magic numbers.
 func decompress(r io.Reader) (io.ReadCloser, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, 1<<20)
 	head, _ := br.Peek(4)
 	switch {
 	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
@@ -47,8 +47,10 @@ func decompress(r io.Reader) (io.ReadCloser, error) {
 
 // unpackLayer writes the layer read from blob into dir (an empty directory)
 // in overlayfs form and returns the digest of the uncompressed tar. No write
-// ever follows a symbolic link, so nothing lands outside dir.
-func unpackLayer(ctx context.Context, blob io.Reader, dir string) (digest.Digest, error) {
+// ever follows a symbolic link, so nothing lands outside dir. When synced,
+// the caller will sync what it wrote: large files start their writeback
+// as soon as they are written.
+func unpackLayer(ctx context.Context, blob io.Reader, dir string, synced bool) (digest.Digest, error) {
 	zr, err := decompress(&ctxReader{ctx: ctx, r: blob})
 	if err != nil {
 		return "", fmt.Errorf("decompress: %v: %w", err, errdefs.ErrInvalid)
@@ -60,7 +62,7 @@ func unpackLayer(ctx context.Context, blob io.Reader, dir string) (digest.Digest
 	if err != nil {
 		return "", fmt.Errorf("open %s: %w", dir, err)
 	}
-	u := &unpacker{root: root, seen: map[string]byte{}, chown: os.Geteuid() == 0}
+	u := &unpacker{root: root, seen: map[string]byte{}, chown: os.Geteuid() == 0, writeback: synced}
 	defer unix.Close(root)
 	tr := tar.NewReader(tee)
 	for {
@@ -115,6 +117,8 @@ type unpacker struct {
 	seen  map[string]byte // paths this layer created -> tar type flag
 	dirs  []dirTime
 	chown bool
+	// writeback starts writing large files out as they are done.
+	writeback bool
 }
 
 type dirTime struct {
@@ -313,7 +317,7 @@ func (u *unpacker) file(pfd int, base string, hdr *tar.Header, r io.Reader) erro
 	if _, err := io.Copy(f, r); err != nil {
 		return layerReadErr(err)
 	}
-	if hdr.Size >= 1<<20 {
+	if u.writeback && hdr.Size >= 1<<20 {
 		// Start writing a large file out now, while the rest unpacks:
 		// the import's sync then finds most of it on disk already.
 		_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)

@@ -397,7 +397,7 @@ func sparseLayer(t testing.TB, size int64) []byte {
 // few bytes of layer could fill the disk.
 func TestSparseFileRefused(t *testing.T) {
 	dir := t.TempDir()
-	_, err := unpackLayer(context.Background(), bytes.NewReader(sparseLayer(t, 1<<30)), dir)
+	_, err := unpackLayer(context.Background(), bytes.NewReader(sparseLayer(t, 1<<30)), dir, false)
 	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "sparse") {
 		t.Fatalf("unpackLayer = %v, want a sparse file refused", err)
 	}

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sync"
@@ -32,8 +33,9 @@ type Options struct {
 	// Transport is the HTTP transport under authentication; default a
 	// copy of http.DefaultTransport (proxies from the environment).
 	Transport http.RoundTripper
-	// Attempts bounds the tries of a blob that make no progress
-	// (default 5); Backoff is the first wait between them (default 200ms).
+	// Attempts bounds the tries of a blob that make no progress (default
+	// 5), of a download or an upload; Backoff is the first wait between
+	// them (default 200ms).
 	Attempts int
 	Backoff  time.Duration
 	// Stall is how long a blob request may receive nothing before it is
@@ -42,6 +44,22 @@ type Options struct {
 	// Progress, when set, is told how each layer's download goes. It is
 	// called from several goroutines at once.
 	Progress func(Event)
+}
+
+// attempts bounds the tries of a blob (see Options.Attempts).
+func (o *Options) attempts() int {
+	if o.Attempts <= 0 {
+		return 5
+	}
+	return o.Attempts
+}
+
+// backoff is the first wait between two tries of a blob.
+func (o *Options) backoff() time.Duration {
+	if o.Backoff <= 0 {
+		return 200 * time.Millisecond
+	}
+	return o.Backoff
 }
 
 func (o *Options) keychain() authn.Keychain {
@@ -145,13 +163,8 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 	if err := os.WriteFile(in.BlobPath(desc.Digest), data, 0o600); err != nil {
 		return nil, err
 	}
-	f := &fetcher{c: c, attempts: o.Attempts, backoff: o.Backoff, stall: o.Stall}
-	if f.attempts <= 0 {
-		f.attempts = 5
-	}
-	if f.backoff <= 0 {
-		f.backoff = 200 * time.Millisecond
-	}
+	in.Verified(desc.Digest) // resolve hashed it
+	f := &fetcher{c: c, attempts: o.attempts(), backoff: o.backoff(), stall: o.Stall}
 	if f.stall <= 0 {
 		f.stall = 30 * time.Second
 	}
@@ -170,21 +183,29 @@ func pull(ctx context.Context, s *image.Store, r Reference, o Options) (*Result,
 	return res, nil
 }
 
-// fetchAll downloads the blobs the store lacks, jobs at a time, and
-// stops them all at the first failure.
+// fetchAll downloads the blobs the store lacks (blobs[0] is the config,
+// the others layers), jobs at a time, and stops them all at the first
+// failure.
 func fetchAll(ctx context.Context, f *fetcher, in *image.Ingest, blobs []ocispec.Descriptor, jobs int, report func(Event)) error {
 	return eachBlob(ctx, blobs, jobs, func(ctx context.Context, b ocispec.Descriptor) error {
 		if in.Reuse(b.Digest) {
 			report(Event{Layer: b.Digest, Status: Exists, Current: b.Size, Total: b.Size})
 			return nil
 		}
+		// Layers unpack as they download; the config is only stored.
+		var consume func(io.Reader) error
+		if b.Digest != blobs[0].Digest {
+			consume = func(r io.Reader) error { return in.Unpack(ctx, b, r) }
+		}
 		err := f.fetch(ctx, b, in.Partial(b.Digest), in.BlobPath(b.Digest), func(st Status, n int64) {
 			report(Event{Layer: b.Digest, Status: st, Current: n, Total: b.Size})
-		})
-		if err == nil {
-			report(Event{Layer: b.Digest, Status: Done, Current: b.Size, Total: b.Size})
+		}, consume)
+		if err != nil {
+			return err
 		}
-		return err
+		in.Verified(b.Digest)
+		report(Event{Layer: b.Digest, Status: Done, Current: b.Size, Total: b.Size})
+		return nil
 	})
 }
 

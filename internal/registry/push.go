@@ -2,12 +2,14 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	digest "github.com/opencontainers/go-digest"
@@ -23,13 +25,14 @@ type PushStatus int
 const (
 	Preparing     PushStatus = iota // queued
 	Pushing                         // Current of Total bytes sent
-	Pushed                          // the registry has it from this push
+	PushRetrying                    // an upload failed; another follows
+	Pushed                          // the registry has it from this push (and what follows: done)
 	AlreadyExists                   // the registry had it
 	Mounted                         // the registry took it from another repository (From)
 )
 
 func (s PushStatus) String() string {
-	return [...]string{"Preparing", "Pushing", "Pushed", "Layer already exists", "Mounted from"}[s]
+	return [...]string{"Preparing", "Pushing", "Retrying", "Pushed", "Layer already exists", "Mounted from"}[s]
 }
 
 // PushEvent is news of one layer's upload.
@@ -120,7 +123,7 @@ func push(ctx context.Context, s *image.Store, r Reference, img image.Image, o O
 		}
 	}
 	err = eachBlob(ctx, append(layers, m.Config), jobs, func(ctx context.Context, b ocispec.Descriptor) error {
-		if err := c.pushBlob(ctx, s, b, from, report); err != nil {
+		if err := c.pushBlob(ctx, s, b, from, &o, report); err != nil {
 			return fmt.Errorf("blob %s: %w", b.Digest, err)
 		}
 		return nil
@@ -155,8 +158,10 @@ func (c *client) do(req *http.Request, want ...int) error {
 
 // pushBlob makes sure the repository has blob b: it has it already (a
 // HEAD finds it), or the registry mounts it from a repository of from, or
-// berth uploads it from the store in one streamed PUT.
-func (c *client) pushBlob(ctx context.Context, s *image.Store, b ocispec.Descriptor, from []string, report func(PushEvent)) error {
+// berth uploads it from the store in one streamed PUT, tried again from
+// the start in a new session after a cut connection, 429 or 5xx, up to
+// o.attempts() times.
+func (c *client) pushBlob(ctx context.Context, s *image.Store, b ocispec.Descriptor, from []string, o *Options, report func(PushEvent)) error {
 	ev := PushEvent{Layer: b.Digest, Total: b.Size, Current: b.Size}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.blobURL(b.Digest), nil)
 	if err != nil {
@@ -193,6 +198,40 @@ func (c *client) pushBlob(ctx context.Context, s *image.Store, b ocispec.Descrip
 			c.cancelUpload(ctx, loc)
 		}
 	}
+	wait := o.backoff()
+	for tries := 1; ; tries++ {
+		err := c.upload(ctx, s, b, location, report)
+		if err == nil {
+			break
+		}
+		var r retryable
+		if !errors.As(err, &r) || ctx.Err() != nil {
+			return err
+		}
+		if tries >= o.attempts() {
+			return fmt.Errorf("%d tries failed, the last: %w", tries, r.err)
+		}
+		report(PushEvent{Layer: b.Digest, Status: PushRetrying, Total: b.Size})
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, 5*time.Second)
+		// What the registry took of the cut upload is unknown: start over
+		// in a session of its own.
+		if location, _, err = c.startUpload(ctx, nil); err != nil {
+			return err
+		}
+	}
+	ev.Status = Pushed
+	report(ev)
+	return nil
+}
+
+// upload sends blob b from the store in one streamed PUT to the upload
+// session at location. A cut connection, 429 and 5xx are retryable.
+func (c *client) upload(ctx context.Context, s *image.Store, b ocispec.Descriptor, location string, report func(PushEvent)) error {
 	f, err := s.OpenBlob(b.Digest)
 	if err != nil {
 		return err
@@ -208,17 +247,31 @@ func (c *client) pushBlob(ctx context.Context, s *image.Store, b ocispec.Descrip
 	body := &countingReader{r: io.LimitReader(f, b.Size), report: func(n int64) {
 		report(PushEvent{Layer: b.Digest, Status: Pushing, Current: n, Total: b.Size})
 	}}
-	req, err = http.NewRequestWithContext(ctx, http.MethodPut, u.String(), body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), body)
 	if err != nil {
 		return err
 	}
 	req.ContentLength = b.Size
 	req.Header.Set("Content-Type", "application/octet-stream")
-	if err := c.do(req, http.StatusCreated); err != nil {
-		return err
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // not the request line again
+		}
+		return retryable{fmt.Errorf("upload cut after sending %d of %d bytes: %w", body.n, b.Size, classify(c.host, err))}
 	}
-	ev.Status = Pushed
-	report(ev)
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusCreated); err != nil {
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+			return retryable{classify(c.host, err)}
+		}
+		return classify(c.host, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	return nil
 }
 

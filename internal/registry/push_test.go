@@ -91,3 +91,56 @@ func TestLogin(t *testing.T) {
 		}
 	}
 }
+
+// TestPushRetriesCutUploads pushes through uploads that lose their
+// connection midway or get a 503: each is tried again from the start in
+// a new session, and what arrives pulls back whole. A registry that cuts
+// every upload is given up on, with the manifest not pushed.
+func TestPushRetriesCutUploads(t *testing.T) {
+	src := newTestRegistry(t)
+	s := openStore(t)
+	ref := src.push(t, "push/src:v1", testImage(t, [][]byte{layerTar(t, map[string][]byte{"big": randomBytes(1 << 20)})}, compression.GZip, false, amd64))
+	res := pullOK(t, s, ref, quick())
+	for _, tc := range []struct {
+		name string
+		f    faults
+		want string // the error, or "" for a push that succeeds
+	}{
+		{"cut", faults{uploadCuts: 2, cutAfter: 100 << 10}, ""},
+		{"503", faults{uploadUnavail: 2}, ""},
+		{"cut-for-ever", faults{uploadCuts: 1000, cutAfter: 10}, "tries failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := newTestRegistry(t)
+			target := dst.host() + "/push/dst:v1"
+			if _, err := s.Tag(ref, target); err != nil {
+				t.Fatal(err)
+			}
+			dst.set(func(f *faults) { *f = tc.f })
+			retried := false
+			_, err := Push(context.Background(), s, target, quick(), func(e PushEvent) {
+				retried = retried || e.Status == PushRetrying
+			})
+			dst.set(func(f *faults) { *f = faults{} })
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("push: %v, want one line with %q", err, tc.want)
+				}
+				t.Logf("%v", err)
+				if _, err := Pull(context.Background(), openStore(t), target, quick()); !errors.Is(err, errdefs.ErrNotFound) {
+					t.Fatalf("a failed push left a manifest: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !retried {
+				t.Fatal("no layer was reported retrying")
+			}
+			if again := pullOK(t, openStore(t), target, quick()); again.Image.ID != res.Image.ID {
+				t.Fatalf("pulled back %s, pushed %s", again.Image.ID, res.Image.ID)
+			}
+		})
+	}
+}

@@ -45,6 +45,9 @@ type faults struct {
 	// stalls is how many blob bodies stop for a second after cutAfter
 	// bytes (and then go on).
 	stalls int
+	// uploadCuts is how many blob uploads (PUTs) lose their connection
+	// after cutAfter bytes; uploadUnavail how many get a 503.
+	uploadCuts, uploadUnavail int
 	// manifest faults: a Docker-Content-Digest that lies, a body past
 	// every bound.
 	lyingDigest, hugeManifest bool
@@ -111,6 +114,21 @@ func (r *testRegistry) serve(w http.ResponseWriter, req *http.Request) {
 		w.Write(rec.Body.Bytes())
 		if f.hugeManifest {
 			w.Write(bytes.Repeat([]byte(" "), maxManifest+10))
+		}
+		return
+	}
+	if req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/blobs/uploads/") && f.uploadUnavail > 0 {
+		r.set(func(f *faults) { f.uploadUnavail-- })
+		io.Copy(io.Discard, req.Body)
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
+	if req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/blobs/uploads/") && f.uploadCuts > 0 && req.ContentLength > f.cutAfter {
+		r.set(func(f *faults) { f.uploadCuts-- })
+		io.CopyN(io.Discard, req.Body, f.cutAfter)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
 		}
 		return
 	}

@@ -296,3 +296,16 @@ func WriteTar(t testing.TB, entries []TarEntry) string {
 	}
 	return p
 }
+
+// ReadJSON decodes the JSON file p into v, failing the test when it
+// cannot.
+func ReadJSON(t testing.TB, p string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+}

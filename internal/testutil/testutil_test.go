@@ -3,7 +3,6 @@ package testutil
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,17 +13,6 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-func readJSON(t *testing.T, p string, v any) {
-	t.Helper()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatalf("%s: %v", p, err)
-	}
-}
 
 func TestBusyboxRootfs(t *testing.T) {
 	root := BusyboxRootfs(t)
@@ -51,11 +39,11 @@ func TestOCILayoutAndArchives(t *testing.T) {
 		t.Fatalf("refs = %q", refs)
 	}
 	var idx ocispec.Index
-	readJSON(t, filepath.Join(dir, "index.json"), &idx)
+	ReadJSON(t, filepath.Join(dir, "index.json"), &idx)
 	var m ocispec.Manifest
-	readJSON(t, filepath.Join(dir, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &m)
+	ReadJSON(t, filepath.Join(dir, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &m)
 	var cfg ocispec.Image
-	readJSON(t, filepath.Join(dir, "blobs", "sha256", m.Config.Digest.Encoded()), &cfg)
+	ReadJSON(t, filepath.Join(dir, "blobs", "sha256", m.Config.Digest.Encoded()), &cfg)
 	c := cfg.Config
 	if !slices.Equal(c.Entrypoint, opts.Entrypoint) || !slices.Equal(c.Cmd, opts.Cmd) || c.WorkingDir != "/tmp" || c.User != "1000:1000" || !slices.Contains(c.Env, "A=1") {
 		t.Errorf("config = %+v", c)
@@ -106,7 +94,7 @@ func TestRawLayout(t *testing.T) {
 	b.Tag(desc, "raw:1")
 	dir := b.Write()
 	var m ocispec.Manifest
-	readJSON(t, b.BlobPath(desc.Digest), &m)
+	ReadJSON(t, b.BlobPath(desc.Digest), &m)
 	if len(m.Layers) != 3 {
 		t.Fatalf("manifest layers = %d", len(m.Layers))
 	}
