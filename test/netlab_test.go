@@ -185,6 +185,11 @@ func (l *netLab) get(ns, url string) (string, error) {
 // getOnce fetches url from inside namespace ns, once, on a connection
 // dialled there (a transport would dial later, on threads outside ns).
 func (l *netLab) getOnce(ns, url string) (string, error) {
+	return l.getWithin(ns, url, 10*time.Second)
+}
+
+// getWithin is getOnce with the request bounded by limit.
+func (l *netLab) getWithin(ns, url string, limit time.Duration) (string, error) {
 	var conn net.Conn
 	var err error
 	host, path, _ := strings.Cut(strings.TrimPrefix(url, "http://"), "/")
@@ -192,7 +197,7 @@ func (l *netLab) getOnce(ns, url string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: limit, Transport: &http.Transport{
 		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}}
 	resp, err := client.Get("http://" + host + "/" + path)
 	if err != nil {

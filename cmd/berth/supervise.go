@@ -118,9 +118,10 @@ func cmdSupervise(g *globals, args []string) error {
 
 var errProjectGone = errors.New("the project was taken down")
 
-// drainTime is how long a replica taken out of its service's balancer is
-// left to finish what it answers before it is removed.
-const drainTime = time.Second
+// drainTime bounds how long a replica taken out of its service's
+// balancer is left to finish the connections it serves before it is
+// removed.
+const drainTime = 10 * time.Second
 
 type supervisor struct {
 	changed   bool // the pass started or removed replicas
@@ -290,13 +291,30 @@ func (sv *supervisor) service(p *project.Project, svc project.Service, bySvc map
 		}
 	}
 	err := sv.balance(svc, ready)
+	if err != nil {
+		// Never remove a replica the balancer may still send to.
+		drop = nil
+	}
 	if b := sv.balancers[svc.Name]; b != nil {
 		for _, m := range b.ports {
 			ss.Ports = append(ss.Ports, m.String())
 		}
 	}
 	if len(drop) > 0 {
-		time.Sleep(drainTime)
+		var addrs []netip.Addr
+		for _, r := range drop {
+			if r.in.Endpoint != nil {
+				if a, err := netip.ParseAddr(r.in.Endpoint.IP); err == nil {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+		// A packet sent before the balancer changed may still be on its
+		// way; then the connections the replicas serve are let end.
+		time.Sleep(100 * time.Millisecond)
+		if open := network.Drain(addrs, drainTime); open > 0 {
+			log.Printf("service %s: %d connection(s) still open after %s; removing anyway", svc.Name, open, drainTime)
+		}
 		sv.remove(drop...)
 	}
 	switch {

@@ -77,6 +77,9 @@ const (
 	maxFlows = 1024
 	// dialTimeout bounds connecting to the instance for one client.
 	dialTimeout = 10 * time.Second
+	// dialTries is how many targets a TCP client's relay tries, each
+	// for dialTimeout/dialTries, before it lets the client go.
+	dialTries = 3
 )
 
 func newProxy(socks []socket) *Proxy {

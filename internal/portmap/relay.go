@@ -74,22 +74,33 @@ func (p *Proxy) acceptTCP(s socket, target func(Mapping) netip.AddrPort) {
 			continue
 		}
 		wait = 0
-		if !p.hold(c) || !p.spawn(func() { p.relayTCP(c, target(s.m)) }) {
+		if !p.hold(c) || !p.spawn(func() { p.relayTCP(c, func() netip.AddrPort { return target(s.m) }) }) {
 			return
 		}
 	}
 }
 
-// relayTCP joins client to a new connection to the instance at to, and
-// returns when both directions are done.
-func (p *Proxy) relayTCP(client *net.TCPConn, to netip.AddrPort) {
+// relayTCP joins client to a new connection to the instance next names,
+// and returns when both directions are done. When the instance cannot be
+// reached, next is asked again (a balanced service's next replica) a few
+// times, each dial bounded, before the client is let go.
+func (p *Proxy) relayTCP(client *net.TCPConn, next func() netip.AddrPort) {
 	defer p.release(client)
-	if !to.IsValid() {
-		return
+	var c net.Conn
+	for try := 0; try < dialTries && c == nil; try++ {
+		to := next()
+		if !to.IsValid() {
+			return
+		}
+		d := net.Dialer{Timeout: dialTimeout / dialTries}
+		conn, err := d.DialContext(p.ctx, "tcp", to.String())
+		if err == nil {
+			c = conn
+		} else if p.ctx.Err() != nil {
+			return
+		}
 	}
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(p.ctx, "tcp", to.String())
-	if err != nil || !p.hold(c) {
+	if c == nil || !p.hold(c) {
 		return
 	}
 	defer p.release(c)
