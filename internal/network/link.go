@@ -18,8 +18,9 @@ import (
 )
 
 // Ensure makes n's firewall rules and, when it is missing (the first
-// start after a create or a reboot), its bridge. The rules come first,
-// so a bridge never exists without them.
+// start after a create or a reboot), its bridge, and puts the gateway's
+// address on it and brings it up (both no-ops when done already). The
+// rules come first, so a bridge never exists without them.
 func (s *Store) Ensure(n *Network) error {
 	f, err := lockfile.Open(filepath.Join(s.dir, n.Name, ".lock"), unix.LOCK_EX)
 	if err != nil {
@@ -36,9 +37,6 @@ func (s *Store) Ensure(n *Network) error {
 		return fmt.Errorf("network %s: %w", n.Name, err)
 	}
 	br, err := netlink.LinkByName(n.Bridge)
-	if err == nil && br.Attrs().Flags&net.FlagUp != 0 {
-		return nil
-	}
 	if err != nil {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = n.Bridge
@@ -231,4 +229,10 @@ func CheckFirewall() error {
 	}
 	defer fw.Close()
 	return fw.Check()
+}
+
+// linkExists reports whether this namespace has a device called name.
+func linkExists(name string) bool {
+	_, err := netlink.LinkByName(name)
+	return err == nil
 }

@@ -184,7 +184,10 @@ func (s *Store) create(name string, o CreateOptions) (*Network, error) {
 	n := &Network{Name: name, ID: hex.EncodeToString(id), Driver: "bridge", Subnet: o.Subnet.Masked(),
 		Gateway: gw, Created: time.Now().UTC()}
 	n.Bridge = "berth" + n.ID[:10]
-	if n.Default() {
+	if n.Default() && !linkExists(DefaultBridge) {
+		// berth0, unless a device has the name already (another data
+		// root's default network, or one left over): two roots must
+		// never share a bridge, whose addresses each hands out alone.
 		n.Bridge = DefaultBridge
 	}
 	if err := os.MkdirAll(filepath.Join(s.dir, name, "ips"), 0o700); err != nil {
