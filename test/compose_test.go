@@ -25,6 +25,31 @@ func composeFile(t *testing.T, project, body string) string {
 	return p
 }
 
+// projectName is a project name of the lab's own, after prefix.
+func (l *netLab) projectName(prefix string) string {
+	return prefix + strings.ReplaceAll(l.host, "-", "")
+}
+
+// projectFile writes project proj's compose file, whose project is taken
+// down when the test ends.
+func (l *netLab) projectFile(proj, body string) string {
+	l.t.Helper()
+	file := composeFile(l.t, proj, body)
+	l.t.Cleanup(func() { l.berth("down", "-f", file) })
+	return file
+}
+
+// supervisorPid is the pid project proj's supervisor recorded, 0 if none.
+func supervisorPid(t *testing.T, proj string) int {
+	t.Helper()
+	b, _ := os.ReadFile(filepath.Join(berthRoot, "projects", proj, "supervisor.json"))
+	var sv struct {
+		Pid int `json:"pid"`
+	}
+	_ = json.Unmarshal(b, &sv)
+	return sv.Pid
+}
+
 // replicas lists the running instances of a project's service, by name.
 func (l *netLab) replicas(project, service string) []string {
 	l.t.Helper()
@@ -75,9 +100,8 @@ const webService = `
 func TestComposeScaleAndBalance(t *testing.T) {
 	busybox(t)
 	l := newNetLab(t)
-	proj := "cp" + strings.ReplaceAll(l.host, "-", "")
-	file := composeFile(t, proj, "services:"+webService)
-	t.Cleanup(func() { l.berth("down", "-f", file) })
+	proj := l.projectName("cp")
+	file := l.projectFile(proj, "services:"+webService)
 	l.must("up", "-d", "-f", file)
 	if got := l.replicas(proj, "web"); len(got) != 3 {
 		t.Fatalf("after up: replicas %v, want 3", got)
@@ -98,17 +122,12 @@ func TestComposeScaleAndBalance(t *testing.T) {
 	}
 	// The supervisor dies in the middle of a scale up; the next look at
 	// the project starts it again, and it ends with exactly five.
-	ps := filepath.Join(berthRoot, "projects", proj)
-	var sv struct {
-		Pid int `json:"pid"`
+	pid := supervisorPid(t, proj)
+	if pid == 0 {
+		t.Fatalf("no supervisor recorded")
 	}
-	b, _ := os.ReadFile(filepath.Join(ps, "supervisor.json"))
-	if err := json.Unmarshal(b, &sv); err != nil || sv.Pid == 0 {
-		t.Fatalf("supervisor record: %v", err)
-	}
-	r := l.berth("scale", "-f", file, "--wait-timeout", "1ms", "web=5")
-	_ = r
-	if p, err := os.FindProcess(sv.Pid); err == nil {
+	l.berth("scale", "-f", file, "--wait-timeout", "1ms", "web=5")
+	if p, err := os.FindProcess(pid); err == nil {
 		p.Kill()
 	}
 	waitFor(t, "five replicas after the supervisor came back", func() bool { return len(l.replicas(proj, "web")) == 5 })
@@ -134,8 +153,8 @@ func TestComposeContainerAndVM(t *testing.T) {
 	needVM(t)
 	busybox(t)
 	l := newNetLab(t)
-	proj := "cv" + strings.ReplaceAll(l.host, "-", "")
-	file := composeFile(t, proj, `services:
+	proj := l.projectName("cv")
+	file := l.projectFile(proj, `services:
   web:
     image: busybox
     command: ["sh", "-c", "mkdir -p /www && echo web > /www/index.html && exec httpd -f -p 80 -h /www"]
@@ -145,7 +164,6 @@ func TestComposeContainerAndVM(t *testing.T) {
     command: ["sh", "-c", "mkdir -p /www && echo worker > /www/index.html && httpd -p 80 -h /www && until wget -qO- http://web/ > /tmp/got; do sleep 0.2; done; exec sleep 1000"]
     depends_on: [web]
 `)
-	t.Cleanup(func() { l.berth("down", "-f", file) })
 	l.must("up", "-d", "-f", file)
 	for i := 0; i < 100; i++ {
 		if r := l.berth("exec", proj+"-worker-1", "cat", "/tmp/got"); r.code == 0 && strings.TrimSpace(r.stdout) == "web" {
@@ -200,7 +218,7 @@ func TestComposeBadInput(t *testing.T) {
 func TestComposeRollingUpdate(t *testing.T) {
 	busybox(t)
 	l := newNetLab(t)
-	proj := "ru" + strings.ReplaceAll(l.host, "-", "")
+	proj := l.projectName("ru")
 	svc := func(v string) string {
 		return `services:
   web:
@@ -216,8 +234,7 @@ func TestComposeRollingUpdate(t *testing.T) {
       replicas: 3
 `
 	}
-	file := composeFile(t, proj, svc("one"))
-	t.Cleanup(func() { l.berth("down", "-f", file) })
+	file := l.projectFile(proj, svc("one"))
 	l.must("up", "-d", "-f", file)
 	if err := os.WriteFile(file, []byte(svc("two")), 0o644); err != nil {
 		t.Fatal(err)
@@ -273,8 +290,8 @@ func TestComposeRollingUpdate(t *testing.T) {
 func TestComposeHealthGatesBalancer(t *testing.T) {
 	busybox(t)
 	l := newNetLab(t)
-	proj := "hc" + strings.ReplaceAll(l.host, "-", "")
-	file := composeFile(t, proj, `services:
+	proj := l.projectName("hc")
+	file := l.projectFile(proj, `services:
   web:
     image: busybox
     command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
@@ -286,7 +303,6 @@ func TestComposeHealthGatesBalancer(t *testing.T) {
     deploy:
       replicas: 2
 `)
-	t.Cleanup(func() { l.berth("down", "-f", file) })
 	l.must("up", "-d", "-f", file)
 	if seen := l.answers(l.outside, "http://"+labHostIP+":8080/", 10); len(seen) != 2 {
 		t.Fatalf("both replicas healthy: answers %v, want two", seen)
@@ -313,9 +329,8 @@ func TestComposeHealthGatesBalancer(t *testing.T) {
 func TestComposeAfterReboot(t *testing.T) {
 	busybox(t)
 	l := newNetLab(t)
-	proj := "rb" + strings.ReplaceAll(l.host, "-", "")
-	file := composeFile(t, proj, "services:"+strings.Replace(webService, "replicas: 3", "replicas: 2", 1))
-	t.Cleanup(func() { l.berth("down", "-f", file) })
+	proj := l.projectName("rb")
+	file := l.projectFile(proj, "services:"+strings.Replace(webService, "replicas: 3", "replicas: 2", 1))
 	l.must("up", "-d", "-f", file)
 	var ins []struct {
 		Pid        int `json:"pid"`
@@ -324,14 +339,8 @@ func TestComposeAfterReboot(t *testing.T) {
 	if err := json.Unmarshal([]byte(l.must("ps", "--project", proj, "--format", "json")), &ins); err != nil || len(ins) != 2 {
 		t.Fatalf("ps: %v %d", err, len(ins))
 	}
-	var sv struct {
-		Pid int `json:"pid"`
-	}
-	b, _ := os.ReadFile(filepath.Join(berthRoot, "projects", proj, "supervisor.json"))
-	if err := json.Unmarshal(b, &sv); err != nil {
-		t.Fatal(err)
-	}
-	pids := []int{sv.Pid}
+	first := supervisorPid(t, proj)
+	pids := []int{first}
 	for _, in := range ins {
 		pids = append(pids, in.MonitorPid, in.Pid)
 	}
@@ -348,14 +357,11 @@ func TestComposeAfterReboot(t *testing.T) {
 		t.Errorf("start --boot did not name the project: %q", out)
 	}
 	waitFor(t, "a new supervisor, started by start --boot", func() bool {
-		b, _ := os.ReadFile(filepath.Join(berthRoot, "projects", proj, "supervisor.json"))
-		var again struct {
-			Pid int `json:"pid"`
-		}
-		if json.Unmarshal(b, &again) != nil || again.Pid == sv.Pid {
+		again := supervisorPid(t, proj)
+		if again == 0 || again == first {
 			return false
 		}
-		_, err := os.Stat(fmt.Sprintf("/proc/%d", again.Pid))
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", again))
 		return err == nil
 	})
 	waitFor(t, "two replicas after the boot", func() bool { return len(l.replicas(proj, "web")) == 2 })
@@ -369,8 +375,8 @@ func TestComposeAfterReboot(t *testing.T) {
 func TestComposeDependsOnConditions(t *testing.T) {
 	busybox(t)
 	l := newNetLab(t)
-	proj := "dc" + strings.ReplaceAll(l.host, "-", "")
-	file := composeFile(t, proj, `services:
+	proj := l.projectName("dc")
+	file := l.projectFile(proj, `services:
   migrate:
     image: busybox
     command: ["sh", "-c", "sleep 1; exit 0"]
@@ -389,7 +395,6 @@ func TestComposeDependsOnConditions(t *testing.T) {
       db:
         condition: service_healthy
 `)
-	t.Cleanup(func() { l.berth("down", "-f", file) })
 	l.must("up", "-d", "-f", file)
 	var ins []struct {
 		Name     string    `json:"name"`

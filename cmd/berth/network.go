@@ -125,17 +125,7 @@ type endpointView struct {
 
 func cmdNetworkInspect(g *globals, args []string) error {
 	fs := newFlags("network inspect")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
-		return fmt.Errorf("want at least one network: %w", errdefs.ErrInvalid)
-	}
-	st, err := networkStore(g)
-	if err != nil {
-		return err
-	}
-	ins, err := allInstances(g)
+	st, ins, err := networksAndInstances(g, fs, args)
 	if err != nil {
 		return err
 	}
@@ -173,6 +163,26 @@ func staleHolders(g *globals) (network.Stale, error) {
 	return lifecycle.StaleHolder(st), nil
 }
 
+// networksAndInstances parses the flags and NETWORK operands of inspect
+// and rm, and opens the network store and lists the instances they need.
+func networksAndInstances(g *globals, fs *flag.FlagSet, args []string) (*network.Store, []*instance.Instance, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() == 0 {
+		return nil, nil, fmt.Errorf("want at least one network: %w", errdefs.ErrInvalid)
+	}
+	st, err := networkStore(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	ins, err := allInstances(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, ins, nil
+}
+
 // allInstances lists every instance's record, reconciled.
 func allInstances(g *globals) ([]*instance.Instance, error) {
 	st, err := g.instanceStore()
@@ -195,21 +205,11 @@ func users(ins []*instance.Instance, n *network.Network) []string {
 
 func cmdNetworkRm(g *globals, args []string) error {
 	fs := newFlags("network rm")
-	if err := parse(fs, args); err != nil {
+	st, ins, err := networksAndInstances(g, fs, args)
+	if err != nil {
 		return err
 	}
 	stale, err := staleHolders(g)
-	if err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
-		return fmt.Errorf("want at least one network: %w", errdefs.ErrInvalid)
-	}
-	st, err := networkStore(g)
-	if err != nil {
-		return err
-	}
-	ins, err := allInstances(g)
 	if err != nil {
 		return err
 	}
