@@ -492,6 +492,14 @@ func TestExec(t *testing.T) {
 	cfg := sh(t, "echo marker > /tmp/marker; echo up; exec sleep 1000")
 	cfg.Spec.Hostname = "exechost"
 	c := runUntilUp(t, cfg)
+	// "up" comes before the shell's exec of sleep: the test asserts
+	// what PID 1 is once it has become sleep.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.Pid()))
+		if string(comm) == "sleep\n" || time.Now().After(deadline) {
+			break
+		}
+	}
 
 	p := DefaultSpec(cfg.ID).Process
 	// The command waits for its stdin to close, so it is still running
